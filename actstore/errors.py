@@ -1,0 +1,136 @@
+"""The one exception tree of actstore.
+
+Every error actstore raises on purpose derives from :class:`ActstoreError` and also
+from the builtin a caller would naturally catch, so ``except ValueError`` keeps
+working for code that does not know actstore::
+
+    ActstoreError
+    ├── InvalidArgumentError   (ValueError)         bad argument from the caller
+    │   └── ConfigMismatchError                      rerun with a different configuration
+    ├── FormatError            (ValueError)         a dataset's bytes or metadata are malformed
+    │   ├── UnsupportedVersionError                  format version newer than this reader
+    │   ├── UnsafePathError                          a path in metadata escapes the dataset root
+    │   └── IntegrityError                           size or sha256 disagrees with the metadata
+    ├── LayerNotFoundError     (LookupError)        layer or view the dataset does not hold
+    ├── DatasetNotFoundError   (FileNotFoundError)  no dataset (index) at that URL / repo / revision
+    ├── DatasetExistsError     (FileExistsError)    refusing to overwrite an existing dataset
+    ├── MissingDependencyError (ImportError)        an optional extra is not installed
+    ├── NotFittedError         (ValueError, AttributeError)  probe used before ``fit``
+    ├── HubError               (RuntimeError)       the Hub refused or failed a request
+    │   └── HubAuthError       (PermissionError)    missing, wrong or read-only token
+    ├── OfflineError           (ConnectionError)    offline mode and the bytes are not cached
+    └── CacheError             (RuntimeError)       the cache cannot serve or store an entry
+
+Messages say what was given, what was expected, and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActstoreError",
+    "CacheError",
+    "ConfigMismatchError",
+    "DatasetExistsError",
+    "DatasetNotFoundError",
+    "FormatError",
+    "HubAuthError",
+    "HubError",
+    "IntegrityError",
+    "InvalidArgumentError",
+    "LayerNotFoundError",
+    "MissingDependencyError",
+    "NotFittedError",
+    "OfflineError",
+    "UnsafePathError",
+    "UnsupportedVersionError",
+]
+
+
+class ActstoreError(Exception):
+    """Base class of every error actstore raises on purpose."""
+
+
+class InvalidArgumentError(ActstoreError, ValueError):
+    """An argument given by the caller has the wrong value, type or shape."""
+
+
+class ConfigMismatchError(InvalidArgumentError):
+    """A rerun into existing output uses a configuration that differs from the recorded one."""
+
+
+class FormatError(ActstoreError, ValueError):
+    """A dataset's files or metadata do not follow ``specs/format-v2.md``."""
+
+
+class UnsupportedVersionError(FormatError):
+    """The dataset's format version is newer than this reader understands."""
+
+
+class UnsafePathError(FormatError):
+    """A path taken from metadata is absolute or escapes the dataset root."""
+
+
+class IntegrityError(FormatError):
+    """A file's size, header or sha256 disagrees with what the metadata records."""
+
+
+class LayerNotFoundError(ActstoreError, LookupError):
+    """A requested layer, view or tensor is not stored in the dataset."""
+
+
+class DatasetNotFoundError(ActstoreError, FileNotFoundError):
+    """No dataset exists at the given location, repository or revision."""
+
+
+class DatasetExistsError(ActstoreError, FileExistsError):
+    """The output location already holds a dataset and overwriting was not asked for."""
+
+
+class MissingDependencyError(ActstoreError, ImportError):
+    """An optional dependency is needed; the message names the extra to install."""
+
+
+class NotFittedError(ActstoreError, ValueError, AttributeError):
+    """A probe was used before ``fit`` was called."""
+
+
+class HubError(ActstoreError, RuntimeError):
+    """The Hub refused or failed a request."""
+
+
+class HubAuthError(HubError, PermissionError):
+    """The Hub token is missing, invalid, or lacks write access."""
+
+
+class OfflineError(ActstoreError, ConnectionError):
+    """Offline mode is on and the requested bytes are not in the local cache."""
+
+
+class CacheError(ActstoreError, RuntimeError):
+    """The cache cannot serve or store an entry."""
+
+
+def require(module: str, extra: str) -> object:
+    """Import an optional dependency or raise :class:`MissingDependencyError`.
+
+    Parameters
+    ----------
+    module : str
+        Importable module name, e.g. ``"torch"``.
+    extra : str
+        The actstore extra that installs it, e.g. ``"extract"``.
+
+    Returns
+    -------
+    module
+        The imported module.
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise MissingDependencyError(
+            f"This feature needs the optional dependency {module!r}, which is not installed; "
+            f'install it with: pip install "actstore[{extra}]"'
+        ) from exc

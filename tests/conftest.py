@@ -1,0 +1,38 @@
+"""Test-session setup shared by every test module.
+
+huggingface_hub and datasets read ``HF_ENDPOINT``, ``HF_HOME``, ``HF_HUB_DISABLE_XET`` and
+``HF_HUB_OFFLINE`` when they are imported, so the loopback Hub's port and a private HF home
+are fixed here, before any test module can import them. The Hub test server fixture binds
+the port chosen here (``ACTSTORE_TEST_HUB_PORT``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_SESSION_TMP = tempfile.mkdtemp(prefix="actstore-tests-")
+_HUB_PORT = _free_port()
+
+os.environ["ACTSTORE_TEST_HUB_PORT"] = str(_HUB_PORT)
+os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{_HUB_PORT}"
+os.environ["HF_HOME"] = os.path.join(_SESSION_TMP, "hf_home")
+os.environ["HF_HUB_DISABLE_XET"] = "1"
+os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+os.environ["HF_UPDATE_DOWNLOAD_COUNTS"] = "0"
+os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("ACTSTORE_OFFLINE", None)
+os.environ["ACTSTORE_CACHE_DIR"] = os.path.join(_SESSION_TMP, "actstore_cache")
+os.environ["LMPROBE_CACHE_DIR"] = os.path.join(_SESSION_TMP, "lmprobe_cache")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MPLBACKEND", "Agg")
