@@ -1,0 +1,91 @@
+"""Conversions between caller arrays and the bytes stored in shards.
+
+numpy has no bfloat16, so bfloat16 shards are handled as raw ``uint16`` bit patterns:
+float32 → bfloat16 rounds to nearest even, bfloat16 → float32 is exact (a 16-bit shift).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from ..errors import InvalidArgumentError
+from .spec import FLOAT_DTYPES
+
+__all__ = ["bf16_bits_to_f32", "f32_to_bf16_bits", "numpy_storage_dtype", "to_numpy", "to_storage"]
+
+
+def numpy_storage_dtype(name: str) -> np.dtype:
+    """The numpy dtype whose bytes equal the stored bytes (``uint16`` for bfloat16)."""
+    return np.dtype(np.uint16) if name == "bfloat16" else np.dtype(name)
+
+
+def f32_to_bf16_bits(a: np.ndarray) -> np.ndarray:
+    """Round float32 values to bfloat16 (nearest even) and return their bit patterns."""
+    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+    rounded = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    return rounded.astype(np.uint16)
+
+
+def bf16_bits_to_f32(bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Widen bfloat16 bit patterns to float32 exactly, optionally into ``out``."""
+    if out is None:
+        out = np.empty(bits.shape, dtype=np.float32)
+    np.left_shift(bits, 16, out=out.view(np.uint32), dtype=np.uint32)
+    return out
+
+
+def _is_torch(x: Any) -> bool:
+    return "torch" in sys.modules and type(x).__module__.startswith("torch")
+
+
+def to_numpy(x: Any) -> np.ndarray:
+    """Turn an array-like (numpy, list, torch tensor of any dtype) into a numpy array.
+
+    A torch bfloat16 tensor becomes float32 (exact); use :func:`to_storage` to keep its bits.
+    """
+    if _is_torch(x):
+        import torch
+
+        t = x.detach().cpu()
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        return t.numpy()
+    return np.asarray(x)
+
+
+def to_storage(x: Any, dtype: str, *, what: str) -> np.ndarray:
+    """Convert caller data to the contiguous array whose bytes are stored as ``dtype``.
+
+    Parameters
+    ----------
+    x : array-like
+        numpy array, nested list or torch tensor with float values.
+    dtype : {"float32", "float16", "bfloat16"}
+        Storage dtype.
+    what : str
+        Name used in error messages (e.g. ``"hidden[3]"``).
+    """
+    if dtype not in FLOAT_DTYPES:
+        raise InvalidArgumentError(
+            f"dtype must be one of {sorted(FLOAT_DTYPES)}; got {dtype!r}."
+        )
+    if _is_torch(x):
+        import torch
+
+        t = x.detach().cpu().contiguous()
+        if dtype == "bfloat16" and t.dtype == torch.bfloat16:
+            return t.view(torch.int16).numpy().view(np.uint16)
+        if t.dtype == torch.bfloat16:
+            t = t.float()
+        x = t.numpy()
+    a = np.asarray(x)
+    if a.dtype.kind not in "fiu":
+        raise InvalidArgumentError(
+            f"{what} must hold numbers; got an array of dtype {a.dtype}."
+        )
+    if dtype == "bfloat16":
+        return f32_to_bf16_bits(a)
+    return np.ascontiguousarray(a, dtype=dtype)

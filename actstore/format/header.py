@@ -1,0 +1,148 @@
+"""safetensors headers, parsed and built by hand so reads can target exact byte ranges.
+
+The safetensors layout (its README, "Format"): 8 bytes little-endian header length ``N``,
+``N`` bytes of JSON (may be right-padded with spaces), then the tensor data; each tensor's
+``data_offsets`` are relative to the end of the header. Every header read here is checked
+against the file size before any data is trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from dataclasses import dataclass
+
+from ..errors import IntegrityError
+from .spec import MAX_HEADER_BYTES, ST_DTYPES
+
+__all__ = ["HEADER_PROBE_BYTES", "TensorEntry", "build_header", "parse_header"]
+
+#: First read of a file: enough for any header actstore or lmprobe writes.
+HEADER_PROBE_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """Where one tensor's bytes lie in its file (absolute offsets)."""
+
+    key: str
+    dtype: str  # safetensors code, e.g. "F32"
+    shape: tuple[int, ...]
+    start: int
+    end: int
+
+    @property
+    def itemsize(self) -> int:
+        return ST_DTYPES[self.dtype][1]
+
+    @property
+    def row_bytes(self) -> int:
+        return math.prod(self.shape[1:]) * self.itemsize
+
+
+def header_length(prefix: bytes, *, path: str, size: int) -> int:
+    """Read the 8-byte header length and check it against the file size."""
+    if size < 8 or len(prefix) < 8:
+        raise IntegrityError(
+            f"{path}: file is {size} bytes, too short to hold a safetensors header; "
+            "the file is truncated or not safetensors."
+        )
+    (n,) = struct.unpack("<Q", prefix[:8])
+    if n > MAX_HEADER_BYTES or 8 + n > size:
+        raise IntegrityError(
+            f"{path}: safetensors header claims {n} bytes but the file is {size} bytes; "
+            "the file is truncated or corrupt."
+        )
+    return int(n)
+
+
+def parse_header(raw: bytes, *, path: str, size: int) -> dict[str, TensorEntry]:
+    """Parse a header (8-byte length + JSON) and validate every entry against ``size``.
+
+    Parameters
+    ----------
+    raw : bytes
+        At least the first ``8 + N`` bytes of the file.
+    path : str
+        File name for error messages.
+    size : int
+        The file's true size in bytes.
+
+    Returns
+    -------
+    dict of str to TensorEntry
+        Tensors by key (``__metadata__`` is dropped).
+    """
+    n = header_length(raw, path=path, size=size)
+    try:
+        doc = json.loads(raw[8 : 8 + n])
+    except ValueError as exc:
+        raise IntegrityError(f"{path}: safetensors header is not valid JSON ({exc}).") from None
+    if not isinstance(doc, dict):
+        raise IntegrityError(f"{path}: safetensors header must be a JSON object.")
+    base = 8 + n
+    entries: dict[str, TensorEntry] = {}
+    for key, spec in doc.items():
+        if key == "__metadata__":
+            continue
+        entries[key] = _entry(key, spec, base=base, path=path, size=size)
+    return entries
+
+
+def _entry(key: str, spec: object, *, base: int, path: str, size: int) -> TensorEntry:
+    try:
+        dtype = spec["dtype"]  # type: ignore[index]
+        shape = tuple(int(d) for d in spec["shape"])  # type: ignore[index]
+        begin, end = (int(v) for v in spec["data_offsets"])  # type: ignore[index]
+    except (TypeError, KeyError, ValueError):
+        raise IntegrityError(
+            f"{path}: header entry {key!r} lacks a valid dtype, shape or data_offsets."
+        ) from None
+    if dtype not in ST_DTYPES:
+        raise IntegrityError(
+            f"{path}: tensor {key!r} has dtype {dtype!r}; expected one of {sorted(ST_DTYPES)}."
+        )
+    expected = math.prod(shape) * ST_DTYPES[dtype][1]
+    if any(d < 0 for d in shape) or begin < 0 or end - begin != expected:
+        raise IntegrityError(
+            f"{path}: tensor {key!r} claims shape {list(shape)} {dtype} ({expected} bytes) "
+            f"but data_offsets span {end - begin} bytes."
+        )
+    if base + end > size:
+        raise IntegrityError(
+            f"{path}: tensor {key!r} ends at byte {base + end} but the file is {size} bytes; "
+            "the file is truncated."
+        )
+    return TensorEntry(key, dtype, shape, base + begin, base + end)
+
+
+def build_header(
+    tensors: list[tuple[str, str, tuple[int, ...]]],
+    *,
+    metadata: dict[str, str] | None = None,
+    reserve: int = 0,
+) -> bytes:
+    """Build ``8-byte length + JSON`` for tensors laid out back to back in the given order.
+
+    Parameters
+    ----------
+    tensors : list of (key, dtype code, shape)
+    metadata : dict, optional
+        String-to-string ``__metadata__``.
+    reserve : int
+        Pad the JSON with spaces to at least this many bytes, so a later header for
+        a different row count can be written over it in place.
+    """
+    doc: dict[str, object] = {}
+    if metadata:
+        doc["__metadata__"] = metadata
+    offset = 0
+    for key, dtype, shape in tensors:
+        nbytes = math.prod(shape) * ST_DTYPES[dtype][1]
+        doc[key] = {"dtype": dtype, "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    width = max(len(body), reserve)
+    width += -width % 8  # keep tensor data 8-byte aligned, as safetensors does
+    return struct.pack("<Q", width) + body.ljust(width, b" ")

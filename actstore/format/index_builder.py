@@ -1,0 +1,215 @@
+"""Accumulates the index rows and tensor descriptors, and writes the Parquet index."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import platform
+import sys
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import InvalidArgumentError
+from . import spec
+from .columns import label_array
+
+__all__ = ["IndexBuilder", "RESERVED_COLUMNS"]
+
+RESERVED_COLUMNS = frozenset({
+    "text", "label", "num_tokens", "shard_index", "row_offset", "shard_index_logits",
+    "row_offset_logits", "token_offset", "token_shard_ids", "token_shard_offsets",
+})
+
+
+def _versions() -> dict[str, Any]:
+    from .. import __version__
+
+    out: dict[str, Any] = {
+        "actstore_version": __version__,
+        "extraction_backend": "actstore",
+        "python_version": platform.python_version(),
+        "numpy_version": sys.modules["numpy"].__version__,
+        "pyarrow_version": pa.__version__,
+    }
+    for name in ("torch", "transformers"):  # recorded only when the caller already uses them
+        if name in sys.modules:
+            out[f"{name}_version"] = getattr(sys.modules[name], "__version__", None)
+    out["created_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+    return out
+
+
+class IndexBuilder:
+    """Row columns, shard lists and file checksums gathered while a dataset is written."""
+
+    def __init__(
+        self, *, model: str, revision: str | None, layers: tuple[int, ...], dim: int,
+        dtype: str, views: tuple[str, ...], shard_bytes: int, logits_k: int | None,
+        extraction: dict[str, Any], description: str | None,
+    ) -> None:
+        self.model, self.revision = model, revision
+        self.layers, self.dim, self.dtype, self.views = layers, dim, dtype, views
+        self.shard_bytes, self.logits_k = shard_bytes, logits_k
+        self.extraction, self.description = extraction, description
+        self.texts: list[str] = []
+        self.labels: list[Any] | None = None
+        self.num_tokens: list[int | None] = []
+        self.meta: dict[str, list[Any]] = {}
+        self.loc: tuple[list[int], list[int]] = ([], [])
+        self.logit_loc: tuple[list[int], list[int]] = ([], [])
+        self.tokens: list[tuple[int, int, int]] = []  # (rest shard k, offset, n_tokens)
+        self.shards: list[int] = []
+        self.rest_shards: list[dict[str, int]] = []
+        self._rest_prompts = 0
+        self.logit_shards: list[dict[str, Any]] = []
+        self.files: dict[str, dict[str, Any]] = {}
+        self.last_token_shards = 0
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.texts)
+
+    def add_rows(
+        self, texts: list[str], *, labels: list[Any] | None,
+        metadata: dict[str, list[Any]] | None, num_tokens: list[int | None],
+    ) -> None:
+        before = len(self.texts)
+        if (labels is None) != (self.labels is None) and before:
+            raise InvalidArgumentError(
+                "labels were given for some batches but not others; pass labels on every "
+                "add() or on none."
+            )
+        if labels is not None:
+            self.labels = (self.labels or []) + labels
+        for name in metadata or {}:
+            if name in RESERVED_COLUMNS:
+                raise InvalidArgumentError(
+                    f"metadata column {name!r} clashes with a reserved index column; rename it."
+                )
+            self.meta.setdefault(name, [None] * before)
+        n = len(texts)
+        for name, col in self.meta.items():
+            col.extend((metadata or {}).get(name, [None] * n))
+        self.texts.extend(texts)
+        self.num_tokens.extend(num_tokens)
+
+    def add_locations(self, shard: int, offset: int, count: int) -> None:
+        self.loc[0].extend([shard] * count)
+        self.loc[1].extend(range(offset, offset + count))
+
+    def add_logit_locations(self, shard: int, offset: int, count: int) -> None:
+        self.logit_loc[0].extend([shard] * count)
+        self.logit_loc[1].extend(range(offset, offset + count))
+
+    def add_shard(self, rows: int) -> None:
+        self.shards.append(rows)
+
+    def add_tokens(self, rest_shard: int, offset: int, n_tokens: int) -> None:
+        self.tokens.append((rest_shard, offset, n_tokens))
+        self._rest_prompts += 1
+
+    def add_rest_shard(self, tokens: int) -> None:
+        self.rest_shards.append({"num_prompts": self._rest_prompts, "num_tokens": tokens})
+        self._rest_prompts = 0
+
+    def set_last_token_shards(self, count: int) -> None:
+        self.last_token_shards = count
+
+    def add_logits_shard(self, rel: str, rows: int) -> None:
+        self.logit_shards.append({"file": rel, "num_prompts": rows})
+
+    def add_file(self, rel: str, size: int, sha256: str) -> None:
+        self.files[rel] = {"size": size, "sha256": sha256}
+
+    # -- output ------------------------------------------------------------------------
+    def _view_descriptor(self, view: str, *, primary: bool) -> dict[str, Any]:
+        itemsize = spec.FLOAT_DTYPES[self.dtype][1]
+        full = primary and view == "all"
+        desc: dict[str, Any] = {
+            "type": "hidden",
+            "layers": list(self.layers),
+            "dim": self.dim,
+            "dtype": self.dtype,
+            "layout": "per_layer",
+            "file_pattern": spec.HIDDEN_PATTERN if primary else spec.VIEW_PATTERN.replace("{view}", view),
+            "key_pattern": spec.HIDDEN_KEY,
+        }
+        if full:
+            desc["shards"] = [{"num_prompts": r, "num_tokens": r} for r in self.shards] + self.rest_shards
+            desc["storage"] = spec.STORAGE_FULL
+            desc["last_token_shards"] = self.last_token_shards
+        else:
+            desc["shards"] = [{"num_prompts": r} for r in self.shards]
+            desc["storage"] = spec.STORAGE_POOLED
+            desc["pooling"] = view
+            desc["row_bytes"] = self.dim * itemsize
+        desc["view"] = view
+        return desc
+
+    def metadata(self) -> dict[str, Any]:
+        """Schema metadata (unencoded): ``lmprobe:*`` then ``actstore:*`` keys."""
+        tensors: dict[str, Any] = {"hidden_layers": self._view_descriptor(self.views[0], primary=True)}
+        if self.logits_k:
+            tensors["logits_topk"] = {
+                "type": "logits_topk", "k": self.logits_k, "dtype": "float32",
+                "indices_dtype": "int32", "pooling": "last_token",
+                "file_pattern": spec.LOGITS_PATTERN, "row_bytes": self.logits_k * 8,
+                "shards": self.logit_shards,
+            }
+        ext = ["views", "files"]
+        return {
+            "lmprobe:format_version": spec.LMPROBE_FORMAT_VERSION,
+            "lmprobe:model": {"name": self.model, "revision": self.revision},
+            "lmprobe:num_prompts": len(self.texts),
+            "lmprobe:prompt_ordering": "input",
+            "lmprobe:tensors": tensors,
+            "lmprobe:provenance": _versions(),
+            "actstore:format": {"version": spec.ACTSTORE_FORMAT_VERSION, "must_understand": [],
+                                "extensions": ext},
+            "actstore:views": {v: self._view_descriptor(v, primary=False) for v in self.views[1:]},
+            "actstore:files": self.files,
+            "actstore:extraction": self.extraction,
+            "actstore:labels": {"kind": label_array(self.labels)[1] if self.labels else None},
+            "actstore:description": self.description,
+        }
+
+    def table(self) -> pa.Table:
+        """The index rows as a pyarrow table with lmprobe's column names and types."""
+        n = len(self.texts)
+        cols: dict[str, pa.Array] = {"text": pa.array(self.texts, type=pa.string())}
+        cols["label"] = label_array(self.labels)[0] if self.labels else pa.nulls(n, pa.int32())
+        cols["num_tokens"] = pa.array(self.num_tokens, type=pa.int32())
+        cols["shard_index"] = pa.array(self.loc[0], type=pa.int32())
+        cols["row_offset"] = pa.array(self.loc[1], type=pa.int32())
+        if self.logits_k:
+            cols["shard_index_logits"] = pa.array(self.logit_loc[0], type=pa.int32())
+            cols["row_offset_logits"] = pa.array(self.logit_loc[1], type=pa.int32())
+        if self.tokens:
+            cols.update(self._token_columns())
+        for name, values in self.meta.items():
+            try:
+                cols[name] = pa.array(values)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                raise InvalidArgumentError(
+                    f"metadata column {name!r} mixes incompatible types ({exc}); give it one type."
+                ) from None
+        return pa.table(cols)
+
+    def _token_columns(self) -> dict[str, pa.Array]:
+        ids, offsets = [], []
+        for (k, off, n_tok), lt_shard, lt_off in zip(self.tokens, *self.loc):
+            rest = self.last_token_shards + k
+            ids.append([rest] * (n_tok - 1) + [lt_shard])
+            offsets.append(list(range(off, off + n_tok - 1)) + [lt_off])
+        return {
+            "token_offset": pa.array(self.loc[1], type=pa.int64()),
+            "token_shard_ids": pa.array(ids, type=pa.list_(pa.int64())),
+            "token_shard_offsets": pa.array(offsets, type=pa.list_(pa.int64())),
+        }
+
+    def write(self, path: str) -> None:
+        """Write the index Parquet file with all metadata in its schema."""
+        table = self.table()
+        encoded = {k.encode(): json.dumps(v).encode() for k, v in self.metadata().items()}
+        pq.write_table(table.replace_schema_metadata(encoded), path)

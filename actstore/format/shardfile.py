@@ -1,0 +1,126 @@
+"""Shard files written as a stream, hashed while they are written.
+
+A shard file holds one tensor of ``rows × dim`` values. Its header is written first with
+the planned row count; rows are appended as they arrive (memory stays bounded by what the
+caller passes in). When the final count differs from the plan (the last shard of a dataset
+whose size was not known), the header is rewritten in place — it was padded to a fixed
+width for that — and the file is hashed again from disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+
+from .header import build_header
+
+__all__ = ["StreamingTensorFile", "hash_file", "write_tensor_file"]
+
+_MAX_ROWS = 10**15  # widest row count a reserved header must fit
+
+
+def hash_file(path: str, chunk: int = 8 << 20) -> str:
+    """sha256 of a local file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        buf = bytearray(chunk)
+        view = memoryview(buf)
+        while n := f.readinto(view):
+            h.update(view[:n])
+    return h.hexdigest()
+
+
+class StreamingTensorFile:
+    """One single-tensor safetensors file, written row block by row block.
+
+    Parameters
+    ----------
+    path : str
+        Local path to write (a staging name; the caller publishes it).
+    key, dtype : str
+        Tensor key and safetensors dtype code.
+    dim : int
+        Row width.
+    planned_rows : int or None
+        Expected row count. When it is right, the file is hashed in one pass as it is
+        written; otherwise it is hashed again from disk at close.
+    hasher : ThreadPoolExecutor
+        A single-worker pool that hashes concurrently with the writes (hashlib and file
+        writes both release the GIL, so the two overlap on two cores).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        key: str,
+        dtype: str,
+        dim: int,
+        planned_rows: int | None,
+        hasher: ThreadPoolExecutor,
+    ) -> None:
+        self.path = path
+        self.key, self.dtype, self.dim = key, dtype, dim
+        self.planned = planned_rows
+        self.rows = 0
+        self._reserve = len(build_header([(key, dtype, (_MAX_ROWS, dim))])) - 8
+        self._pool = hasher
+        self._sha = hashlib.sha256()
+        self._pending: list[Future[None]] = []
+        self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()/discard()
+        header = self._header(planned_rows or 0)
+        self._file.write(header)
+        if planned_rows is not None:
+            self._sha.update(header)
+
+    def _header(self, rows: int) -> bytes:
+        return build_header([(self.key, self.dtype, (rows, self.dim))], reserve=self._reserve)
+
+    def append(self, block: np.ndarray) -> None:
+        """Append a C-contiguous ``(rows, dim)`` block in the storage dtype."""
+        view = memoryview(block).cast("B")
+        if self.planned is not None:
+            self._pending.append(self._pool.submit(self._sha.update, view))
+        self._file.write(view)
+        self.rows += block.shape[0]
+
+    def wait(self) -> None:
+        """Block until every appended block has been hashed (the caller may then reuse it)."""
+        for fut in self._pending:
+            fut.result()
+        self._pending.clear()
+
+    def close(self) -> tuple[int, str]:
+        """Finish the file; returns ``(size in bytes, sha256 hex)``."""
+        self.wait()
+        if self.planned != self.rows:
+            self._file.seek(0)
+            self._file.write(self._header(self.rows))
+        size = self._file.seek(0, os.SEEK_END)
+        self._file.close()
+        if self.planned != self.rows:
+            return size, hash_file(self.path)
+        return size, self._sha.hexdigest()
+
+    def discard(self) -> None:
+        """Close and delete the file (used when a write is aborted)."""
+        self.wait()
+        self._file.close()
+        if os.path.exists(self.path):
+            os.remove(self.path)
+
+
+def write_tensor_file(path: str, tensors: list[tuple[str, str, np.ndarray]]) -> tuple[int, str]:
+    """Write a small multi-tensor safetensors file in one go; returns ``(size, sha256)``."""
+    header = build_header([(key, code, arr.shape) for key, code, arr in tensors])
+    h = hashlib.sha256(header)
+    with open(path, "wb") as f:
+        f.write(header)
+        for _, _, arr in tensors:
+            data = memoryview(np.ascontiguousarray(arr)).cast("B")
+            h.update(data)
+            f.write(data)
+    return len(header) + sum(arr.nbytes for _, _, arr in tensors), h.hexdigest()

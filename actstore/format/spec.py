@@ -1,0 +1,47 @@
+"""Constants of the v2 format (normative text: ``specs/format-v2.md``)."""
+
+from __future__ import annotations
+
+import re
+
+#: ``lmprobe:format_version`` written and accepted (major must be 2).
+LMPROBE_FORMAT_VERSION = "2.0"
+#: Version of actstore's extension keys (``actstore:format``); its major follows the lmprobe major.
+ACTSTORE_FORMAT_VERSION = "2.1"
+#: Extensions this reader understands; a dataset listing others under ``must_understand`` is refused.
+KNOWN_EXTENSIONS = frozenset({"views", "files", "extraction", "labels"})
+
+INDEX_DIR = "index"
+INDEX_FILE = "index/{split}-{part:05d}-of-{parts:05d}.parquet"
+HIDDEN_PATTERN = "tensors/hidden_layer{layer:03d}_shard{shard:03d}.safetensors"
+VIEW_PATTERN = "tensors/{view}/hidden_layer{layer:03d}_shard{shard:03d}.safetensors"
+HIDDEN_KEY = "hidden.layer_{layer}"
+LOGITS_PATTERN = "tensors/logits_topk_{shard:03d}.safetensors"
+LOGITS_VALUES_KEY = "logits_topk.values"
+LOGITS_INDICES_KEY = "logits_topk.indices"
+
+META_PREFIX = "lmprobe:"
+EXT_PREFIX = "actstore:"
+
+STORAGE_POOLED = "pooled"
+STORAGE_FULL = "full_sequence"
+
+#: Pooling names with a defined meaning; other view names are allowed (``[a-z0-9_]+``).
+POOLINGS = ("last_token", "first_token", "mean", "all")
+VIEW_NAME = re.compile(r"^[a-z0-9_]{1,64}$")
+
+#: Float dtypes a hidden-state shard may hold: name -> (safetensors code, itemsize).
+FLOAT_DTYPES = {"float32": ("F32", 4), "float16": ("F16", 2), "bfloat16": ("BF16", 2)}
+#: safetensors dtype code -> (name, itemsize) for every code the reader accepts.
+ST_DTYPES = {
+    "F32": ("float32", 4),
+    "F16": ("float16", 2),
+    "BF16": ("bfloat16", 2),
+    "F64": ("float64", 8),
+    "I32": ("int32", 4),
+    "I64": ("int64", 8),
+    "I16": ("int16", 2),
+    "U8": ("uint8", 1),
+}
+#: Largest safetensors header accepted (the reference implementation's own limit).
+MAX_HEADER_BYTES = 100_000_000

@@ -1,0 +1,536 @@
+"""``DatasetWriter``: stream rows into a v2 dataset; shards first, the index last.
+
+Rows arrive in batches through :meth:`DatasetWriter.add` and go straight to per-layer shard
+files, so memory is bounded by the batch, not by the dataset. Leaving the ``with`` block
+normally commits (the index is written last, atomically); leaving it with an exception
+aborts and deletes every file the writer made, so no half dataset is ever readable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from ..errors import DatasetExistsError, InvalidArgumentError, LayerNotFoundError
+from . import spec
+from .columns import normalize_labels, normalize_metadata
+from .dtypes import to_storage
+from .index_builder import IndexBuilder
+from .shardfile import StreamingTensorFile, write_tensor_file
+from .target import Target
+
+__all__ = ["DatasetWriter"]
+
+
+class DatasetWriter:
+    """Write a v2 activation dataset that actstore and lmprobe 0.10.3 both read.
+
+    Parameters
+    ----------
+    path : str
+        Local folder or fsspec URL of the dataset.
+    model : str
+        Model name or path the activations come from.
+    layers : sequence of int
+        Stored layers (unique).
+    dim : int
+        Hidden size.
+    dtype : {"float32", "float16", "bfloat16"}
+        Shard dtype; the metadata always records this true dtype.
+    pooling : str or sequence of str
+        View names; the first is the primary view (lmprobe's ``hidden_layers``). ``"all"``
+        as the primary view stores full sequences (last-token shards kept separate).
+    revision : str, optional
+        Model revision (commit sha) used for extraction.
+    shard_bytes : int
+        Target size of one per-layer shard file.
+    num_rows : int, optional
+        Total rows, if known: lets every shard be hashed in a single pass.
+    logits_k : int, optional
+        Store top-k logits at the last token (values + int32 indices).
+    extraction : dict, optional
+        Extraction configuration, recorded as ``actstore:extraction``.
+    description : str, optional
+        Free text recorded in the metadata and shown on the dataset card.
+    overwrite : bool
+        Replace an existing dataset at ``path`` (its index is removed first).
+    storage_options : dict, optional
+        fsspec options for remote paths.
+    check_finite : bool
+        Refuse NaN/inf activations (default). Set False to store them as they are.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> with DatasetWriter("/tmp/ds", model="m", layers=[0], dim=4, overwrite=True) as w:
+    ...     w.add(["a", "b"], hidden={0: np.ones((2, 4))}, labels=[0, 1])
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        model: str,
+        layers: Sequence[int],
+        dim: int,
+        dtype: str = "float32",
+        pooling: str | Sequence[str] = "last_token",
+        revision: str | None = None,
+        shard_bytes: int = 1 << 30,
+        num_rows: int | None = None,
+        logits_k: int | None = None,
+        extraction: Mapping[str, Any] | None = None,
+        description: str | None = None,
+        overwrite: bool = False,
+        storage_options: dict[str, Any] | None = None,
+        check_finite: bool = True,
+    ) -> None:
+        self.layers = _check_layers(layers)
+        self.views = _check_views(pooling)
+        if not isinstance(dim, int) or dim <= 0:
+            raise InvalidArgumentError(f"dim must be a positive integer; got {dim!r}.")
+        if dtype not in spec.FLOAT_DTYPES:
+            raise InvalidArgumentError(
+                f"The 'dtype' argument of DatasetWriter must be one of "
+                f"{', '.join(repr(d) for d in spec.FLOAT_DTYPES)}; got {dtype!r}."
+            )
+        if logits_k is not None and (not isinstance(logits_k, int) or logits_k <= 0):
+            raise InvalidArgumentError(f"logits_k must be a positive integer; got {logits_k!r}.")
+        self.dim, self.dtype, self.logits_k = dim, dtype, logits_k
+        self.code, itemsize = spec.FLOAT_DTYPES[dtype]
+        self.full_sequence = self.views[0] == "all"
+        self.shard_bytes = int(shard_bytes)
+        self.rows_per_shard = max(1, self.shard_bytes // (dim * itemsize))
+        self.num_rows = num_rows
+        self.check_finite = check_finite
+        self.index = IndexBuilder(
+            model=model, revision=revision, layers=self.layers, dim=dim, dtype=dtype,
+            views=self.views, shard_bytes=self.shard_bytes, logits_k=logits_k,
+            extraction=dict(extraction or {}), description=description,
+        )
+        self._target = Target(path, storage_options)
+        self.url = self._target.url
+        self._index_rel = spec.INDEX_FILE.format(split="train", part=0, parts=1)
+        if self._target.exists(self._index_rel):
+            if not overwrite:
+                self._target.cleanup()
+                raise DatasetExistsError(
+                    f"{self.url!r} already holds a dataset; pass overwrite=True to replace it "
+                    "or choose another path."
+                )
+            self._target.remove(self._index_rel)  # the old dataset stops existing first
+        self._overwrite = overwrite
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-hash")
+        self._open: dict[tuple[str, int], StreamingTensorFile] = {}
+        self._shard, self._shard_fill = 0, 0
+        self._rest: dict[int, StreamingTensorFile] = {}
+        self._rest_done: list[dict[int, StreamingTensorFile]] = []
+        self._rest_fill = 0
+        self._logits: list[tuple[np.ndarray, np.ndarray]] = []
+        self._logits_fill, self._logits_shard = 0, 0
+        self._logits_rows = (
+            max(1, self.shard_bytes // (logits_k * 8)) if logits_k else 0
+        )
+        self._done = False
+
+    # -- context manager -------------------------------------------------------------
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+    # -- adding rows -----------------------------------------------------------------
+    def add(
+        self,
+        texts: Sequence[str],
+        hidden: Mapping[int, Any] | None = None,
+        *,
+        views: Mapping[str, Mapping[int, Any]] | None = None,
+        labels: Sequence[Any] | None = None,
+        metadata: Any = None,
+        num_tokens: Sequence[int] | None = None,
+        logits_topk: tuple[Any, Any] | None = None,
+    ) -> None:
+        """Append a batch of rows.
+
+        Parameters
+        ----------
+        texts : sequence of str
+            One prompt text per row.
+        hidden : dict of int to array
+            Primary view: layer -> ``(n, dim)`` array; for full-sequence storage,
+            layer -> list of ``(n_tokens_i, dim)`` arrays.
+        views : dict, optional
+            Extra pooled views: view name -> layer -> ``(n, dim)`` array.
+        labels : sequence, optional
+            int, bool, str or float (regression) per row.
+        metadata : list of dict or dict of columns, optional
+            Extra index columns.
+        num_tokens : sequence of int, optional
+            Token count per row (derived automatically for full-sequence storage).
+        logits_topk : (values, indices), optional
+            ``(n, k)`` arrays of top-k logits at the last token.
+        """
+        self._check_open()
+        texts = _check_texts(texts)
+        n = len(texts)
+        if n == 0:
+            return
+        primary = self._primary_blocks(hidden, n)
+        extra = {
+            name: self._pooled_blocks(name, (views or {}).get(name), n)
+            for name in self.views[1:]
+        }
+        unknown = set(views or {}) - set(self.views[1:])
+        if unknown:
+            raise LayerNotFoundError(
+                f"views {sorted(unknown)} were not declared; the writer's pooling is "
+                f"{list(self.views)}. Declare every view in pooling=[...]."
+            )
+        lab = normalize_labels(labels, n) if labels is not None else None
+        meta = normalize_metadata(metadata, n) if metadata is not None else None
+        logits = self._logit_blocks(logits_topk, n)
+        if self.full_sequence:
+            tok = [len(primary[self.layers[0]][i]) for i in range(n)]
+        else:
+            tok = _check_counts(num_tokens, n)
+        self.index.add_rows(texts, labels=lab, metadata=meta, num_tokens=tok)
+        if self.full_sequence:
+            self._write_full(primary, extra, n)
+        else:
+            self._write_pooled({self.views[0]: primary, **extra}, n)
+        if logits is not None:
+            self._write_logits(*logits)
+
+    # -- validation of one batch -------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._done:
+            raise InvalidArgumentError("This DatasetWriter is already committed or aborted.")
+
+    def _layer_map(self, name: str, data: Mapping[int, Any] | None) -> Mapping[int, Any]:
+        if data is None or not isinstance(data, Mapping):
+            raise InvalidArgumentError(
+                f"View {name!r} needs a dict of layer -> array for layers {list(self.layers)}."
+            )
+        missing = [L for L in self.layers if L not in data]
+        extra = sorted(set(data) - set(self.layers))
+        if missing or extra:
+            raise LayerNotFoundError(
+                f"View {name!r} must give exactly layers {list(self.layers)}; "
+                f"missing {missing}, unexpected {extra}."
+            )
+        return data
+
+    def _block(self, name: str, layer: int, x: Any, n: int) -> np.ndarray:
+        block = to_storage(x, self.dtype, what=f"{name}[{layer}]")
+        if block.shape != (n, self.dim):
+            raise InvalidArgumentError(
+                f"{name}[{layer}] has shape {block.shape}; expected ({n}, {self.dim}) "
+                "(one row per text, dim columns)."
+            )
+        if self.check_finite:
+            _check_finite(x, block, name=f"{name}[{layer}]")
+        return block
+
+    def _pooled_blocks(self, name: str, data: Mapping[int, Any] | None, n: int) -> dict[int, np.ndarray]:
+        data = self._layer_map(name, data)
+        return {L: self._block(name, L, data[L], n) for L in self.layers}
+
+    def _primary_blocks(self, hidden: Mapping[int, Any] | None, n: int) -> dict[int, Any]:
+        if not self.full_sequence:
+            return self._pooled_blocks(self.views[0], hidden, n)
+        data = self._layer_map("all", hidden)
+        out: dict[int, list[np.ndarray]] = {}
+        for L in self.layers:
+            seqs = list(data[L])
+            if len(seqs) != n:
+                raise InvalidArgumentError(
+                    f"hidden[{L}] has {len(seqs)} sequences but texts has {n}."
+                )
+            out[L] = [self._seq_block(L, i, s) for i, s in enumerate(seqs)]
+        lengths = [len(s) for s in out[self.layers[0]]]
+        for L in self.layers[1:]:
+            if [len(s) for s in out[L]] != lengths:
+                raise InvalidArgumentError(
+                    f"hidden[{L}] token counts differ from hidden[{self.layers[0]}]; every "
+                    "layer must hold the same tokens."
+                )
+        return out
+
+    def _seq_block(self, layer: int, i: int, x: Any) -> np.ndarray:
+        block = to_storage(x, self.dtype, what=f"hidden[{layer}][{i}]")
+        if block.ndim != 2 or block.shape[1] != self.dim or block.shape[0] < 1:
+            raise InvalidArgumentError(
+                f"hidden[{layer}][{i}] has shape {block.shape}; expected (n_tokens >= 1, {self.dim})."
+            )
+        if self.check_finite:
+            _check_finite(x, block, name=f"hidden[{layer}][{i}]")
+        return block
+
+    def _logit_blocks(self, logits: tuple[Any, Any] | None, n: int) -> tuple[np.ndarray, np.ndarray] | None:
+        if (logits is None) != (self.logits_k is None):
+            raise InvalidArgumentError(
+                "logits_topk must be given on every add() exactly when the writer has logits_k "
+                f"(logits_k={self.logits_k})."
+            )
+        if logits is None:
+            return None
+        values = np.ascontiguousarray(to_storage(logits[0], "float32", what="logits values"))
+        indices = np.ascontiguousarray(np.asarray(logits[1]), dtype=np.int32)
+        if values.shape != (n, self.logits_k) or indices.shape != (n, self.logits_k):
+            raise InvalidArgumentError(
+                f"logits_topk arrays have shapes {values.shape} and {indices.shape}; "
+                f"expected ({n}, {self.logits_k}) each."
+            )
+        return values, indices
+
+    # -- writing -----------------------------------------------------------------------
+    def _planned(self, shard: int) -> int | None:
+        if self.num_rows is None:
+            return None
+        return max(0, min(self.rows_per_shard, self.num_rows - shard * self.rows_per_shard)) or None
+
+    def _file(self, view: str, layer: int) -> StreamingTensorFile:
+        f = self._open.get((view, layer))
+        if f is None:
+            rel = self._rel(view, layer, self._shard)
+            f = StreamingTensorFile(
+                self._target.stage(rel), key=spec.HIDDEN_KEY.format(layer=layer),
+                dtype=self.code, dim=self.dim, planned_rows=self._planned(self._shard),
+                hasher=self._hasher,
+            )
+            self._open[(view, layer)] = f
+        return f
+
+    def _rel(self, view: str, layer: int, shard: int) -> str:
+        if view == self.views[0]:
+            return spec.HIDDEN_PATTERN.format(layer=layer, shard=shard)
+        return spec.VIEW_PATTERN.format(view=view, layer=layer, shard=shard)
+
+    def _write_pooled(self, blocks: dict[str, Mapping[int, Any]], n: int) -> None:
+        start = 0
+        while start < n:
+            take = min(n - start, self.rows_per_shard - self._shard_fill)
+            for view, per_layer in blocks.items():
+                for layer in self.layers:
+                    self._file(view, layer).append(per_layer[layer][start : start + take])
+            self.index.add_locations(self._shard, self._shard_fill, take)
+            self._shard_fill += take
+            start += take
+            if self._shard_fill == self.rows_per_shard:
+                self._close_shard()
+        for f in self._open.values():
+            f.wait()
+
+    def _close_shard(self) -> None:
+        for (view, layer), f in self._open.items():
+            self._publish(f, self._rel(view, layer, self._shard))
+        self._open.clear()
+        self.index.add_shard(self._shard_fill)
+        self._shard += 1
+        self._shard_fill = 0
+
+    def _publish(self, f: StreamingTensorFile, rel: str) -> None:
+        size, sha = f.close()
+        self._target.publish(f.path, rel)
+        self.index.add_file(rel, size, sha)
+
+    def _write_full(self, seqs: dict[int, list[np.ndarray]], extra: dict[str, Any], n: int) -> None:
+        itemsize = spec.FLOAT_DTYPES[self.dtype][1]
+        last = {L: np.stack([s[-1] for s in seqs[L]]) for L in self.layers}
+        lt_shard, lt_fill = self._shard, self._shard_fill
+        self._write_pooled({"all": last, **extra}, n)
+        for i in range(n):
+            rest_rows = len(seqs[self.layers[0]][i]) - 1
+            if self._rest and self._rest_fill and (
+                (self._rest_fill + rest_rows) * self.dim * itemsize > self.shard_bytes
+            ):
+                self._roll_rest()
+            files = self._rest_files()
+            offset = self._rest_fill
+            for L in self.layers:
+                if rest_rows:
+                    files[L].append(seqs[L][i][:-1])
+            for f in files.values():
+                f.wait()
+            self.index.add_tokens(len(self._rest_done), offset, rest_rows + 1)
+            self._rest_fill += rest_rows
+        del lt_shard, lt_fill
+
+    def _rest_files(self) -> dict[int, StreamingTensorFile]:
+        if not self._rest:
+            k = len(self._rest_done)
+            self._rest = {
+                L: StreamingTensorFile(
+                    self._target.stage(f"rest{k:05d}_layer{L:03d}"), key=spec.HIDDEN_KEY.format(layer=L),
+                    dtype=self.code, dim=self.dim, planned_rows=None, hasher=self._hasher,
+                )
+                for L in self.layers
+            }
+        return self._rest
+
+    def _roll_rest(self) -> None:
+        self.index.add_rest_shard(self._rest_fill)
+        self._rest_done.append(self._rest)
+        self._rest, self._rest_fill = {}, 0
+
+    def _write_logits(self, values: np.ndarray, indices: np.ndarray) -> None:
+        start, n = 0, values.shape[0]
+        while start < n:
+            take = min(n - start, self._logits_rows - self._logits_fill)
+            self._logits.append((values[start : start + take].copy(), indices[start : start + take].copy()))
+            self.index.add_logit_locations(self._logits_shard, self._logits_fill, take)
+            self._logits_fill += take
+            start += take
+            if self._logits_fill == self._logits_rows:
+                self._flush_logits()
+
+    def _flush_logits(self) -> None:
+        if not self._logits:
+            return
+        rel = spec.LOGITS_PATTERN.format(shard=self._logits_shard)
+        staged = self._target.stage(rel)
+        size, sha = write_tensor_file(staged, [
+            (spec.LOGITS_VALUES_KEY, "F32", np.concatenate([v for v, _ in self._logits])),
+            (spec.LOGITS_INDICES_KEY, "I32", np.concatenate([i for _, i in self._logits])),
+        ])
+        self._target.publish(staged, rel)
+        self.index.add_file(rel, size, sha)
+        self.index.add_logits_shard(rel, self._logits_fill)
+        self._logits, self._logits_fill = [], 0
+        self._logits_shard += 1
+
+    # -- commit / abort ----------------------------------------------------------------
+    def commit(self) -> str:
+        """Finish every shard, then write the index last; returns the dataset URL."""
+        self._check_open()
+        try:
+            if self.index.num_rows == 0:
+                raise InvalidArgumentError(
+                    f"No rows were added to {self.url!r}; add at least one row before committing."
+                )
+            if self._shard_fill:
+                self._close_shard()
+            self._flush_logits()
+            if self.full_sequence:
+                self._publish_rest()
+            staged = self._target.stage("index.parquet")
+            self.index.write(staged)
+            if self._overwrite:
+                self._remove_stale()
+            self._target.publish(staged, self._index_rel)  # the commit point
+        except BaseException:
+            self.abort()
+            raise
+        self._finish()
+        return self.url
+
+    def _publish_rest(self) -> None:
+        if self._rest:
+            self._roll_rest()
+        first = self._shard
+        for k, files in enumerate(self._rest_done):
+            for L, f in files.items():
+                self._publish(f, spec.HIDDEN_PATTERN.format(layer=L, shard=first + k))
+        self.index.set_last_token_shards(first)
+
+    def _remove_stale(self) -> None:
+        keep = set(self.index.files)
+        for rel in self._target.list_tensor_files():
+            if rel not in keep:
+                self._target.remove(rel)
+
+    def abort(self) -> None:
+        """Delete every file this writer made; nothing readable is left behind."""
+        if self._done:
+            return
+        for f in [*self._open.values(), *self._rest.values()]:
+            f.discard()
+        for files in self._rest_done:
+            for f in files.values():
+                f.discard()
+        for rel in self.index.files:
+            self._target.remove(rel)
+        self._finish()
+
+    def _finish(self) -> None:
+        self._done = True
+        self._open.clear()
+        self._hasher.shutdown(wait=True)
+        self._target.cleanup()
+
+
+def _check_layers(layers: Sequence[int]) -> tuple[int, ...]:
+    try:
+        values = [int(v) for v in layers]
+    except (TypeError, ValueError):
+        raise InvalidArgumentError(f"layers must be a list of integers; got {layers!r}.") from None
+    if not values:
+        raise InvalidArgumentError("layers must name at least one layer; got an empty list.")
+    dupes = sorted({v for v in values if values.count(v) > 1})
+    if dupes:
+        raise InvalidArgumentError(f"layers lists {dupes} more than once; each layer must be unique.")
+    return tuple(values)
+
+
+def _check_views(pooling: str | Sequence[str]) -> tuple[str, ...]:
+    names = (pooling,) if isinstance(pooling, str) else tuple(pooling)
+    if not names:
+        raise InvalidArgumentError("pooling must name at least one view, e.g. 'last_token'.")
+    for name in names:
+        if not isinstance(name, str) or not spec.VIEW_NAME.match(name):
+            raise InvalidArgumentError(
+                f"View name {name!r} is invalid; use lowercase letters, digits and '_' "
+                f"(known poolings: {', '.join(spec.POOLINGS)})."
+            )
+    if len(set(names)) != len(names):
+        raise InvalidArgumentError(f"pooling lists a view twice: {list(names)}.")
+    if "all" in names[1:]:
+        raise InvalidArgumentError(
+            "'all' (full-sequence storage) must be the first pooling, e.g. ['all', 'mean']."
+        )
+    return names
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise InvalidArgumentError("texts must be a list of strings, not a single string.")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise InvalidArgumentError(f"texts[{i}] must be a str; got {type(t).__name__}.")
+    return out
+
+
+def _check_counts(num_tokens: Sequence[int] | None, n: int) -> list[int | None]:
+    if num_tokens is None:
+        return [None] * n
+    values = [None if v is None else int(v) for v in num_tokens]
+    if len(values) != n:
+        raise InvalidArgumentError(f"num_tokens has {len(values)} entries but texts has {n}.")
+    return values
+
+
+def _check_finite(original: Any, block: np.ndarray, *, name: str) -> None:
+    a = np.asarray(original) if isinstance(original, np.ndarray) else block
+    if a.dtype == np.uint16:  # bfloat16 bits: exponent all ones means inf or NaN
+        bad = (a & 0x7F80) == 0x7F80
+    else:
+        # one cheap reduction first; inspect element-wise only when something is off
+        if math.isfinite(float(np.add.reduce(a, axis=None, dtype=np.float64))):
+            return
+        bad = ~np.isfinite(a)
+    if bad.any():
+        row = int(np.argwhere(bad)[0][0])
+        raise InvalidArgumentError(
+            f"{name} holds NaN or inf (first at row {row}); activations must be finite. "
+            "Pass check_finite=False to store them anyway."
+        )
