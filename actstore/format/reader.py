@@ -1,0 +1,466 @@
+"""``Dataset``: a lazy reader over a v2 dataset on any fsspec URL.
+
+Opening reads the Parquet index (its footer holds all the metadata) and nothing else.
+Tensor bytes are read on demand by exact byte ranges from the shard files, whose headers
+are parsed by hand and checked against the file size and the metadata before use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import (
+    DatasetNotFoundError,
+    FormatError,
+    IntegrityError,
+    InvalidArgumentError,
+    LayerNotFoundError,
+)
+from . import spec
+from .header import HEADER_PROBE_BYTES, TensorEntry, header_length, parse_header
+from .metadata import DatasetInfo, ViewLayout, decode_schema_metadata, parse_files, parse_layout
+from .rows import read_rows, storage_numpy
+from .source import ByteSource, source_for_url
+
+__all__ = ["Dataset", "open_dataset", "read_index"]
+
+INDEX_PATH = spec.INDEX_FILE.format(split="train", part=0, parts=1)
+
+
+def read_index(source: ByteSource, path: str = INDEX_PATH) -> pa.Table:
+    """Read the Parquet index of a dataset through ``source``."""
+    try:
+        size = source.size(path)
+    except FileNotFoundError:
+        raise DatasetNotFoundError(
+            f"No dataset index at {getattr(source, 'url', '?')}/{path}: a folder without an "
+            "index is not a dataset (an unfinished or interrupted write leaves none)."
+        ) from None
+    (data,) = source.read_ranges(path, [(0, size)])
+    try:
+        return pq.read_table(io.BytesIO(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise FormatError(f"{path}: the index is not a readable Parquet file ({exc}).") from None
+
+
+@dataclass
+class _State:
+    """Everything a dataset and its selections share: layout, index arrays, header cache."""
+
+    source: ByteSource
+    url: str
+    table: pa.Table
+    meta: dict[str, Any]
+    views: dict[str, ViewLayout]
+    logits: dict[str, Any] | None
+    files: dict[str, dict[str, Any]]
+    loc: tuple[np.ndarray, np.ndarray]
+    logit_loc: tuple[np.ndarray, np.ndarray] | None
+    verify_checksums: bool
+    max_gap_bytes: int = 0
+    headers: dict[str, dict[str, TensorEntry]] = field(default_factory=dict)
+    verified: set[str] = field(default_factory=set)
+    info: DatasetInfo | None = None
+
+
+def _locations(table: pa.Table, cols: tuple[str, str], shard_rows: Sequence[int], what: str) -> tuple[np.ndarray, np.ndarray]:
+    for c in cols:
+        if c not in table.column_names:
+            raise FormatError(f"The index lacks the {c!r} column needed to locate {what} rows.")
+    shard = table.column(cols[0]).to_numpy(zero_copy_only=False).astype(np.int64)
+    off = table.column(cols[1]).to_numpy(zero_copy_only=False).astype(np.int64)
+    rows = np.asarray(shard_rows, dtype=np.int64)
+    bad = (shard < 0) | (shard >= len(rows))
+    if not bad.any():
+        bad = (off < 0) | (off >= rows[shard])
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise FormatError(
+            f"Index row {i} points at {what} shard {int(shard[i])} offset {int(off[i])}, outside "
+            f"the {len(rows)} shards the metadata describes; the index is corrupt."
+        )
+    return shard, off
+
+
+def _build_state(source: ByteSource, table: pa.Table, url: str, verify_checksums: bool) -> _State:
+    meta = decode_schema_metadata(table.schema.metadata)
+    views, logits = parse_layout(meta)
+    if not views:
+        raise FormatError("The dataset describes no hidden-state tensors (lmprobe:tensors.hidden_layers).")
+    if "text" not in table.column_names:
+        raise FormatError("The index lacks the required 'text' column.")
+    primary = next(iter(views.values()))
+    loc = _locations(table, ("shard_index", "row_offset"), primary.shard_rows[: primary.last_token_shards], "hidden")
+    logit_loc = None
+    if logits is not None:
+        cols = ("shard_index_logits", "row_offset_logits")
+        if cols[0] not in table.column_names:
+            cols = ("shard_index", "row_offset")
+        logit_loc = _locations(table, cols, [s["num_prompts"] for s in logits["shards"]], "logits")
+    return _State(source, url, table, meta, views, logits, parse_files(meta), loc, logit_loc, verify_checksums)
+
+
+def open_dataset(
+    url: str | os.PathLike[str],
+    *,
+    storage_options: dict[str, Any] | None = None,
+    source: ByteSource | None = None,
+    verify_checksums: bool = False,
+) -> Dataset:
+    """Open a v2 dataset lazily: only the index is read.
+
+    Parameters
+    ----------
+    url : str or path
+        Local folder or fsspec URL (``memory://``, ``s3://``, ``hf://datasets/...``).
+    storage_options : dict, optional
+        fsspec options for remote URLs.
+    source : ByteSource, optional
+        Read through this byte source instead of a plain one (the cache passes its own).
+    verify_checksums : bool
+        Hash every tensor file against its recorded sha256 before its first use.
+
+    Examples
+    --------
+    >>> ds = open_dataset("out/ds")              # doctest: +SKIP
+    >>> ds.layer(1).shape                        # doctest: +SKIP
+    (1000, 384)
+    """
+    src = source if source is not None else source_for_url(url, storage_options)
+    table = read_index(src)
+    return Dataset(_build_state(src, table, os.fspath(url), verify_checksums))
+
+
+class Dataset:
+    """A v2 activation dataset (or a selection of its rows), read lazily.
+
+    Create one with :func:`open_dataset`. Selections made with :meth:`select` and
+    :meth:`filter` share the parent's open state and read only their rows.
+    """
+
+    def __init__(self, state: _State, rows: np.ndarray | None = None) -> None:
+        self._s = state
+        self._rows = rows  # absolute row numbers, or None for every row
+
+    # -- basic properties --------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return self._s.url
+
+    @property
+    def source(self) -> ByteSource:
+        return self._s.source
+
+    def __len__(self) -> int:
+        return self._s.table.num_rows if self._rows is None else int(self._rows.size)
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (
+            f"Dataset({self.url!r}, model={i.model!r}, rows={len(self)}, layers={list(i.layers)}, "
+            f"dim={i.dim}, dtype={i.dtype!r}, views={list(i.views)})"
+        )
+
+    @property
+    def _abs(self) -> np.ndarray:
+        return np.arange(self._s.table.num_rows) if self._rows is None else self._rows
+
+    @property
+    def index(self) -> pa.Table:
+        """The index rows of this selection as a pyarrow Table."""
+        t = self._s.table
+        return t if self._rows is None else t.take(pa.array(self._rows))
+
+    @property
+    def texts(self) -> list[str]:
+        return self.index.column("text").to_pylist()
+
+    @property
+    def labels(self) -> np.ndarray | None:
+        """The ``label`` column as numpy, or None when the dataset has no labels."""
+        if "label" not in self._s.table.column_names:
+            return None
+        col = self.index.column("label")
+        if col.null_count == len(col) and len(col):
+            return None
+        return self.column("label")
+
+    def column(self, name: str) -> np.ndarray:
+        """One index column as a numpy array (strings and lists as object arrays)."""
+        if name not in self._s.table.column_names:
+            raise InvalidArgumentError(
+                f"The dataset has no column {name!r}; its columns are {self._s.table.column_names}."
+            )
+        return self.index.column(name).to_numpy(zero_copy_only=False)
+
+    @property
+    def info(self) -> DatasetInfo:
+        if self._s.info is None:
+            self._s.info = self._make_info()
+        return self._s.info
+
+    def _make_info(self) -> DatasetInfo:
+        from .info import build_info
+
+        primary = next(iter(self._s.views.values()))
+        entry = self._entry(primary, primary.layers[0], 0) if primary.shard_rows else None
+        true_dtype = spec.ST_DTYPES[entry.dtype][0] if entry else primary.dtype
+        return build_info(self._s.meta, self._s.views, self._s.logits, self._s.files,
+                          self._s.table.num_rows, true_dtype)
+
+    # -- selections --------------------------------------------------------------------
+    def _positions(self, rows: Any) -> np.ndarray:
+        n = len(self)
+        idx = np.asarray(rows)
+        if idx.dtype == bool:
+            if idx.shape != (n,):
+                raise InvalidArgumentError(
+                    f"A boolean row mask must have length {n}; got shape {idx.shape}."
+                )
+            idx = np.flatnonzero(idx)
+        if idx.ndim == 0:
+            idx = idx.reshape(1)
+        if idx.size and idx.dtype.kind not in "iu":
+            raise InvalidArgumentError(f"Rows must be integers or a boolean mask; got dtype {idx.dtype}.")
+        idx = idx.astype(np.int64, copy=False)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            bad = int(idx[(idx < -n) | (idx >= n)][0])
+            raise InvalidArgumentError(f"Row {bad} is out of range for a dataset of {n} rows.")
+        idx = np.where(idx < 0, idx + n, idx)
+        return self._abs[idx]
+
+    def select(self, rows: Any) -> Dataset:
+        """A lazy view over some rows (positions or a boolean mask), in the order given."""
+        return Dataset(self._s, self._positions(rows))
+
+    def filter(self, condition: Any) -> Dataset:
+        """Rows where a boolean mask or a ``pyarrow.compute`` expression on the index holds.
+
+        Examples
+        --------
+        >>> import pyarrow.compute as pc
+        >>> pos = ds.filter(pc.field("label") == 1)      # doctest: +SKIP
+        """
+        if isinstance(condition, pa.compute.Expression):
+            t = self.index.append_column("__pos", pa.array(np.arange(len(self))))
+            keep = t.filter(condition).column("__pos").to_numpy()
+            return self.select(keep)
+        return self.select(np.asarray(condition, dtype=bool))
+
+    # -- tensor access -----------------------------------------------------------------
+    def _view(self, view: str | None) -> ViewLayout:
+        views = self._s.views
+        if view is None:
+            return next(iter(views.values()))
+        if view not in views:
+            raise LayerNotFoundError(f"The dataset has no view {view!r}; it holds views {list(views)}.")
+        return views[view]
+
+    def _check_layer(self, v: ViewLayout, layer: int) -> None:
+        if layer not in v.layers:
+            raise LayerNotFoundError(
+                f"Layer {layer} is not stored in view {v.name!r}; stored layers are {list(v.layers)}."
+            )
+
+    def _entry(self, v: ViewLayout, layer: int, shard: int) -> TensorEntry:
+        path = v.path(layer, shard)
+        entry = self._header(path)
+        key = v.key(layer)
+        if key not in entry:
+            raise IntegrityError(f"{path}: has no tensor {key!r} (found {sorted(entry)}).")
+        e = entry[key]
+        want = v.shard_rows[shard]
+        if len(e.shape) != 2 or e.shape[0] != want or e.shape[1] != v.dim:
+            raise IntegrityError(
+                f"{path}: tensor {key!r} has shape {list(e.shape)}; the metadata expects "
+                f"[{want}, {v.dim}]."
+            )
+        if e.dtype not in ("F32", "F16", "BF16"):
+            raise IntegrityError(f"{path}: hidden states must be F32, F16 or BF16; found {e.dtype}.")
+        if self._s.files and spec.FLOAT_DTYPES.get(v.dtype, ("",))[0] != e.dtype:
+            raise IntegrityError(
+                f"{path}: header dtype {e.dtype} disagrees with the metadata dtype {v.dtype!r}."
+            )
+        return e
+
+    def _header(self, path: str) -> dict[str, TensorEntry]:
+        cached = self._s.headers.get(path)
+        if cached is not None:
+            return cached
+        src = self._s.source
+        try:
+            size = src.size(path)
+        except FileNotFoundError:
+            raise IntegrityError(f"{path}: shard file listed by the metadata is missing.") from None
+        rec = self._s.files.get(path)
+        if rec is not None and rec["size"] != size:
+            raise IntegrityError(
+                f"{path}: file is {size} bytes but the metadata records {rec['size']}; the file "
+                "is truncated or was replaced."
+            )
+        (probe,) = src.read_ranges(path, [(0, min(size, HEADER_PROBE_BYTES))])
+        n = header_length(probe, path=path, size=size)
+        if 8 + n > len(probe):
+            (probe,) = src.read_ranges(path, [(0, 8 + n)])
+        entries = parse_header(probe, path=path, size=size)
+        if self._s.verify_checksums:
+            self._verify_file(path, size)
+        self._s.headers[path] = entries
+        return entries
+
+    def _verify_file(self, path: str, size: int) -> None:
+        rec = self._s.files.get(path)
+        if rec is None or path in self._s.verified:
+            return
+        h = hashlib.sha256()
+        step = 16 << 20
+        for start in range(0, size, step):
+            (blob,) = self._s.source.read_ranges(path, [(start, min(size, start + step))])
+            h.update(blob)
+        if h.hexdigest() != rec["sha256"]:
+            raise IntegrityError(
+                f"{path}: sha256 {h.hexdigest()} does not match the recorded {rec['sha256']}; "
+                "the file is corrupt. Re-download it or run `actstore verify`."
+            )
+        self._s.verified.add(path)
+
+    def _out_dtype(self, v: ViewLayout, layer: int, dtype: Any) -> np.dtype:
+        if dtype is not None:
+            return np.dtype(dtype)
+        code = self._entry(v, layer, 0).dtype if v.shard_rows else "F32"
+        return np.dtype(np.float16) if code == "F16" else np.dtype(np.float32)
+
+    def _fill(self, v: ViewLayout, layer: int, rows: np.ndarray, out: np.ndarray) -> None:
+        shard, off = self._s.loc
+        s, o = shard[rows], off[rows]
+        order = np.argsort(s, kind="stable")
+        bounds = np.flatnonzero(np.diff(s[order])) + 1
+        for group in np.split(order, bounds):
+            if group.size == 0:
+                continue
+            sh = int(s[group[0]])
+            read_rows(self._s.source, v.path(layer, sh), self._entry(v, layer, sh), o[group],
+                      group, out, max_gap_bytes=self._s.max_gap_bytes)
+
+    def layer(self, layer: int, *, view: str | None = None, dtype: Any = None) -> np.ndarray:
+        """All rows of one layer as one ``(n, dim)`` array (the fast path).
+
+        float32 and bfloat16 shards come back as float32 (bfloat16 exactly), float16 as
+        float16, unless ``dtype`` asks for another.
+        """
+        v = self._view(view)
+        self._check_layer(v, layer)
+        out = np.empty((len(self), v.dim), dtype=self._out_dtype(v, layer, dtype))
+        self._fill(v, layer, self._abs, out)
+        return out
+
+    def get(self, rows: Any, layers: Sequence[int] | None = None, *, view: str | None = None,
+            dtype: Any = None) -> np.ndarray:
+        """Gather rows across layers: an array of shape ``(len(rows), len(layers), dim)``."""
+        v = self._view(view)
+        layers = list(v.layers) if layers is None else [int(x) for x in np.atleast_1d(layers)]
+        for L in layers:
+            self._check_layer(v, L)
+        pos = self._positions(rows)
+        out = np.empty((pos.size, len(layers), v.dim), dtype=self._out_dtype(v, layers[0], dtype))
+        tmp = np.empty((pos.size, v.dim), dtype=out.dtype)
+        for j, L in enumerate(layers):
+            self._fill(v, L, pos, tmp)
+            out[:, j] = tmp
+        return out
+
+    def iter_batches(self, layer: int, batch_size: int = 1024, *, shuffle: bool = False,
+                     seed: int | None = None, view: str | None = None,
+                     dtype: Any = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(X, positions)`` batches of one layer, optionally in a seeded shuffled order."""
+        if batch_size <= 0:
+            raise InvalidArgumentError(f"batch_size must be positive; got {batch_size}.")
+        order = np.random.default_rng(seed).permutation(len(self)) if shuffle else np.arange(len(self))
+        v = self._view(view)
+        self._check_layer(v, layer)
+        out_dtype = self._out_dtype(v, layer, dtype)
+        for start in range(0, len(self), batch_size):
+            pos = order[start : start + batch_size]
+            X = np.empty((pos.size, v.dim), dtype=out_dtype)
+            self._fill(v, layer, self._abs[pos], X)
+            yield X, pos
+
+    def torch(self, layer: int, *, view: str | None = None, dtype: Any = None) -> Any:
+        """One layer as a torch tensor; bfloat16 shards stay bfloat16 unless ``dtype`` is given."""
+        from ..errors import require
+
+        torch = require("torch", "extract")
+        v = self._view(view)
+        self._check_layer(v, layer)
+        code = self._entry(v, layer, 0).dtype
+        if dtype is None and code == "BF16":
+            raw = np.empty((len(self), v.dim), dtype=np.uint16)
+            self._fill(v, layer, self._abs, raw)
+            return torch.from_numpy(raw.view(np.int16)).view(torch.bfloat16)
+        t = torch.from_numpy(self.layer(layer, view=view))
+        return t if dtype is None else t.to(dtype)
+
+    def tokens(self, row: int, layer: int, *, dtype: Any = None) -> np.ndarray:
+        """Every token's hidden state of one row, ``(n_tokens, dim)`` (full-sequence datasets)."""
+        v = self._view(None)
+        if v.storage != spec.STORAGE_FULL:
+            raise LayerNotFoundError(
+                f"Per-token states need a full-sequence dataset; this one stores {v.storage!r} "
+                f"views {list(self._s.views)}."
+            )
+        self._check_layer(v, layer)
+        (r,) = self._positions([row])
+        t = self._s.table
+        ids = np.asarray(t.column("token_shard_ids")[int(r)].as_py(), dtype=np.int64)
+        offs = np.asarray(t.column("token_shard_offsets")[int(r)].as_py(), dtype=np.int64)
+        if ids.size == 0 or ids.shape != offs.shape or ids.min() < 0 or ids.max() >= len(v.shard_rows):
+            raise FormatError(f"Index row {int(r)} has invalid token_shard_ids/token_shard_offsets.")
+        out = np.empty((ids.size, v.dim), dtype=self._out_dtype(v, layer, dtype))
+        for sh in np.unique(ids):
+            sel = np.flatnonzero(ids == sh)
+            e = self._entry(v, layer, int(sh))
+            if offs[sel].max() >= e.shape[0] or offs[sel].min() < 0:
+                raise FormatError(f"Index row {int(r)} points past the end of shard {int(sh)}.")
+            read_rows(self._s.source, v.path(layer, int(sh)), e, offs[sel], sel, out)
+        return out
+
+    def logits_topk(self, rows: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k logits at the last token: ``(values, indices)``, each ``(n, k)``."""
+        desc, loc = self._s.logits, self._s.logit_loc
+        if desc is None or loc is None:
+            raise LayerNotFoundError("The dataset stores no top-k logits (no logits_topk tensor).")
+        pos = self._abs if rows is None else self._positions(rows)
+        k = int(desc.get("k", 0))
+        values = np.empty((pos.size, k), dtype=np.float32)
+        indices = np.empty((pos.size, k), dtype=np.int64)
+        s, o = loc[0][pos], loc[1][pos]
+        for sh in np.unique(s):
+            sel = np.flatnonzero(s == sh)
+            shard = desc["shards"][int(sh)]
+            path = shard["file"]
+            entries = self._header(path)
+            for key, out in ((spec.LOGITS_VALUES_KEY, values), (spec.LOGITS_INDICES_KEY, indices)):
+                e = entries.get(key)
+                if e is None or len(e.shape) != 2 or e.shape != (shard["num_prompts"], k):
+                    raise IntegrityError(
+                        f"{path}: tensor {key!r} missing or not shaped [{shard['num_prompts']}, {k}]."
+                    )
+                tmp = np.empty((sel.size, k), dtype=storage_numpy(e.dtype))
+                read_rows(self._s.source, path, e, o[sel], np.arange(sel.size), tmp)
+                out[sel] = tmp
+        return values, indices
+
+    def verify(self, *, checksums: bool = True) -> Any:
+        """Check every file against the metadata; returns a :class:`VerifyReport`."""
+        from .verify import verify_dataset
+
+        return verify_dataset(self, checksums=checksums)
