@@ -186,7 +186,7 @@ class DatasetWriter:
             return
         primary = self._primary_blocks(hidden, n)
         extra = {
-            name: self._pooled_blocks(name, (views or {}).get(name), n)
+            name: self._pooled_blocks(f"views[{name!r}]", (views or {}).get(name), n)
             for name in self.views[1:]
         }
         unknown = set(views or {}) - set(self.views[1:])
@@ -218,13 +218,13 @@ class DatasetWriter:
     def _layer_map(self, name: str, data: Mapping[int, Any] | None) -> Mapping[int, Any]:
         if data is None or not isinstance(data, Mapping):
             raise InvalidArgumentError(
-                f"View {name!r} needs a dict of layer -> array for layers {list(self.layers)}."
+                f"{name} needs a dict of layer -> array for layers {list(self.layers)}."
             )
         missing = [L for L in self.layers if L not in data]
         extra = sorted(set(data) - set(self.layers))
         if missing or extra:
             raise LayerNotFoundError(
-                f"View {name!r} must give exactly layers {list(self.layers)}; "
+                f"{name} must give exactly layers {list(self.layers)}; "
                 f"missing {missing}, unexpected {extra}."
             )
         return data
@@ -246,8 +246,8 @@ class DatasetWriter:
 
     def _primary_blocks(self, hidden: Mapping[int, Any] | None, n: int) -> dict[int, Any]:
         if not self.full_sequence:
-            return self._pooled_blocks(self.views[0], hidden, n)
-        data = self._layer_map("all", hidden)
+            return self._pooled_blocks("hidden", hidden, n)
+        data = self._layer_map("hidden", hidden)
         out: dict[int, list[np.ndarray]] = {}
         for L in self.layers:
             seqs = list(data[L])
