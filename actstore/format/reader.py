@@ -351,15 +351,23 @@ class Dataset:
             read_rows(self._s.source, v.path(layer, sh), self._entry(v, layer, sh), o[group],
                       group, out, max_gap_bytes=self._s.max_gap_bytes)
 
-    def layer(self, layer: int, *, view: str | None = None, dtype: Any = None) -> np.ndarray:
+    def layer(self, layer: int, *, view: str | None = None, dtype: Any = None,
+              out: np.ndarray | None = None) -> np.ndarray:
         """All rows of one layer as one ``(n, dim)`` array (the fast path).
 
         float32 and bfloat16 shards come back as float32 (bfloat16 exactly), float16 as
-        float16, unless ``dtype`` asks for another.
+        float16, unless ``dtype`` asks for another. Pass ``out`` (C-contiguous, right shape)
+        to read into a preallocated array.
         """
         v = self._view(view)
         self._check_layer(v, layer)
-        out = np.empty((len(self), v.dim), dtype=self._out_dtype(v, layer, dtype))
+        shape = (len(self), v.dim)
+        if out is None:
+            out = np.empty(shape, dtype=self._out_dtype(v, layer, dtype))
+        elif out.shape != shape or not out.flags.c_contiguous:
+            raise InvalidArgumentError(
+                f"out must be a C-contiguous array of shape {shape}; got shape {out.shape}."
+            )
         self._fill(v, layer, self._abs, out)
         return out
 
@@ -372,6 +380,9 @@ class Dataset:
             self._check_layer(v, L)
         pos = self._positions(rows)
         out = np.empty((pos.size, len(layers), v.dim), dtype=self._out_dtype(v, layers[0], dtype))
+        if len(layers) == 1:  # out[:, 0] is contiguous: fill it in place
+            self._fill(v, layers[0], pos, out[:, 0])
+            return out
         tmp = np.empty((pos.size, v.dim), dtype=out.dtype)
         for j, L in enumerate(layers):
             self._fill(v, L, pos, tmp)

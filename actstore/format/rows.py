@@ -1,9 +1,10 @@
 """Reading rows out of shard files: exact byte ranges, straight into the caller's array.
 
 Rows of one shard are sorted by offset and cut into runs of adjacent rows. A run that maps
-onto a contiguous slice of the output with no dtype change is read directly into that slice
-(``readinto``, no intermediate copy); any other run is fetched with the others of the same
-file in one ``read_ranges`` call (concurrent on remote filesystems) and scattered.
+onto a contiguous slice of the output with no dtype change is read directly into that slice.
+All other runs of the file are read, a bounded batch at a time, into one scratch buffer with
+a single ``readinto`` call (one open file locally, concurrent requests remotely) and
+gathered into the output with one vectorised copy.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from .dtypes import bf16_bits_to_f32
 from .header import TensorEntry
 from .source import ByteSource
 
-__all__ = ["MAX_READ_BYTES", "convert_rows", "read_rows"]
+__all__ = ["MAX_READ_BYTES", "convert_rows", "read_rows", "storage_numpy"]
 
-#: Largest single read; bounds the temporary memory of converting reads (bfloat16 → float32).
+#: Largest single read, and the bound on scratch memory per batch of scattered rows.
 MAX_READ_BYTES = 64 << 20
 
 _NUMPY = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
@@ -36,13 +37,26 @@ def convert_rows(raw: np.ndarray, code: str, out: np.ndarray) -> None:
         out[...] = raw
 
 
-def _runs(offs: np.ndarray, max_gap: int) -> list[tuple[int, int]]:
-    """Index ranges ``[a, b)`` of sorted offsets whose gaps are at most ``max_gap`` rows."""
-    if offs.size == 0:
-        return []
+def _runs(offs: np.ndarray, max_gap: int, max_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index ranges ``[a, b)`` of sorted offsets with gaps of at most ``max_gap`` rows,
+    none spanning more than ``max_rows`` rows of the file."""
     cuts = np.flatnonzero(np.diff(offs) > max_gap + 1) + 1
-    bounds = np.concatenate(([0], cuts, [offs.size]))
-    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
+    a = np.concatenate(([0], cuts))
+    b = np.concatenate((cuts, [offs.size]))
+    long = np.flatnonzero(offs[b - 1] - offs[a] >= max_rows)
+    if long.size:  # rare: split runs longer than one read
+        pieces_a, pieces_b = list(a), list(b)
+        for i in long[::-1]:
+            lo, hi, parts = int(a[i]), int(b[i]), []
+            while int(offs[hi - 1]) - int(offs[lo]) >= max_rows:
+                cut = lo + int(np.searchsorted(offs[lo:hi], offs[lo] + max_rows))
+                parts.append((lo, cut))
+                lo = cut
+            parts.append((lo, hi))
+            pieces_a[i : i + 1] = [p[0] for p in parts]
+            pieces_b[i : i + 1] = [p[1] for p in parts]
+        a, b = np.asarray(pieces_a), np.asarray(pieces_b)
+    return a.astype(np.int64), b.astype(np.int64)
 
 
 def read_rows(
@@ -72,58 +86,60 @@ def read_rows(
     max_gap_bytes : int
         Rows this close are fetched in one request, gap included.
     """
-    row_bytes = entry.row_bytes
-    raw_dtype = storage_numpy(entry.dtype)
-    direct_ok = out.dtype == raw_dtype
+    if offsets.size == 0:
+        return
+    rb = max(entry.row_bytes, 1)
     order = np.argsort(offsets, kind="stable")
-    offs, dst = offsets[order], dest[order]
-    max_rows = max(1, MAX_READ_BYTES // max(row_bytes, 1))
-    pending: list[tuple[int, int, int]] = []  # (a, b, first row) of runs read via read_ranges
-    for a, b in _runs(offs, max(0, max_gap_bytes // max(row_bytes, 1))):
-        for a2 in range(a, b, max_rows):
-            b2 = min(b, a2 + max_rows)
-            first, last = int(offs[a2]), int(offs[b2 - 1]) + 1
-            d0 = int(dst[a2])
-            if (
-                direct_ok
-                and last - first == b2 - a2
-                and int(dst[b2 - 1]) - d0 == b2 - a2 - 1
-                and np.all(np.diff(dst[a2:b2]) == 1)
-            ):
-                source.readinto(path, entry.start + first * row_bytes, memoryview(out[d0 : d0 + b2 - a2]))
-            else:
-                pending.append((a2, b2, first))
-    # fetch the other runs a bounded batch at a time: one request set per batch keeps
-    # several ranges in flight on remote filesystems without holding a whole layer twice
-    width = out.shape[1]
-    batch: list[tuple[int, int, int]] = []
-    size = 0
-    for run in pending:
-        batch.append(run)
-        size += (int(offs[run[1] - 1]) + 1 - run[2]) * row_bytes
-        if size >= 2 * MAX_READ_BYTES:
-            _fetch(source, path, entry, offs, dst, out, batch, raw_dtype, width)
-            batch, size = [], 0
+    offs, dst = offsets[order].astype(np.int64), dest[order].astype(np.int64)
+    a, b = _runs(offs, max(0, max_gap_bytes // rb), max(1, MAX_READ_BYTES // rb))
+    counts = b - a
+    span = offs[b - 1] - offs[a] + 1
+    # a run goes straight into `out` when it is gap-free and lands on consecutive rows
+    steps = np.concatenate(([0], np.cumsum(np.diff(dst) != 1)))
+    ordered = steps[b - 1] - steps[a] == 0
+    direct = (span == counts) & ordered & (out.dtype == storage_numpy(entry.dtype))
+    if direct.any():
+        view = memoryview(out).cast("B")
+        starts = (entry.start + offs[a[direct]] * entry.row_bytes).tolist()
+        lo = dst[a[direct]] * entry.row_bytes
+        hi = lo + counts[direct] * entry.row_bytes
+        source.readinto(path, [(s, view[x:y]) for s, x, y in zip(starts, lo.tolist(), hi.tolist())])
+    rest = np.flatnonzero(~direct)
+    held, batch = 0, []
+    for i in rest.tolist():  # bounded batches of scattered runs
+        batch.append((int(a[i]), int(b[i])))
+        held += int(span[i])
+        if held >= MAX_READ_BYTES // rb:
+            _gather(source, path, entry, offs, dst, out, batch, held)
+            held, batch = 0, []
     if batch:
-        _fetch(source, path, entry, offs, dst, out, batch, raw_dtype, width)
+        _gather(source, path, entry, offs, dst, out, batch, held)
 
 
-def _fetch(
+def _gather(
     source: ByteSource, path: str, entry: TensorEntry, offs: np.ndarray, dst: np.ndarray,
-    out: np.ndarray, runs: list[tuple[int, int, int]], raw_dtype: np.dtype, width: int,
+    out: np.ndarray, runs: list[tuple[int, int]], total_rows: int,
 ) -> None:
-    row_bytes = entry.row_bytes
-    ranges = [
-        (entry.start + first * row_bytes, entry.start + (int(offs[b - 1]) + 1) * row_bytes)
-        for a, b, first in runs
-    ]
-    for (a, b, first), blob in zip(runs, source.read_ranges(path, ranges)):
-        raw = np.frombuffer(blob, dtype=raw_dtype).reshape(-1, width)
-        picked = raw[offs[a:b] - first]
-        d = dst[a:b]
-        if d.size and int(d[-1]) - int(d[0]) == d.size - 1 and np.all(np.diff(d) == 1):
-            convert_rows(picked, entry.dtype, out[int(d[0]) : int(d[0]) + d.size])
-        else:
-            tmp = np.empty((b - a, width), dtype=out.dtype)
-            convert_rows(picked, entry.dtype, tmp)
-            out[d] = tmp
+    """Read several runs into one scratch buffer and scatter their rows into ``out``."""
+    width = out.shape[1]
+    raw = np.empty((total_rows, width), dtype=storage_numpy(entry.dtype))
+    requests, base, pos = [], [], 0
+    for a, b in runs:
+        first, span = int(offs[a]), int(offs[b - 1]) - int(offs[a]) + 1
+        requests.append((entry.start + first * entry.row_bytes, memoryview(raw[pos : pos + span])))
+        base.append(pos - first)
+        pos += span
+    source.readinto(path, requests)
+    counts = [b - a for a, b in runs]
+    sel = np.concatenate([np.arange(a, b) for a, b in runs]) if len(runs) > 1 else np.arange(*runs[0])
+    src = offs[sel] + np.repeat(np.asarray(base, dtype=np.int64), counts)
+    d = dst[sel]
+    if entry.dtype == "BF16" and out.dtype == np.float32:
+        tmp = np.empty((d.size, width), dtype=np.float32)
+        bf16_bits_to_f32(raw[src], out=tmp)
+        out[d] = tmp
+    elif d.size == out.shape[0]:
+        # every output row comes from this batch: one gather straight into out
+        np.take(raw, src[np.argsort(d)], axis=0, out=out)
+    else:
+        out[d] = raw[src]

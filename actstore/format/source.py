@@ -29,8 +29,8 @@ class ByteSource(Protocol):
         """The bytes of each ``[start, end)`` range, in order; each must be complete."""
         ...
 
-    def readinto(self, path: str, offset: int, buffer: memoryview) -> None:
-        """Fill ``buffer`` exactly with the file's bytes from ``offset``."""
+    def readinto(self, path: str, requests: Sequence[tuple[int, memoryview]]) -> None:
+        """Fill each ``(offset, buffer)`` request exactly with the file's bytes from ``offset``."""
         ...
 
 
@@ -67,16 +67,20 @@ class LocalSource:
         finally:
             os.close(fd)
 
-    def readinto(self, path: str, offset: int, buffer: memoryview) -> None:
-        buffer = buffer.cast("B")
-        with open(self._full(path), "rb", buffering=0) as f:
-            f.seek(offset)
-            done = 0
-            while done < len(buffer):
-                n = f.readinto(buffer[done:])
-                if not n:
-                    raise _short(path, offset, len(buffer), done)
-                done += n
+    def readinto(self, path: str, requests: Sequence[tuple[int, memoryview]]) -> None:
+        fd = os.open(self._full(path), os.O_RDONLY)
+        try:
+            for offset, buffer in requests:
+                want = buffer.nbytes
+                done = os.preadv(fd, [buffer], offset)
+                while done < want:  # short reads happen for huge buffers and at EOF
+                    view = buffer.cast("B")
+                    n = os.preadv(fd, [view[done:]], offset + done)
+                    if not n:
+                        raise _short(path, offset, want, done)
+                    done += n
+        finally:
+            os.close(fd)
 
 
 class FsspecSource:
@@ -108,10 +112,11 @@ class FsspecSource:
                 raise _short(path, start, end - start, len(blob))
         return list(blobs)
 
-    def readinto(self, path: str, offset: int, buffer: memoryview) -> None:
-        buffer = buffer.cast("B")
-        (data,) = self.read_ranges(path, [(offset, offset + len(buffer))])
-        buffer[:] = data
+    def readinto(self, path: str, requests: Sequence[tuple[int, memoryview]]) -> None:
+        views = [buffer.cast("B") for _, buffer in requests]
+        blobs = self.read_ranges(path, [(off, off + len(v)) for (off, _), v in zip(requests, views)])
+        for view, blob in zip(views, blobs):
+            view[:] = blob
 
 
 def split_url(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:

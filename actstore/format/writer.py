@@ -524,8 +524,9 @@ def _check_finite(original: Any, block: np.ndarray, *, name: str) -> None:
     if a.dtype == np.uint16:  # bfloat16 bits: exponent all ones means inf or NaN
         bad = (a & 0x7F80) == 0x7F80
     else:
-        # one cheap reduction first; inspect element-wise only when something is off
-        if math.isfinite(float(np.add.reduce(a, axis=None, dtype=np.float64))):
+        # One cheap float32 reduction first (NaN and inf propagate through a sum); only when
+        # it is not finite (a real NaN/inf, or an overflow of huge values) look element-wise.
+        if math.isfinite(float(np.add.reduce(a.reshape(-1), dtype=np.float32))):
             return
         bad = ~np.isfinite(a)
     if bad.any():

@@ -22,9 +22,9 @@ class CountingSource(LocalSource):
         self.reads += [(path, s, e) for s, e in ranges]
         return super().read_ranges(path, ranges)
 
-    def readinto(self, path, offset, buffer):
-        self.reads.append((path, offset, offset + buffer.nbytes))
-        super().readinto(path, offset, buffer)
+    def readinto(self, path, requests):
+        self.reads += [(path, off, off + buf.nbytes) for off, buf in requests]
+        super().readinto(path, requests)
 
 
 @pytest.fixture(scope="module")
