@@ -346,7 +346,6 @@ class DatasetWriter:
     def _write_full(self, seqs: dict[int, list[np.ndarray]], extra: dict[str, Any], n: int) -> None:
         itemsize = spec.FLOAT_DTYPES[self.dtype][1]
         last = {L: np.stack([s[-1] for s in seqs[L]]) for L in self.layers}
-        lt_shard, lt_fill = self._shard, self._shard_fill
         self._write_pooled({"all": last, **extra}, n)
         for i in range(n):
             rest_rows = len(seqs[self.layers[0]][i]) - 1
@@ -363,7 +362,6 @@ class DatasetWriter:
                 f.wait()
             self.index.add_tokens(len(self._rest_done), offset, rest_rows + 1)
             self._rest_fill += rest_rows
-        del lt_shard, lt_fill
 
     def _rest_files(self) -> dict[int, StreamingTensorFile]:
         if not self._rest:
