@@ -1,9 +1,120 @@
-"""Commands of this group are registered here (filled in by the issue that owns them)."""
+"""``actstore probe``, ``actstore sweep`` and ``actstore report``."""
 
 from __future__ import annotations
 
 import argparse
+import json
+from typing import Any
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add this group's commands to the ``actstore`` parser."""
+    """Add the probe commands to the ``actstore`` parser."""
+    p = sub.add_parser("probe", help="cross-validate (and save) a probe on one layer of a dataset")
+    _common(p)
+    p.add_argument("--layer", default="-1", help="layer, comma list, 'all', 'middle' or 'last'")
+    p.add_argument("--save", help="fit on all rows and save the probe to this folder")
+    p.set_defaults(handler=_probe)
+    p = sub.add_parser("sweep", help="fit one probe per layer with k-fold CV; table and plot")
+    _common(p)
+    p.add_argument("--layers", default="all")
+    p.add_argument("--plot", help="write a PNG of the metric per layer")
+    p.set_defaults(handler=_sweep)
+    p = sub.add_parser("report", help="aggregate a results file (mean ± std per group)")
+    p.add_argument("results")
+    p.add_argument("--by", default="dataset,layer,classifier")
+    p.add_argument("--plot", help="write a PNG of the main metric per layer")
+    p.set_defaults(handler=_report)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("url", help="dataset path or URL")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--view", default=None)
+    p.add_argument("--classifier", default="logistic_regression")
+    p.add_argument("--task", default="classification", choices=["classification", "regression"])
+    p.add_argument("--cv", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--groups", help="column whose values never straddle folds")
+    p.add_argument("--results", help="append one row per fold to this Parquet file")
+
+
+def _layers(text: str) -> Any:
+    return text if text in ("all", "middle", "last") else [int(v) for v in text.split(",")]
+
+
+def _context(args: argparse.Namespace, ds: Any) -> dict[str, Any]:
+    return {"dataset": args.url, "revision": ds.info.revision, "view": args.view or ds.info.views[0],
+            "classifier": args.classifier}
+
+
+def _probe(args: argparse.Namespace) -> int:
+    from .. import open_dataset
+    from ..probe import Probe, append_results, cross_validate
+
+    ds = open_dataset(args.url)
+    layers = _layers(args.layer)
+    frame = cross_validate(ds, args.label_column, layers=layers, cv=args.cv, seeds=[args.seed],
+                           groups=args.groups, view=args.view, classifier=args.classifier, task=args.task)
+    metrics = frame.drop(columns=["layers", "seed", "fold"]).mean(numeric_only=True)
+    print(json.dumps({"layers": frame["layers"][0], **metrics.round(4).to_dict()}, indent=2))
+    if args.results:
+        ctx = _context(args, ds)
+        rows = []
+        for r in frame.to_dict("records"):
+            single = "," not in r["layers"]
+            rows.append({**ctx, "layer": int(r["layers"]) if single else None, **r})
+        append_results(args.results, rows)
+    if args.save:
+        Probe(layers=layers, view=args.view, classifier=args.classifier, task=args.task,
+              random_state=args.seed).fit(ds, args.label_column).save(args.save)
+        print(f"saved probe to {args.save}")
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .. import open_dataset
+    from ..probe import append_results, sweep_layers
+
+    ds = open_dataset(args.url)
+    sweep = sweep_layers(ds, args.label_column, layers=_layers(args.layers), cv=args.cv,
+                         groups=args.groups, classifier=args.classifier, task=args.task,
+                         view=args.view, seed=args.seed)
+    cols = ["layer", f"{sweep.metric}_mean", f"{sweep.metric}_std"]
+    print(sweep.to_frame()[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"best layer (validation folds): {sweep.best_layer}")
+    if args.plot:
+        print(f"plot: {sweep.plot(args.plot)}")
+    if args.results:
+        append_results(args.results, [{**_context(args, ds), **r} for r in sweep.results.to_dict("records")])
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from ..probe import report
+
+    table = report(args.results, by=[c for c in args.by.split(",") if c])
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if args.plot:
+        _plot_report(table, args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
+def _plot_report(table: Any, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = next(c[: -len("_mean")] for c in table.columns if c in ("accuracy_mean", "r2_mean"))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    groups = [c for c in ("dataset", "classifier") if c in table.columns]
+    for key, part in (table.groupby(groups) if groups else [("all", table)]):
+        ax.errorbar(part["layer"], part[f"{metric}_mean"], yerr=part[f"{metric}_std"],
+                    marker="o", capsize=3, label=str(key))
+    ax.set_xlabel("layer")
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,29 @@
+"""Probes trained on stored activations: never a language model, never a GPU.
+
+Needs the ``probe`` extra (scikit-learn, matplotlib): ``pip install "actstore[probe]"``.
+"""
+
+from __future__ import annotations
+
+from ..errors import require
+
+require("sklearn", "probe")
+
+from .control import control_labels, control_task  # noqa: E402
+from .estimator import Probe  # noqa: E402
+from .mdl import MDLResult, mdl_probe  # noqa: E402
+from .results import append_results, report  # noqa: E402
+from .sweep import SweepResult, cross_validate, sweep_layers  # noqa: E402
+
+__all__ = [
+    "MDLResult",
+    "Probe",
+    "SweepResult",
+    "append_results",
+    "control_labels",
+    "control_task",
+    "cross_validate",
+    "mdl_probe",
+    "report",
+    "sweep_layers",
+]

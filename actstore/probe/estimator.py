@@ -1,0 +1,237 @@
+"""``Probe``: a scikit-learn-style linear probe trained on stored activations.
+
+It never loads a language model: features come from a :class:`~actstore.Dataset` (one or
+several layers of one view) or from plain arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.decomposition import PCA
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ..errors import InvalidArgumentError, NotFittedError
+from .classifiers import make_estimator
+from .data import labels_for, load_features
+from .layers import LayerSpec
+from .metrics import classification_metrics, regression_metrics
+
+__all__ = ["Probe"]
+
+TASKS = ("classification", "regression")
+
+
+def check_targets(y: np.ndarray, task: str) -> None:
+    """Refuse labels that do not fit the task, with the fix in the message."""
+    if task not in TASKS:
+        raise InvalidArgumentError(f"task must be one of {TASKS}; got {task!r}.")
+    if task == "regression":
+        if y.dtype.kind not in "fiub":
+            raise InvalidArgumentError(
+                f"task='regression' needs numeric targets; got labels of dtype {y.dtype}."
+            )
+        return
+    if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
+        raise InvalidArgumentError(
+            "The labels are continuous values, which a classifier cannot fit; pass "
+            "task='regression' (with classifier='ridge' or 'linear_svm')."
+        )
+    classes = np.unique(y)
+    if classes.size < 2:
+        raise InvalidArgumentError(
+            f"The labels hold a single class ({classes.tolist()}); a classifier needs at least two."
+        )
+
+
+class Probe(BaseEstimator):
+    """A linear probe over one or several layers of stored activations.
+
+    Parameters
+    ----------
+    layers : int, list of int, "all", "middle" or "last"
+        Layers to use; several are concatenated, each scaled to unit mean row norm first.
+        Negative values count from the deepest stored layer.
+    view : str, optional
+        Which pooled view of the dataset (default: its primary view).
+    classifier : str or estimator
+        ``"logistic_regression"``, ``"ridge"``, ``"lda"``, ``"mass_mean"``,
+        ``"mass_mean_iid"`` (covariance-corrected), ``"linear_svm"``, or any scikit-learn
+        estimator instance.
+    task : {"classification", "regression"}
+    normalize : bool
+        Standardise features before the classifier.
+    preprocessing : {None, "standard", "pca"}
+        ``"pca"`` projects onto ``pca_components`` principal components (after
+        standardisation when ``normalize``).
+    pca_components : int, optional
+    classifier_kwargs : dict, optional
+        Passed to the classifier.
+    random_state : int, optional
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(200, 16)); y = (X[:, 0] > 0).astype(int)
+    >>> Probe(layers=0).fit(X, y).score(X, y) > 0.9
+    True
+    """
+
+    def __init__(
+        self,
+        layers: LayerSpec = -1,
+        view: str | None = None,
+        classifier: Any = "logistic_regression",
+        task: str = "classification",
+        normalize: bool = True,
+        preprocessing: str | None = None,
+        pca_components: int | None = None,
+        classifier_kwargs: dict[str, Any] | None = None,
+        random_state: int | None = None,
+    ) -> None:
+        self.layers = layers
+        self.view = view
+        self.classifier = classifier
+        self.task = task
+        self.normalize = normalize
+        self.preprocessing = preprocessing
+        self.pca_components = pca_components
+        self.classifier_kwargs = classifier_kwargs
+        self.random_state = random_state
+
+    # -- features ----------------------------------------------------------------------
+    def _features(self, X: Any, fitting: bool) -> np.ndarray:
+        layers = self.layers if fitting else self.layers_
+        feats, chosen = load_features(X, layers, self.view)
+        if fitting:
+            self.layers_ = chosen
+            norms = np.linalg.norm(feats, axis=2).mean(0)
+            self.layer_scale_ = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-12), 1.0)
+            if len(chosen) == 1:
+                self.layer_scale_ = np.ones(1)
+            self.dim_ = feats.shape[2]
+        elif feats.shape[2] != self.dim_:
+            raise InvalidArgumentError(
+                f"The data has dim {feats.shape[2]} but the probe was fitted on dim {self.dim_}."
+            )
+        feats *= self.layer_scale_[None, :, None].astype(np.float32)
+        return feats.reshape(feats.shape[0], -1)
+
+    def _steps(self) -> list[tuple[str, Any]]:
+        if self.preprocessing not in (None, "standard", "pca"):
+            raise InvalidArgumentError(
+                f"preprocessing must be None, 'standard' or 'pca'; got {self.preprocessing!r}."
+            )
+        steps: list[tuple[str, Any]] = []
+        if self.normalize or self.preprocessing == "standard":
+            steps.append(("scale", StandardScaler()))
+        if self.preprocessing == "pca":
+            steps.append(("pca", PCA(n_components=self.pca_components, random_state=self.random_state)))
+        est = make_estimator(self.classifier, self.task, self.classifier_kwargs, self.random_state)
+        return [*steps, ("model", est)]
+
+    # -- fitting -----------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> Probe:
+        """Fit on a Dataset (``y`` = label column name or array; default its labels) or arrays."""
+        Xf = self._features(X, fitting=True)
+        yv = labels_for(X, y, Xf.shape[0])
+        check_targets(yv, self.task)
+        self.pipeline_ = Pipeline(self._steps()).fit(Xf, yv)
+        if self.task == "classification":
+            self.classes_ = self.pipeline_.classes_
+        self.n_features_in_ = Xf.shape[1]
+        return self
+
+    def fit_contrastive(self, positive: Any, negative: Any) -> Probe:
+        """Fit on contrast pairs: rows of ``positive`` are class 1, rows of ``negative`` class 0."""
+        pos, layers = load_features(positive, self.layers, self.view)
+        neg, _ = load_features(negative, layers, self.view)
+        if pos.shape != neg.shape:
+            raise InvalidArgumentError(
+                f"positive and negative must be paired: shapes {pos.shape} and {neg.shape} differ."
+            )
+        both = np.concatenate([pos, neg])
+        y = np.concatenate([np.ones(len(pos), dtype=int), np.zeros(len(neg), dtype=int)])
+        spec, self.layers = self.layers, list(range(len(layers)))  # fit on the selected layers
+        try:
+            self.fit(both, y)
+        finally:
+            self.layers = spec
+        self.layers_ = layers
+        return self
+
+    # -- prediction --------------------------------------------------------------------
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "pipeline_"):
+            raise NotFittedError(
+                "This Probe is not fitted yet; call fit(...) before predicting or evaluating."
+            )
+
+    def predict(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        return self.pipeline_.predict(self._features(X, fitting=False))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        if self.task == "regression":
+            raise InvalidArgumentError("predict_proba is for classification probes.")
+        return self.pipeline_.predict_proba(self._features(X, fitting=False))
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        self._check_fitted()
+        return self.pipeline_.decision_function(self._features(X, fitting=False))
+
+    def _scores(self, Xf: np.ndarray) -> np.ndarray | None:
+        for method in ("predict_proba", "decision_function"):
+            try:
+                return getattr(self.pipeline_, method)(Xf)
+            except AttributeError:
+                continue
+        return None
+
+    def evaluate(self, X: Any, y: Any = None) -> dict[str, Any]:
+        """Metrics on held-out data: classification (accuracy, balanced accuracy, AUROC, F1,
+        precision, recall, n) or regression (R², Pearson r, Spearman ρ, MSE, MAE, n)."""
+        self._check_fitted()
+        Xf = self._features(X, fitting=False)
+        yv = labels_for(X, y, Xf.shape[0])
+        pred = self.pipeline_.predict(Xf)
+        if self.task == "regression":
+            return regression_metrics(yv, pred)
+        return classification_metrics(yv, pred, self._scores(Xf), self.classes_)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Accuracy (classification) or R² (regression)."""
+        m = self.evaluate(X, y)
+        return m["r2"] if self.task == "regression" else m["accuracy"]
+
+    def compute_layer_importance(self) -> dict[int, float]:
+        """Share of the probe's weight norm that falls on each layer (sums to 1)."""
+        self._check_fitted()
+        from .head import collapse_pipeline
+
+        steps = [s for _, s in self.pipeline_.steps[:-1]] if isinstance(self.pipeline_, Pipeline) else []
+        head = (
+            collapse_pipeline(steps, self.pipeline_.steps[-1][1], self.n_features_in_)
+            if isinstance(self.pipeline_, Pipeline) else self.pipeline_
+        )
+        blocks = np.linalg.norm(head.W.reshape(len(self.layers_), self.dim_, -1), axis=(1, 2))
+        total = blocks.sum() or 1.0
+        return {L: float(v / total) for L, v in zip(self.layers_, blocks)}
+
+    # -- persistence -------------------------------------------------------------------
+    def save(self, path: str) -> None:
+        """Save as JSON config + safetensors weights (never pickle); see :func:`load`."""
+        from .io import save_probe
+
+        save_probe(self, path)
+
+    @classmethod
+    def load(cls, path: str) -> Probe:
+        """Load a probe saved with :meth:`save`; refuses unknown versions and tampered files."""
+        from .io import load_probe
+
+        return load_probe(path)

@@ -1,0 +1,125 @@
+"""Saving and loading probes without pickle: ``probe.json`` + ``probe.safetensors``.
+
+The fitted pipeline is collapsed into one affine map (see :mod:`actstore.probe.head`), so a
+saved probe is a handful of arrays and a JSON config. Loading checks the format version,
+the checksum of the weights recorded in the config, and every array's shape.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from ..errors import FormatError, IntegrityError, InvalidArgumentError, UnsupportedVersionError
+from .classifiers import CLASSIFIERS
+from .head import LinearHead, collapse_pipeline
+
+__all__ = ["PROBE_FORMAT_VERSION", "load_probe", "save_probe"]
+
+PROBE_FORMAT_VERSION = 1
+CONFIG, WEIGHTS = "probe.json", "probe.safetensors"
+_PARAMS = ("layers", "view", "classifier", "task", "normalize", "preprocessing",
+           "pca_components", "classifier_kwargs", "random_state")
+
+
+def _jsonable_classes(classes: np.ndarray | None) -> list[Any] | None:
+    if classes is None:
+        return None
+    return [c.item() if isinstance(c, np.generic) else c for c in classes.tolist()]
+
+
+def save_probe(probe: Any, path: str) -> None:
+    """Write a fitted probe to the folder ``path``."""
+    probe._check_fitted()
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(probe.pipeline_, Pipeline):
+        steps = [s for _, s in probe.pipeline_.steps[:-1]]
+        head = collapse_pipeline(steps, probe.pipeline_.steps[-1][1], probe.n_features_in_)
+    else:
+        head = probe.pipeline_
+    params = {k: getattr(probe, k) for k in _PARAMS}
+    if not isinstance(params["classifier"], str):
+        params["classifier"] = type(params["classifier"]).__name__
+    try:
+        json.dumps(params)
+    except TypeError as exc:
+        raise InvalidArgumentError(f"Probe parameters are not JSON-serialisable ({exc}).") from None
+    os.makedirs(path, exist_ok=True)
+    weights = os.path.join(path, WEIGHTS)
+    save_file({"W": np.ascontiguousarray(head.W), "b": np.ascontiguousarray(head.b),
+               "layer_scale": np.asarray(probe.layer_scale_, dtype=np.float64)}, weights)
+    config = {
+        "format": "actstore-probe",
+        "format_version": PROBE_FORMAT_VERSION,
+        "params": params,
+        "layers_": [int(v) for v in probe.layers_],
+        "dim_": int(probe.dim_),
+        "kind": head.kind,
+        "classes_": _jsonable_classes(head.classes_),
+        "weights_sha256": hashlib.sha256(open(weights, "rb").read()).hexdigest(),
+    }
+    with open(os.path.join(path, CONFIG), "w") as f:
+        json.dump(config, f, indent=2)
+
+
+def _read_config(path: str) -> dict[str, Any]:
+    cfg_path = os.path.join(path, CONFIG)
+    if not os.path.exists(cfg_path):
+        raise FormatError(f"{cfg_path} is missing; {path!r} is not a saved actstore probe.")
+    try:
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+    except ValueError as exc:
+        raise FormatError(f"{cfg_path} is not valid JSON ({exc}).") from None
+    if not isinstance(cfg, dict) or cfg.get("format") != "actstore-probe":
+        raise FormatError(f"{cfg_path} is not an actstore probe config.")
+    version = cfg.get("format_version")
+    if version != PROBE_FORMAT_VERSION:
+        raise UnsupportedVersionError(
+            f"{cfg_path} has probe format version {version!r}; this actstore reads version "
+            f"{PROBE_FORMAT_VERSION}. Upgrade actstore or re-save the probe."
+        )
+    return cfg
+
+
+def load_probe(path: str) -> Any:
+    """Load a probe saved with :func:`save_probe`."""
+    from .estimator import Probe
+
+    cfg = _read_config(path)
+    weights = os.path.join(path, WEIGHTS)
+    blob = open(weights, "rb").read() if os.path.exists(weights) else b""
+    if hashlib.sha256(blob).hexdigest() != cfg.get("weights_sha256"):
+        raise IntegrityError(
+            f"{weights} does not match the sha256 recorded in {CONFIG}; the probe was modified "
+            "or is incomplete."
+        )
+    arrays = load_file(weights)
+    layers, dim, kind = cfg.get("layers_"), cfg.get("dim_"), cfg.get("kind")
+    W, b = arrays.get("W"), arrays.get("b")
+    if (
+        not isinstance(layers, list) or not isinstance(dim, int) or kind not in ("proba", "margin", "regression")
+        or W is None or b is None or W.ndim != 2 or W.shape[0] != len(layers) * dim or b.shape != (W.shape[1],)
+    ):
+        raise FormatError(f"{path}: probe config and weights disagree (layers, dim, W or b shape).")
+    params = dict(cfg.get("params") or {})
+    if params.get("classifier") not in (None, *CLASSIFIERS):
+        params["classifier"] = "logistic_regression"  # the fitted head is what predicts
+    probe = Probe(**{k: params.get(k) for k in ("layers", "view", "classifier", "task", "normalize",
+                                                 "preprocessing", "pca_components",
+                                                 "classifier_kwargs", "random_state")
+                     if k in params})
+    classes = cfg.get("classes_")
+    probe.pipeline_ = LinearHead(W, b, kind, None if classes is None else np.asarray(classes))
+    probe.layers_, probe.dim_ = layers, dim
+    probe.layer_scale_ = arrays.get("layer_scale", np.ones(len(layers)))
+    probe.n_features_in_ = W.shape[0]
+    if kind != "regression":
+        probe.classes_ = probe.pipeline_.classes_
+    return probe

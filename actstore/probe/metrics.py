@@ -1,0 +1,61 @@
+"""Evaluation metrics for probes: classification (binary and multiclass) and regression."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from scipy import stats
+from sklearn import metrics as skm
+
+__all__ = ["classification_metrics", "regression_metrics"]
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray | None,
+                           classes: np.ndarray) -> dict[str, Any]:
+    """accuracy, balanced accuracy, AUROC (one-vs-rest for multiclass), F1, precision, recall, n.
+
+    Binary tasks use the positive class (the larger label); multiclass F1/precision/recall
+    are macro averages.
+    """
+    binary = len(classes) == 2
+    avg = "binary" if binary else "macro"
+    kw: dict[str, Any] = {"pos_label": classes[1]} if binary else {}
+    out: dict[str, Any] = {
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
+        "f1": float(skm.f1_score(y_true, y_pred, average=avg, zero_division=0, **kw)),
+        "precision": float(skm.precision_score(y_true, y_pred, average=avg, zero_division=0, **kw)),
+        "recall": float(skm.recall_score(y_true, y_pred, average=avg, zero_division=0, **kw)),
+        "n": int(len(y_true)),
+    }
+    auroc = float("nan")
+    if scores is not None and len(np.unique(y_true)) == len(classes):
+        if binary:
+            s = scores[:, 1] if scores.ndim == 2 else scores
+            auroc = float(skm.roc_auc_score(y_true == classes[1], s))
+        elif scores.ndim == 2:
+            p = scores / scores.sum(1, keepdims=True) if (scores >= 0).all() else _softmax(scores)
+            auroc = float(skm.roc_auc_score(y_true, p, multi_class="ovr", labels=classes))
+    out["auroc"] = auroc
+    return out
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, Any]:
+    """R², Pearson r, Spearman ρ, MSE, MAE and n."""
+    y_true = np.asarray(y_true, dtype=np.float64)
+    y_pred = np.asarray(y_pred, dtype=np.float64)
+    const = np.ptp(y_true) == 0 or np.ptp(y_pred) == 0
+    return {
+        "r2": float(skm.r2_score(y_true, y_pred)),
+        "pearson_r": float("nan") if const else float(stats.pearsonr(y_true, y_pred)[0]),
+        "spearman_rho": float("nan") if const else float(stats.spearmanr(y_true, y_pred)[0]),
+        "mse": float(skm.mean_squared_error(y_true, y_pred)),
+        "mae": float(skm.mean_absolute_error(y_true, y_pred)),
+        "n": int(len(y_true)),
+    }

@@ -1,0 +1,182 @@
+"""Layer sweeps and repeated cross-validation over stored activations.
+
+Each layer is read once; its folds share the array. Folds split by prompt (row), or by a
+``groups`` column so related prompts never straddle train and validation. The best layer is
+chosen on the validation folds only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
+
+from ..errors import InvalidArgumentError
+from .data import is_dataset, labels_for, load_features, stored_layers
+from .estimator import Probe, check_targets
+from .layers import LayerSpec, resolve_layers
+
+__all__ = ["SweepResult", "cross_validate", "make_folds", "sweep_layers"]
+
+
+def make_folds(y: np.ndarray, cv: int, task: str, seed: int, groups: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Train/validation index pairs: stratified for classification, grouped when asked."""
+    if cv < 2:
+        raise InvalidArgumentError(f"cv must be at least 2 folds; got {cv}.")
+    idx = np.zeros(len(y))
+    if groups is not None:
+        if len(np.unique(groups)) < cv:
+            raise InvalidArgumentError(f"groups has {len(np.unique(groups))} distinct values; need >= cv={cv}.")
+        splitter: Any = GroupKFold(n_splits=cv)
+        return [(tr, va) for tr, va in splitter.split(idx, y, groups)]
+    if task == "classification" and np.unique(y, return_counts=True)[1].min() >= cv:
+        splitter = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
+    else:
+        splitter = KFold(n_splits=cv, shuffle=True, random_state=seed)
+    return [(tr, va) for tr, va in splitter.split(idx, y)]
+
+
+def _groups(data: Any, groups: Any) -> np.ndarray | None:
+    if groups is None:
+        return None
+    if isinstance(groups, str):
+        if not is_dataset(data):
+            raise InvalidArgumentError("groups given as a column name needs a Dataset.")
+        return data.column(groups)
+    return np.asarray(groups)
+
+
+def _fit_folds(X: np.ndarray, y: np.ndarray, folds: list, params: dict[str, Any], layer: int, seed: int) -> list[dict[str, Any]]:
+    rows = []
+    for k, (tr, va) in enumerate(folds):
+        probe = Probe(layers=0, **{**params, "random_state": seed}).fit(X[tr], y[tr])
+        rows.append({"layer": layer, "seed": seed, "fold": k, **probe.evaluate(X[va], y[va])})
+    return rows
+
+
+@dataclass
+class SweepResult:
+    """Per-fold metrics of a sweep, with a per-layer summary and the best layer."""
+
+    results: pd.DataFrame
+    metric: str
+
+    def to_frame(self) -> pd.DataFrame:
+        """Mean and standard deviation of every metric per layer."""
+        metrics = [c for c in self.results.columns if c not in ("layer", "seed", "fold", "n")]
+        g = self.results.groupby("layer")[metrics]
+        out = g.mean().add_suffix("_mean").join(g.std(ddof=0).add_suffix("_std"))
+        return out.reset_index()
+
+    @property
+    def best_layer(self) -> int:
+        """Layer with the best mean validation score (ties: the shallower layer)."""
+        summary = self.to_frame()
+        return int(summary.loc[summary[f"{self.metric}_mean"].idxmax(), "layer"])
+
+    def plot(self, path: str, title: str | None = None) -> str:
+        """Write a PNG of the metric per layer with ±1 std error bars; returns the path."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        s = self.to_frame()
+        fig, ax = plt.subplots(figsize=(7, 4))
+        ax.errorbar(s["layer"], s[f"{self.metric}_mean"], yerr=s[f"{self.metric}_std"],
+                    marker="o", capsize=3)
+        ax.axvline(self.best_layer, color="gray", linestyle=":", label=f"best layer {self.best_layer}")
+        ax.set_xlabel("layer")
+        ax.set_ylabel(self.metric)
+        ax.set_title(title or f"Probe {self.metric} by layer")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return path
+
+
+def sweep_layers(
+    data: Any,
+    y: Any = None,
+    *,
+    layers: LayerSpec = "all",
+    cv: int = 5,
+    groups: Any = None,
+    classifier: Any = "logistic_regression",
+    task: str = "classification",
+    view: str | None = None,
+    seed: int = 0,
+    n_jobs: int | None = None,
+    **probe_kwargs: Any,
+) -> SweepResult:
+    """Fit one probe per layer with k-fold cross-validation.
+
+    Parameters
+    ----------
+    data : Dataset or array (n, n_layers, dim)
+    y : str, array or None
+        Label column name, labels, or None for the dataset's labels.
+    layers : layer spec
+        Which layers to sweep (default all stored).
+    cv : int
+        Number of folds.
+    groups : str or array, optional
+        Rows with the same group value stay in the same fold.
+    n_jobs : int, optional
+        Layers fitted in parallel (threads); default: the number of CPU cores.
+
+    Examples
+    --------
+    >>> sweep = sweep_layers(ds, y="label", cv=5)      # doctest: +SKIP
+    >>> sweep.best_layer, sweep.to_frame()             # doctest: +SKIP
+    """
+    chosen = resolve_layers(layers, stored_layers(data))
+    n = len(data) if is_dataset(data) else np.asarray(data).shape[0]
+    yv = labels_for(data, y, n)
+    check_targets(yv, task)
+    folds = make_folds(yv, cv, task, seed, _groups(data, groups))
+    params = {"classifier": classifier, "task": task, **probe_kwargs}
+
+    def one(layer: int) -> list[dict[str, Any]]:
+        X, _ = load_features(data, [layer], view)  # the layer is read once; folds share it
+        return _fit_folds(X[:, 0], yv, folds, params, layer, seed)
+
+    jobs = Parallel(n_jobs=n_jobs or -1, prefer="threads")(delayed(one)(L) for L in chosen)
+    frame = pd.DataFrame([row for rows in jobs for row in rows])
+    return SweepResult(frame, "r2" if task == "regression" else "accuracy")
+
+
+def cross_validate(
+    data: Any,
+    y: Any = None,
+    *,
+    layers: LayerSpec = -1,
+    cv: int = 5,
+    seeds: Iterable[int] = range(5),
+    groups: Any = None,
+    view: str | None = None,
+    **probe_params: Any,
+) -> pd.DataFrame:
+    """Repeat k-fold cross-validation over several seeds (new folds and probe seed each time).
+
+    Returns one row per (seed, fold) with every metric, as the aligned-probing study reports.
+    """
+    X, chosen = load_features(data, layers, view)
+    yv = labels_for(data, y, X.shape[0])
+    task = probe_params.get("task", "classification")
+    check_targets(yv, task)
+    g = _groups(data, groups)
+    rows = []
+    for seed in seeds:
+        for k, (tr, va) in enumerate(make_folds(yv, cv, task, seed, g)):
+            probe = Probe(layers=list(range(len(chosen))), **{**probe_params, "random_state": seed})
+            probe.fit(X[tr], yv[tr])
+            rows.append({"layers": ",".join(map(str, chosen)), "seed": seed, "fold": k,
+                         **probe.evaluate(X[va], yv[va])})
+    return pd.DataFrame(rows)
