@@ -1,0 +1,158 @@
+"""Extraction: any transformers model → a v2 dataset, sharded, resumable, length-batched.
+
+Needs the ``extract`` extra: ``pip install "actstore[extract]"``.
+
+Examples
+--------
+>>> ds = actstore.extract("gpt2", ["a prompt", "another"], out="acts/gpt2",
+...                       layers=[4, 8, -1], pooling=["last_token", "mean"])   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import InvalidArgumentError, require
+
+require("torch", "extract")
+require("transformers", "extract")
+
+from ..format.reader import Dataset  # noqa: E402
+from ..format.spec import FLOAT_DTYPES  # noqa: E402
+from .inputs import PromptSet, apply_template, read_prompts  # noqa: E402
+from .layers import resolve_model_layers  # noqa: E402
+from .models import LoadedModel, is_causal, load_model, prepare_tokenizer  # noqa: E402
+from .pooling import POOLINGS  # noqa: E402
+from .runner import merge, run_shards, worker_from_env  # noqa: E402
+
+__all__ = ["LoadedModel", "extract", "load_model", "merge", "read_prompts", "resolve_model_layers"]
+
+
+def _as_loaded(model: Any, tokenizer: Any, *, revision: str | None, device: str, dtype: Any,
+               trust_remote_code: bool, with_lm_head: bool) -> LoadedModel:
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(os.fspath(model), revision=revision, device=device, dtype=dtype,
+                          trust_remote_code=trust_remote_code, with_lm_head=with_lm_head)
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model.config.name_or_path)
+    model.eval()
+    name = getattr(model.config, "name_or_path", None) or type(model).__name__
+    sha = revision or getattr(model.config, "_commit_hash", None)
+    return LoadedModel(model, prepare_tokenizer(tokenizer), name, sha,
+                       next(model.parameters()).device, is_causal(model))
+
+
+def _poolings(pooling: str | Sequence[str]) -> list[str]:
+    names = [pooling] if isinstance(pooling, str) else list(pooling)
+    unknown = [p for p in names if p not in POOLINGS]
+    if unknown or not names:
+        raise InvalidArgumentError(
+            f"Unknown pooling {unknown or names}; expected some of {', '.join(POOLINGS)}."
+        )
+    if "all" in names:  # full sequences are the primary view; pooled ones ride along
+        names = ["all"] + [p for p in names if p != "all"]
+    return list(dict.fromkeys(names))
+
+
+def extract(
+    model: Any,
+    prompts: Any,
+    out: str,
+    *,
+    layers: Any = "all",
+    pooling: str | Sequence[str] = "last_token",
+    dtype: str = "float32",
+    labels: Any = None,
+    tokenizer: Any = None,
+    text_column: str = "text",
+    label_column: str | None = None,
+    batch_size: int = 32,
+    max_length: int | None = None,
+    template: str | None = None,
+    chat_template: bool = False,
+    logits_k: int | None = None,
+    perplexity: bool = False,
+    revision: str | None = None,
+    device: str = "auto",
+    model_dtype: Any = "auto",
+    trust_remote_code: bool = False,
+    shard_size: int = 1024,
+    rank: int | None = None,
+    world_size: int | None = None,
+    progress: bool = True,
+) -> Dataset | None:
+    """Extract hidden states of ``prompts`` from ``model`` into a v2 dataset at ``out``.
+
+    Parameters
+    ----------
+    model : str, PreTrainedModel or LoadedModel
+        A name/path (loaded with ``trust_remote_code`` off unless asked, ``revision``
+        recorded), or a loaded model (pass its ``tokenizer``).
+    prompts : list of str or path
+        A list, or a ``.txt`` (one prompt per line), ``.jsonl``, ``.csv`` or ``.parquet``
+        file; ``text_column``/``label_column`` pick columns and the rest become metadata.
+    layers : int, list, "all", "middle", "last"
+        Block outputs to keep (negatives from the end; ``"embeddings"`` = embedding output).
+    pooling : str or list
+        ``last_token``, ``first_token``, ``mean``, ``all`` (full sequence); several become views.
+    dtype : {"float32", "float16", "bfloat16"}
+        Storage dtype.
+    max_length : int, optional
+        Truncate longer prompts; each truncated row is flagged in the ``truncated`` column.
+    shard_size : int
+        Prompts per shard: the unit of resumption and of distribution across workers.
+    rank, world_size : int, optional
+        This worker's share; read from torchrun/SLURM variables when not given.
+
+    Returns
+    -------
+    Dataset or None
+        The merged dataset, or None for a worker of a multi-worker run (run ``merge`` once
+        every worker is done).
+    """
+    if dtype not in FLOAT_DTYPES:
+        raise InvalidArgumentError(f"dtype must be one of {sorted(FLOAT_DTYPES)}; got {dtype!r}.")
+    if batch_size < 1 or shard_size < 1:
+        raise InvalidArgumentError("batch_size and shard_size must be positive.")
+    poolings = _poolings(pooling)
+    ps: PromptSet = read_prompts(prompts, text_column=text_column, label_column=label_column, labels=labels)
+    lm = _as_loaded(model, tokenizer, revision=revision, device=device, dtype=model_dtype,
+                    trust_remote_code=trust_remote_code, with_lm_head=bool(logits_k or perplexity))
+    if (logits_k or perplexity) and not hasattr(lm.model, "get_output_embeddings"):
+        raise InvalidArgumentError("logits_k / perplexity need a causal LM with an LM head.")
+    n_layers = lm.model.config.num_hidden_layers
+    chosen = resolve_model_layers(layers, n_layers)
+    ps.texts = apply_template(ps.texts, template, lm.tokenizer, chat_template)
+    rank, world_size = worker_from_env(rank, world_size)
+    config = {
+        "model": lm.name, "revision": lm.revision, "layers": chosen, "pooling": poolings,
+        "dtype": dtype, "max_length": max_length, "template": template,
+        "chat_template": chat_template, "batch_size": batch_size, "shard_size": shard_size,
+        "logits_k": logits_k, "perplexity": perplexity, "padding_side": lm.tokenizer.padding_side,
+    }
+    bar = _progress(len(ps.texts), rank, world_size, shard_size, progress)
+    try:
+        run_shards(lm, ps, os.fspath(out), layers=chosen, poolings=poolings, dtype=dtype,
+                   batch_size=batch_size, max_length=max_length, shard_size=shard_size, rank=rank,
+                   world_size=world_size, config=config, logits_k=logits_k,
+                   perplexity=perplexity, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return merge(os.fspath(out)) if world_size == 1 else None
+
+
+def _progress(n: int, rank: int, world: int, shard_size: int, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    shards = range(rank, -(-n // shard_size), world)
+    mine = sum(min(shard_size, n - s * shard_size) for s in shards)
+    return tqdm(total=mine, unit="prompt", desc=f"extract[{rank}/{world}]" if world > 1 else "extract")

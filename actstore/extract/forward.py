@@ -1,0 +1,128 @@
+"""Running the model over a group of prompts: length-grouped batches, pooled views, logits.
+
+Prompts are tokenised once, sorted by length and batched, so little compute goes to
+padding; results are put back in input order. For decoder models, position ids are taken
+from the attention mask, so a left-padded prompt sees the same positions as when run alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .capture import capture
+from .models import LoadedModel, accepts_position_ids
+from .pooling import pool
+
+__all__ = ["GroupResult", "run_group"]
+
+
+@dataclass
+class GroupResult:
+    """Per-view arrays in input order, plus per-row token counts and extras."""
+
+    views: dict[str, dict[int, Any]]
+    num_tokens: list[int]
+    truncated: list[bool]
+    logits: tuple[np.ndarray, np.ndarray] | None = None
+    perplexity: list[float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def tokenize(lm: LoadedModel, texts: list[str], max_length: int | None) -> tuple[list[list[int]], list[bool]]:
+    """Token ids per prompt, truncated at ``max_length`` (each truncation is counted)."""
+    full = lm.tokenizer(texts, add_special_tokens=True)["input_ids"]
+    if max_length is None:
+        return full, [False] * len(texts)
+    truncated = [len(ids) > max_length for ids in full]
+    return [ids[:max_length] for ids in full], truncated
+
+
+def _batch_inputs(lm: LoadedModel, ids: list[list[int]]) -> dict[str, Any]:
+    import torch
+
+    batch = lm.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
+    inputs = {"input_ids": batch["input_ids"].to(lm.device),
+              "attention_mask": batch["attention_mask"].to(lm.device)}
+    if lm.causal and accepts_position_ids(lm.model):
+        # positions count real tokens only, so left padding does not shift them
+        inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    if "use_cache" in lm.model.forward.__code__.co_varnames:
+        inputs["use_cache"] = False
+    return inputs
+
+
+def _lm_extras(lm: LoadedModel, output: Any, mask: Any, input_ids: Any, logits_k: int | None,
+               perplexity: bool) -> tuple[Any, Any, list[float] | None]:
+    import torch
+
+    logits = output.logits
+    last = (torch.arange(mask.shape[1], device=mask.device).expand_as(mask).masked_fill(mask == 0, -1)).amax(1)
+    values = indices = None
+    if logits_k:
+        top = logits[torch.arange(logits.shape[0], device=logits.device), last].float().topk(logits_k, dim=-1)
+        values, indices = top.values.cpu().numpy(), top.indices.cpu().numpy().astype(np.int32)
+    ppl = None
+    if perplexity:  # computed on the device; only one float per prompt leaves it
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        target = input_ids[:, 1:]
+        nll = -logp.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+        valid = (mask[:, 1:] * mask[:, :-1]).float()
+        ppl = torch.exp((nll * valid).sum(1) / valid.sum(1).clamp(min=1)).cpu().tolist()
+    return values, indices, ppl
+
+
+def run_group(
+    lm: LoadedModel,
+    texts: list[str],
+    layers: list[int],
+    poolings: list[str],
+    *,
+    batch_size: int,
+    max_length: int | None,
+    logits_k: int | None = None,
+    perplexity: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> GroupResult:
+    """Extract every requested view for ``texts`` (returned in input order)."""
+    import torch
+
+    ids, truncated = tokenize(lm, texts, max_length)
+    lengths = np.array([len(x) for x in ids])
+    order = np.argsort(lengths, kind="stable")
+    n = len(texts)
+    views: dict[str, dict[int, Any]] = {p: {L: [None] * n for L in layers} for p in poolings}
+    values = np.zeros((n, logits_k or 0), np.float32)
+    indices = np.zeros((n, logits_k or 0), np.int32)
+    ppl: list[float] = [float("nan")] * n
+    need_head = bool(logits_k or perplexity)
+    with torch.inference_mode():
+        for start in range(0, n, batch_size):
+            rows = order[start : start + batch_size]
+            inputs = _batch_inputs(lm, [ids[i] for i in rows])
+            hidden, output = capture(lm.model, inputs, layers, full=need_head)
+            mask = inputs["attention_mask"]
+            for L in layers:
+                h = hidden[L].float()
+                for p in poolings:
+                    pooled = pool(h, mask, p)
+                    got = [t.cpu().numpy() for t in pooled] if p == "all" else pooled.cpu().numpy()
+                    for j, i in enumerate(rows):
+                        views[p][L][i] = got[j]
+            if need_head:
+                v, ix, pp = _lm_extras(lm, output, mask, inputs["input_ids"], logits_k, perplexity)
+                if v is not None:
+                    values[rows], indices[rows] = v, ix
+                if pp is not None:
+                    for j, i in enumerate(rows):
+                        ppl[i] = pp[j]
+            if on_batch:
+                on_batch(len(rows), int(mask.sum()))
+    stacked = {
+        p: {L: (views[p][L] if p == "all" else np.stack(views[p][L])) for L in layers} for p in poolings
+    }
+    return GroupResult(stacked, lengths.tolist(), truncated,
+                       (values, indices) if logits_k else None, ppl if perplexity else None)

@@ -1,0 +1,96 @@
+"""Loading a transformers model and tokenizer by name, and finding its blocks.
+
+The runner itself takes loaded objects; this module is the convenience the CLI and
+``actstore.extract("name", ...)`` use.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import InvalidArgumentError, require
+
+__all__ = ["LoadedModel", "find_blocks", "is_causal", "load_model", "prepare_tokenizer"]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for extraction, with what the metadata records about it."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    revision: str | None
+    device: Any
+    causal: bool
+
+
+def is_causal(model: Any) -> bool:
+    """True for decoder-only language models (GPT-2, Llama, Mistral, OLMo, ...)."""
+    cfg = model.config
+    if getattr(cfg, "is_encoder_decoder", False):
+        return False
+    archs = " ".join(getattr(cfg, "architectures", None) or [])
+    return bool(getattr(cfg, "is_decoder", False)) or "CausalLM" in archs or "LMHead" in archs or \
+        type(model).__name__.endswith(("ForCausalLM", "LMHeadModel"))
+
+
+def find_blocks(model: Any) -> list[Any]:
+    """The model's transformer blocks: the shallowest ModuleList with one entry per layer."""
+    import torch
+
+    n = getattr(model.config, "num_hidden_layers", None) or getattr(model.config, "n_layer", None)
+    for _, module in model.named_modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n and n:
+            return list(module)
+    raise InvalidArgumentError(
+        f"Cannot find the {n} transformer blocks of {type(model).__name__}; actstore looks for a "
+        "ModuleList with one module per hidden layer."
+    )
+
+
+def prepare_tokenizer(tokenizer: Any) -> Any:
+    """Give a tokenizer without a pad token one (its EOS, else UNK), as lmprobe does."""
+    if tokenizer.pad_token is None:
+        fallback = tokenizer.eos_token or tokenizer.unk_token
+        if fallback is None:
+            raise InvalidArgumentError(
+                "The tokenizer has no pad, EOS or UNK token to pad batches with; set "
+                "tokenizer.pad_token before extracting."
+            )
+        tokenizer.pad_token = fallback
+    return tokenizer
+
+
+def accepts_position_ids(model: Any) -> bool:
+    return "position_ids" in inspect.signature(model.forward).parameters
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    revision: str | None = None,
+    device: str = "auto",
+    dtype: Any = "auto",
+    trust_remote_code: bool = False,
+    with_lm_head: bool = False,
+) -> LoadedModel:
+    """Load model + tokenizer; ``with_lm_head`` loads the causal-LM head (logits, generation)."""
+    require("torch", "extract")
+    transformers = require("transformers", "extract")
+    import torch
+
+    kw = {"revision": revision, "trust_remote_code": trust_remote_code}
+    config = transformers.AutoConfig.from_pretrained(name_or_path, **kw)
+    archs = " ".join(getattr(config, "architectures", None) or [])
+    causal = ("CausalLM" in archs or "LMHead" in archs) and not config.is_encoder_decoder
+    cls = transformers.AutoModelForCausalLM if (with_lm_head or causal) else transformers.AutoModel
+    model = cls.from_pretrained(name_or_path, dtype=dtype, **kw)
+    tokenizer = prepare_tokenizer(transformers.AutoTokenizer.from_pretrained(name_or_path, **kw))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device).eval()
+    sha = getattr(config, "_commit_hash", None) or revision
+    return LoadedModel(model, tokenizer, name_or_path, sha, torch.device(device), is_causal(model))

@@ -1,0 +1,35 @@
+"""Pooling hidden states over tokens, correct for left and right padding alike.
+
+Every function takes ``hidden`` of shape ``(batch, seq, dim)`` and the attention mask
+``(batch, seq)``; positions are found from the mask, never assumed to be 0 or ``seq - 1``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import InvalidArgumentError
+
+__all__ = ["POOLINGS", "pool"]
+
+POOLINGS = ("last_token", "first_token", "mean", "all")
+
+
+def pool(hidden: Any, mask: Any, how: str) -> Any:
+    """Pool one batch; ``"all"`` returns a list of ``(n_tokens_i, dim)`` tensors."""
+    import torch
+
+    m = mask.to(hidden.device).bool()
+    if how == "last_token":
+        # last real token: the largest position whose mask is 1
+        pos = torch.arange(m.shape[1], device=m.device).expand_as(m).masked_fill(~m, -1).amax(1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), pos]
+    if how == "first_token":
+        pos = torch.arange(m.shape[1], device=m.device).expand_as(m).masked_fill(~m, m.shape[1]).amin(1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), pos]
+    if how == "mean":
+        w = m.to(hidden.dtype).unsqueeze(-1)
+        return (hidden * w).sum(1) / w.sum(1).clamp(min=1)
+    if how == "all":
+        return [hidden[i, m[i]] for i in range(hidden.shape[0])]
+    raise InvalidArgumentError(f"Unknown pooling {how!r}; expected one of {', '.join(POOLINGS)}.")

@@ -1,0 +1,213 @@
+"""The sharded, resumable extraction runner, and ``merge``.
+
+Prompts are cut into fixed shards in input order. Worker ``rank`` of ``world_size`` takes
+shards ``rank, rank + world_size, ...``; each finished shard is committed on its own as a
+complete part dataset under ``<out>/_parts/shard-NNNNN`` (its index is its commit point).
+A rerun skips committed parts, so a run killed at any moment finishes, when rerun with the
+same command, with the same dataset an uninterrupted run writes. ``merge`` joins the parts
+in shard order into the single dataset at ``<out>`` and removes them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from typing import Any
+
+
+
+from ..errors import ConfigMismatchError, DatasetNotFoundError, InvalidArgumentError
+from ..format.index_builder import RESERVED_COLUMNS
+from ..format.reader import Dataset, open_dataset
+from ..format.writer import DatasetWriter
+from .forward import run_group
+from .inputs import PromptSet
+from .models import LoadedModel
+
+__all__ = ["merge", "run_shards", "worker_from_env"]
+
+PARTS = "_parts"
+CONFIG = "config.json"
+
+
+def worker_from_env(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """Rank and world size from arguments, torchrun/accelerate, or a SLURM array."""
+    env = os.environ
+    if rank is None and world_size is None:
+        if "WORLD_SIZE" in env and "RANK" in env:
+            rank, world_size = int(env["RANK"]), int(env["WORLD_SIZE"])
+        elif "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+            lo = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+            rank, world_size = int(env["SLURM_ARRAY_TASK_ID"]) - lo, int(env["SLURM_ARRAY_TASK_COUNT"])
+        else:
+            rank, world_size = 0, 1
+    rank, world_size = int(rank or 0), int(world_size or 1)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise InvalidArgumentError(f"rank must be in [0, world_size); got rank={rank}, world_size={world_size}.")
+    return rank, world_size
+
+
+def _part(out: str, shard: int) -> str:
+    return os.path.join(out, PARTS, f"shard-{shard:05d}")
+
+
+def _fingerprint(prompts: PromptSet) -> str:
+    h = hashlib.sha256()
+    for t in prompts.texts:
+        h.update(t.encode("utf-8") + b"\x00")
+    h.update(json.dumps(prompts.labels, default=str).encode())
+    return h.hexdigest()
+
+
+def _check_config(out: str, config: dict[str, Any]) -> None:
+    """Record the run's configuration, or refuse a rerun whose configuration differs."""
+    path = os.path.join(out, PARTS, CONFIG)
+    final = os.path.join(out, "index", "train-00000-of-00001.parquet")
+    try:
+        os.makedirs(os.path.join(out, PARTS), exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgumentError(f"Cannot write to the output {out!r} ({exc}); choose a writable folder.") from None
+    old = None
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+    elif os.path.exists(final):
+        old = open_dataset(out).info.extraction.get("run")
+    if old is not None and old != config:
+        diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
+        details = "; ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:6])
+        raise ConfigMismatchError(
+            f"{out!r} holds an extraction with a different configuration ({details}). Rerun with "
+            "the original settings to resume, or choose a new output folder."
+        )
+    if old is None:
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            json.dump(config, f, indent=2, sort_keys=True)
+        os.replace(tmp, path)
+
+
+def run_shards(
+    lm: LoadedModel,
+    prompts: PromptSet,
+    out: str,
+    *,
+    layers: list[int],
+    poolings: list[str],
+    dtype: str,
+    batch_size: int,
+    max_length: int | None,
+    shard_size: int,
+    rank: int,
+    world_size: int,
+    config: dict[str, Any],
+    logits_k: int | None = None,
+    perplexity: bool = False,
+    progress: Any = None,
+) -> list[int]:
+    """Extract and commit every shard assigned to this worker; returns the shards done now."""
+    config = {**config, "prompts_sha256": _fingerprint(prompts), "num_prompts": len(prompts.texts)}
+    _check_config(out, config)
+    n_shards = -(-len(prompts.texts) // shard_size)
+    done = []
+    for shard in range(rank, n_shards, world_size):
+        part = _part(out, shard)
+        if os.path.exists(os.path.join(part, "index", "train-00000-of-00001.parquet")):
+            if progress is not None:
+                progress.update(min(shard_size, len(prompts.texts) - shard * shard_size))
+            continue
+        lo, hi = shard * shard_size, min(len(prompts.texts), (shard + 1) * shard_size)
+        _write_part(lm, prompts, part, lo, hi, layers=layers, poolings=poolings, dtype=dtype,
+                    batch_size=batch_size, max_length=max_length, logits_k=logits_k,
+                    perplexity=perplexity, config=config, progress=progress)
+        done.append(shard)
+    return done
+
+
+def _write_part(lm: LoadedModel, prompts: PromptSet, part: str, lo: int, hi: int, *,
+                layers: list[int], poolings: list[str], dtype: str, batch_size: int,
+                max_length: int | None, logits_k: int | None, perplexity: bool,
+                config: dict[str, Any], progress: Any) -> None:
+    def tick(rows: int, tokens: int) -> None:
+        if progress is not None:
+            progress.update(rows)
+            progress.tokens = getattr(progress, "tokens", 0) + tokens
+            elapsed = max(progress.format_dict.get("elapsed", 0) or 0, 1e-9)
+            progress.set_postfix(tok_s=f"{progress.tokens / elapsed:.0f}", refresh=False)
+
+    texts = prompts.texts[lo:hi]
+    res = run_group(lm, texts, layers, poolings, batch_size=batch_size, max_length=max_length,
+                    logits_k=logits_k, perplexity=perplexity, on_batch=tick)
+    dim = next(iter(res.views[poolings[0]].values()))[0].shape[-1]
+    meta = {k: v[lo:hi] for k, v in prompts.metadata.items()}
+    meta["truncated"] = res.truncated
+    if res.perplexity is not None:
+        meta["perplexity"] = res.perplexity
+    if os.path.exists(part):
+        shutil.rmtree(part)  # an uncommitted part from a killed run: start it again
+    with DatasetWriter(part, model=config["model"], revision=config.get("revision"), layers=layers,
+                       dim=dim, dtype=dtype, pooling=poolings, logits_k=logits_k,
+                       extraction={"run": config}, num_rows=hi - lo) as w:
+        w.add(texts, hidden=res.views[poolings[0]],
+              views={p: res.views[p] for p in poolings[1:]},
+              labels=None if prompts.labels is None else prompts.labels[lo:hi],
+              metadata=meta, num_tokens=None if poolings[0] == "all" else res.num_tokens,
+              logits_topk=res.logits)
+
+
+def _part_rows(ds: Dataset) -> dict[str, Any]:
+    info = ds.info
+    hidden: dict[int, Any] = {}
+    if info.storage == "full_sequence":
+        hidden = {L: [ds.tokens(i, L) for i in range(len(ds))] for L in info.layers}
+    else:
+        hidden = {L: ds.layer(L) for L in info.layers}
+    extra_cols = [c for c in ds.index.column_names if c not in RESERVED_COLUMNS]
+    return {
+        "texts": ds.texts,
+        "hidden": hidden,
+        "views": {v: {L: ds.layer(L, view=v) for L in info.layers} for v in info.views[1:]},
+        "labels": None if ds.labels is None else ds.labels.tolist(),
+        "metadata": {c: ds.index.column(c).to_pylist() for c in extra_cols},
+        "num_tokens": None if info.storage == "full_sequence" else ds.column("num_tokens").tolist(),
+        "logits_topk": ds.logits_topk() if info.logits_k else None,
+    }
+
+
+def merge(out: str, *, keep_parts: bool = False) -> Dataset:
+    """Join the committed parts under ``<out>/_parts`` into the dataset at ``out``.
+
+    Examples
+    --------
+    >>> ds = merge("runs/llama-acts")      # doctest: +SKIP
+    """
+    final = os.path.join(out, "index", "train-00000-of-00001.parquet")
+    cfg_path = os.path.join(out, PARTS, CONFIG)
+    if not os.path.exists(cfg_path):
+        if os.path.exists(final):
+            return open_dataset(out)
+        raise DatasetNotFoundError(f"{out!r} holds no extraction parts to merge (no {PARTS}/{CONFIG}).")
+    with open(cfg_path) as f:
+        config = json.load(f)
+    n_shards = -(-config["num_prompts"] // config["shard_size"])
+    missing = [s for s in range(n_shards)
+               if not os.path.exists(os.path.join(_part(out, s), "index", "train-00000-of-00001.parquet"))]
+    if missing:
+        raise InvalidArgumentError(
+            f"Cannot merge {out!r}: shards {missing[:10]} of {n_shards} are not finished yet; run "
+            "the workers that own them (same command), then merge again."
+        )
+    first = open_dataset(_part(out, 0)).info
+    with DatasetWriter(out, model=first.model, revision=first.revision, layers=list(first.layers),
+                       dim=first.dim, dtype=first.dtype, pooling=list(first.views),
+                       logits_k=first.logits_k, extraction=first.extraction, overwrite=True,
+                       num_rows=config["num_prompts"]) as w:
+        for s in range(n_shards):
+            w.add(**_part_rows(open_dataset(_part(out, s))))
+    if not keep_parts:
+        shutil.rmtree(os.path.join(out, PARTS))
+    return open_dataset(out)
+
+
