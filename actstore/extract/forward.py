@@ -42,7 +42,6 @@ def tokenize(lm: LoadedModel, texts: list[str], max_length: int | None) -> tuple
 
 
 def _batch_inputs(lm: LoadedModel, ids: list[list[int]]) -> dict[str, Any]:
-    import torch
 
     batch = lm.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
     inputs = {"input_ids": batch["input_ids"].to(lm.device),

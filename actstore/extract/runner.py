@@ -16,8 +16,6 @@ import os
 import shutil
 from typing import Any
 
-
-
 from ..errors import ConfigMismatchError, DatasetNotFoundError, InvalidArgumentError
 from ..format.index_builder import RESERVED_COLUMNS
 from ..format.reader import Dataset, open_dataset
