@@ -69,6 +69,7 @@ def extract(
     pooling: str | Sequence[str] = "last_token",
     dtype: str = "float32",
     labels: Any = None,
+    metadata: dict[str, Sequence[Any]] | None = None,
     tokenizer: Any = None,
     text_column: str = "text",
     label_column: str | None = None,
@@ -122,6 +123,12 @@ def extract(
         raise InvalidArgumentError("batch_size and shard_size must be positive.")
     poolings = _poolings(pooling)
     ps: PromptSet = read_prompts(prompts, text_column=text_column, label_column=label_column, labels=labels)
+    for name, values in (metadata or {}).items():
+        if len(values) != len(ps.texts):
+            raise InvalidArgumentError(
+                f"metadata column {name!r} has {len(values)} values but there are {len(ps.texts)} prompts."
+            )
+        ps.metadata[name] = list(values)
     lm = _as_loaded(model, tokenizer, revision=revision, device=device, dtype=model_dtype,
                     trust_remote_code=trust_remote_code, with_lm_head=bool(logits_k or perplexity))
     if (logits_k or perplexity) and not hasattr(lm.model, "get_output_embeddings"):
