@@ -1,0 +1,356 @@
+"""``SegmentStore``: a content-addressed, bounded, multi-process-safe byte store on fsspec.
+
+Entries (``key -> bytes``) are buffered in memory and published in immutable segment
+files (see :mod:`actstore.cache.segments`), never one file per entry. Every entry carries a
+BLAKE2b checksum that is checked on every read; a segment holding a bad entry (bit flip,
+truncation, damaged index) is dropped whole, reported, and its entries read as misses, so
+the caller refetches or recomputes them. Eviction removes least-recently-used segments
+until the store fits ``max_bytes``.
+
+Examples
+--------
+>>> import fsspec
+>>> store = SegmentStore(fsspec.filesystem("memory"), "/doc-store")
+>>> store.put("k", b"hello"); store.flush()
+>>> store.get("k")
+b'hello'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from ..errors import CacheError
+from .segments import (
+    Entry,
+    SegmentInfo,
+    atomic_put,
+    decode_index,
+    digest,
+    encode_index,
+    is_local,
+    new_segment_id,
+    writer_id,
+)
+
+__all__ = ["SegmentStore"]
+
+log = logging.getLogger("actstore.cache")
+
+#: Pending bytes that trigger publishing a segment.
+SEGMENT_BYTES = 64 << 20
+
+
+class SegmentStore:
+    """Key -> bytes entries in segment files under ``root`` on the filesystem ``fs``.
+
+    Parameters
+    ----------
+    fs : fsspec.AbstractFileSystem
+        Where the cache lives (local, ``memory://``, ``s3://`` ...).
+    root : str
+        Folder of the store on ``fs``.
+    max_bytes : int, optional
+        Bound on published bytes; checked after each flush (None: unbounded).
+    segment_bytes : int
+        Pending bytes that trigger a flush.
+    """
+
+    def __init__(self, fs: Any, root: str, *, max_bytes: int | None = None,
+                 segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.fs, self.root = fs, root.rstrip("/")
+        self.max_bytes, self.segment_bytes = max_bytes, segment_bytes
+        self._lock = threading.RLock()
+        self._index: dict[str, list[Entry]] = {}  # newest segment first
+        self._segments: dict[str, SegmentInfo] = {}
+        self._seg_keys: dict[str, list[str]] = {}
+        self._used: dict[str, float] = {}  # sid -> last use by this process
+        self._pending: list[tuple[str, bytes, str, dict[str, Any]]] = []
+        self._pending_map: dict[str, int] = {}
+        self._pending_bytes = 0
+        self.problems: list[str] = []
+        self.counters = {"hits": 0, "misses": 0, "puts": 0, "dropped_segments": 0, "evicted_segments": 0}
+        self._loaded = False
+
+    # -- paths ---------------------------------------------------------------------------
+    def _seg(self, sid: str, ext: str) -> str:
+        return f"{self.root}/segments/{sid}.{ext}"
+
+    def _list(self, folder: str) -> list[str]:
+        path = f"{self.root}/{folder}"
+        try:
+            self.fs.invalidate_cache(path)  # s3fs caches listings; other writers add files
+            return [p.rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False)]
+        except FileNotFoundError:
+            return []
+
+    # -- loading -------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Pick up segments published (or evicted) by other processes since the last look."""
+        with self._lock:
+            names = self._list("segments")
+            live = {n[:-4] for n in names if n.endswith(".idx")}
+            for sid in set(self._segments) - live:  # evicted elsewhere
+                self._forget(sid)
+            for sid in sorted(live - set(self._segments)):
+                self._load_segment(sid)
+            self._loaded = True
+
+    def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self.refresh()
+
+    def _load_segment(self, sid: str) -> None:
+        try:
+            raw = self.fs.cat_file(self._seg(sid, "idx"))
+            info, entries = decode_index(raw, sid)
+        except FileNotFoundError:
+            return  # evicted between listing and reading
+        except (ValueError, KeyError, TypeError) as exc:
+            self._drop(sid, f"damaged segment index ({exc})")
+            return
+        self._segments[sid] = info
+        self._seg_keys[sid] = [e.key for e in entries]
+        for e in entries:
+            self._index.setdefault(e.key, []).insert(0, e)
+
+    def _forget(self, sid: str) -> None:
+        self._segments.pop(sid, None)
+        self._used.pop(sid, None)
+        for key in self._seg_keys.pop(sid, ()):
+            rest = [e for e in self._index.get(key, ()) if e.sid != sid]
+            if rest:
+                self._index[key] = rest
+            else:
+                self._index.pop(key, None)
+
+    def _drop(self, sid: str, reason: str) -> None:
+        """Delete a damaged segment (index first: it is the commit point) and report it."""
+        msg = f"cache segment {sid} at {self.root} dropped: {reason}; its entries will be refetched"
+        log.warning(msg)
+        self.problems.append(msg)
+        self.counters["dropped_segments"] += 1
+        self._delete_segment(sid)
+
+    def _delete_segment(self, sid: str) -> None:
+        for ext in ("idx", "seg"):
+            try:
+                self.fs.rm_file(self._seg(sid, ext))
+            except FileNotFoundError:
+                pass
+        self._forget(sid)
+
+    # -- writing -------------------------------------------------------------------------
+    def put(self, key: str, data: bytes, *, codec: str = "raw", meta: dict[str, Any] | None = None) -> None:
+        """Add an entry; it is readable at once here, and by others after :meth:`flush`."""
+        with self._lock:
+            if key in self._pending_map:
+                return  # content-addressed: same key, same bytes
+            self._pending_map[key] = len(self._pending)
+            self._pending.append((key, bytes(data), codec, dict(meta or {})))
+            self._pending_bytes += len(data)
+            self.counters["puts"] += 1
+            if self._pending_bytes >= self.segment_bytes:
+                self.flush()
+
+    def flush(self) -> str | None:
+        """Publish pending entries as one segment; returns its id (None if nothing pending)."""
+        with self._lock:
+            if not self._pending:
+                return None
+            sid, entries, chunks, pos = new_segment_id(), [], [], 0
+            for key, data, codec, meta in self._pending:
+                entries.append(Entry(key, sid, pos, len(data), digest(data), codec, meta))
+                chunks.append(data)
+                pos += len(data)
+            try:
+                atomic_put(self.fs, self._seg(sid, "seg"), b"".join(chunks))
+                atomic_put(self.fs, self._seg(sid, "idx"), encode_index(sid, pos, entries))
+            except OSError as exc:
+                raise CacheError(
+                    f"Could not write a cache segment under {self.root!r} ({exc}); check that the "
+                    "cache location is writable, or point ACTSTORE_CACHE_DIR elsewhere."
+                ) from exc
+            self._pending, self._pending_map, self._pending_bytes = [], {}, 0
+            self._segments[sid] = SegmentInfo(sid, pos, time.time(), len(entries))
+            self._seg_keys[sid] = [e.key for e in entries]
+            for e in entries:
+                self._index.setdefault(e.key, []).insert(0, e)
+            self._used[sid] = time.time()
+            self._save_access()
+        if self.max_bytes is not None:
+            self.evict(self.max_bytes)
+        return sid
+
+    def _save_access(self) -> None:
+        if self._used:
+            path = f"{self.root}/access/{writer_id()}.json"
+            atomic_put(self.fs, path, json.dumps(self._used).encode())
+
+    # -- reading -------------------------------------------------------------------------
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            self._ensure_loaded()
+            return key in self._pending_map or key in self._index
+
+    def entry(self, key: str) -> Entry | None:
+        """The newest published entry for ``key`` (no read, no check)."""
+        with self._lock:
+            self._ensure_loaded()
+            found = self._index.get(key)
+            return found[0] if found else None
+
+    def pending_meta(self, key: str) -> dict[str, Any] | None:
+        i = self._pending_map.get(key)
+        return None if i is None else self._pending[i][3]
+
+    def get(self, key: str) -> bytes | None:
+        """The checked bytes of ``key``, or None when absent or dropped as damaged."""
+        got = self.get_many([key])
+        return got[0][0] if got[0] is not None else None
+
+    def get_many(self, keys: Sequence[str], *, refresh_on_miss: bool = True
+                 ) -> list[tuple[bytes, str, dict[str, Any]] | None]:
+        """``(stored bytes, codec, meta)`` per key, checked; None for misses.
+
+        Entries are read with one batched range request per segment file.
+        """
+        with self._lock:
+            self._ensure_loaded()
+            out = self._lookup(keys)
+            if refresh_on_miss and any(o is None for o in out):
+                self.refresh()  # another process may have published them since
+                again = self._lookup([k for k, o in zip(keys, out) if o is None])
+                it = iter(again)
+                out = [o if o is not None else next(it) for o in out]
+            self.counters["hits"] += sum(o is not None for o in out)
+            self.counters["misses"] += sum(o is None for o in out)
+            return out
+
+    def _lookup(self, keys: Sequence[str]) -> list[tuple[bytes, str, dict[str, Any]] | None]:
+        out: list[Any] = [None] * len(keys)
+        todo: dict[str, list[tuple[int, Entry]]] = {}
+        for i, key in enumerate(keys):
+            p = self._pending_map.get(key)
+            if p is not None:
+                _, data, codec, meta = self._pending[p]
+                out[i] = (data, codec, meta)
+            elif key in self._index:
+                e = self._index[key][0]
+                todo.setdefault(e.sid, []).append((i, e))
+        for sid, items in todo.items():
+            blobs = self._read_segment(sid, [e for _, e in items])
+            if blobs is None:
+                # the segment is gone or dropped: fall back to other copies, if any
+                again = self._lookup([keys[i] for i, _ in items])
+                for (i, _), o in zip(items, again):
+                    out[i] = o
+                continue
+            self._used[sid] = time.time()
+            for (i, e), blob in zip(items, blobs):
+                out[i] = (blob, e.codec, e.meta)
+        return out
+
+    def _read_segment(self, sid: str, entries: list[Entry]) -> list[bytes] | None:
+        path = self._seg(sid, "seg")
+        try:
+            if is_local(self.fs):
+                blobs = _pread_many(path, [(e.offset, e.length) for e in entries])
+            else:
+                blobs = self.fs.cat_ranges([path] * len(entries), [e.offset for e in entries],
+                                           [e.offset + e.length for e in entries], on_error="return")
+        except FileNotFoundError:
+            self._forget(sid)  # evicted by another process
+            return None
+        for e, blob in zip(entries, blobs):
+            if isinstance(blob, FileNotFoundError):
+                self._forget(sid)
+                return None
+            if isinstance(blob, Exception):
+                raise CacheError(f"Reading cache segment {path!r} failed: {blob}") from blob
+            if len(blob) != e.length:
+                self._drop(sid, f"entry {e.key} truncated ({len(blob)} of {e.length} bytes)")
+                return None
+            if digest(blob) != e.digest:
+                self._drop(sid, f"entry {e.key} fails its checksum (corrupted bytes)")
+                return None
+        return list(blobs)
+
+    # -- inspection and eviction ---------------------------------------------------------
+    def segments(self) -> list[SegmentInfo]:
+        """Published segments, as seen after a refresh."""
+        with self._lock:
+            self.refresh()
+            return sorted(self._segments.values(), key=lambda s: s.created)
+
+    def keys(self) -> Iterable[str]:
+        with self._lock:
+            self._ensure_loaded()
+            return list(self._index) + [k for k, *_ in self._pending]
+
+    def last_used(self) -> dict[str, float]:
+        """Last use of each segment by any process (creation time if never used)."""
+        with self._lock:
+            self._save_access()
+            seen = {s.sid: s.created for s in self._segments.values()}
+            for name in self._list("access"):
+                try:
+                    times = json.loads(self.fs.cat_file(f"{self.root}/access/{name}"))
+                except (FileNotFoundError, ValueError):
+                    continue
+                for sid, t in times.items():
+                    if sid in seen:
+                        seen[sid] = max(seen[sid], float(t))
+            return seen
+
+    def total_bytes(self) -> int:
+        with self._lock:
+            return sum(s.size for s in self._segments.values())
+
+    def evict(self, max_bytes: int) -> list[str]:
+        """Delete least-recently-used segments until published bytes fit ``max_bytes``."""
+        with self._lock:
+            self.refresh()
+            total = self.total_bytes()
+            if total <= max_bytes:
+                return []
+            evicted = []
+            for sid, _ in sorted(self.last_used().items(), key=lambda kv: kv[1]):
+                if total <= max_bytes:
+                    break
+                total -= self._segments[sid].size
+                self._delete_segment(sid)
+                evicted.append(sid)
+            self.counters["evicted_segments"] += len(evicted)
+            self._save_access()
+            return evicted
+
+    def clear(self) -> None:
+        """Remove every segment and access record (pending entries too)."""
+        with self._lock:
+            self._pending, self._pending_map, self._pending_bytes = [], {}, 0
+            for folder in ("segments", "access"):
+                for name in self._list(folder):
+                    try:
+                        self.fs.rm_file(f"{self.root}/{folder}/{name}")
+                    except FileNotFoundError:
+                        pass
+            self._index.clear()
+            self._seg_keys.clear()
+            self._segments.clear()
+            self._used.clear()
+
+
+def _pread_many(path: str, spans: list[tuple[int, int]]) -> list[bytes]:
+    import os
+
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return [os.pread(fd, n, off) for off, n in spans]
+    finally:
+        os.close(fd)
