@@ -11,6 +11,8 @@ Examples
 from __future__ import annotations
 
 import os
+import sys
+import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -163,3 +165,18 @@ def _progress(n: int, rank: int, world: int, shard_size: int, enabled: bool) -> 
     shards = range(rank, -(-n // shard_size), world)
     mine = sum(min(shard_size, n - s * shard_size) for s in shards)
     return tqdm(total=mine, unit="prompt", desc=f"extract[{rank}/{world}]" if world > 1 else "extract")
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``actstore.extract(...)`` call the function even once the submodule is imported.
+
+    Importing ``actstore.extract.<anything>`` makes Python bind the *package* to
+    ``actstore.extract``, which would shadow the function (lmprobe's ``from lmprobe import
+    extract`` returns a module for this reason); calling the package forwards to ``extract``.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Dataset | None:
+        return extract(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .capture import capture
-from .models import LoadedModel, accepts_position_ids
+from .models import LoadedModel, accepts
 from .pooling import pool
 
 __all__ = ["GroupResult", "run_group"]
@@ -38,7 +38,14 @@ def tokenize(lm: LoadedModel, texts: list[str], max_length: int | None) -> tuple
     if max_length is None:
         return full, [False] * len(texts)
     truncated = [len(ids) > max_length for ids in full]
-    return [ids[:max_length] for ids in full], truncated
+    long = [i for i, t in enumerate(truncated) if t]
+    if long:
+        # the tokenizer truncates the text but keeps special tokens (BERT's [SEP], ...)
+        cut = lm.tokenizer([texts[i] for i in long], add_special_tokens=True, truncation=True,
+                           max_length=max_length)["input_ids"]
+        for i, ids in zip(long, cut):
+            full[i] = ids
+    return full, truncated
 
 
 def _batch_inputs(lm: LoadedModel, ids: list[list[int]]) -> dict[str, Any]:
@@ -46,11 +53,11 @@ def _batch_inputs(lm: LoadedModel, ids: list[list[int]]) -> dict[str, Any]:
     batch = lm.tokenizer.pad({"input_ids": ids}, return_tensors="pt", padding=True)
     inputs = {"input_ids": batch["input_ids"].to(lm.device),
               "attention_mask": batch["attention_mask"].to(lm.device)}
-    if lm.causal and accepts_position_ids(lm.model):
+    if lm.causal and accepts(lm.model, "position_ids"):
         # positions count real tokens only, so left padding does not shift them
         inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    if "use_cache" in lm.model.forward.__code__.co_varnames:
-        inputs["use_cache"] = False
+    if accepts(lm.model, "use_cache"):
+        inputs["use_cache"] = False  # no KV cache: nothing reuses it, and it costs memory
     return inputs
 
 

@@ -64,8 +64,9 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def accepts_position_ids(model: Any) -> bool:
-    return "position_ids" in inspect.signature(model.forward).parameters
+def accepts(model: Any, argument: str) -> bool:
+    """Whether ``model.forward`` takes ``argument`` (decorated forwards included)."""
+    return argument in inspect.signature(model.forward).parameters
 
 
 def load_model(

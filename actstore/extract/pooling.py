@@ -28,8 +28,10 @@ def pool(hidden: Any, mask: Any, how: str) -> Any:
         pos = torch.arange(m.shape[1], device=m.device).expand_as(m).masked_fill(~m, m.shape[1]).amin(1)
         return hidden[torch.arange(hidden.shape[0], device=hidden.device), pos]
     if how == "mean":
-        w = m.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * w).sum(1) / w.sum(1).clamp(min=1)
+        # masked_fill, not a multiply: padded positions may hold NaN (fully masked attention
+        # rows) and NaN * 0 is NaN
+        summed = hidden.masked_fill(~m.unsqueeze(-1), 0).sum(1)
+        return summed / m.sum(1, keepdim=True).clamp(min=1).to(hidden.dtype)
     if how == "all":
         return [hidden[i, m[i]] for i in range(hidden.shape[0])]
     raise InvalidArgumentError(f"Unknown pooling {how!r}; expected one of {', '.join(POOLINGS)}.")
