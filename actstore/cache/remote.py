@@ -1,0 +1,425 @@
+"""``CachedSource``: a :class:`~actstore.format.source.ByteSource` over a remote dataset.
+
+Every byte range read from the remote filesystem is stored in the :class:`UnifiedCache`
+under the file's *content* identity — the sha256 the dataset metadata records for it (or,
+for the index and for files without one, the remote ETag / Hub blob id) — so a cached byte
+can never be stale: a rewritten file has a new identity. Reads ask only for the bytes not
+cached yet, with no read-ahead, all ranges of one call in flight at once (``cat_ranges`` on
+async filesystems, a thread pool otherwise).
+
+A server that ignores ``Range`` answers 200 with the whole file. Over HTTP the status is
+checked (the first request to a server is sent alone to find out); on every filesystem the
+length of each answer is checked. Either way the whole body is then cached as the complete
+file and slices are served from it, so wrong bytes are never returned.
+"""
+
+from __future__ import annotations
+
+import bisect
+import logging
+import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .. import config
+from ..errors import IntegrityError, OfflineError
+
+__all__ = ["CachedSource", "RangeIgnored"]
+
+log = logging.getLogger("actstore.cache")
+
+#: Requests in flight at once for one read call.
+CONCURRENCY = 16
+
+
+class RangeIgnored(Exception):
+    """Internal: the server sent the whole file where a range was asked for."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__("Range ignored")
+        self.body = body
+
+
+class _Pieces:
+    """Disjoint cached intervals of one file: ``[a, b)`` served from entry ``key`` at ``k0``."""
+
+    def __init__(self, spans: list[tuple[int, int, str]]) -> None:
+        self.starts: list[int] = []
+        self.items: list[tuple[int, int, str, int]] = []
+        cur = -1
+        for s, e, key in sorted(spans):
+            if e > cur:
+                self.starts.append(max(s, cur))
+                self.items.append((max(s, cur), e, key, s))
+                cur = e
+
+    def add(self, a: int, b: int, key: str) -> None:
+        i = bisect.bisect_left(self.starts, a)
+        self.starts.insert(i, a)
+        self.items.insert(i, (a, b, key, a))
+
+    def remove_key(self, key: str) -> None:
+        keep = [(a, b, k, k0) for a, b, k, k0 in self.items if k != key]
+        self.items, self.starts = keep, [x[0] for x in keep]
+
+    def plan(self, s: int, e: int) -> list[tuple[int, int, str | None, int]]:
+        """Cover ``[s, e)`` with cached pieces and gaps (key None)."""
+        out, pos = [], s
+        j = max(0, bisect.bisect_right(self.starts, s) - 1)
+        while j < len(self.items) and self.items[j][0] < e:
+            a, b, key, k0 = self.items[j]
+            j += 1
+            if b <= pos:
+                continue
+            if a > pos:
+                out.append((pos, a, None, pos))
+            out.append((max(a, pos), min(b, e), key, k0))
+            pos = min(b, e)
+        if pos < e:
+            out.append((pos, e, None, pos))
+        return out
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[list[int]] = []
+    for s, e in sorted(spans):
+        if out and s <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], e)
+        else:
+            out.append([s, e])
+    return [(s, e) for s, e in out]
+
+
+class CachedSource:
+    """Read a remote dataset's files by byte ranges through a :class:`UnifiedCache`.
+
+    Parameters
+    ----------
+    cache : UnifiedCache
+        Where fetched bytes are kept.
+    fs, root : fsspec filesystem and root path of the dataset on it.
+    url : str
+        The dataset URL (for messages).
+    index_id : str, optional
+        Content identity of the index file (ETag / blob id); None disables caching of the
+        index and of files the metadata gives no sha256 for.
+    """
+
+    def __init__(self, cache: Any, fs: Any, root: str, *, url: str, index_id: str | None) -> None:
+        self.cache, self.store = cache, cache.store
+        self.fs, self.root, self.url, self.index_id = fs, root.rstrip("/"), url, index_id
+        self.files: dict[str, dict[str, Any]] = {}
+        self.index_path: str | None = None
+        self._sizes: dict[str, int] = {}
+        self._pieces: dict[str, _Pieces] = {}
+        self._lock = threading.RLock()
+        self.range_ok: bool | None = None
+        self.counters = {"requests": 0, "bytes_fetched": 0, "bytes_from_cache": 0}
+
+    # -- identities ----------------------------------------------------------------------
+    def bind_files(self, files: dict[str, dict[str, Any]]) -> None:
+        """Give the ``actstore:files`` records (size, sha256) read from the index."""
+        self.files = dict(files)
+
+    def set_size(self, path: str, size: int) -> None:
+        self._sizes[path] = int(size)
+
+    def ident(self, path: str) -> str | None:
+        rec = self.files.get(path)
+        if rec is not None:
+            return f"sha256:{rec['sha256']}"
+        if self.index_id is None:
+            return None
+        return self.index_id if path == self.index_path else f"{self.index_id}/{path}"
+
+    def _full(self, path: str) -> str:
+        return f"{self.root}/{path}"
+
+    # -- ByteSource ----------------------------------------------------------------------
+    def size(self, path: str) -> int:
+        rec = self.files.get(path)
+        if rec is not None:
+            return int(rec["size"])
+        if path not in self._sizes:
+            ident = self.ident(path)
+            cached = self.store.get(f"m:size:{ident}") if ident else None
+            if cached is not None:
+                self._sizes[path] = int(cached)
+            else:
+                self._check_online(path, "its size")
+                self._sizes[path] = int(self.fs.size(self._full(path)))
+                if ident:
+                    self.store.put(f"m:size:{ident}", str(self._sizes[path]).encode())
+        return self._sizes[path]
+
+    def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        if not ranges:
+            return []
+        ident = self.ident(path)
+        if ident is None:  # nothing to key it by: read through, uncached
+            size = self.size(path)
+            try:
+                return self._fetch(path, list(ranges), cache_whole=size)
+            except RangeIgnored as whole:
+                body = _whole(whole, size, self.url, path)
+                return [body[s:e] for s, e in ranges]
+        with self._lock:
+            for _ in range(3):  # a cached piece dropped as damaged is refetched on the next pass
+                out = self._try_read(path, ident, ranges)
+                if out is not None:
+                    return out
+        raise IntegrityError(f"{self.url}/{path}: cached bytes kept failing their checksums.")
+
+    def readinto(self, path: str, requests: Sequence[tuple[int, memoryview]]) -> None:
+        views = [buffer.cast("B") for _, buffer in requests]
+        blobs = self.read_ranges(path, [(off, off + len(v)) for (off, _), v in zip(requests, views)])
+        for view, blob in zip(views, blobs):
+            view[:] = blob
+
+    # -- the cached path -----------------------------------------------------------------
+    def _pieces_for(self, ident: str) -> _Pieces:
+        if ident not in self._pieces:
+            prefix = f"r:{ident}:"
+            spans = []
+            for key in self.store.keys():
+                if key.startswith(prefix):
+                    s, e = key[len(prefix):].split(":")
+                    spans.append((int(s), int(e), key))
+            self._pieces[ident] = _Pieces(spans)
+        return self._pieces[ident]
+
+    def _try_read(self, path: str, ident: str, ranges: Sequence[tuple[int, int]]) -> list[bytes] | None:
+        pieces = self._pieces_for(ident)
+        plans = [pieces.plan(s, e) for s, e in ranges]
+        gaps = _merge([(a, b) for plan in plans for a, b, key, _ in plan if key is None])
+        if gaps:
+            self._fill(path, ident, gaps, pieces)
+            plans = [pieces.plan(s, e) for s, e in ranges]
+        keys = sorted({key for plan in plans for _, _, key, _ in plan if key is not None})
+        got = dict(zip(keys, self.store.get_many(keys, refresh_on_miss=False)))
+        bad = [k for k, v in got.items() if v is None]
+        if bad:
+            for k in bad:
+                pieces.remove_key(k)
+            return None
+        out = []
+        for plan in plans:
+            parts = [got[key][0][a - k0 : b - k0] for a, b, key, k0 in plan]  # type: ignore[index]
+            out.append(parts[0] if len(parts) == 1 else b"".join(parts))
+        if not gaps:
+            self.counters["bytes_from_cache"] += sum(e - s for s, e in ranges)
+        return out
+
+    def _fill(self, path: str, ident: str, gaps: list[tuple[int, int]], pieces: _Pieces) -> None:
+        size = self.size(path)
+        try:
+            blobs = self._fetch(path, gaps, cache_whole=size)
+        except RangeIgnored as whole:
+            key = f"r:{ident}:0:{size}"
+            self.store.put(key, _whole(whole, size, self.url, path))
+            self._pieces[ident] = _Pieces([(0, size, key)])
+            self.store.flush()
+            return
+        for (a, b), blob in zip(gaps, blobs):
+            key = f"r:{ident}:{a}:{b}"
+            self.store.put(key, blob)
+            pieces.add(a, b, key)
+        self.store.flush()  # one segment per network round: visible to other processes
+
+    # -- the network -----------------------------------------------------------------------
+    def _check_online(self, path: str, what: str) -> None:
+        if config.offline():
+            raise OfflineError(
+                f"Offline mode (ACTSTORE_OFFLINE or HF_HUB_OFFLINE) is on and {what} of "
+                f"{self.url}/{path} is not in the cache at {self.cache.url}; read it once while "
+                "online, or unset the offline variable."
+            )
+
+    def _fetch(self, path: str, ranges: list[tuple[int, int]], *, cache_whole: int | None) -> list[bytes]:
+        if config.offline():
+            s, e = ranges[0]
+            self._check_online(path, f"{len(ranges)} byte range(s) (first: bytes {s}-{e})")
+        full = self._full(path)
+        self.counters["requests"] += len(ranges)
+        if _is_http(self.fs):
+            blobs = _http_fetch(self, full, ranges)
+        elif getattr(self.fs, "async_impl", False):
+            blobs = self.fs.cat_ranges([full] * len(ranges), [s for s, _ in ranges],
+                                       [e for _, e in ranges], on_error="return")
+        else:
+            blobs = _threaded_fetch(self.fs, full, ranges)
+        out = []
+        for blob, (s, e) in zip(blobs, ranges):
+            if isinstance(blob, Exception):
+                raise blob
+            self.counters["bytes_fetched"] += len(blob)
+            out.append(self._checked(path, blob, s, e, cache_whole))
+        return out
+
+    def _checked(self, path: str, blob: bytes, s: int, e: int, size: int | None) -> bytes:
+        if len(blob) == e - s:
+            return blob
+        if size is not None and len(blob) == size:
+            self._note_range_ignored(path)
+            raise RangeIgnored(blob)
+        raise IntegrityError(
+            f"{self.url}/{path}: asked for bytes {s}-{e} ({e - s} bytes) but the server sent "
+            f"{len(blob)}; the file changed or the server mishandles Range requests."
+        )
+
+    def _note_range_ignored(self, path: str) -> None:
+        self.range_ok = False
+        log.warning("%s ignores HTTP Range requests (200 instead of 206 for %s); whole files "
+                    "are downloaded and cached instead of byte ranges.", self.url, path)
+
+
+def _whole(exc: RangeIgnored, size: int, url: str, path: str) -> bytes:
+    if len(exc.body) != size:
+        raise IntegrityError(
+            f"{url}/{path}: the server ignored Range and sent {len(exc.body)} bytes, but the file "
+            f"is {size} bytes; refusing bytes that cannot be placed."
+        )
+    return exc.body
+
+
+def _is_http(fs: Any) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "http" in protocol or "https" in protocol
+
+
+def _threaded_fetch(fs: Any, full: str, ranges: list[tuple[int, int]]) -> list[Any]:
+    def one(span: tuple[int, int]) -> Any:
+        try:  # cache_type="none": no 5 MiB read-ahead behind a small range
+            with fs.open(full, "rb", cache_type="none") as f:
+                f.seek(span[0])
+                return f.read(span[1] - span[0])
+        except Exception as exc:  # returned, then raised in order by the caller
+            return exc
+
+    if len(ranges) == 1:
+        return [one(ranges[0])]
+    with ThreadPoolExecutor(min(CONCURRENCY, len(ranges))) as pool:
+        return list(pool.map(one, ranges))
+
+
+def _http_fetch(src: CachedSource, full: str, ranges: list[tuple[int, int]]) -> list[Any]:
+    """Range GETs on the fsspec HTTP session, checking each status (206 vs 200)."""
+    import asyncio
+
+    from fsspec.asyn import sync
+
+    fs = src.fs
+
+    async def get(session: Any, sem: Any, s: int, e: int) -> Any:
+        async with sem:
+            headers = {**fs.kwargs.get("headers", {}), "Range": f"bytes={s}-{e - 1}"}
+            async with session.get(fs.encode_url(full), headers=headers) as r:
+                if r.status == 404:
+                    return FileNotFoundError(full)
+                if r.status not in (200, 206):
+                    return OSError(f"GET {full} with Range bytes={s}-{e - 1} returned {r.status}")
+                body = await r.read()
+                if r.status == 200 and (s, e) != (0, len(body)):
+                    return RangeIgnored(body)
+                return body
+
+    async def run(spans: list[tuple[int, int]]) -> list[Any]:
+        session = await fs.set_session()
+        sem = asyncio.Semaphore(CONCURRENCY)
+        return await asyncio.gather(*(get(session, sem, s, e) for s, e in spans))
+
+    first = sync(fs.loop, run, ranges[:1]) if src.range_ok is None else []
+    if first and not isinstance(first[0], RangeIgnored):
+        src.range_ok = True
+    if first and isinstance(first[0], RangeIgnored):
+        src._note_range_ignored(full)
+        raise first[0]
+    rest = sync(fs.loop, run, ranges[len(first):]) if len(ranges) > len(first) else []
+    for blob in rest:
+        if isinstance(blob, RangeIgnored):
+            src._note_range_ignored(full)
+            raise blob
+    return list(first) + list(rest)
+
+
+# -- opening a remote dataset ----------------------------------------------------------------
+def _index_identity(info: dict[str, Any]) -> str | None:
+    """A content identity for the index file from its remote metadata, if the server has one."""
+    lfs = info.get("lfs")
+    if isinstance(lfs, dict) and (lfs.get("sha256") or lfs.get("oid")):
+        return f"sha256:{lfs.get('sha256') or lfs.get('oid')}"
+    if info.get("blob_id"):
+        return f"git:{info['blob_id']}"
+    size = info.get("size")
+    for name in ("ETag", "etag", "Etag"):
+        if info.get(name):
+            tag = str(info[name]).strip('"')
+            return f"etag:{tag}:{size}"
+    if info.get("Last-Modified"):
+        return f"lm:{info['Last-Modified']}:{size}"
+    return None
+
+
+def _alias_prefix(url: str) -> str:
+    import hashlib
+
+    return f"m:alias:{hashlib.blake2b(url.encode(), digest_size=16).hexdigest()}:"
+
+
+def _remember(cache: Any, url: str, index_id: str, size: int) -> None:
+    import json
+    import time
+
+    key = _alias_prefix(url) + index_id
+    if key not in cache.store:
+        cache.store.put(key, json.dumps({"id": index_id, "size": size, "t": time.time()}).encode())
+        cache.store.flush()
+
+
+def _recall(cache: Any, url: str) -> tuple[str, int]:
+    """The newest index identity seen online for ``url`` (offline mode)."""
+    import json
+
+    prefix = _alias_prefix(url)
+    cache.store.refresh()
+    keys = [k for k in cache.store.keys() if k.startswith(prefix)]
+    docs = [json.loads(d[0]) for d in cache.store.get_many(keys) if d is not None]
+    if not docs:
+        raise OfflineError(
+            f"Offline mode (ACTSTORE_OFFLINE or HF_HUB_OFFLINE) is on and the dataset {url!r} "
+            f"was never opened online with the cache at {cache.url}; its index is not cached. "
+            "Open it once while online, or unset the offline variable."
+        )
+    doc = max(docs, key=lambda d: d["t"])
+    return doc["id"], int(doc["size"])
+
+
+def open_remote(url: str, cache: Any, *, storage_options: dict[str, Any] | None = None,
+                verify_checksums: bool = False) -> Any:
+    """Open a remote dataset whose bytes are read through ``cache`` (see :func:`actstore.open_dataset`)."""
+    from ..errors import DatasetNotFoundError
+    from ..format.metadata import decode_schema_metadata, parse_files
+    from ..format.reader import INDEX_PATH, open_dataset, read_index
+    from ..format.source import split_url
+
+    fs, root = split_url(url, storage_options)
+    if config.offline():
+        index_id, size = _recall(cache, url)
+    else:
+        try:
+            info = fs.info(f"{root.rstrip('/')}/{INDEX_PATH}")
+        except FileNotFoundError:
+            raise DatasetNotFoundError(
+                f"No dataset index at {url}/{INDEX_PATH}: a folder without an index is not a "
+                "dataset (check the URL, the revision, and your credentials)."
+            ) from None
+        index_id, size = _index_identity(info), int(info["size"])
+    src = CachedSource(cache, fs, root, url=url, index_id=index_id)
+    src.index_path = INDEX_PATH
+    src.set_size(INDEX_PATH, size)
+    table = read_index(src)
+    src.bind_files(parse_files(decode_schema_metadata(table.schema.metadata)))
+    if index_id is not None and not config.offline():
+        _remember(cache, url, index_id, size)
+    return open_dataset(url, source=src, verify_checksums=verify_checksums)

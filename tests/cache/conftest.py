@@ -1,0 +1,177 @@
+"""Fixtures for the cache tests: a real moto S3 server and a loopback HTTP range server."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import numpy as np
+import pytest
+
+from actstore.format.writer import DatasetWriter
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class RangeServer(ThreadingHTTPServer):
+    """Serves files under ``root``; counts requests and body bytes; can ignore Range."""
+
+    daemon_threads = True
+
+    def __init__(self, root: str) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.root = root
+        self.ignore_range = False
+        self.log: list[dict] = []
+        self.lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def reset(self) -> None:
+        with self.lock:
+            self.log.clear()
+
+    def bytes_sent(self, prefix: str = "") -> int:
+        with self.lock:
+            return sum(r["bytes"] for r in self.log if r["path"].startswith(prefix))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: RangeServer
+
+    def log_message(self, *args: object) -> None:  # keep test output quiet
+        pass
+
+    def _file(self) -> str | None:
+        rel = self.path.split("?", 1)[0].lstrip("/")
+        full = os.path.normpath(os.path.join(self.server.root, rel))
+        return full if full.startswith(self.server.root) and os.path.isfile(full) else None
+
+    def _record(self, status: int, nbytes: int, rng: str | None) -> None:
+        with self.server.lock:
+            self.server.log.append({"method": self.command, "path": self.path.lstrip("/"),
+                                    "status": status, "bytes": nbytes, "range": rng})
+
+    def _headers(self, full: str) -> tuple[int, str]:
+        st = os.stat(full)
+        return st.st_size, '"' + hashlib.md5(f"{st.st_size}-{st.st_mtime_ns}".encode()).hexdigest() + '"'
+
+    def do_HEAD(self) -> None:
+        full = self._file()
+        if full is None:
+            self.send_response(404)
+            self.end_headers()
+            return
+        size, etag = self._headers(full)
+        self.send_response(200)
+        self.send_header("Content-Length", str(size))
+        self.send_header("ETag", etag)
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        self._record(200, 0, None)
+
+    def do_GET(self) -> None:
+        full = self._file()
+        if full is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            self._record(404, 0, None)
+            return
+        size, etag = self._headers(full)
+        rng = self.headers.get("Range")
+        m = re.fullmatch(r"bytes=(\d+)-(\d*)", rng or "")
+        with open(full, "rb") as f:
+            if m and not self.server.ignore_range:
+                start = int(m.group(1))
+                end = min(int(m.group(2)) if m.group(2) else size - 1, size - 1)
+                f.seek(start)
+                body = f.read(end - start + 1)
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+                status = 206
+            else:
+                body = f.read()
+                self.send_response(200)
+                status = 200
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", etag)
+        self.end_headers()
+        self.wfile.write(body)
+        self._record(status, len(body), rng)
+
+
+@pytest.fixture(scope="session")
+def http_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("http-root"))
+
+
+@pytest.fixture(scope="session")
+def http_server(http_root):
+    server = RangeServer(http_root)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture()
+def served(http_server):
+    http_server.ignore_range = False
+    http_server.reset()
+    yield http_server
+    http_server.ignore_range = False
+
+
+def write_dataset(path: str, *, rows: int = 2000, dim: int = 96, layers=(0, 1),
+                  shard_bytes: int = 1 << 30, seed: int = 0, dtype: str = "float32") -> dict:
+    """A small real v2 dataset; returns the arrays written, per layer."""
+    rng = np.random.default_rng(seed)
+    arrays = {L: rng.standard_normal((rows, dim)).astype(np.float32) for L in layers}
+    with DatasetWriter(path, model="test/model", layers=list(layers), dim=dim, dtype=dtype,
+                       pooling="last_token", shard_bytes=shard_bytes, overwrite=True) as w:
+        for s in range(0, rows, 500):
+            w.add([f"prompt {i}" for i in range(s, min(rows, s + 500))],
+                  hidden={L: a[s : s + 500] for L, a in arrays.items()},
+                  labels=[i % 2 for i in range(s, min(rows, s + 500))])
+    return arrays
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture()
+def s3(moto_server, monkeypatch):
+    """(storage_options, fresh bucket name) on the moto server, through real s3fs."""
+    import uuid
+
+    import s3fs
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    opts = {"key": "testing", "secret": "testing", "skip_instance_cache": True,
+            "client_kwargs": {"endpoint_url": moto_server, "region_name": "us-east-1"}}
+    fs = s3fs.S3FileSystem(**opts)
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    fs.mkdir(bucket)
+    return opts, bucket
