@@ -1,0 +1,52 @@
+"""Fixtures of the Hub tests: one loopback Hub server for the whole session.
+
+The root conftest already pointed ``HF_ENDPOINT`` at ``127.0.0.1:$ACTSTORE_TEST_HUB_PORT`` and
+disabled Xet before anything imported ``huggingface_hub``; the server binds that port here.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from actstore.testing import HubServer
+
+WRITE = "hf_test_write"          # write access to every namespace
+READ = "hf_test_read"            # read-only
+ALICE = "hf_test_alice"          # write access to namespace "alice" only
+
+pytestmark = pytest.mark.hub
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
+    root = tmp_path_factory.mktemp("hub_store")
+    tokens = {WRITE: "write", READ: "read", ALICE: {"role": "write", "user": "alice"}}
+    port = int(os.environ["ACTSTORE_TEST_HUB_PORT"])
+    with HubServer(root, port=port, tokens=tokens) as server:
+        yield server
+
+
+@pytest.fixture(autouse=True)
+def _clean_hub(hub: HubServer) -> Iterator[None]:
+    hub.clear_faults()
+    hub.reset_counters()
+    yield
+    hub.clear_faults()
+    hub.page_size = 1000
+
+
+@pytest.fixture
+def repo_id() -> str:
+    """A fresh repo id per test, so tests never see each other's commits."""
+    return f"org/t-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def api(hub: HubServer):  # type: ignore[no-untyped-def]
+    from huggingface_hub import HfApi
+
+    return HfApi(endpoint=hub.endpoint, token=WRITE)
