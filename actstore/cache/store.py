@@ -258,15 +258,24 @@ class SegmentStore:
 
     def _read_segment(self, sid: str, entries: list[Entry]) -> list[bytes] | None:
         path = self._seg(sid, "seg")
+        spans = _coalesce(entries)
         try:
             if is_local(self.fs):
-                blobs = _pread_many(path, [(e.offset, e.length) for e in entries])
+                raw = _pread_many(path, [(a, b - a) for a, b, _ in spans])
             else:
-                blobs = self.fs.cat_ranges([path] * len(entries), [e.offset for e in entries],
-                                           [e.offset + e.length for e in entries], on_error="return")
+                raw = self.fs.cat_ranges([path] * len(spans), [a for a, _, _ in spans],
+                                         [b for _, b, _ in spans], on_error="return")
         except FileNotFoundError:
             self._forget(sid)  # evicted by another process
             return None
+        blobs: list[Any] = [None] * len(entries)
+        for (a, _, members), chunk in zip(spans, raw):
+            for i in members:
+                if isinstance(chunk, Exception):
+                    blobs[i] = chunk
+                else:
+                    e = entries[i]
+                    blobs[i] = chunk[e.offset - a : e.offset - a + e.length]
         for e, blob in zip(entries, blobs):
             if isinstance(blob, FileNotFoundError):
                 self._forget(sid)
@@ -344,6 +353,25 @@ class SegmentStore:
             self._seg_keys.clear()
             self._segments.clear()
             self._used.clear()
+
+
+#: Entries of one segment closer than this are fetched in one read, gap included.
+COALESCE_GAP = 256 << 10
+
+
+def _coalesce(entries: list[Entry]) -> list[tuple[int, int, list[int]]]:
+    """Merge the byte spans of entries into few reads: ``(start, end, entry positions)``."""
+    order = sorted(range(len(entries)), key=lambda i: entries[i].offset)
+    spans: list[tuple[int, int, list[int]]] = []
+    for i in order:
+        e = entries[i]
+        if spans and e.offset - spans[-1][1] <= COALESCE_GAP:
+            a, b, members = spans[-1]
+            members.append(i)
+            spans[-1] = (a, max(b, e.offset + e.length), members)
+        else:
+            spans.append((e.offset, e.offset + e.length, [i]))
+    return spans
 
 
 def _pread_many(path: str, spans: list[tuple[int, int]]) -> list[bytes]:

@@ -170,7 +170,7 @@ def s3(moto_server, monkeypatch):
                  "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
     opts = {"key": "testing", "secret": "testing", "skip_instance_cache": True,
-            "client_kwargs": {"endpoint_url": moto_server, "region_name": "us-east-1"}}
+            "client_kwargs": {"endpoint_url": moto_server}}
     fs = s3fs.S3FileSystem(**opts)
     bucket = f"b-{uuid.uuid4().hex[:12]}"
     fs.mkdir(bucket)
