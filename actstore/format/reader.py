@@ -212,7 +212,10 @@ class Dataset:
         from .info import build_info
 
         primary = next(iter(self._s.views.values()))
-        entry = self._entry(primary, primary.layers[0], 0) if primary.shard_rows else None
+        # actstore records the true dtype; only lmprobe's fixed "float32" claim needs a header.
+        # (A partial pull may lack the first layer's shards, so do not read one needlessly.)
+        trusted = f"{spec.EXT_PREFIX}format" in self._s.meta
+        entry = self._entry(primary, primary.layers[0], 0) if primary.shard_rows and not trusted else None
         true_dtype = spec.ST_DTYPES[entry.dtype][0] if entry else primary.dtype
         return build_info(self._s.meta, self._s.views, self._s.logits, self._s.files,
                           self._s.table.num_rows, true_dtype)
