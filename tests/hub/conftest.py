@@ -50,3 +50,29 @@ def api(hub: HubServer):  # type: ignore[no-untyped-def]
     from huggingface_hub import HfApi
 
     return HfApi(endpoint=hub.endpoint, token=WRITE)
+
+
+def write_dataset(path, *, n: int = 40, layers=(0, 1, 2), dim: int = 16, seed: int = 0,
+                  shard_bytes: int = 1024, views: bool = True):  # type: ignore[no-untyped-def]
+    """A small real dataset (several shards per layer, a 'mean' view, int labels)."""
+    import numpy as np
+
+    from actstore.format.writer import DatasetWriter
+
+    rng = np.random.default_rng(seed)
+    pooling = ["last_token", "mean"] if views else "last_token"
+    texts = [f"prompt {seed}-{i}" for i in range(n)]
+    hidden = {L: rng.standard_normal((n, dim)).astype("float32") for L in layers}
+    mean = {L: rng.standard_normal((n, dim)).astype("float32") for L in layers}
+    with DatasetWriter(str(path), model="org/tiny-model", layers=list(layers), dim=dim,
+                       pooling=pooling, shard_bytes=shard_bytes, revision="a" * 40) as w:
+        w.add(texts, hidden=hidden, views={"mean": mean} if views else None,
+              labels=[i % 2 for i in range(n)])
+    return texts, hidden, mean
+
+
+@pytest.fixture
+def local_ds(tmp_path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "ds"
+    texts, hidden, mean = write_dataset(path)
+    return path, texts, hidden, mean

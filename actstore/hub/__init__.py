@@ -1,0 +1,295 @@
+"""Publish datasets to the Hugging Face Hub and get them back: push, pull, metadata.
+
+``push_dataset`` uploads with the official client, data first and the index (with the card)
+last, so a reader never sees an index pointing at missing shards; rerunning an interrupted
+push sends only what is missing. ``pull_dataset`` downloads the index plus only the layers and
+views asked for, pinned to one commit, and checks every file's sha256. ``fetch_metadata``
+reads just the Parquet footer by range requests.
+
+Everything Hub-generic (batched uploads, pinned downloads, error mapping) lives in
+``_transfer`` so probes can reuse it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import struct
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
+
+from ..config import cache_dir
+from ..errors import (
+    DatasetExistsError,
+    DatasetNotFoundError,
+    IntegrityError,
+    InvalidArgumentError,
+    LayerNotFoundError,
+    require,
+)
+from ..format import spec
+from ..format.metadata import (
+    DatasetInfo,
+    ViewLayout,
+    decode_schema_metadata,
+    parse_files,
+    parse_layout,
+)
+from ..format.reader import Dataset
+from ._transfer import (
+    download_files,
+    hub_errors,
+    make_api,
+    remote_files,
+    sha256_file,
+    upload_folder_in_batches,
+)
+from .card import build_dataset_card
+
+__all__ = ["build_dataset_card", "fetch_metadata", "pull_dataset", "push_dataset"]
+
+INDEX_PATH = spec.INDEX_FILE.format(split="train", part=0, parts=1)
+_RECORD = os.path.join(".actstore", "hub.json")
+
+
+def _is_index(path: str) -> bool:
+    return path.startswith(spec.INDEX_DIR + "/")
+
+
+def _check_local(path: str) -> Dataset:
+    from ..format.reader import open_dataset
+
+    ds = open_dataset(path)
+    for rel, f in ds.info.files.items():
+        full = os.path.join(path, rel)
+        if not os.path.exists(full) or os.path.getsize(full) != f["size"]:
+            raise IntegrityError(
+                f"{full} is missing or not {f['size']} bytes as the index records; the local "
+                "dataset is incomplete, so it was not pushed. Run `actstore verify` on it."
+            )
+    return ds
+
+
+def _check_target(api: Any, repo_id: str, revision: str, index_sha: str, overwrite: bool) -> None:
+    """Refuse to mix two datasets in one repo; with ``overwrite``, retract the old index first."""
+    remote = remote_files(api, repo_id, "dataset", revision)
+    old = {p: oid for p, oid in remote.items() if _is_index(p)}
+    if not old or old == {INDEX_PATH: index_sha}:
+        return  # empty repo, an interrupted push of this dataset, or this very dataset
+    if not overwrite:
+        raise DatasetExistsError(
+            f"Dataset repo {repo_id!r} (revision {revision!r}) already holds a different "
+            "dataset (its index differs from the one being pushed); push to another repo, or "
+            "pass overwrite=True (CLI: --overwrite) to replace it."
+        )
+    from huggingface_hub import CommitOperationDelete
+
+    # readers must never pair the old index with new shards of the same name
+    api.create_commit(repo_id, [CommitOperationDelete(p) for p in old], repo_type="dataset",
+                      revision=revision, commit_message="Retract the previous dataset index")
+
+
+def push_dataset(
+    path: str | os.PathLike[str], repo_id: str, *, private: bool | None = None,
+    token: str | bool | None = None, revision: str = "main", overwrite: bool = False,
+    license: str = "cc-by-4.0", tags: Sequence[str] | None = None, batch_bytes: int = 2 << 30,
+    endpoint: str | None = None, progress: bool = True,
+) -> str:
+    """Push a local dataset to a Hub dataset repo, resumably; returns the commit sha.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        A local v2 dataset folder (with its index).
+    repo_id : str
+        ``"namespace/name"``; the dataset repo is created when missing.
+    private : bool, optional
+        Visibility of a newly created repo (an existing repo keeps its own).
+    token : str, optional
+        Hub token with write access; default: ``HF_TOKEN`` or the stored login.
+    revision : str
+        Branch to push to (created from ``main`` when missing).
+    overwrite : bool
+        Replace a different dataset already in the repo (refused otherwise).
+    license, tags
+        For the dataset card's front matter.
+    batch_bytes : int
+        Datasets larger than this go up in several commits of about this size, index last.
+    endpoint : str, optional
+        Hub URL; default ``HF_ENDPOINT``.
+    progress : bool
+        Print one line per commit (the client shows per-file upload bars).
+
+    Examples
+    --------
+    >>> sha = actstore.push_dataset("out/ds", "org/acts", private=True)   # doctest: +SKIP
+    """
+    path = os.fspath(path)
+    ds = _check_local(path)
+    index_sha = sha256_file(os.path.join(path, INDEX_PATH))
+    known = {p: f["sha256"] for p, f in ds.info.files.items()} | {INDEX_PATH: index_sha}
+    card = build_dataset_card(ds.info, repo_id, license=license, tags=list(tags or []))
+    api = make_api(token, endpoint)
+    report = (lambda msg: print(f"actstore push {repo_id}: {msg}", flush=True)) if progress else None
+    with hub_errors(repo_id, "push to", revision=revision, write=True):
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        if revision != "main":
+            api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
+        _check_target(api, repo_id, revision, index_sha, overwrite)
+        return upload_folder_in_batches(
+            path, repo_id, "dataset", api=api, revision=revision, last=_is_index,
+            extra_files={"README.md": card.encode()}, known_sha256=known,
+            delete_stale=lambda p: p.startswith(("index/", "tensors/")),
+            batch_bytes=batch_bytes, message=f"actstore: push {ds.info.model} activations",
+            progress=report,
+        )
+
+
+def _read_local_meta(local_dir: str) -> tuple[dict[str, Any], dict[str, ViewLayout], Any, dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    meta = decode_schema_metadata(pq.read_schema(os.path.join(local_dir, INDEX_PATH)).metadata)
+    views, logits = parse_layout(meta)
+    return meta, views, logits, parse_files(meta)
+
+
+def _wanted_files(views: dict[str, ViewLayout], logits: dict[str, Any] | None,
+                  layers: Sequence[int] | None, names: Sequence[str] | None,
+                  want_logits: bool) -> list[str]:
+    names = list(names) if names is not None else list(views)
+    unknown = [n for n in names if n not in views]
+    if unknown:
+        raise LayerNotFoundError(f"The dataset has no view {unknown}; it holds views {list(views)}.")
+    out: list[str] = []
+    for name in names:
+        v = views[name]
+        missing = sorted(set(layers or ()) - set(v.layers))
+        if missing:
+            raise LayerNotFoundError(
+                f"Layers {missing} are not in view {name!r} of the dataset; it holds layers "
+                f"{list(v.layers)}. Pass layers from that list."
+            )
+        for layer in layers if layers is not None else v.layers:
+            out += [v.path(layer, s) for s in range(len(v.shard_rows))]
+    if want_logits and logits is not None:
+        out += [s["file"] for s in logits["shards"]]
+    return out
+
+
+def pull_dataset(
+    repo_id: str, *, layers: Sequence[int] | None = None, views: Sequence[str] | None = None,
+    logits: bool | None = None, revision: str | None = None,
+    out: str | os.PathLike[str] | None = None, token: str | bool | None = None,
+    endpoint: str | None = None,
+) -> Dataset:
+    """Download a dataset's index and only the requested layers/views; returns a ``Dataset``.
+
+    Parameters
+    ----------
+    repo_id : str
+        Hub dataset repo.
+    layers : sequence of int, optional
+        Layers to download (default: all).
+    views : sequence of str, optional
+        Pooled views to download (default: all).
+    logits : bool, optional
+        Download the top-k logits shards (default: only on a full pull).
+    revision : str, optional
+        Branch or commit sha; the pull is pinned to the commit it resolves to, which is
+        recorded in ``<out>/.actstore/hub.json``.
+    out : str or PathLike, optional
+        Local folder (default: ``<actstore cache>/hub/datasets/<org>--<name>/<sha>``).
+
+    Examples
+    --------
+    >>> ds = actstore.pull_dataset("org/acts", layers=[16])   # doctest: +SKIP
+    >>> X = ds.layer(16)                                       # doctest: +SKIP
+    """
+    from ..format.reader import open_dataset
+
+    if layers is not None and not all(isinstance(i, int) for i in layers):
+        raise InvalidArgumentError(f"layers must be a list of integers; got {layers!r}.")
+    api = make_api(token, endpoint)
+    with hub_errors(repo_id, "pull", revision=revision):
+        sha = str(api.dataset_info(repo_id, revision=revision).sha)
+        local = os.fspath(out) if out is not None else os.path.join(
+            cache_dir(), "hub", "datasets", repo_id.replace("/", "--"), sha)
+        kw = {"revision": sha, "local_dir": local, "token": token, "endpoint": endpoint}
+        download_files(repo_id, "dataset", [INDEX_PATH, "README.md"], **kw)
+        if not os.path.exists(os.path.join(local, INDEX_PATH)):
+            raise DatasetNotFoundError(
+                f"Dataset repo {repo_id!r} at {sha} holds no dataset index ({INDEX_PATH}); "
+                "it is not an actstore/lmprobe dataset, or a push to it did not finish "
+                "(rerun push_dataset)."
+            )
+        _, vs, lg, files = _read_local_meta(local)
+        full = layers is None and views is None
+        wanted = _wanted_files(vs, lg, layers, views, full if logits is None else logits)
+        expected = {p: files[p]["sha256"] for p in wanted if p in files}
+        download_files(repo_id, "dataset", wanted, expected_sha256=expected, **kw)
+    _record(local, {"repo_id": repo_id, "revision": sha, "requested_revision": revision,
+                    "endpoint": api.endpoint, "files": wanted})
+    return open_dataset(local)
+
+
+def _record(local: str, record: dict[str, Any]) -> None:
+    os.makedirs(os.path.join(local, ".actstore"), exist_ok=True)
+    with open(os.path.join(local, _RECORD), "w", encoding="utf-8") as f:
+        json.dump(record, f, indent=2)
+
+
+def pulled_revision(local_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """What ``pull_dataset`` recorded for ``local_dir`` (repo id, commit sha, files), if any."""
+    try:
+        with open(os.path.join(local_dir, _RECORD), encoding="utf-8") as f:
+            return json.load(f)  # type: ignore[no-any-return]
+    except FileNotFoundError:
+        return None
+
+
+def _footer(f: Any) -> bytes:
+    """The Parquet footer (with its length and magic) in one or two range reads."""
+    size = f.size
+    f.seek(max(size - 65536, 0))
+    tail = f.read()
+    (n,) = struct.unpack("<I", tail[-8:-4])
+    if n + 8 > len(tail):
+        f.seek(size - 8 - n)
+        tail = f.read(n - len(tail) + 8) + tail
+    return tail[-(n + 8):]
+
+
+def fetch_metadata(repo_id: str, *, revision: str | None = None, token: str | bool | None = None,
+                   endpoint: str | None = None) -> DatasetInfo:
+    """What a Hub dataset holds, read from the index's Parquet footer alone (range requests).
+
+    The ``dtype`` is the one the metadata records (no shard header is read).
+
+    Examples
+    --------
+    >>> info = actstore.fetch_metadata("org/acts")   # doctest: +SKIP
+    >>> info.layers, info.num_prompts                 # doctest: +SKIP
+    """
+    import pyarrow.parquet as pq
+
+    from ..format.info import build_info
+
+    hf = require("huggingface_hub", "hub")
+    fs = hf.HfFileSystem(endpoint=endpoint, token=token, skip_instance_cache=True)  # type: ignore[attr-defined]
+    rev = quote(revision or "main", safe="")
+    with hub_errors(repo_id, "read metadata of", revision=revision):
+        try:
+            with fs.open(f"datasets/{repo_id}@{rev}/{INDEX_PATH}", "rb", cache_type="none") as f:
+                footer = _footer(f)
+        except FileNotFoundError as exc:
+            raise DatasetNotFoundError(
+                f"No dataset index at {repo_id}@{revision or 'main'}/{INDEX_PATH} ({exc}); check "
+                "the repo id and revision, and that a push to it finished."
+            ) from None
+    md = pq.read_metadata(io.BytesIO(b"PAR1" + footer))
+    meta = decode_schema_metadata(md.schema.to_arrow_schema().metadata)
+    views, logits = parse_layout(meta)
+    primary = next(iter(views.values()))
+    return build_info(meta, views, logits, parse_files(meta), md.num_rows, primary.dtype)

@@ -1,0 +1,128 @@
+"""The dataset card (README.md) pushed with a dataset.
+
+Its YAML front matter points the Hub viewer and ``datasets.load_dataset(repo_id)`` at the
+Parquet index, so the prompts and labels show up without actstore; the body says what is
+stored and how to read it three ways (actstore, pyarrow + safetensors, datasets).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..format.metadata import DatasetInfo
+
+__all__ = ["build_dataset_card"]
+
+
+def _yaml_list(name: str, items: list[str]) -> list[str]:
+    return [f"{name}:"] + [f"- {json.dumps(i)}" for i in items]
+
+
+def _front_matter(info: DatasetInfo, license: str, tags: list[str]) -> str:
+    lines = [f"license: {license}"]
+    if info.model:
+        lines += [f"base_model: {json.dumps(info.model)}"]
+    lines += _yaml_list("tags", tags)
+    lines += ["task_categories:", "- feature-extraction"]
+    lines += ["configs:", "- config_name: default", "  data_files:", "  - split: train",
+              "    path: index/*.parquet"]
+    return "---\n" + "\n".join(lines) + "\n---\n"
+
+
+def _layers(layers: tuple[int, ...]) -> str:
+    if len(layers) > 2 and list(layers) == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}–{layers[-1]}"
+    return ", ".join(map(str, layers))
+
+
+def _contents(info: DatasetInfo) -> list[str]:
+    rows = ["| view | pooling | storage | layers | dim | dtype | shards per layer | size |",
+            "|---|---|---|---|---|---|---|---|"]
+    for i, name in enumerate(info.views):
+        prefix = "tensors/" if i == 0 else f"tensors/{name}/"
+        files = [f for p, f in info.files.items() if p.startswith(prefix + "hidden_layer")]
+        shards = len(files) // max(len(info.layers), 1) if files else "?"
+        size = sum(f["size"] for f in files)
+        pooling, storage = (info.pooling, info.storage) if i == 0 else (name, "pooled")
+        rows.append(f"| `{name}` | {pooling} | {storage} | {_layers(info.layers)} | {info.dim} "
+                    f"| {info.dtype} | {shards} | {size / 1e6:,.1f} MB |")
+    if info.logits_k:
+        rows.append(f"| `logits_topk` | top-{info.logits_k} at the last token | pooled | – | – "
+                    "| float32 / int32 | – | – |")
+    return rows
+
+
+def _snippets(repo_id: str, info: DatasetInfo) -> list[str]:
+    layer = info.layers[len(info.layers) // 2]
+    name = f"tensors/hidden_layer{layer:03d}_shard000.safetensors"
+    return [
+        "## Load it", "", "With actstore (downloads only the index and the layers asked for):", "",
+        "```python", "import actstore",
+        f'ds = actstore.pull_dataset("{repo_id}", layers=[{layer}])',
+        f"X, y = ds.layer({layer}), ds.labels", "```", "",
+        "Lazily, without downloading whole shards:", "",
+        "```python", f'ds = actstore.open_dataset("hf://datasets/{repo_id}")', "```", "",
+        "With plain pyarrow + safetensors:", "",
+        "```python", "import pyarrow.parquet as pq",
+        "from huggingface_hub import hf_hub_download", "from safetensors.numpy import load_file",
+        f'idx = pq.read_table(hf_hub_download("{repo_id}", '
+        '"index/train-00000-of-00001.parquet", repo_type="dataset"))',
+        f'shard = load_file(hf_hub_download("{repo_id}", "{name}", repo_type="dataset"))',
+        f'X = shard["hidden.layer_{layer}"]  # rows: idx["shard_index"] == 0, at idx["row_offset"]',
+        "```", "",
+        "The prompts and labels with `datasets`:", "",
+        "```python", "from datasets import load_dataset",
+        f'prompts = load_dataset("{repo_id}", split="train")', "```", "",
+    ]
+
+
+def build_dataset_card(info: DatasetInfo, repo_id: str, *, license: str = "cc-by-4.0",
+                       tags: list[str] | None = None) -> str:
+    """Render the README.md dataset card for ``info``.
+
+    Parameters
+    ----------
+    info : DatasetInfo
+        What the dataset holds (``ds.info`` of the local dataset).
+    repo_id : str
+        Used in the code snippets.
+    license : str
+        SPDX-style license id for the front matter.
+    tags : list of str, optional
+        Extra tags; ``actstore``, ``lmprobe``, ``activations`` and ``interpretability`` are
+        always there.
+
+    Examples
+    --------
+    >>> card = build_dataset_card(ds.info, "org/acts")   # doctest: +SKIP
+    >>> card.startswith("---")                           # doctest: +SKIP
+    True
+    """
+    all_tags = ["actstore", "lmprobe", "activations", "interpretability", *(tags or [])]
+    if info.model:
+        all_tags.append(info.model.split("/")[-1].lower())
+    model = info.model or "unknown model"
+    rev = f" at revision `{info.revision}`" if info.revision else ""
+    lines = [_front_matter(info, license, list(dict.fromkeys(all_tags))),
+             f"# {model} — activation dataset", "",
+             f"Hidden states of [{model}](https://huggingface.co/{model}){rev}, "
+             f"{info.num_prompts:,} prompts, stored in the lmprobe v2 layout "
+             f"(format {info.format_version}, actstore extensions {info.actstore_version}).", ""]
+    if info.description:
+        lines += [info.description, ""]
+    lines += ["## Contents", "", *_contents(info), ""]
+    if info.labels:
+        lines += [f"Labels: `{json.dumps(info.labels)}`", ""]
+    lines += _snippets(repo_id, info)
+    lines += ["## Provenance", ""] + _provenance(info) + [""]
+    return "\n".join(lines)
+
+
+def _provenance(info: DatasetInfo) -> list[str]:
+    items: dict[str, Any] = {"model": info.model, "model revision": info.revision,
+                             **info.provenance}
+    for k, v in info.extraction.items():
+        items.setdefault(f"extraction.{k}", v)
+    return [f"- **{k}**: `{json.dumps(v) if not isinstance(v, str) else v}`"
+            for k, v in items.items() if v is not None]
