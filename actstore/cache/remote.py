@@ -195,6 +195,7 @@ class CachedSource:
         gaps = _merge([(a, b) for plan in plans for a, b, key, _ in plan if key is None])
         if gaps:
             self._fill(path, ident, gaps, pieces)
+            pieces = self._pieces_for(ident)  # replaced when a whole file came back
             plans = [pieces.plan(s, e) for s, e in ranges]
         keys = sorted({key for plan in plans for _, _, key, _ in plan if key is not None})
         got = dict(zip(keys, self.store.get_many(keys, refresh_on_miss=False)))
@@ -329,7 +330,9 @@ def _http_fetch(src: CachedSource, full: str, ranges: list[tuple[int, int]]) -> 
         sem = asyncio.Semaphore(CONCURRENCY)
         return await asyncio.gather(*(get(session, sem, s, e) for s, e in spans))
 
-    first = sync(fs.loop, run, ranges[:1]) if src.range_ok is None else []
+    # until the server has answered one range with a 206, send one request alone: a server
+    # that ignores Range would otherwise send the whole file once per range
+    first = sync(fs.loop, run, ranges[:1]) if src.range_ok is not True else []
     if first and not isinstance(first[0], RangeIgnored):
         src.range_ok = True
     if first and isinstance(first[0], RangeIgnored):

@@ -48,6 +48,7 @@ class RangeServer(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: RangeServer
+    protocol_version = "HTTP/1.1"  # keep-alive, like real servers
 
     def log_message(self, *args: object) -> None:  # keep test output quiet
         pass
@@ -70,6 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
         full = self._file()
         if full is None:
             self.send_response(404)
+            self.send_header("Content-Length", "0")
             self.end_headers()
             return
         size, etag = self._headers(full)
@@ -146,6 +148,12 @@ def write_dataset(path: str, *, rows: int = 2000, dim: int = 96, layers=(0, 1),
                   hidden={L: a[s : s + 500] for L, a in arrays.items()},
                   labels=[i % 2 for i in range(s, min(rows, s + 500))])
     return arrays
+
+
+@pytest.fixture(scope="session")
+def write_ds():
+    """The :func:`write_dataset` helper, as a fixture (test modules cannot import conftest)."""
+    return write_dataset
 
 
 @pytest.fixture(scope="session")
