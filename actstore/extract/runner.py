@@ -59,20 +59,28 @@ def _fingerprint(prompts: PromptSet) -> str:
     return h.hexdigest()
 
 
-def _check_config(out: str, config: dict[str, Any]) -> None:
-    """Record the run's configuration, or refuse a rerun whose configuration differs."""
+def _final_exists(out: str) -> bool:
+    return os.path.exists(os.path.join(out, "index", "train-00000-of-00001.parquet"))
+
+
+def _recorded_config(out: str) -> dict[str, Any] | None:
+    """The configuration of an earlier run into ``out`` (parts first, else the merged dataset)."""
     path = os.path.join(out, PARTS, CONFIG)
-    final = os.path.join(out, "index", "train-00000-of-00001.parquet")
-    try:
-        os.makedirs(os.path.join(out, PARTS), exist_ok=True)
-    except OSError as exc:
-        raise InvalidArgumentError(f"Cannot write to the output {out!r} ({exc}); choose a writable folder.") from None
-    old = None
     if os.path.exists(path):
         with open(path) as f:
-            old = json.load(f)
-    elif os.path.exists(final):
-        old = open_dataset(out).info.extraction.get("run")
+            return dict(json.load(f))
+    if _final_exists(out):
+        return dict(open_dataset(out).info.extraction.get("run") or {})
+    return None
+
+
+def _check_config(out: str, config: dict[str, Any]) -> bool:
+    """Refuse a rerun whose configuration differs; True when ``out`` is already merged.
+
+    The configuration is recorded before any shard is written, so every worker of a run
+    (and every rerun) is compared with the first one.
+    """
+    old = _recorded_config(out)
     if old is not None and old != config:
         diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
         details = "; ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:6])
@@ -80,11 +88,22 @@ def _check_config(out: str, config: dict[str, Any]) -> None:
             f"{out!r} holds an extraction with a different configuration ({details}). Rerun with "
             "the original settings to resume, or choose a new output folder."
         )
-    if old is None:
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w") as f:
-            json.dump(config, f, indent=2, sort_keys=True)
-        os.replace(tmp, path)
+    if _final_exists(out):
+        return True
+    try:
+        os.makedirs(os.path.join(out, PARTS), exist_ok=True)
+        if old is None:
+            path = os.path.join(out, PARTS, CONFIG)
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "w") as f:
+                json.dump(config, f, indent=2, sort_keys=True)
+            os.replace(tmp, path)
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"Cannot write to the output folder {out!r} ({exc.strerror or exc}); choose a "
+            "writable folder."
+        ) from None
+    return False
 
 
 def run_shards(
@@ -107,7 +126,9 @@ def run_shards(
 ) -> list[int]:
     """Extract and commit every shard assigned to this worker; returns the shards done now."""
     config = {**config, "prompts_sha256": _fingerprint(prompts), "num_prompts": len(prompts.texts)}
-    _check_config(out, config)
+    if _check_config(out, config):
+        _remove_parts(out)  # a merge that was killed while deleting the parts
+        return []
     n_shards = -(-len(prompts.texts) // shard_size)
     done = []
     for shard in range(rank, n_shards, world_size):
@@ -181,11 +202,13 @@ def merge(out: str, *, keep_parts: bool = False) -> Dataset:
     --------
     >>> ds = merge("runs/llama-acts")      # doctest: +SKIP
     """
-    final = os.path.join(out, "index", "train-00000-of-00001.parquet")
     cfg_path = os.path.join(out, PARTS, CONFIG)
+    if _final_exists(out):
+        # only a merge writes the final index: this one finished, perhaps not its clean-up
+        if not keep_parts:
+            _remove_parts(out)
+        return open_dataset(out)
     if not os.path.exists(cfg_path):
-        if os.path.exists(final):
-            return open_dataset(out)
         raise DatasetNotFoundError(f"{out!r} holds no extraction parts to merge (no {PARTS}/{CONFIG}).")
     with open(cfg_path) as f:
         config = json.load(f)
@@ -197,6 +220,7 @@ def merge(out: str, *, keep_parts: bool = False) -> Dataset:
             f"Cannot merge {out!r}: shards {missing[:10]} of {n_shards} are not finished yet; run "
             "the workers that own them (same command), then merge again."
         )
+    _remove_stale_staging(out)
     first = open_dataset(_part(out, 0)).info
     with DatasetWriter(out, model=first.model, revision=first.revision, layers=list(first.layers),
                        dim=first.dim, dtype=first.dtype, pooling=list(first.views),
@@ -205,7 +229,25 @@ def merge(out: str, *, keep_parts: bool = False) -> Dataset:
         for s in range(n_shards):
             w.add(**_part_rows(open_dataset(_part(out, s))))
     if not keep_parts:
-        shutil.rmtree(os.path.join(out, PARTS))
+        _remove_parts(out)
     return open_dataset(out)
+
+
+def _remove_stale_staging(out: str) -> None:
+    # a merge killed mid-write leaves the writer's staging folder; nothing else writes here
+    for name in os.listdir(out):
+        if name.startswith(".actstore-tmp-"):
+            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+
+
+def _remove_parts(out: str) -> None:
+    # the config goes last, so a kill half-way leaves a folder that still says what it is
+    parts = os.path.join(out, PARTS)
+    if not os.path.isdir(parts):
+        return
+    for name in sorted(os.listdir(parts)):
+        if name != CONFIG:
+            shutil.rmtree(os.path.join(parts, name), ignore_errors=True)
+    shutil.rmtree(parts, ignore_errors=True)
 
 
