@@ -252,7 +252,7 @@ def pulled_revision(local_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
 def _footer(f: Any) -> bytes:
     """The Parquet footer (with its length and magic) in one or two range reads."""
     size = f.size
-    f.seek(max(size - 65536, 0))
+    f.seek(max(size - 16384, 0))  # most footers fit; else one more read
     tail = f.read()
     (n,) = struct.unpack("<I", tail[-8:-4])
     if n + 8 > len(tail):

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import (
+    ActstoreError,
     DatasetNotFoundError,
     HubAuthError,
     HubError,
@@ -62,6 +63,8 @@ def hub_errors(repo_id: str, action: str, *, revision: str | None = None,
     need = "write" if write else "read"
     try:
         yield
+    except ActstoreError:
+        raise  # already ours (DatasetExistsError is an OSError, HubError a RuntimeError)
     except errors.RevisionNotFoundError:  # type: ignore[attr-defined]
         raise DatasetNotFoundError(
             f"Revision {revision!r} does not exist in dataset repo {repo_id!r}; pass a branch "
@@ -82,7 +85,7 @@ def hub_errors(repo_id: str, action: str, *, revision: str | None = None,
         raise
     except (OSError, _transport_error()) as exc:
         if isinstance(exc, FileNotFoundError | PermissionError):
-            raise
+            raise  # local files, not the network
         raise HubError(f"Could not {action} {repo_id!r}: network error ({exc}); rerun to "
                        "resume (files already transferred are not sent again).") from exc
 

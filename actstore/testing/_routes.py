@@ -209,7 +209,8 @@ def _paths_info(h: _Handler, repo_type: str, repo_id: str, rev: str) -> None:
 
 # ---- LFS ---------------------------------------------------------------------------------
 def _lfs_batch(h: _Handler, repo_type: str, repo_id: str) -> None:
-    h.load_repo(repo_type, repo_id, write=True)
+    repo = h.load_repo(repo_type, repo_id, write=True)
+    known = set(repo.get("lfs", []))
     body = _json_body(h)
     hub, store = h.hub, h.hub.store
     verify = {"href": f"{hub.endpoint}/lfs-verify/{repo_type}/{repo_id}",
@@ -219,7 +220,7 @@ def _lfs_batch(h: _Handler, repo_type: str, repo_id: str) -> None:
     for o in body.get("objects", []):
         oid, size = str(o["oid"]), int(o["size"])
         store.blob_path(oid)  # validates the oid
-        if store.has_blob(oid, size):
+        if oid in known and store.has_blob(oid, size):
             objects.append({"oid": oid, "size": size})  # no actions: already stored
             continue
         if use_multipart and size > hub.multipart_threshold:
@@ -255,10 +256,12 @@ def _lfs_transfer(h: _Handler, parts: list[str]) -> None:
     sig = _query(h).get("sig", [""])[0]
     kind = parts[0]
     if kind == "lfs-verify":
-        h.load_repo(parts[1], f"{parts[2]}/{parts[3]}", write=True)
+        repo_type, repo_id = parts[1], f"{parts[2]}/{parts[3]}"
+        h.load_repo(repo_type, repo_id, write=True)
         body = _json_body(h)
         if not store.has_blob(str(body.get("oid")), int(body.get("size", -1))):
             raise HubStoreError(404, "ObjectMissing", f"LFS object {body.get('oid')} not stored")
+        store.add_lfs_object(repo_type, repo_id, str(body["oid"]))
         return h._json({"success": True})
     oid, size = parts[1], int(parts[2])
     if kind in ("lfs-upload", "lfs-part") and h.command == "PUT":

@@ -191,13 +191,23 @@ class RepoStore:
                 raise HubStoreError(412, "PreconditionFailed",
                                     f"parentCommit {parent} is not the head of {branch} ({head})")
             files = dict(repo["commits"][head]["files"])
+            known = set(repo.get("lfs", []))
             for key, value in ops:
-                self._apply(files, key, value)
+                self._apply(files, key, value, known)
             sha = self._add_commit(repo, branch, head, files, title)
             self.save(repo_type, repo_id, repo)
             return sha
 
-    def _apply(self, files: dict[str, dict[str, Any]], key: str, value: dict[str, Any]) -> None:
+    def add_lfs_object(self, repo_type: str, repo_id: str, oid: str) -> None:
+        """Record that ``repo_id`` owns LFS object ``oid`` (LFS storage is per repo)."""
+        with self.lock:
+            repo = self.load(repo_type, repo_id)
+            if repo is not None and oid not in repo.setdefault("lfs", []):
+                repo["lfs"].append(oid)
+                self.save(repo_type, repo_id, repo)
+
+    def _apply(self, files: dict[str, dict[str, Any]], key: str, value: dict[str, Any],
+               known_lfs: set[str]) -> None:
         import base64
 
         path = str(value.get("path", "")).strip("/")
@@ -209,7 +219,7 @@ class RepoStore:
                            "sha1": git_blob_sha1(data), "lfs": False}
         elif key == "lfsFile":
             oid = str(value.get("oid"))
-            if not self.has_blob(oid):
+            if oid not in known_lfs or not self.has_blob(oid):
                 raise HubStoreError(422, "LfsObjectMissing",
                                     f"LFS object {oid} for {path} was never uploaded")
             size = os.path.getsize(self.blob_path(oid))
