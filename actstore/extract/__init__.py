@@ -23,6 +23,7 @@ require("transformers", "extract")
 
 from ..format.reader import Dataset  # noqa: E402
 from ..format.spec import FLOAT_DTYPES  # noqa: E402
+from .forward import model_max_length  # noqa: E402
 from .inputs import PromptSet, apply_template, read_prompts  # noqa: E402
 from .layers import resolve_model_layers  # noqa: E402
 from .models import LoadedModel, is_causal, load_model, prepare_tokenizer  # noqa: E402
@@ -121,8 +122,9 @@ def extract(
     """
     if dtype not in FLOAT_DTYPES:
         raise InvalidArgumentError(f"dtype must be one of {sorted(FLOAT_DTYPES)}; got {dtype!r}.")
-    if batch_size < 1 or shard_size < 1:
-        raise InvalidArgumentError("batch_size and shard_size must be positive.")
+    for name, value in (("batch_size", batch_size), ("shard_size", shard_size), ("max_length", max_length)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise InvalidArgumentError(f"{name} must be a positive integer; got {value!r}.")
     poolings = _poolings(pooling)
     ps: PromptSet = read_prompts(prompts, text_column=text_column, label_column=label_column, labels=labels)
     for name, values in (metadata or {}).items():
@@ -135,6 +137,12 @@ def extract(
                     trust_remote_code=trust_remote_code, with_lm_head=bool(logits_k or perplexity))
     if (logits_k or perplexity) and not hasattr(lm.model, "get_output_embeddings"):
         raise InvalidArgumentError("logits_k / perplexity need a causal LM with an LM head.")
+    limit = model_max_length(lm)
+    if max_length is not None and limit is not None and max_length > limit:
+        raise InvalidArgumentError(
+            f"max_length={max_length} is longer than the model takes ({limit} tokens); pass "
+            f"max_length <= {limit}."
+        )
     n_layers = lm.model.config.num_hidden_layers
     chosen = resolve_model_layers(layers, n_layers)
     ps.texts = apply_template(ps.texts, template, lm.tokenizer, chat_template)

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import InvalidArgumentError
 from .capture import capture
 from .models import LoadedModel, accepts
 from .pooling import pool
@@ -46,6 +47,32 @@ def tokenize(lm: LoadedModel, texts: list[str], max_length: int | None) -> tuple
         for i, ids in zip(long, cut):
             full[i] = ids
     return full, truncated
+
+
+def model_max_length(lm: LoadedModel) -> int | None:
+    """The longest input the model's position embeddings allow, when it says."""
+    cfg = lm.model.config
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(cfg, name, None)
+        if isinstance(value, int) and value > 0:
+            # BERT-style models offset positions by the padding index; those limits are exact
+            return value
+    return None
+
+
+def check_lengths(lm: LoadedModel, texts: list[str], ids: list[list[int]], max_length: int | None) -> None:
+    """Refuse prompts the model cannot take, naming the fix, instead of an IndexError."""
+    limit = model_max_length(lm)
+    longest = max(len(x) for x in ids)
+    if limit is not None and longest > limit:
+        row = max(range(len(ids)), key=lambda i: len(ids[i]))
+        fix = f"pass max_length <= {limit} to truncate (truncated rows are flagged)"
+        if max_length is not None:
+            fix = f"lower max_length from {max_length} to at most {limit}"
+        raise InvalidArgumentError(
+            f"The prompt {texts[row][:40]!r}... has {longest} tokens but the model takes at most "
+            f"{limit}; {fix}."
+        )
 
 
 def _batch_inputs(lm: LoadedModel, ids: list[list[int]]) -> dict[str, Any]:
@@ -97,6 +124,7 @@ def run_group(
     import torch
 
     ids, truncated = tokenize(lm, texts, max_length)
+    check_lengths(lm, texts, ids, max_length)
     lengths = np.array([len(x) for x in ids])
     order = np.argsort(lengths, kind="stable")
     n = len(texts)

@@ -69,6 +69,16 @@ def accepts(model: Any, argument: str) -> bool:
     return argument in inspect.signature(model.forward).parameters
 
 
+def _auto_device(torch: Any) -> str:
+    """This process's GPU (``LOCAL_RANK`` under torchrun/accelerate), else the CPU."""
+    import os
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    # one model per GPU: every torchrun rank would otherwise load onto cuda:0
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count()}"
+
+
 def load_model(
     name_or_path: str,
     *,
@@ -91,7 +101,7 @@ def load_model(
     model = cls.from_pretrained(name_or_path, dtype=dtype, **kw)
     tokenizer = prepare_tokenizer(transformers.AutoTokenizer.from_pretrained(name_or_path, **kw))
     if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        device = _auto_device(torch)
     model.to(device).eval()
     sha = getattr(config, "_commit_hash", None) or revision
     return LoadedModel(model, tokenizer, name_or_path, sha, torch.device(device), is_causal(model))
