@@ -135,8 +135,11 @@ def extract(
         ps.metadata[name] = list(values)
     lm = _as_loaded(model, tokenizer, revision=revision, device=device, dtype=model_dtype,
                     trust_remote_code=trust_remote_code, with_lm_head=bool(logits_k or perplexity))
-    if (logits_k or perplexity) and not hasattr(lm.model, "get_output_embeddings"):
-        raise InvalidArgumentError("logits_k / perplexity need a causal LM with an LM head.")
+    if (logits_k or perplexity) and not (lm.causal and lm.model.get_output_embeddings() is not None):
+        raise InvalidArgumentError(
+            f"logits_k / perplexity need a causal LM with its LM head; {lm.name!r} has none. "
+            "Load it with AutoModelForCausalLM, or drop logits_k / perplexity."
+        )
     limit = model_max_length(lm)
     if max_length is not None and limit is not None and max_length > limit:
         raise InvalidArgumentError(
@@ -145,7 +148,10 @@ def extract(
         )
     n_layers = lm.model.config.num_hidden_layers
     chosen = resolve_model_layers(layers, n_layers)
-    ps.texts = apply_template(ps.texts, template, lm.tokenizer, chat_template)
+    if template is not None or chat_template:
+        # the index holds what the model saw; the prompt as given stays as a column
+        ps.metadata = {"prompt": list(ps.texts), **ps.metadata}
+        ps.texts = apply_template(ps.texts, template, lm.tokenizer, chat_template)
     rank, world_size = worker_from_env(rank, world_size)
     config = {
         "model": lm.name, "revision": lm.revision, "layers": chosen, "pooling": poolings,

@@ -154,7 +154,7 @@ def _write_part(lm: LoadedModel, prompts: PromptSet, part: str, lo: int, hi: int
             progress.update(rows)
             progress.tokens = getattr(progress, "tokens", 0) + tokens
             elapsed = max(progress.format_dict.get("elapsed", 0) or 0, 1e-9)
-            progress.set_postfix(tok_s=f"{progress.tokens / elapsed:.0f}", refresh=False)
+            progress.set_postfix({"tok/s": f"{progress.tokens / elapsed:.0f}"}, refresh=False)
 
     texts = prompts.texts[lo:hi]
     res = run_group(lm, texts, layers, poolings, batch_size=batch_size, max_length=max_length,
