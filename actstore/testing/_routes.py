@@ -79,6 +79,8 @@ def _api(h: _Handler, parts: list[str]) -> None:
         return _commit(h, repo_type, repo_id, "/".join(rest[1:]))
     if len(rest) >= 2 and rest[0] == "tree" and m == "GET":
         return _tree(h, repo_type, repo_id, rest[1], "/".join(rest[2:]))
+    if len(rest) == 2 and rest[0] == "branch" and m == "POST":
+        return _create_branch(h, repo_type, repo_id, rest[1])
     if len(rest) == 2 and rest[0] == "paths-info" and m == "POST":
         return _paths_info(h, repo_type, repo_id, rest[1])
     raise HubStoreError(404, "NotFound", f"no route for {m} /api/{'/'.join(parts)}")
@@ -139,6 +141,20 @@ def _repo_info(h: _Handler, repo_type: str, repo_id: str, rev: str) -> None:
         "lastModified": _iso(repo["commits"][sha]["date"]), "createdAt": _iso(repo["created"]),
         "siblings": [{"rfilename": p, "size": e.size} for p, e in sorted(files.items())],
     })
+
+
+def _create_branch(h: _Handler, repo_type: str, repo_id: str, branch: str) -> None:
+    store = h.hub.store
+    h.load_repo(repo_type, repo_id, write=True)
+    start = _json_body(h).get("startingPoint") or "main"
+    with store.lock:
+        repo = store.load(repo_type, repo_id)
+        assert repo is not None
+        if branch in repo["branches"]:
+            raise HubStoreError(409, "BranchExists", f"Branch {branch} already exists")
+        repo["branches"][branch] = store.resolve_rev(repo, start)
+        store.save(repo_type, repo_id, repo)
+    h._json({})
 
 
 def _head(h: _Handler, repo_type: str, repo_id: str, rev: str, *, write: bool = False

@@ -102,6 +102,17 @@ def test_dropped_connections_are_survived(hub: HubServer, repo_id: str, local_ds
     np.testing.assert_array_equal(ds.layer(0), hidden[0])
 
 
+def test_push_to_a_branch_and_pull_it(hub: HubServer, repo_id: str, local_ds,
+                                      tmp_path: Path) -> None:
+    path, _, hidden, _ = local_ds
+    actstore.push_dataset(path, repo_id, token=WRITE, revision="v1", progress=False)
+    repo = hub.store.load("dataset", repo_id)
+    assert INDEX not in repo["commits"][repo["branches"]["main"]]["files"]
+    ds = actstore.pull_dataset(repo_id, layers=[0], revision="v1", token=WRITE, out=tmp_path / "b")
+    np.testing.assert_array_equal(ds.layer(0), hidden[0])
+    assert pulled_revision(tmp_path / "b")["revision"] == repo["branches"]["v1"]
+
+
 def test_refuses_a_different_dataset_unless_overwrite(hub: HubServer, repo_id: str, local_ds,
                                                       tmp_path: Path) -> None:
     path, _, hidden, _ = local_ds
