@@ -47,6 +47,7 @@ class _Pieces:
     def __init__(self, spans: list[tuple[int, int, str]]) -> None:
         self.starts: list[int] = []
         self.items: list[tuple[int, int, str, int]] = []
+        self._arrays: tuple[Any, Any, list[str], list[int]] | None = None
         cur = -1
         for s, e, key in sorted(spans):
             if e > cur:
@@ -54,12 +55,24 @@ class _Pieces:
                 self.items.append((max(s, cur), e, key, s))
                 cur = e
 
+    def arrays(self) -> tuple[Any, Any, list[str], list[int]]:
+        """(starts, ends) as int64 arrays, plus keys and key starts; rebuilt after changes."""
+        import numpy as np
+
+        if self._arrays is None:
+            self._arrays = (np.asarray(self.starts, dtype=np.int64),
+                            np.asarray([it[1] for it in self.items], dtype=np.int64),
+                            [it[2] for it in self.items], [it[3] for it in self.items])
+        return self._arrays
+
     def add(self, a: int, b: int, key: str) -> None:
+        self._arrays = None
         i = bisect.bisect_left(self.starts, a)
         self.starts.insert(i, a)
         self.items.insert(i, (a, b, key, a))
 
     def remove_key(self, key: str) -> None:
+        self._arrays = None
         keep = [(a, b, k, k0) for a, b, k, k0 in self.items if k != key]
         self.items, self.starts = keep, [x[0] for x in keep]
 
@@ -154,6 +167,58 @@ class CachedSource:
         return self._sizes[path]
 
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        return [bytes(b) for b in self._read(path, ranges)]
+
+    def readinto(self, path: str, requests: Sequence[tuple[int, memoryview]]) -> None:
+        views = [buffer.cast("B") for _, buffer in requests]
+        ranges = [(off, off + len(v)) for (off, _), v in zip(requests, views)]
+        left = self._read_direct(path, ranges, views)
+        if not left:
+            return
+        views = [views[i] for i in left]
+        parts = self._read(path, [ranges[i] for i in left])
+        for view, part in zip(views, parts):
+            if isinstance(part, list):  # several cached pieces: copy each into place
+                pos = 0
+                for p in part:
+                    view[pos : pos + len(p)] = p
+                    pos += len(p)
+            else:
+                view[:] = part
+
+    def _read_direct(self, path: str, ranges: list[tuple[int, int]], views: list[memoryview]) -> list[int]:
+        """Warm fast path on a local cache: ranges covered by cached pieces that were already
+        checked in this process are read straight into their buffers. Returns the positions
+        of the ranges left for the checked path."""
+        import numpy as np
+
+        ident = self.ident(path)
+        pieces = self._pieces.get(ident) if ident else None
+        if pieces is None or not pieces.items or not ranges:
+            return list(range(len(ranges)))
+        starts, ends, keys, k0s = pieces.arrays()
+        r = np.asarray(ranges, dtype=np.int64)
+        j0 = np.searchsorted(starts, r[:, 0], side="right") - 1
+        j1 = np.searchsorted(starts, r[:, 1] - 1, side="right") - 1
+        ok = (j0 >= 0) & (j0 == j1) & (ends[np.maximum(j0, 0)] >= r[:, 1])
+        for i in np.flatnonzero((j0 >= 0) & (j1 > j0)).tolist():  # spans adjacent pieces
+            span = slice(int(j0[i]), int(j1[i]) + 1)
+            ok[i] = bool((ends[span][:-1] == starts[span][1:]).all() and ends[int(j1[i])] >= r[i, 1])
+        sel = np.flatnonzero(ok)
+        todo = sel.tolist()
+        spans = [np.arange(j0[i], j1[i] + 1) for i in sel[j1[sel] > j0[sel]].tolist()]
+        used = np.unique(np.concatenate([j0[sel], *spans])).tolist()
+        where = self.store.locate_trusted([keys[k] for k in used]) if used else None
+        if where is None:
+            return list(range(len(ranges)))
+        loc = {k: (where[keys[k]][0], where[keys[k]][1] - k0s[k]) for k in used}
+        if not _pread_pieces(ranges, views, todo, j0, starts, ends, loc):
+            return list(range(len(ranges)))
+        self.counters["bytes_from_cache"] += int((r[todo, 1] - r[todo, 0]).sum())
+        return np.flatnonzero(~ok).tolist()
+
+    def _read(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[Any]:
+        """Per range: a bytes-like, or a list of bytes-likes to concatenate."""
         if not ranges:
             return []
         ident = self.ident(path)
@@ -170,12 +235,6 @@ class CachedSource:
                 if out is not None:
                     return out
         raise IntegrityError(f"{self.url}/{path}: cached bytes kept failing their checksums.")
-
-    def readinto(self, path: str, requests: Sequence[tuple[int, memoryview]]) -> None:
-        views = [buffer.cast("B") for _, buffer in requests]
-        blobs = self.read_ranges(path, [(off, off + len(v)) for (off, _), v in zip(requests, views)])
-        for view, blob in zip(views, blobs):
-            view[:] = blob
 
     # -- the cached path -----------------------------------------------------------------
     def _pieces_for(self, ident: str) -> _Pieces:
@@ -204,10 +263,10 @@ class CachedSource:
             for k in bad:
                 pieces.remove_key(k)
             return None
-        out = []
+        out: list[Any] = []
         for plan in plans:
             parts = [got[key][0][a - k0 : b - k0] for a, b, key, k0 in plan]  # type: ignore[index]
-            out.append(parts[0] if len(parts) == 1 else b"".join(parts))
+            out.append(parts[0] if len(parts) == 1 else parts)
         if not gaps:
             self.counters["bytes_from_cache"] += sum(e - s for s, e in ranges)
         return out
@@ -273,6 +332,40 @@ class CachedSource:
         self.range_ok = False
         log.warning("%s ignores HTTP Range requests (200 instead of 206 for %s); whole files "
                     "are downloaded and cached instead of byte ranges.", self.url, path)
+
+
+def _pread_pieces(ranges: list[tuple[int, int]], views: list[memoryview], todo: list[int],
+                  j0: Any, starts: Any, ends: Any, loc: dict[int, tuple[str, int]]) -> bool:
+    """``preadv`` each range in ``todo`` from its piece(s) (segment path, shift) into its view."""
+    import os
+
+    fds: dict[str, int] = {}
+    try:
+        for seg, _ in loc.values():
+            if seg not in fds:
+                fds[seg] = os.open(seg, os.O_RDONLY)
+        fd_of = {k: fds[seg] for k, (seg, _) in loc.items()}
+        shift = {k: sh for k, (_, sh) in loc.items()}
+        jl, ends = j0.tolist(), ends.tolist()
+        for i in todo:
+            s, e = ranges[i]
+            k = jl[i]
+            if e <= ends[k]:  # the common case: one piece
+                if os.preadv(fd_of[k], [views[i]], s + shift[k]) != e - s:
+                    return False  # shorter than its index says: the checked path drops it
+                continue
+            pos = s
+            while pos < e:
+                stop = min(e, ends[k])
+                if os.preadv(fd_of[k], [views[i][pos - s : stop - s]], pos + shift[k]) != stop - pos:
+                    return False
+                pos, k = stop, k + 1
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 def _whole(exc: RangeIgnored, size: int, url: str, path: str) -> bytes:
@@ -387,7 +480,7 @@ def _recall(cache: Any, url: str) -> tuple[str, int]:
     prefix = _alias_prefix(url)
     cache.store.refresh()
     keys = [k for k in cache.store.keys() if k.startswith(prefix)]
-    docs = [json.loads(d[0]) for d in cache.store.get_many(keys) if d is not None]
+    docs = [json.loads(bytes(d[0])) for d in cache.store.get_many(keys) if d is not None]
     if not docs:
         raise OfflineError(
             f"Offline mode (ACTSTORE_OFFLINE or HF_HUB_OFFLINE) is on and the dataset {url!r} "

@@ -15,11 +15,11 @@ does not offer: each writer only creates files with names no other process can c
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 import uuid
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,8 +38,14 @@ INDEX_VERSION = 1
 
 
 def digest(data: bytes | memoryview) -> str:
-    """The checksum stored with every entry: 128-bit BLAKE2b (about 1 GB/s, in hashlib)."""
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    """The checksum stored with every entry: CRC-32 plus the length.
+
+    CRC-32 detects every burst error up to 32 bits and nearly all others (it is what zip,
+    gzip and Parquet pages use against accidental corruption); it runs at about twice the
+    speed of BLAKE2b here, and this check sits on every warm read. Tampering is not the
+    threat: remote bytes are keyed by the sha256 of their file, and a cache is trusted storage.
+    """
+    return f"{zlib.crc32(data):08x}-{len(data)}"
 
 
 _WRITER: tuple[int, str] | None = None

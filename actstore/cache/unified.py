@@ -44,6 +44,9 @@ class UnifiedCache(ActivationsMixin):
     compression : {"auto", "zstd", "none"}
         Codec for activation entries: ``"auto"`` compresses bfloat16 only (see
         ``benchmarks/results/cache.md``). Remote dataset bytes are stored as they are.
+    verify : {"first", "always"}
+        When entry checksums are checked: on the first read in a process and whenever the
+        segment file changes (default), or on every read. See :class:`SegmentStore`.
 
     Examples
     --------
@@ -55,7 +58,7 @@ class UnifiedCache(ActivationsMixin):
 
     def __init__(self, location: str | os.PathLike[str] | None = None, *,
                  max_bytes: int | str | None = None, storage_options: dict[str, Any] | None = None,
-                 compression: str = "auto") -> None:
+                 compression: str = "auto", verify: str = "first") -> None:
         if compression not in COMPRESSION_CHOICES:
             from ..errors import InvalidArgumentError
 
@@ -66,7 +69,7 @@ class UnifiedCache(ActivationsMixin):
         fs, root = split_url(self.url, storage_options)
         self.compression = compression
         self.store = SegmentStore(fs, f"{root.rstrip('/')}/{LAYOUT}",
-                                  max_bytes=config.cache_max_bytes(max_bytes))
+                                  max_bytes=config.cache_max_bytes(max_bytes), verify=verify)
 
     def __repr__(self) -> str:
         return f"UnifiedCache({self.url!r}, max_bytes={self.store.max_bytes})"

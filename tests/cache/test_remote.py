@@ -166,3 +166,26 @@ def test_local_paths_bypass_the_cache(tmp_path, write_ds):
     assert type(ds.source).__name__ == "LocalSource"
     assert not Path(tmp_path / "c").exists()
     shutil.rmtree(tmp_path / "ds")
+
+
+@pytest.mark.parametrize("verify", ["first", "always"])
+def test_corruption_after_a_warm_read_in_the_same_process_is_caught(remote_ds, served, tmp_path, verify):
+    url, name, arrays = remote_ds
+    cache = UnifiedCache(tmp_path / "cache", verify=verify)
+    ds = actstore.open_dataset(url, cache=cache)
+    rows = np.arange(0, 4000, 50)
+    ds.get(rows, layers=[0])
+    ds.get(rows, layers=[0])  # warm: served by the fast path after the first check
+    for seg in (tmp_path / "cache" / "v1" / "segments").glob("*.seg"):
+        raw = bytearray(seg.read_bytes())
+        raw[-10] ^= 0x40
+        seg.write_bytes(bytes(raw))
+    np.testing.assert_array_equal(ds.get(rows, layers=[0])[:, 0], arrays[0][rows])
+    assert cache.stats()["dropped_segments"] >= 1
+
+
+def test_verify_setting_is_checked(tmp_path):
+    from actstore.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="verify must be 'first' or 'always'; got 'never'"):
+        UnifiedCache(tmp_path, verify="never")
