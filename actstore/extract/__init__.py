@@ -28,7 +28,8 @@ from .inputs import PromptSet, apply_template, read_prompts  # noqa: E402
 from .layers import resolve_model_layers  # noqa: E402
 from .models import LoadedModel, is_causal, load_model, prepare_tokenizer  # noqa: E402
 from .pooling import POOLINGS  # noqa: E402
-from .runner import merge, run_shards, worker_from_env  # noqa: E402
+from .generate import check_generate  # noqa: E402
+from .runner import RunSpec, merge, run_shards, worker_from_env  # noqa: E402
 
 __all__ = ["LoadedModel", "extract", "load_model", "merge", "read_prompts", "resolve_model_layers"]
 
@@ -82,6 +83,7 @@ def extract(
     chat_template: bool = False,
     logits_k: int | None = None,
     perplexity: bool = False,
+    generate: dict[str, Any] | None = None,
     revision: str | None = None,
     device: str = "auto",
     model_dtype: Any = "auto",
@@ -109,6 +111,15 @@ def extract(
         Storage dtype.
     max_length : int, optional
         Truncate longer prompts; each truncated row is flagged in the ``truncated`` column.
+    logits_k : int, optional
+        Store the top-k logits at the last token (computed on the device).
+    perplexity : bool
+        Store each prompt's perplexity in a ``perplexity`` column (computed on the device).
+    generate : dict, optional
+        Generate first (``max_new_tokens``, ``num_return_sequences``, ``do_sample``,
+        ``top_p``, ``top_k``, ``temperature``, ``seed``), then store views over the prompt
+        tokens and ``generated_<pooling>`` views over the generated tokens, one row per
+        continuation (see :mod:`actstore.extract.generate`).
     shard_size : int
         Prompts per shard: the unit of resumption and of distribution across workers.
     rank, world_size : int, optional
@@ -134,7 +145,7 @@ def extract(
             )
         ps.metadata[name] = list(values)
     lm = _as_loaded(model, tokenizer, revision=revision, device=device, dtype=model_dtype,
-                    trust_remote_code=trust_remote_code, with_lm_head=bool(logits_k or perplexity))
+                    trust_remote_code=trust_remote_code, with_lm_head=bool(logits_k or perplexity or generate))
     if (logits_k or perplexity) and not (lm.causal and lm.model.get_output_embeddings() is not None):
         raise InvalidArgumentError(
             f"logits_k / perplexity need a causal LM with its LM head; {lm.name!r} has none. "
@@ -153,18 +164,16 @@ def extract(
         ps.metadata = {"prompt": list(ps.texts), **ps.metadata}
         ps.texts = apply_template(ps.texts, template, lm.tokenizer, chat_template)
     rank, world_size = worker_from_env(rank, world_size)
-    config = {
-        "model": lm.name, "revision": lm.revision, "layers": chosen, "pooling": poolings,
-        "dtype": dtype, "max_length": max_length, "template": template,
-        "chat_template": chat_template, "batch_size": batch_size, "shard_size": shard_size,
-        "logits_k": logits_k, "perplexity": perplexity, "padding_side": lm.tokenizer.padding_side,
-    }
+    spec = RunSpec(layers=chosen, pooling=poolings, dtype=dtype, batch_size=batch_size,
+                   max_length=max_length, shard_size=shard_size, logits_k=logits_k,
+                   perplexity=perplexity,
+                   generate=None if generate is None else check_generate(dict(generate), poolings, lm))
+    record = {"model": lm.name, "revision": lm.revision, "template": template,
+              "chat_template": chat_template, "padding_side": lm.tokenizer.padding_side}
     bar = _progress(len(ps.texts), rank, world_size, shard_size, progress)
     try:
-        run_shards(lm, ps, os.fspath(out), layers=chosen, poolings=poolings, dtype=dtype,
-                   batch_size=batch_size, max_length=max_length, shard_size=shard_size, rank=rank,
-                   world_size=world_size, config=config, logits_k=logits_k,
-                   perplexity=perplexity, progress=bar)
+        run_shards(lm, ps, os.fspath(out), spec, rank=rank, world_size=world_size, record=record,
+                   progress=bar)
     finally:
         if bar is not None:
             bar.close()

@@ -14,17 +14,20 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ConfigMismatchError, DatasetNotFoundError, InvalidArgumentError
 from ..format.index_builder import RESERVED_COLUMNS
 from ..format.reader import Dataset, open_dataset
 from ..format.writer import DatasetWriter
-from .forward import run_group
+from .forward import GroupResult, run_group
+from .generate import generated_views, run_generate_group
 from .inputs import PromptSet
 from .models import LoadedModel
 
-__all__ = ["merge", "run_shards", "worker_from_env"]
+__all__ = ["RunSpec", "merge", "run_shards", "worker_from_env"]
 
 PARTS = "_parts"
 CONFIG = "config.json"
@@ -106,74 +109,98 @@ def _check_config(out: str, config: dict[str, Any]) -> bool:
     return False
 
 
-def run_shards(
-    lm: LoadedModel,
-    prompts: PromptSet,
-    out: str,
-    *,
-    layers: list[int],
-    poolings: list[str],
-    dtype: str,
-    batch_size: int,
-    max_length: int | None,
-    shard_size: int,
-    rank: int,
-    world_size: int,
-    config: dict[str, Any],
-    logits_k: int | None = None,
-    perplexity: bool = False,
-    progress: Any = None,
-) -> list[int]:
-    """Extract and commit every shard assigned to this worker; returns the shards done now."""
-    config = {**config, "prompts_sha256": _fingerprint(prompts), "num_prompts": len(prompts.texts)}
+@dataclass
+class RunSpec:
+    """What a run computes and stores; recorded in the metadata and compared on rerun."""
+
+    layers: list[int]
+    pooling: list[str]
+    dtype: str = "float32"
+    batch_size: int = 32
+    max_length: int | None = None
+    shard_size: int = 1024
+    logits_k: int | None = None
+    perplexity: bool = False
+    generate: dict[str, Any] | None = None
+
+    @property
+    def views(self) -> list[str]:
+        return generated_views(self.pooling) if self.generate else list(self.pooling)
+
+
+def run_shards(lm: LoadedModel, prompts: PromptSet, out: str, spec: RunSpec, *, rank: int = 0,
+               world_size: int = 1, record: dict[str, Any] | None = None,
+               progress: Any = None) -> list[int]:
+    """Extract and commit every shard assigned to this worker; returns the shards done now.
+
+    ``record`` (model, revision, template, ...) is stored with ``spec`` as the run's config.
+    """
+    config = {**(record or {}), **asdict(spec), "prompts_sha256": _fingerprint(prompts),
+              "num_prompts": len(prompts.texts)}
     if _check_config(out, config):
         _remove_parts(out)  # a merge that was killed while deleting the parts
         return []
-    n_shards = -(-len(prompts.texts) // shard_size)
+    n = len(prompts.texts)
     done = []
-    for shard in range(rank, n_shards, world_size):
+    for shard in range(rank, -(-n // spec.shard_size), world_size):
+        lo, hi = shard * spec.shard_size, min(n, (shard + 1) * spec.shard_size)
         part = _part(out, shard)
         if os.path.exists(os.path.join(part, "index", "train-00000-of-00001.parquet")):
             if progress is not None:
-                progress.update(min(shard_size, len(prompts.texts) - shard * shard_size))
+                progress.update(hi - lo)
             continue
-        lo, hi = shard * shard_size, min(len(prompts.texts), (shard + 1) * shard_size)
-        _write_part(lm, prompts, part, lo, hi, layers=layers, poolings=poolings, dtype=dtype,
-                    batch_size=batch_size, max_length=max_length, logits_k=logits_k,
-                    perplexity=perplexity, config=config, progress=progress)
+        _write_part(lm, prompts, part, lo, hi, spec, config, _ticker(progress))
         done.append(shard)
     return done
 
 
-def _write_part(lm: LoadedModel, prompts: PromptSet, part: str, lo: int, hi: int, *,
-                layers: list[int], poolings: list[str], dtype: str, batch_size: int,
-                max_length: int | None, logits_k: int | None, perplexity: bool,
-                config: dict[str, Any], progress: Any) -> None:
-    def tick(rows: int, tokens: int) -> None:
-        if progress is not None:
-            progress.update(rows)
-            progress.tokens = getattr(progress, "tokens", 0) + tokens
-            elapsed = max(progress.format_dict.get("elapsed", 0) or 0, 1e-9)
-            progress.set_postfix({"tok/s": f"{progress.tokens / elapsed:.0f}"}, refresh=False)
+def _ticker(progress: Any) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
 
+    def tick(rows: int, tokens: int) -> None:
+        progress.update(rows)
+        progress.tokens = getattr(progress, "tokens", 0) + tokens
+        elapsed = max(progress.format_dict.get("elapsed", 0) or 0, 1e-9)
+        progress.set_postfix({"tok/s": f"{progress.tokens / elapsed:.0f}"}, refresh=False)
+
+    return tick
+
+
+def _compute(lm: LoadedModel, prompts: PromptSet, lo: int, hi: int, spec: RunSpec,
+             tick: Callable[[int, int], None] | None) -> tuple[GroupResult, list[int]]:
+    """Views for prompts ``lo:hi`` and, per output row, the prompt it came from."""
     texts = prompts.texts[lo:hi]
-    res = run_group(lm, texts, layers, poolings, batch_size=batch_size, max_length=max_length,
-                    logits_k=logits_k, perplexity=perplexity, on_batch=tick)
-    dim = next(iter(res.views[poolings[0]].values()))[0].shape[-1]
-    meta = {k: v[lo:hi] for k, v in prompts.metadata.items()}
+    if spec.generate:
+        res = run_generate_group(lm, texts, spec.layers, spec.pooling, spec.generate, first_row=lo,
+                                 batch_size=spec.batch_size, max_length=spec.max_length, on_batch=tick)
+        return res, res.extra["source_rows"]
+    res = run_group(lm, texts, spec.layers, spec.pooling, batch_size=spec.batch_size,
+                    max_length=spec.max_length, logits_k=spec.logits_k, perplexity=spec.perplexity,
+                    on_batch=tick)
+    res.extra["texts"] = texts
+    return res, list(range(hi - lo))
+
+
+def _write_part(lm: LoadedModel, prompts: PromptSet, part: str, lo: int, hi: int, spec: RunSpec,
+                config: dict[str, Any], tick: Callable[[int, int], None] | None) -> None:
+    res, src = _compute(lm, prompts, lo, hi, spec, tick)
+    views = spec.views
+    dim = next(iter(res.views[views[0]].values()))[0].shape[-1]
+    meta = {k: [v[lo + i] for i in src] for k, v in prompts.metadata.items()}
+    meta.update(res.extra.get("columns", {}))
     meta["truncated"] = res.truncated
     if res.perplexity is not None:
         meta["perplexity"] = res.perplexity
+    labels = None if prompts.labels is None else [prompts.labels[lo + i] for i in src]
     if os.path.exists(part):
         shutil.rmtree(part)  # an uncommitted part from a killed run: start it again
-    with DatasetWriter(part, model=config["model"], revision=config.get("revision"), layers=layers,
-                       dim=dim, dtype=dtype, pooling=poolings, logits_k=logits_k,
-                       extraction={"run": config}, num_rows=hi - lo) as w:
-        w.add(texts, hidden=res.views[poolings[0]],
-              views={p: res.views[p] for p in poolings[1:]},
-              labels=None if prompts.labels is None else prompts.labels[lo:hi],
-              metadata=meta, num_tokens=None if poolings[0] == "all" else res.num_tokens,
-              logits_topk=res.logits)
+    with DatasetWriter(part, model=config["model"], revision=config.get("revision"),
+                       layers=spec.layers, dim=dim, dtype=spec.dtype, pooling=views,
+                       logits_k=spec.logits_k, extraction={"run": config}, num_rows=len(src)) as w:
+        w.add(res.extra["texts"], hidden=res.views[views[0]],
+              views={p: res.views[p] for p in views[1:]}, labels=labels, metadata=meta,
+              num_tokens=None if views[0] == "all" else res.num_tokens, logits_topk=res.logits)
 
 
 def _part_rows(ds: Dataset) -> dict[str, Any]:
