@@ -58,7 +58,9 @@ def test_model_without_pad_token_falls_back_to_eos(gpt2_path, tmp_path):
 
     raw = AutoTokenizer.from_pretrained(gpt2_path)
     assert raw.pad_token is None                                   # the fixture has none
-    lm = actstore.extract.load_model(gpt2_path, device="cpu")
+    from actstore.extract import load_model
+
+    lm = load_model(gpt2_path, device="cpu")
     assert lm.tokenizer.pad_token == lm.tokenizer.eos_token == "</s>"
     ds = _run(lm, ["hello", "the cat sat on the mat"], tmp_path, layers=[0])
     assert len(ds) == 2
