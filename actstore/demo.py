@@ -17,6 +17,8 @@ from typing import Any
 
 __all__ = ["DemoResult", "make_prompts", "run_demo"]
 
+_REPO, _TOKEN = "demo/minilm-probing-acts", "demo-write-token"
+
 
 _CITIES = {
     "Paris": "France", "Berlin": "Germany", "Madrid": "Spain", "Rome": "Italy", "Lisbon": "Portugal",
@@ -75,20 +77,25 @@ def _say(msg: str, quiet: bool) -> None:
 
 
 def _publish(src: str, out: str, quiet: bool) -> tuple[str, Any]:
-    """Push to a loopback Hub server if the hub test kit is importable, else copy locally."""
+    """Push to a loopback Hub server (the test kit's) if the hub extra is installed, else
+    copy to a local folder. The loopback server speaks classic LFS, so Xet is turned off."""
     try:
-        from .hub import push_dataset
-        from .testing import HubServer
+        import huggingface_hub
     except ImportError:
         dest = os.path.join(out, "published")
         shutil.rmtree(dest, ignore_errors=True)
         shutil.copytree(src, dest)
         return dest, None
-    server = HubServer(os.path.join(out, "hub-store"), tokens={"demo-write": ("demo", "write")})
-    server.start()
-    repo = "demo/minilm-number-acts"
-    push_dataset(src, repo, token="demo-write", endpoint=server.endpoint, overwrite=True)
-    return f"hf://datasets/{repo} (loopback Hub at {server.endpoint})", server
+    import huggingface_hub.constants as hf_constants
+
+    from .hub import push_dataset
+    from .testing import HubServer
+
+    hf_constants.HF_HUB_DISABLE_XET = True
+    huggingface_hub.utils.disable_progress_bars()  # the demo prints its own steps
+    server = HubServer(os.path.join(out, "hub-store"), tokens={_TOKEN: "write"}).start()
+    push_dataset(src, _REPO, token=_TOKEN, endpoint=server.endpoint, overwrite=True, progress=False)
+    return f"hf://datasets/{_REPO} on the loopback Hub {server.endpoint}", server
 
 
 def run_demo(out: str = "actstore-demo", *, model: str | None = None, n_per_task: int = 200,
@@ -139,8 +146,7 @@ def _consumer_open(published: str, server: Any, out: str) -> Any:
         return open_dataset(published)
     from .hub import pull_dataset
 
-    return pull_dataset("demo/minilm-number-acts", out=os.path.join(out, "pulled"),
-                        token="demo-write", endpoint=server.endpoint)
+    return pull_dataset(_REPO, out=os.path.join(out, "pulled"), token=_TOKEN, endpoint=server.endpoint)
 
 
 def _sweeps(ds: Any, cv: int, result: DemoResult, quiet: bool) -> None:
