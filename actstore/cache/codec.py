@@ -1,13 +1,17 @@
 """Entry codecs: raw bytes, or zstd after a byte shuffle.
 
 A byte shuffle groups byte 0 of every value, then byte 1, ...; the exponent bytes of
-hidden states vary little, so zstd finds them. Measured in ``benchmarks/bench_cache.py``
-(``benchmarks/results/cache.md``): worth it for bfloat16 (about 1.4x smaller), marginal for
-float32/float16 (about 1.1-1.2x) while costing CPU on every warm read, so the default
-``"auto"`` compresses bfloat16 entries only.
+hidden states vary little, so zstd finds them. On large blocks that gives 1.2-1.5x, but a
+cache entry is one prompt's pooled vector (a few KB), where zstd-1 measured only 1.04x
+(float32), 0.99x (float16) and 1.14x (bfloat16) smaller on real MiniLM hidden states, and
+cut warm-read throughput several-fold (``benchmarks/results/cache.md``). So the default is
+``"none"``; ``"zstd"`` is there for caches where space matters more than time.
 """
 
 from __future__ import annotations
+
+import threading
+from typing import Any
 
 import numpy as np
 
@@ -15,7 +19,7 @@ from ..errors import CacheError, InvalidArgumentError
 
 __all__ = ["COMPRESSION_CHOICES", "decode_array", "encode_array"]
 
-COMPRESSION_CHOICES = ("auto", "zstd", "none")
+COMPRESSION_CHOICES = ("none", "zstd")
 _LEVEL = 1  # higher levels gain almost nothing on hidden states and cost up to 10x the time
 
 
@@ -29,15 +33,30 @@ def _unshuffle(data: bytes, itemsize: int) -> np.ndarray:
     return np.ascontiguousarray(b.T).reshape(-1)
 
 
+_LOCAL = threading.local()
+
+
+def _zstd(decompress: bool = False) -> Any:
+    """This thread's (de)compressor: building one per entry costs more than the work."""
+    name = "d" if decompress else "c"
+    obj = getattr(_LOCAL, name, None)
+    if obj is None:
+        import zstandard
+
+        obj = zstandard.ZstdDecompressor() if decompress else zstandard.ZstdCompressor(level=_LEVEL)
+        setattr(_LOCAL, name, obj)
+    return obj
+
+
 def _wants_zstd(compression: str, dtype: str) -> bool:
     if compression not in COMPRESSION_CHOICES:
         raise InvalidArgumentError(
             f"compression must be one of {COMPRESSION_CHOICES}; got {compression!r}."
         )
-    return compression == "zstd" or (compression == "auto" and dtype == "bfloat16")
+    return compression == "zstd"
 
 
-def encode_array(raw: np.ndarray, dtype: str, compression: str = "auto") -> tuple[bytes, str]:
+def encode_array(raw: np.ndarray, dtype: str, compression: str = "none") -> tuple[bytes, str]:
     """Encode the stored-dtype array ``raw`` (uint16 bits for bfloat16) -> (bytes, codec).
 
     Examples
@@ -49,9 +68,7 @@ def encode_array(raw: np.ndarray, dtype: str, compression: str = "auto") -> tupl
     raw = np.ascontiguousarray(raw)
     if not _wants_zstd(compression, dtype):
         return raw.tobytes(), "raw"
-    import zstandard
-
-    return zstandard.ZstdCompressor(level=_LEVEL).compress(_shuffle(raw)), "zstd-shuffle"
+    return _zstd().compress(_shuffle(raw)), "zstd-shuffle"
 
 
 def decode_array(data: bytes, codec: str, storage: np.dtype) -> np.ndarray:
@@ -59,8 +76,6 @@ def decode_array(data: bytes, codec: str, storage: np.dtype) -> np.ndarray:
     if codec == "raw":
         return np.frombuffer(data, dtype=storage)
     if codec == "zstd-shuffle":
-        import zstandard
-
-        plain = zstandard.ZstdDecompressor().decompress(data)
+        plain = _zstd(decompress=True).decompress(data)
         return _unshuffle(plain, storage.itemsize).view(storage)
     raise CacheError(f"Unknown cache codec {codec!r}; the entry was written by a newer actstore.")
