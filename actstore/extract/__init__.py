@@ -28,6 +28,7 @@ from .inputs import PromptSet, apply_template, read_prompts  # noqa: E402
 from .layers import resolve_model_layers  # noqa: E402
 from .models import LoadedModel, is_causal, load_model, prepare_tokenizer  # noqa: E402
 from .pooling import POOLINGS  # noqa: E402
+from .cached import as_cache  # noqa: E402
 from .generate import check_generate  # noqa: E402
 from .runner import RunSpec, merge, run_shards, worker_from_env  # noqa: E402
 
@@ -92,6 +93,7 @@ def extract(
     rank: int | None = None,
     world_size: int | None = None,
     progress: bool = True,
+    cache: Any = None,
 ) -> Dataset | None:
     """Extract hidden states of ``prompts`` from ``model`` into a v2 dataset at ``out``.
 
@@ -124,6 +126,9 @@ def extract(
         Prompts per shard: the unit of resumption and of distribution across workers.
     rank, world_size : int, optional
         This worker's share; read from torchrun/SLURM variables when not given.
+    cache : UnifiedCache, str or True, optional
+        Compute only prompts whose pooled vectors the activation cache lacks, and add the
+        new ones (True = the default cache, a string = its location). Pooled views only.
 
     Returns
     -------
@@ -161,7 +166,8 @@ def extract(
     chosen = resolve_model_layers(layers, n_layers)
     if template is not None or chat_template:
         # the index holds what the model saw; the prompt as given stays as a column
-        ps.metadata = {"prompt": list(ps.texts), **ps.metadata}
+        ps.raw = list(ps.texts)
+        ps.metadata = {"prompt": ps.raw, **ps.metadata}
         ps.texts = apply_template(ps.texts, template, lm.tokenizer, chat_template)
     rank, world_size = worker_from_env(rank, world_size)
     spec = RunSpec(layers=chosen, pooling=poolings, dtype=dtype, batch_size=batch_size,
@@ -173,7 +179,7 @@ def extract(
     bar = _progress(len(ps.texts), rank, world_size, shard_size, progress)
     try:
         run_shards(lm, ps, os.fspath(out), spec, rank=rank, world_size=world_size, record=record,
-                   progress=bar)
+                   progress=bar, cache=as_cache(cache))
     finally:
         if bar is not None:
             bar.close()

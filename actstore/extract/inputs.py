@@ -19,6 +19,12 @@ class PromptSet:
     texts: list[str]
     labels: list[Any] | None = None
     metadata: dict[str, list[Any]] = field(default_factory=dict)
+    raw: list[str] | None = None  # the prompts as given, when a template rewrote ``texts``
+
+    @property
+    def given(self) -> list[str]:
+        """The prompts before any template (the activation cache's keys)."""
+        return self.texts if self.raw is None else self.raw
 
 
 def _table_rows(path: str) -> list[dict[str, Any]]:

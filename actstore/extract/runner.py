@@ -22,6 +22,7 @@ from ..errors import ConfigMismatchError, DatasetNotFoundError, InvalidArgumentE
 from ..format.index_builder import RESERVED_COLUMNS
 from ..format.reader import Dataset, open_dataset
 from ..format.writer import DatasetWriter
+from .cached import cache_space, check_cacheable, run_cached_group
 from .forward import GroupResult, run_group
 from .generate import generated_views, run_generate_group
 from .inputs import PromptSet
@@ -130,11 +131,18 @@ class RunSpec:
 
 def run_shards(lm: LoadedModel, prompts: PromptSet, out: str, spec: RunSpec, *, rank: int = 0,
                world_size: int = 1, record: dict[str, Any] | None = None,
-               progress: Any = None) -> list[int]:
+               progress: Any = None, cache: Any = None) -> list[int]:
     """Extract and commit every shard assigned to this worker; returns the shards done now.
 
     ``record`` (model, revision, template, ...) is stored with ``spec`` as the run's config.
+    With ``cache`` (a UnifiedCache), only prompts it lacks are computed
+    (see :mod:`actstore.extract.cached`).
     """
+    if cache is not None:
+        check_cacheable(spec)
+        rec = record or {}
+        cache = (cache, cache_space(spec.dtype, spec.max_length, rec.get("template"),
+                                    bool(rec.get("chat_template"))))
     config = {**(record or {}), **asdict(spec), "prompts_sha256": _fingerprint(prompts),
               "num_prompts": len(prompts.texts)}
     if _check_config(out, config):
@@ -149,7 +157,7 @@ def run_shards(lm: LoadedModel, prompts: PromptSet, out: str, spec: RunSpec, *, 
             if progress is not None:
                 progress.update(hi - lo)
             continue
-        _write_part(lm, prompts, part, lo, hi, spec, config, _ticker(progress))
+        _write_part(lm, prompts, part, lo, hi, spec, config, _ticker(progress), cache)
         done.append(shard)
     return done
 
@@ -168,9 +176,14 @@ def _ticker(progress: Any) -> Callable[[int, int], None] | None:
 
 
 def _compute(lm: LoadedModel, prompts: PromptSet, lo: int, hi: int, spec: RunSpec,
-             tick: Callable[[int, int], None] | None) -> tuple[GroupResult, list[int]]:
+             tick: Callable[[int, int], None] | None,
+             cache: tuple[Any, dict[str, Any]] | None) -> tuple[GroupResult, list[int]]:
     """Views for prompts ``lo:hi`` and, per output row, the prompt it came from."""
     texts = prompts.texts[lo:hi]
+    if cache is not None:
+        res = run_cached_group(lm, texts, prompts.given[lo:hi], spec, cache[0], cache[1], tick)
+        res.extra["texts"] = texts
+        return res, list(range(hi - lo))
     if spec.generate:
         res = run_generate_group(lm, texts, spec.layers, spec.pooling, spec.generate, first_row=lo,
                                  batch_size=spec.batch_size, max_length=spec.max_length, on_batch=tick)
@@ -183,8 +196,9 @@ def _compute(lm: LoadedModel, prompts: PromptSet, lo: int, hi: int, spec: RunSpe
 
 
 def _write_part(lm: LoadedModel, prompts: PromptSet, part: str, lo: int, hi: int, spec: RunSpec,
-                config: dict[str, Any], tick: Callable[[int, int], None] | None) -> None:
-    res, src = _compute(lm, prompts, lo, hi, spec, tick)
+                config: dict[str, Any], tick: Callable[[int, int], None] | None,
+                cache: tuple[Any, dict[str, Any]] | None) -> None:
+    res, src = _compute(lm, prompts, lo, hi, spec, tick, cache)
     views = spec.views
     dim = next(iter(res.views[views[0]].values()))[0].shape[-1]
     meta = {k: [v[lo + i] for i in src] for k, v in prompts.metadata.items()}
