@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import socket
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -25,6 +27,7 @@ class RangeServer(ThreadingHTTPServer):
     """Serves files under ``root``; counts requests and body bytes; can ignore Range."""
 
     daemon_threads = True
+    request_queue_size = 128  # the default backlog of 5 drops bursts of concurrent connects
 
     def __init__(self, root: str) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -32,6 +35,20 @@ class RangeServer(ThreadingHTTPServer):
         self.ignore_range = False
         self.log: list[dict] = []
         self.lock = threading.Lock()
+        # optional network model for benchmarks: one shared link of this many bytes/s, and
+        # a fixed latency per request (overlapping across concurrent requests)
+        self.link_bps: float | None = None
+        self.latency_s = 0.0
+        self._link_free = 0.0
+
+    def throttle(self, nbytes: int) -> None:
+        if self.link_bps is None:
+            return
+        with self.lock:
+            start = max(time.monotonic(), self._link_free)
+            self._link_free = start + nbytes / self.link_bps
+            done = self._link_free
+        time.sleep(max(0.0, done - time.monotonic()) + self.latency_s)
 
     @property
     def url(self) -> str:
@@ -49,6 +66,7 @@ class RangeServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: RangeServer
     protocol_version = "HTTP/1.1"  # keep-alive, like real servers
+    disable_nagle_algorithm = True  # else header and body writes stall on delayed ACKs (40 ms)
 
     def log_message(self, *args: object) -> None:  # keep test output quiet
         pass
@@ -82,7 +100,31 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self._record(200, 0, None)
 
+    def _control(self) -> bool:
+        """``/__control?...``: lets a benchmark drive a server running in another process."""
+        if not self.path.startswith("/__control"):
+            return False
+        from urllib.parse import parse_qs, urlsplit
+
+        q = {k: v[0] for k, v in parse_qs(urlsplit(self.path).query).items()}
+        srv = self.server
+        if q.get("reset"):
+            srv.reset()
+        if "bps" in q:
+            srv.link_bps = float(q["bps"]) or None
+        if "latency" in q:
+            srv.latency_s = float(q["latency"])
+        with srv.lock:
+            body = json.dumps({"bytes": sum(r["bytes"] for r in srv.log), "requests": len(srv.log)}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        return True
+
     def do_GET(self) -> None:
+        if self._control():
+            return
         full = self._file()
         if full is None:
             self.send_response(404)
@@ -106,11 +148,20 @@ class _Handler(BaseHTTPRequestHandler):
                 body = f.read()
                 self.send_response(200)
                 status = 200
+        self.server.throttle(len(body))
         self.send_header("Content-Length", str(len(body)))
         self.send_header("ETag", etag)
         self.end_headers()
         self.wfile.write(body)
         self._record(status, len(body), rng)
+
+
+def serve_forever(root: str) -> None:
+    """Run a RangeServer in this process and print its URL (for benchmarks)."""
+    server = RangeServer(root)
+    print(server.url, flush=True)
+    server.serve_forever()
+
 
 
 @pytest.fixture(scope="session")
@@ -183,3 +234,9 @@ def s3(moto_server, monkeypatch):
     bucket = f"b-{uuid.uuid4().hex[:12]}"
     fs.mkdir(bucket)
     return opts, bucket
+
+
+if __name__ == "__main__":
+    import sys
+
+    serve_forever(sys.argv[1])
