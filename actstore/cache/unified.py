@@ -157,6 +157,7 @@ class UnifiedCache(ActivationsMixin):
         >>> todo = cache.warmup("gpt2", prompts, layers=[0, 6], pooling="last_token")  # doctest: +SKIP
         """
         from ..extract import LoadedModel, extract, load_model, resolve_model_layers
+        from ..extract.cached import cache_space  # the keys extract(..., cache=) uses too
 
         lm = model
         if isinstance(model, (str, os.PathLike)):
@@ -167,7 +168,7 @@ class UnifiedCache(ActivationsMixin):
                            else getattr(hf.config, "_commit_hash", None))
         chosen = resolve_model_layers(layers, hf.config.num_hidden_layers)
         views = [pooling] if isinstance(pooling, str) else list(pooling)
-        cfg = {"dtype": dtype, "max_length": max_length, "template": template}
+        cfg = cache_space(dtype, max_length, template, bool(extract_kwargs.get("chat_template")))
         todo = self.missing(name, prompts, layers=chosen, pooling=views, revision=rev, config=cfg)
         if not todo:
             return []
