@@ -42,11 +42,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--trust-remote-code", action="store_true")
     p.add_argument("--rank", type=int, default=None, help="this worker (default: from the environment)")
     p.add_argument("--world-size", type=int, default=None, help="number of workers")
+    p.add_argument("--work-dir", default=None,
+                   help="where per-shard parts live until the merge (default: OUT/_parts)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_extract)
     p = sub.add_parser("merge", help="join the finished shards of a multi-worker extraction")
     p.add_argument("out", help="the --out folder of the extraction")
     p.add_argument("--keep-parts", action="store_true", help="keep the per-shard parts")
+    p.add_argument("--work-dir", default=None, help="the --work-dir the workers used")
     p.set_defaults(handler=_merge)
 
 
@@ -84,7 +87,7 @@ def _extract(args: argparse.Namespace) -> int:
         chat_template=args.chat_template, logits_k=args.logits_k, perplexity=args.perplexity,
         generate=_generate(args.generate), revision=args.revision, device=args.device,
         model_dtype=args.model_dtype, trust_remote_code=args.trust_remote_code, rank=args.rank,
-        world_size=args.world_size, progress=not args.no_progress,
+        world_size=args.world_size, work_dir=args.work_dir, progress=not args.no_progress,
     )
     print(f"wrote {len(ds)} rows to {args.out}" if ds is not None else
           f"shards done; run `actstore merge {args.out}` once every worker has finished")
@@ -94,6 +97,6 @@ def _extract(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     ex = _lib()
 
-    ds = ex.merge(args.out, keep_parts=args.keep_parts)
+    ds = ex.merge(args.out, keep_parts=args.keep_parts, work_dir=args.work_dir)
     print(f"merged {len(ds)} rows into {args.out}")
     return 0

@@ -30,7 +30,9 @@ from .models import LoadedModel, is_causal, load_model, prepare_tokenizer  # noq
 from .pooling import POOLINGS  # noqa: E402
 from .cached import as_cache  # noqa: E402
 from .generate import check_generate  # noqa: E402
-from .runner import RunSpec, merge, run_shards, worker_from_env  # noqa: E402
+from .layout import RunDir  # noqa: E402
+from .merge import merge  # noqa: E402
+from .runner import RunSpec, run_shards, worker_from_env  # noqa: E402
 
 __all__ = ["LoadedModel", "extract", "load_model", "merge", "read_prompts", "resolve_model_layers"]
 
@@ -94,6 +96,8 @@ def extract(
     world_size: int | None = None,
     progress: bool = True,
     cache: Any = None,
+    work_dir: str | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Dataset | None:
     """Extract hidden states of ``prompts`` from ``model`` into a v2 dataset at ``out``.
 
@@ -129,6 +133,11 @@ def extract(
     cache : UnifiedCache, str or True, optional
         Compute only prompts whose pooled vectors the activation cache lacks, and add the
         new ones (True = the default cache, a string = its location). Pooled views only.
+    work_dir : str, optional
+        Where the per-shard parts live until the merge: default ``<out>/_parts`` for a
+        local ``out``, ``<cache dir>/extract-runs/<hash>`` for a URL (``s3://...``).
+    storage_options : dict, optional
+        fsspec options for a remote ``out``.
 
     Returns
     -------
@@ -178,12 +187,14 @@ def extract(
               "chat_template": chat_template, "padding_side": lm.tokenizer.padding_side}
     bar = _progress(len(ps.texts), rank, world_size, shard_size, progress)
     try:
-        run_shards(lm, ps, os.fspath(out), spec, rank=rank, world_size=world_size, record=record,
-                   progress=bar, cache=as_cache(cache))
+        run_shards(lm, ps, RunDir(os.fspath(out), work_dir, storage_options), spec, rank=rank,
+                   world_size=world_size, record=record, progress=bar, cache=as_cache(cache))
     finally:
         if bar is not None:
             bar.close()
-    return merge(os.fspath(out)) if world_size == 1 else None
+    if world_size > 1:
+        return None
+    return merge(os.fspath(out), work_dir=work_dir, storage_options=storage_options)
 
 
 def _progress(n: int, rank: int, world: int, shard_size: int, enabled: bool) -> Any:

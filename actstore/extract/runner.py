@@ -1,8 +1,9 @@
-"""The sharded, resumable extraction runner, and ``merge``.
+"""The sharded, resumable extraction runner.
 
 Prompts are cut into fixed shards in input order. Worker ``rank`` of ``world_size`` takes
 shards ``rank, rank + world_size, ...``; each finished shard is committed on its own as a
-complete part dataset under ``<out>/_parts/shard-NNNNN`` (its index is its commit point).
+complete part dataset under ``<out>/_parts/shard-NNNNN`` (its index is its commit point;
+see :mod:`actstore.extract.layout`).
 A rerun skips committed parts, so a run killed at any moment finishes, when rerun with the
 same command, with the same dataset an uninterrupted run writes. ``merge`` joins the parts
 in shard order into the single dataset at ``<out>`` and removes them.
@@ -18,21 +19,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import ConfigMismatchError, DatasetNotFoundError, InvalidArgumentError
-from ..format.index_builder import RESERVED_COLUMNS
-from ..format.reader import Dataset, open_dataset
+from ..errors import ConfigMismatchError, InvalidArgumentError
+from ..format.reader import open_dataset
 from ..format.writer import DatasetWriter
 from .cached import cache_space, check_cacheable, run_cached_group
 from .forward import GroupResult, run_group
 from .generate import generated_views, run_generate_group
 from .inputs import PromptSet
+from .layout import RunDir
+from .merge import merge
 from .models import LoadedModel
 
 __all__ = ["RunSpec", "merge", "run_shards", "worker_from_env"]
-
-PARTS = "_parts"
-CONFIG = "config.json"
-
 
 def worker_from_env(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
     """Rank and world size from arguments, torchrun/accelerate, or a SLURM array."""
@@ -51,10 +49,6 @@ def worker_from_env(rank: int | None = None, world_size: int | None = None) -> t
     return rank, world_size
 
 
-def _part(out: str, shard: int) -> str:
-    return os.path.join(out, PARTS, f"shard-{shard:05d}")
-
-
 def _fingerprint(prompts: PromptSet) -> str:
     h = hashlib.sha256()
     for t in prompts.texts:
@@ -63,48 +57,43 @@ def _fingerprint(prompts: PromptSet) -> str:
     return h.hexdigest()
 
 
-def _final_exists(out: str) -> bool:
-    return os.path.exists(os.path.join(out, "index", "train-00000-of-00001.parquet"))
-
-
-def _recorded_config(out: str) -> dict[str, Any] | None:
+def _recorded_config(run: RunDir) -> dict[str, Any] | None:
     """The configuration of an earlier run into ``out`` (parts first, else the merged dataset)."""
-    path = os.path.join(out, PARTS, CONFIG)
-    if os.path.exists(path):
-        with open(path) as f:
+    if os.path.exists(run.config_path):
+        with open(run.config_path) as f:
             return dict(json.load(f))
-    if _final_exists(out):
-        return dict(open_dataset(out).info.extraction.get("run") or {})
+    if run.final_exists():
+        ds = open_dataset(run.out, storage_options=run.storage_options)
+        return dict(ds.info.extraction.get("run") or {})
     return None
 
 
-def _check_config(out: str, config: dict[str, Any]) -> bool:
+def _check_config(run: RunDir, config: dict[str, Any]) -> bool:
     """Refuse a rerun whose configuration differs; True when ``out`` is already merged.
 
     The configuration is recorded before any shard is written, so every worker of a run
     (and every rerun) is compared with the first one.
     """
-    old = _recorded_config(out)
+    old = _recorded_config(run)
     if old is not None and old != config:
         diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
         details = "; ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:6])
         raise ConfigMismatchError(
-            f"{out!r} holds an extraction with a different configuration ({details}). Rerun with "
-            "the original settings to resume, or choose a new output folder."
+            f"{run.out!r} holds an extraction with a different configuration ({details}). Rerun "
+            "with the original settings to resume, or choose a new output folder."
         )
-    if _final_exists(out):
+    if run.final_exists():
         return True
     try:
-        os.makedirs(os.path.join(out, PARTS), exist_ok=True)
+        os.makedirs(run.parts, exist_ok=True)
         if old is None:
-            path = os.path.join(out, PARTS, CONFIG)
-            tmp = f"{path}.tmp-{os.getpid()}"
+            tmp = f"{run.config_path}.tmp-{os.getpid()}"
             with open(tmp, "w") as f:
                 json.dump(config, f, indent=2, sort_keys=True)
-            os.replace(tmp, path)
+            os.replace(tmp, run.config_path)
     except OSError as exc:
         raise InvalidArgumentError(
-            f"Cannot write to the output folder {out!r} ({exc.strerror or exc}); choose a "
+            f"Cannot write to the output folder {run.out!r} ({exc.strerror or exc}); choose a "
             "writable folder."
         ) from None
     return False
@@ -129,7 +118,7 @@ class RunSpec:
         return generated_views(self.pooling) if self.generate else list(self.pooling)
 
 
-def run_shards(lm: LoadedModel, prompts: PromptSet, out: str, spec: RunSpec, *, rank: int = 0,
+def run_shards(lm: LoadedModel, prompts: PromptSet, run: RunDir, spec: RunSpec, *, rank: int = 0,
                world_size: int = 1, record: dict[str, Any] | None = None,
                progress: Any = None, cache: Any = None) -> list[int]:
     """Extract and commit every shard assigned to this worker; returns the shards done now.
@@ -145,15 +134,15 @@ def run_shards(lm: LoadedModel, prompts: PromptSet, out: str, spec: RunSpec, *, 
                                     bool(rec.get("chat_template"))))
     config = {**(record or {}), **asdict(spec), "prompts_sha256": _fingerprint(prompts),
               "num_prompts": len(prompts.texts)}
-    if _check_config(out, config):
-        _remove_parts(out)  # a merge that was killed while deleting the parts
+    if _check_config(run, config):
+        run.remove_parts()  # a merge that was killed while deleting the parts
         return []
     n = len(prompts.texts)
     done = []
     for shard in range(rank, -(-n // spec.shard_size), world_size):
         lo, hi = shard * spec.shard_size, min(n, (shard + 1) * spec.shard_size)
-        part = _part(out, shard)
-        if os.path.exists(os.path.join(part, "index", "train-00000-of-00001.parquet")):
+        part = run.part(shard)
+        if run.part_done(shard):
             if progress is not None:
                 progress.update(hi - lo)
             continue
@@ -215,80 +204,3 @@ def _write_part(lm: LoadedModel, prompts: PromptSet, part: str, lo: int, hi: int
         w.add(res.extra["texts"], hidden=res.views[views[0]],
               views={p: res.views[p] for p in views[1:]}, labels=labels, metadata=meta,
               num_tokens=None if views[0] == "all" else res.num_tokens, logits_topk=res.logits)
-
-
-def _part_rows(ds: Dataset) -> dict[str, Any]:
-    info = ds.info
-    hidden: dict[int, Any] = {}
-    if info.storage == "full_sequence":
-        hidden = {L: [ds.tokens(i, L) for i in range(len(ds))] for L in info.layers}
-    else:
-        hidden = {L: ds.layer(L) for L in info.layers}
-    extra_cols = [c for c in ds.index.column_names if c not in RESERVED_COLUMNS]
-    return {
-        "texts": ds.texts,
-        "hidden": hidden,
-        "views": {v: {L: ds.layer(L, view=v) for L in info.layers} for v in info.views[1:]},
-        "labels": None if ds.labels is None else ds.labels.tolist(),
-        "metadata": {c: ds.index.column(c).to_pylist() for c in extra_cols},
-        "num_tokens": None if info.storage == "full_sequence" else ds.column("num_tokens").tolist(),
-        "logits_topk": ds.logits_topk() if info.logits_k else None,
-    }
-
-
-def merge(out: str, *, keep_parts: bool = False) -> Dataset:
-    """Join the committed parts under ``<out>/_parts`` into the dataset at ``out``.
-
-    Examples
-    --------
-    >>> ds = merge("runs/llama-acts")      # doctest: +SKIP
-    """
-    cfg_path = os.path.join(out, PARTS, CONFIG)
-    if _final_exists(out):
-        # only a merge writes the final index: this one finished, perhaps not its clean-up
-        if not keep_parts:
-            _remove_parts(out)
-        return open_dataset(out)
-    if not os.path.exists(cfg_path):
-        raise DatasetNotFoundError(f"{out!r} holds no extraction parts to merge (no {PARTS}/{CONFIG}).")
-    with open(cfg_path) as f:
-        config = json.load(f)
-    n_shards = -(-config["num_prompts"] // config["shard_size"])
-    missing = [s for s in range(n_shards)
-               if not os.path.exists(os.path.join(_part(out, s), "index", "train-00000-of-00001.parquet"))]
-    if missing:
-        raise InvalidArgumentError(
-            f"Cannot merge {out!r}: shards {missing[:10]} of {n_shards} are not finished yet; run "
-            "the workers that own them (same command), then merge again."
-        )
-    _remove_stale_staging(out)
-    first = open_dataset(_part(out, 0)).info
-    with DatasetWriter(out, model=first.model, revision=first.revision, layers=list(first.layers),
-                       dim=first.dim, dtype=first.dtype, pooling=list(first.views),
-                       logits_k=first.logits_k, extraction=first.extraction, overwrite=True,
-                       num_rows=config["num_prompts"]) as w:
-        for s in range(n_shards):
-            w.add(**_part_rows(open_dataset(_part(out, s))))
-    if not keep_parts:
-        _remove_parts(out)
-    return open_dataset(out)
-
-
-def _remove_stale_staging(out: str) -> None:
-    # a merge killed mid-write leaves the writer's staging folder; nothing else writes here
-    for name in os.listdir(out):
-        if name.startswith(".actstore-tmp-"):
-            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
-
-
-def _remove_parts(out: str) -> None:
-    # the config goes last, so a kill half-way leaves a folder that still says what it is
-    parts = os.path.join(out, PARTS)
-    if not os.path.isdir(parts):
-        return
-    for name in sorted(os.listdir(parts)):
-        if name != CONFIG:
-            shutil.rmtree(os.path.join(parts, name), ignore_errors=True)
-    shutil.rmtree(parts, ignore_errors=True)
-
-

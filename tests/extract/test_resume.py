@@ -162,3 +162,18 @@ def test_worker_from_env(monkeypatch, env, expected):
     assert worker_from_env(1, 2) == (1, 2)           # flags beat the environment
     with pytest.raises(InvalidArgumentError, match="rank must be in"):
         worker_from_env(2, 2)
+
+
+def test_remote_output_keeps_parts_local_and_merges_to_the_url(gpt2, tmp_path, prompts):
+    kw = dict(layers=[0, 3], pooling=["last_token", "mean"], shard_size=3, progress=False)
+    local = actstore.extract(gpt2, prompts, out=str(tmp_path / "local"), **kw)
+    work = str(tmp_path / "work")
+    url = "memory://extract-test/ds"
+    assert actstore.extract(gpt2, prompts, out=url, work_dir=work, rank=0, world_size=2, **kw) is None
+    assert sorted(os.listdir(os.path.join(work, "_parts"))) == ["config.json", "shard-00000", "shard-00002"]
+    assert actstore.extract(gpt2, prompts, out=url, work_dir=work, rank=1, world_size=2, **kw) is None
+    remote = actstore.merge(url, work_dir=work)
+    assert remote.url.startswith("memory://") and not os.path.exists(os.path.join(work, "_parts"))
+    assert remote.texts == local.texts
+    for view in ("last_token", "mean"):
+        assert np.array_equal(remote.layer(3, view=view), local.layer(3, view=view))

@@ -1,0 +1,93 @@
+"""``merge``: join the committed parts of a run into the one dataset at ``out``.
+
+Parts are read back one at a time (memory is bounded by one part) and rewritten through
+``DatasetWriter`` in shard order, so the merged dataset is the same whichever workers
+wrote which parts, and whatever runs were killed on the way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from ..errors import DatasetNotFoundError, InvalidArgumentError
+from ..format.index_builder import RESERVED_COLUMNS
+from ..format.reader import Dataset, open_dataset
+from ..format.writer import DatasetWriter
+from .layout import CONFIG, PARTS, RunDir
+
+__all__ = ["merge"]
+
+
+def _part_rows(ds: Dataset) -> dict[str, Any]:
+    """Everything ``DatasetWriter.add`` needs to write a part's rows again."""
+    info = ds.info
+    if info.storage == "full_sequence":
+        hidden: dict[int, Any] = {L: [ds.tokens(i, L) for i in range(len(ds))] for L in info.layers}
+    else:
+        hidden = {L: ds.layer(L) for L in info.layers}
+    extra_cols = [c for c in ds.index.column_names if c not in RESERVED_COLUMNS]
+    return {
+        "texts": ds.texts,
+        "hidden": hidden,
+        "views": {v: {L: ds.layer(L, view=v) for L in info.layers} for v in info.views[1:]},
+        "labels": None if ds.labels is None else ds.labels.tolist(),
+        "metadata": {c: ds.index.column(c).to_pylist() for c in extra_cols},
+        "num_tokens": None if info.storage == "full_sequence" else ds.column("num_tokens").tolist(),
+        "logits_topk": ds.logits_topk() if info.logits_k else None,
+    }
+
+
+def merge(out: str, *, keep_parts: bool = False, work_dir: str | None = None,
+          storage_options: dict[str, Any] | None = None) -> Dataset:
+    """Join the committed parts of the extraction into ``out``, then remove the parts.
+
+    Parameters
+    ----------
+    out : str
+        The ``out`` the workers wrote to (local path or fsspec URL).
+    keep_parts : bool
+        Keep the per-shard parts after merging.
+    work_dir : str, optional
+        Where the parts are, if the run was given a ``work_dir``.
+
+    Examples
+    --------
+    >>> ds = merge("runs/llama-acts")      # doctest: +SKIP
+    """
+    run = RunDir(out, work_dir, storage_options)
+    if run.final_exists():
+        # only a merge writes the final index: this one finished, perhaps not its clean-up
+        if not keep_parts:
+            run.remove_parts()
+        return open_dataset(out, storage_options=storage_options)
+    if not os.path.exists(run.config_path):
+        raise DatasetNotFoundError(
+            f"{out!r} holds no extraction parts to merge (no {PARTS}/{CONFIG} in {run.parts!r})."
+        )
+    with open(run.config_path) as f:
+        config = json.load(f)
+    n_shards = -(-config["num_prompts"] // config["shard_size"])
+    missing = [s for s in range(n_shards) if not run.part_done(s)]
+    if missing:
+        raise InvalidArgumentError(
+            f"Cannot merge {out!r}: shards {missing[:10]} of {n_shards} are not finished yet; run "
+            "the workers that own them (same command), then merge again."
+        )
+    _write(run, n_shards, storage_options)
+    if not keep_parts:
+        run.remove_parts()
+    return open_dataset(out, storage_options=storage_options)
+
+
+def _write(run: RunDir, n_shards: int, storage_options: dict[str, Any] | None) -> None:
+    run.remove_stale_staging()
+    parts = [open_dataset(run.part(s)) for s in range(n_shards)]
+    first = parts[0].info
+    with DatasetWriter(run.out, model=first.model, revision=first.revision, layers=list(first.layers),
+                       dim=first.dim, dtype=first.dtype, pooling=list(first.views),
+                       logits_k=first.logits_k, extraction=first.extraction, overwrite=True,
+                       num_rows=sum(len(p) for p in parts), storage_options=storage_options) as w:
+        for part in parts:
+            w.add(**_part_rows(part))
