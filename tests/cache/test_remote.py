@@ -189,3 +189,48 @@ def test_verify_setting_is_checked(tmp_path):
 
     with pytest.raises(InvalidArgumentError, match="verify must be 'first' or 'always'; got 'never'"):
         UnifiedCache(tmp_path, verify="never")
+
+
+@pytest.fixture(scope="module")
+def hub_repo(tmp_path_factory, write_ds):
+    """A dataset pushed to a loopback Hub (its own port), via the real huggingface_hub client."""
+    from huggingface_hub import HfApi
+
+    from actstore.testing import HubServer
+
+    root = tmp_path_factory.mktemp("hf")
+    with HubServer(root / "hub", port=0, tokens={"hf_w": "write"}) as hub:
+        api = HfApi(endpoint=hub.endpoint, token="hf_w")
+        api.create_repo("org/acts", repo_type="dataset")
+        arrays = write_ds(str(root / "ds"), rows=2000, dim=64)
+        api.upload_folder(folder_path=str(root / "ds"), repo_id="org/acts", repo_type="dataset")
+        sha = api.dataset_info("org/acts").sha
+        yield hub, {"endpoint": hub.endpoint, "token": "hf_w"}, sha, arrays
+
+
+@pytest.mark.hub
+def test_hf_dataset_pinned_to_a_commit_reads_ranges_then_from_cache(hub_repo, tmp_path, monkeypatch):
+    hub, opts, sha, arrays = hub_repo
+    hub.reset_counters()
+    ds = actstore.open_dataset("hf://datasets/org/acts", storage_options=opts, revision=sha,
+                               cache=UnifiedCache(tmp_path / "c"))
+    assert ds.source.index_id.startswith("sha256:")  # the index is keyed by its LFS sha256
+    rows = np.arange(0, 2000, 20)
+    np.testing.assert_array_equal(ds.get(rows, layers=[1])[:, 0], arrays[1][rows])
+    tensors = hub.bytes_served(prefix="tensors")
+    assert 0 < tensors <= 1.2 * rows.size * 64 * 4 + HEADER_PROBE_BYTES
+    hub.reset_counters()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    again = actstore.open_dataset("hf://datasets/org/acts", storage_options=opts, revision=sha,
+                                  cache=UnifiedCache(tmp_path / "c"))
+    np.testing.assert_array_equal(again.get(rows, layers=[1])[:, 0], arrays[1][rows])
+    assert hub.bytes_served() == 0
+
+
+def test_revision_applies_to_hf_urls_only():
+    from actstore.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match="revision= applies to hf:// URLs only"):
+        actstore.open_dataset("s3://bucket/ds", revision="main")
+    with pytest.raises(InvalidArgumentError, match="already pins revision 'v1'"):
+        actstore.open_dataset("hf://datasets/org/x@v1", revision="v2")
