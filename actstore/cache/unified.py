@@ -10,9 +10,12 @@ Examples
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import tempfile
 import time
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,6 +74,8 @@ class UnifiedCache(ActivationsMixin):
         self.compression = compression
         self.store = SegmentStore(fs, f"{root.rstrip('/')}/{LAYOUT}",
                                   max_bytes=config.cache_max_bytes(max_bytes), verify=verify)
+        # entries put but never flushed would be lost at exit; publish them then
+        atexit.register(_flush_at_exit, weakref.ref(self))
 
     def __repr__(self) -> str:
         return f"UnifiedCache({self.url!r}, max_bytes={self.store.max_bytes})"
@@ -184,3 +189,12 @@ class UnifiedCache(ActivationsMixin):
         self.flush()
         return todo
 
+
+def _flush_at_exit(ref: weakref.ref[UnifiedCache]) -> None:
+    cache = ref()
+    if cache is None:
+        return
+    try:
+        cache.flush()
+    except Exception as exc:  # at exit, a failed flush only loses cache entries: report it
+        logging.getLogger("actstore.cache").warning("cache flush at exit failed: %s", exc)

@@ -182,3 +182,10 @@ def test_cli_cache_commands(tmp_path, capsys, monkeypatch):
     assert "Cannot read 'lots'" in capsys.readouterr().err
     assert main(["cache", "clear"]) == 0
     assert os.path.isdir(tmp_path)
+
+
+def test_entries_put_but_not_flushed_are_published_at_exit(tmp_path):
+    code = ("import numpy as np, sys; from actstore.cache import UnifiedCache; "
+            "UnifiedCache(sys.argv[1]).put('m', ['z'], {'last_token': {0: np.ones((1, 3))}})")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=60)
+    assert UnifiedCache(tmp_path).missing("m", ["z"], layers=[0]) == []
