@@ -10,7 +10,6 @@ Examples
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import tempfile
@@ -74,8 +73,9 @@ class UnifiedCache(ActivationsMixin):
         self.compression = compression
         self.store = SegmentStore(fs, f"{root.rstrip('/')}/{LAYOUT}",
                                   max_bytes=config.cache_max_bytes(max_bytes), verify=verify)
-        # entries put but never flushed would be lost at exit; publish them then
-        atexit.register(_flush_at_exit, weakref.ref(self))
+        # entries put but never flushed would be lost; publish them when this object is
+        # collected or the interpreter exits, whichever comes first
+        weakref.finalize(self, _flush_quietly, self.store)
 
     def __repr__(self) -> str:
         return f"UnifiedCache({self.url!r}, max_bytes={self.store.max_bytes})"
@@ -190,11 +190,8 @@ class UnifiedCache(ActivationsMixin):
         return todo
 
 
-def _flush_at_exit(ref: weakref.ref[UnifiedCache]) -> None:
-    cache = ref()
-    if cache is None:
-        return
+def _flush_quietly(store: SegmentStore) -> None:
     try:
-        cache.flush()
+        store.flush()
     except Exception as exc:  # at exit, a failed flush only loses cache entries: report it
         logging.getLogger("actstore.cache").warning("cache flush at exit failed: %s", exc)
