@@ -82,7 +82,7 @@ def open_dataset(
     if _protocol(text) in _IN_PROCESS or cache is False:
         return _open_format(text, storage_options=storage_options, verify_checksums=verify_checksums)
     from .cache import UnifiedCache
-    from .cache.remote import open_remote
+    from .cache.opening import open_remote
 
     if not isinstance(cache, UnifiedCache):
         cache = UnifiedCache(cache)

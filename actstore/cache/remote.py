@@ -172,7 +172,8 @@ class CachedSource:
     def readinto(self, path: str, requests: Sequence[tuple[int, memoryview]]) -> None:
         views = [buffer.cast("B") for _, buffer in requests]
         ranges = [(off, off + len(v)) for (off, _), v in zip(requests, views)]
-        left = self._read_direct(path, ranges, views)
+        with self._lock:
+            left = self._read_direct(path, ranges, views)
         if not left:
             return
         views = [views[i] for i in left]
@@ -437,85 +438,3 @@ def _http_fetch(src: CachedSource, full: str, ranges: list[tuple[int, int]]) -> 
             src._note_range_ignored(full)
             raise blob
     return list(first) + list(rest)
-
-
-# -- opening a remote dataset ----------------------------------------------------------------
-def _index_identity(info: dict[str, Any]) -> str | None:
-    """A content identity for the index file from its remote metadata, if the server has one."""
-    lfs = info.get("lfs")
-    if isinstance(lfs, dict) and (lfs.get("sha256") or lfs.get("oid")):
-        return f"sha256:{lfs.get('sha256') or lfs.get('oid')}"
-    if info.get("blob_id"):
-        return f"git:{info['blob_id']}"
-    size = info.get("size")
-    for name in ("ETag", "etag", "Etag"):
-        if info.get(name):
-            tag = str(info[name]).strip('"')
-            return f"etag:{tag}:{size}"
-    if info.get("Last-Modified"):
-        return f"lm:{info['Last-Modified']}:{size}"
-    return None
-
-
-def _alias_prefix(url: str) -> str:
-    import hashlib
-
-    return f"m:alias:{hashlib.blake2b(url.encode(), digest_size=16).hexdigest()}:"
-
-
-def _remember(cache: Any, url: str, index_id: str, size: int) -> None:
-    import json
-    import time
-
-    key = _alias_prefix(url) + index_id
-    if key not in cache.store:
-        cache.store.put(key, json.dumps({"id": index_id, "size": size, "t": time.time()}).encode())
-        cache.store.flush()
-
-
-def _recall(cache: Any, url: str) -> tuple[str, int]:
-    """The newest index identity seen online for ``url`` (offline mode)."""
-    import json
-
-    prefix = _alias_prefix(url)
-    cache.store.refresh()
-    keys = [k for k in cache.store.keys() if k.startswith(prefix)]
-    docs = [json.loads(bytes(d[0])) for d in cache.store.get_many(keys) if d is not None]
-    if not docs:
-        raise OfflineError(
-            f"Offline mode (ACTSTORE_OFFLINE or HF_HUB_OFFLINE) is on and the dataset {url!r} "
-            f"was never opened online with the cache at {cache.url}; its index is not cached. "
-            "Open it once while online, or unset the offline variable."
-        )
-    doc = max(docs, key=lambda d: d["t"])
-    return doc["id"], int(doc["size"])
-
-
-def open_remote(url: str, cache: Any, *, storage_options: dict[str, Any] | None = None,
-                verify_checksums: bool = False) -> Any:
-    """Open a remote dataset whose bytes are read through ``cache`` (see :func:`actstore.open_dataset`)."""
-    from ..errors import DatasetNotFoundError
-    from ..format.metadata import decode_schema_metadata, parse_files
-    from ..format.reader import INDEX_PATH, open_dataset, read_index
-    from ..format.source import split_url
-
-    fs, root = split_url(url, storage_options)
-    if config.offline():
-        index_id, size = _recall(cache, url)
-    else:
-        try:
-            info = fs.info(f"{root.rstrip('/')}/{INDEX_PATH}")
-        except FileNotFoundError:
-            raise DatasetNotFoundError(
-                f"No dataset index at {url}/{INDEX_PATH}: a folder without an index is not a "
-                "dataset (check the URL, the revision, and your credentials)."
-            ) from None
-        index_id, size = _index_identity(info), int(info["size"])
-    src = CachedSource(cache, fs, root, url=url, index_id=index_id)
-    src.index_path = INDEX_PATH
-    src.set_size(INDEX_PATH, size)
-    table = read_index(src)
-    src.bind_files(parse_files(decode_schema_metadata(table.schema.metadata)))
-    if index_id is not None and not config.offline():
-        _remember(cache, url, index_id, size)
-    return open_dataset(url, source=src, verify_checksums=verify_checksums)
