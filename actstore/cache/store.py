@@ -395,6 +395,32 @@ class SegmentStore:
             self._save_access()
             return evicted
 
+    def compact(self, small_bytes: int | None = None) -> int:
+        """Rewrite segments smaller than ``small_bytes`` (default: a quarter of
+        ``segment_bytes``) into full-size ones; returns how many were merged away.
+
+        Remote reads publish one small segment per network round, so a long-used cache
+        gathers many; opening a cache reads every segment index, and this keeps that cheap.
+        Safe with concurrent readers: entries are published in new segments before the old
+        ones are deleted, and a reader that finds a segment gone looks again.
+        """
+        limit = self.segment_bytes // 4 if small_bytes is None else small_bytes
+        with self._lock:
+            self.flush()
+            small = [s.sid for s in self.segments() if s.size < limit]
+            if len(small) < 2:
+                return 0
+            for sid in small:
+                entries = [e for k in self._seg_keys.get(sid, ()) for e in self._index.get(k, ())
+                           if e.sid == sid]
+                blobs = self._read_segment(sid, entries) if entries else []
+                for e, blob in zip(entries, blobs or []):
+                    self.put(e.key, bytes(blob), codec=e.codec, meta=e.meta)
+            self.flush()
+            for sid in small:
+                self._delete_segment(sid)
+            return len(small)
+
     def clear(self) -> None:
         """Remove every segment and access record (pending entries too)."""
         with self._lock:

@@ -136,6 +136,16 @@ class UnifiedCache(ActivationsMixin):
         self.store.flush()
         return self.store.evict(bound)
 
+    def compact(self) -> int:
+        """Merge small segments into full-size ones; returns how many were merged away.
+
+        Examples
+        --------
+        >>> UnifiedCache("memory://doc-cache-5").compact()
+        0
+        """
+        return self.store.compact()
+
     def clear(self) -> None:
         """Delete every entry of this cache."""
         self.store.clear()

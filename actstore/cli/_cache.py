@@ -1,4 +1,4 @@
-"""``actstore cache ls | stats | evict --max-bytes 50G | clear``."""
+"""``actstore cache ls | stats | evict --max-bytes 50G | compact | clear``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     e = cmds.add_parser("evict", help="evict least-recently-used data down to a size")
     e.add_argument("--max-bytes", default=None, help="e.g. 50G (default: ACTSTORE_CACHE_MAX_BYTES)")
     e.set_defaults(handler=_evict)
+    cmds.add_parser("compact", help="merge small segments (many remote reads leave many)"
+                    ).set_defaults(handler=_compact)
     cmds.add_parser("clear", help="delete everything in the cache").set_defaults(handler=_clear)
 
 
@@ -47,6 +49,11 @@ def _evict(args: argparse.Namespace) -> int:
     bound = parse_bytes(args.max_bytes) if args.max_bytes is not None else None
     evicted = _cache(args).evict(max_bytes=bound)
     print(f"evicted {len(evicted)} segment(s)")
+    return 0
+
+
+def _compact(args: argparse.Namespace) -> int:
+    print(f"merged {_cache(args).compact()} small segment(s)")
     return 0
 
 

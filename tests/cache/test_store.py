@@ -176,6 +176,8 @@ def test_cli_cache_commands(tmp_path, capsys, monkeypatch):
     assert "entries" in capsys.readouterr().out
     assert main(["cache", "ls"]) == 0
     assert "20" in capsys.readouterr().out
+    assert main(["cache", "compact"]) == 0
+    assert "merged 0 small segment(s)" in capsys.readouterr().out
     assert main(["cache", "evict", "--max-bytes", "0"]) == 0
     assert UnifiedCache(tmp_path).stats()["entries"] == 0
     assert main(["cache", "evict", "--max-bytes", "lots"]) == 2
@@ -189,3 +191,17 @@ def test_entries_put_but_not_flushed_are_published_at_exit(tmp_path):
             "UnifiedCache(sys.argv[1]).put('m', ['z'], {'last_token': {0: np.ones((1, 3))}})")
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=60)
     assert UnifiedCache(tmp_path).missing("m", ["z"], layers=[0]) == []
+
+
+def test_compact_merges_small_segments_and_keeps_every_entry(tmp_path):
+    cache = UnifiedCache(tmp_path)
+    for i in range(10):
+        cache.put("m", [f"c{i}"], {"last_token": {0: np.full((1, 8), i, np.float32)}})
+        cache.flush()
+    reader = UnifiedCache(tmp_path)  # holds the old layout in memory while we compact
+    assert reader.missing("m", [f"c{i}" for i in range(10)], layers=[0]) == []
+    assert cache.compact() == 10
+    assert len(_segment_files(tmp_path, "seg")) == 1
+    X = reader.get("m", [f"c{i}" for i in range(10)], layers=[0])  # finds the new segment
+    np.testing.assert_array_equal(X[:, 0, 0], np.arange(10))
+    assert reader.stats()["problems"] == []
