@@ -11,7 +11,7 @@ Examples
 --------
 >>> import fsspec
 >>> store = SegmentStore(fsspec.filesystem("memory"), "/doc-store")
->>> store.put("k", b"hello"); store.flush()
+>>> store.put("k", b"hello"); sid = store.flush()
 >>> store.get("k")
 b'hello'
 """
