@@ -23,15 +23,15 @@ require("transformers", "extract")
 
 from ..format.reader import Dataset  # noqa: E402
 from ..format.spec import FLOAT_DTYPES  # noqa: E402
+from .cached import as_cache  # noqa: E402
 from .forward import model_max_length  # noqa: E402
+from .generate import check_generate  # noqa: E402
 from .inputs import PromptSet, apply_template, read_prompts  # noqa: E402
 from .layers import resolve_model_layers  # noqa: E402
-from .models import LoadedModel, is_causal, load_model, prepare_tokenizer  # noqa: E402
-from .pooling import POOLINGS  # noqa: E402
-from .cached import as_cache  # noqa: E402
-from .generate import check_generate  # noqa: E402
 from .layout import RunDir  # noqa: E402
 from .merge import merge  # noqa: E402
+from .models import LoadedModel, is_causal, load_model, prepare_tokenizer  # noqa: E402
+from .pooling import POOLINGS  # noqa: E402
 from .runner import RunSpec, run_shards, worker_from_env  # noqa: E402
 
 __all__ = ["LoadedModel", "extract", "load_model", "merge", "read_prompts", "resolve_model_layers"]

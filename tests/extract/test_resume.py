@@ -41,7 +41,7 @@ def _start(driver: str, model: str, out: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _kill_when(proc: subprocess.Popen, ready, timeout: float = 60) -> bool:
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 180) -> bool:
     """SIGKILL ``proc`` as soon as ``ready()``; False if it finished first."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -50,10 +50,11 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 60) -> bool:
             proc.wait()
             return True
         if proc.poll() is not None:
+            assert proc.returncode == 0, proc.communicate()[1][-2000:]
             return False
         time.sleep(0.005)
     proc.kill()
-    raise AssertionError("the run neither reached the kill point nor finished")
+    raise AssertionError(f"the run neither reached the kill point nor finished: {proc.communicate()}")
 
 
 def _snapshot(path: str) -> dict:
