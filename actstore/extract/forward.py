@@ -62,6 +62,12 @@ def model_max_length(lm: LoadedModel) -> int | None:
 
 def check_lengths(lm: LoadedModel, texts: list[str], ids: list[list[int]], max_length: int | None) -> None:
     """Refuse prompts the model cannot take, naming the fix, instead of an IndexError."""
+    empty = [i for i, x in enumerate(ids) if not x]
+    if empty:
+        raise InvalidArgumentError(
+            f"The prompt {texts[empty[0]]!r} tokenises to no tokens, so it has no activations; "
+            "remove it or add text."
+        )
     limit = model_max_length(lm)
     longest = max(len(x) for x in ids)
     if limit is not None and longest > limit:

@@ -125,3 +125,25 @@ def test_output_under_a_read_only_filesystem(gpt2):
     # /proc refuses new folders even for root, so this case runs everywhere
     with pytest.raises(InvalidArgumentError, match="Cannot write to the output folder '/proc/actstore-test/ds'"):
         actstore.extract(gpt2, ["hello"], out="/proc/actstore-test/ds", progress=False)
+
+
+def test_prompt_with_no_tokens(llama_path, tmp_path):
+    from tokenizers import normalizers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(llama_path)
+    tok._tokenizer.post_processor = None                 # no BOS
+    tok._tokenizer.normalizer = normalizers.Replace("~", "")  # a normaliser that drops characters
+    assert tok("~~~")["input_ids"] == []
+    model = AutoModelForCausalLM.from_pretrained(llama_path)
+    with pytest.raises(InvalidArgumentError, match="'~~~' tokenises to no tokens"):
+        actstore.extract(model, ["hello", "~~~"], tokenizer=tok, out=str(tmp_path / "ds"), progress=False)
+
+
+def test_plain_transformers_objects(llama_path, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(llama_path)
+    ds = actstore.extract(model, ["hello world"], tokenizer=AutoTokenizer.from_pretrained(llama_path),
+                          out=str(tmp_path / "ds"), layers=[1], progress=False)
+    assert ds.info.model == llama_path and ds.info.layers == (1,)
