@@ -62,7 +62,8 @@ class _Pieces:
         if self._arrays is None:
             self._arrays = (np.asarray(self.starts, dtype=np.int64),
                             np.asarray([it[1] for it in self.items], dtype=np.int64),
-                            [it[2] for it in self.items], [it[3] for it in self.items])
+                            [it[2] for it in self.items],
+                            np.asarray([it[3] for it in self.items], dtype=np.int64))
         return self._arrays
 
     def add(self, a: int, b: int, key: str) -> None:
@@ -126,6 +127,7 @@ class CachedSource:
         self.index_path: str | None = None
         self._sizes: dict[str, int] = {}
         self._pieces: dict[str, _Pieces] = {}
+        self._layouts: dict[str, tuple[Any, Any, Any, list[str]]] = {}  # see _layout
         self._lock = threading.RLock()
         self.range_ok: bool | None = None
         self.counters = {"requests": 0, "bytes_fetched": 0, "bytes_from_cache": 0}
@@ -206,17 +208,48 @@ class CachedSource:
             span = slice(int(j0[i]), int(j1[i]) + 1)
             ok[i] = bool((ends[span][:-1] == starts[span][1:]).all() and ends[int(j1[i])] >= r[i, 1])
         sel = np.flatnonzero(ok)
-        todo = sel.tolist()
-        spans = [np.arange(j0[i], j1[i] + 1) for i in sel[j1[sel] > j0[sel]].tolist()]
-        used = np.unique(np.concatenate([j0[sel], *spans])).tolist()
-        where = self.store.locate_trusted([keys[k] for k in used]) if used else None
-        if where is None:
+        multi = sel[j1[sel] > j0[sel]]
+        spans = [np.arange(j0[i], j1[i] + 1) for i in multi.tolist()]
+        used = np.unique(np.concatenate([j0[sel], *spans])) if sel.size else sel
+        layout = self._layout(ident, pieces, used)
+        if layout is None:
             return list(range(len(ranges)))
-        loc = {k: (where[keys[k]][0], where[keys[k]][1] - k0s[k]) for k in used}
-        if not _pread_pieces(ranges, views, todo, j0, starts, ends, loc):
+        shift, seg, paths = layout
+        single = sel[j1[sel] == j0[sel]]
+        offsets = (r[single, 0] + shift[j0[single]]).tolist()
+        if not _pread_pieces(ranges, views, paths, single.tolist(), offsets, seg[j0[single]].tolist(),
+                             multi.tolist(), j0, ends, shift, seg):
             return list(range(len(ranges)))
-        self.counters["bytes_from_cache"] += int((r[todo, 1] - r[todo, 0]).sum())
+        self.counters["bytes_from_cache"] += int((r[sel, 1] - r[sel, 0]).sum())
         return np.flatnonzero(~ok).tolist()
+
+    def _layout(self, ident: str, pieces: _Pieces, used: Any) -> tuple[Any, Any, list[str]] | None:
+        """Per piece of a file: ``shift`` (segment offset minus file offset) and ``seg`` (index
+        into ``paths``, -1 if not located yet), for pieces checked in this process. Kept
+        across calls while the pieces and their segment files are unchanged."""
+        import numpy as np
+
+        arrays = pieces.arrays()
+        starts, _, keys, k0s = arrays
+        cached = self._layouts.get(ident)
+        if cached is None or cached[0] is not arrays:
+            n = len(starts)
+            cached = self._layouts[ident] = (arrays, np.zeros(n, np.int64), np.full(n, -1, np.int64), [])
+        _, shift, seg, paths = cached
+        new = used[seg[used] < 0].tolist()
+        if new:
+            where = self.store.locate_trusted([keys[k] for k in new])
+            if where is None:
+                return None
+            for k in new:
+                path, off = where[keys[k]]
+                if path not in paths:
+                    paths.append(path)
+                seg[k], shift[k] = paths.index(path), off - int(k0s[k])
+        if not self.store.segments_unchanged(paths):
+            del self._layouts[ident]
+            return None
+        return shift, seg, paths
 
     def _read(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[Any]:
         """Per range: a bytes-like, or a list of bytes-likes to concatenate."""
@@ -335,37 +368,34 @@ class CachedSource:
                     "are downloaded and cached instead of byte ranges.", self.url, path)
 
 
-def _pread_pieces(ranges: list[tuple[int, int]], views: list[memoryview], todo: list[int],
-                  j0: Any, starts: Any, ends: Any, loc: dict[int, tuple[str, int]]) -> bool:
-    """``preadv`` each range in ``todo`` from its piece(s) (segment path, shift) into its view."""
+def _pread_pieces(ranges: list[tuple[int, int]], views: list[memoryview], paths: list[str],
+                  single: list[int], offsets: list[int], fdix: list[int], multi: list[int],
+                  j0: Any, ends: Any, shift: Any, seg: Any) -> bool:
+    """``preadv`` ranges from checked segment files straight into their views: ``single``
+    ranges lie in one piece (at ``offsets`` of segment ``paths[fdix]``), ``multi`` ranges span
+    adjacent pieces. False when a segment is gone or short (the checked path then decides)."""
     import os
 
-    fds: dict[str, int] = {}
+    fds: list[int] = []
     try:
-        for seg, _ in loc.values():
-            if seg not in fds:
-                fds[seg] = os.open(seg, os.O_RDONLY)
-        fd_of = {k: fds[seg] for k, (seg, _) in loc.items()}
-        shift = {k: sh for k, (_, sh) in loc.items()}
-        jl, ends = j0.tolist(), ends.tolist()
-        for i in todo:
-            s, e = ranges[i]
-            k = jl[i]
-            if e <= ends[k]:  # the common case: one piece
-                if os.preadv(fd_of[k], [views[i]], s + shift[k]) != e - s:
-                    return False  # shorter than its index says: the checked path drops it
-                continue
-            pos = s
+        for path in paths:
+            fds.append(os.open(path, os.O_RDONLY))
+        for i, off, fx in zip(single, offsets, fdix):
+            if os.preadv(fds[fx], [views[i]], off) != len(views[i]):
+                return False
+        for i in multi:
+            (s, e), k, pos = ranges[i], int(j0[i]), ranges[i][0]
             while pos < e:
-                stop = min(e, ends[k])
-                if os.preadv(fd_of[k], [views[i][pos - s : stop - s]], pos + shift[k]) != stop - pos:
+                stop = min(e, int(ends[k]))
+                if os.preadv(fds[int(seg[k])], [views[i][pos - s : stop - s]],
+                             pos + int(shift[k])) != stop - pos:
                     return False
                 pos, k = stop, k + 1
         return True
     except FileNotFoundError:
         return False
     finally:
-        for fd in fds.values():
+        for fd in fds:
             os.close(fd)
 
 

@@ -331,6 +331,15 @@ class SegmentStore:
                 out[key] = (seg, e.offset)
         return out
 
+    def segments_unchanged(self, paths: Iterable[str]) -> bool:
+        """True when each segment file (by path) is as it was when its entries were checked."""
+        with self._lock:
+            for path in paths:
+                sid = path.rsplit("/", 1)[-1].removesuffix(".seg")
+                if self._trusted_path(sid) is None:
+                    return False
+            return True
+
     def _trusted_path(self, sid: str) -> str | None:
         seen, path = self._checked.get(sid), self._seg(sid, "seg")
         try:
