@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -137,17 +138,24 @@ def run_shards(lm: LoadedModel, prompts: PromptSet, run: RunDir, spec: RunSpec, 
     if _check_config(run, config):
         run.remove_parts()  # a merge that was killed while deleting the parts
         return []
-    n = len(prompts.texts)
-    done = []
-    for shard in range(rank, -(-n // spec.shard_size), world_size):
-        lo, hi = shard * spec.shard_size, min(n, (shard + 1) * spec.shard_size)
-        part = run.part(shard)
-        if run.part_done(shard):
-            if progress is not None:
-                progress.update(hi - lo)
-            continue
-        _write_part(lm, prompts, part, lo, hi, spec, config, _ticker(progress), cache)
-        done.append(shard)
+    n, done = len(prompts.texts), []
+    # one part is written (sha256, safetensors, index) while the next is computed; at most
+    # two shards of results are in memory at once
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-part") as pool:
+        pending: Future[None] | None = None
+        for shard in range(rank, -(-n // spec.shard_size), world_size):
+            lo, hi = shard * spec.shard_size, min(n, (shard + 1) * spec.shard_size)
+            if run.part_done(shard):
+                if progress is not None:
+                    progress.update(hi - lo)
+                continue
+            res, src = _compute(lm, prompts, lo, hi, spec, _ticker(progress), cache)
+            if pending is not None:
+                pending.result()
+            pending = pool.submit(_write_part, prompts, run.part(shard), lo, res, src, spec, config)
+            done.append(shard)
+        if pending is not None:
+            pending.result()
     return done
 
 
@@ -184,10 +192,9 @@ def _compute(lm: LoadedModel, prompts: PromptSet, lo: int, hi: int, spec: RunSpe
     return res, list(range(hi - lo))
 
 
-def _write_part(lm: LoadedModel, prompts: PromptSet, part: str, lo: int, hi: int, spec: RunSpec,
-                config: dict[str, Any], tick: Callable[[int, int], None] | None,
-                cache: tuple[Any, dict[str, Any]] | None) -> None:
-    res, src = _compute(lm, prompts, lo, hi, spec, tick, cache)
+def _write_part(prompts: PromptSet, part: str, lo: int, res: GroupResult, src: list[int],
+                spec: RunSpec, config: dict[str, Any]) -> None:
+    """Commit one shard's rows as a complete part dataset (its index last)."""
     views = spec.views
     dim = next(iter(res.views[views[0]].values()))[0].shape[-1]
     meta = {k: [v[lo + i] for i in src] for k, v in prompts.metadata.items()}
