@@ -148,8 +148,9 @@ def remote_section(tmp: str, rows: int, dim: int, out: list[str]) -> None:
         f"{t_whole_net:.3f} | 1.00 |",
         "",
         f"Payload {payload:,} bytes. Byte-range reads transfer {b_whole / b_partial:.1f}x fewer "
-        "bytes. On loopback, bandwidth is free and the ~1 ms Python cost per request of both "
-        "server and client dominates; on the modelled link the transferred bytes dominate.",
+        "bytes. Times include opening (HEAD + index). On loopback the per-request Python cost "
+        "(client and server) is what range reads pay; on the modelled link the whole-shard "
+        "baseline pays for its bytes.",
         "",
         "### Warm cache vs local dataset (best of 5)",
         "",
