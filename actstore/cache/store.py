@@ -80,6 +80,7 @@ class SegmentStore:
         self._segments: dict[str, SegmentInfo] = {}
         self._seg_keys: dict[str, list[str]] = {}
         self._used: dict[str, float] = {}  # sid -> last use by this process
+        self._used_dirty = False
         self._pending: list[tuple[str, bytes, str, dict[str, Any]]] = []
         self._pending_map: dict[str, int] = {}
         self._pending_bytes = 0
@@ -173,6 +174,8 @@ class SegmentStore:
         """Publish pending entries as one segment; returns its id (None if nothing pending)."""
         with self._lock:
             if not self._pending:
+                if self._used_dirty:  # a reader's uses still count for LRU elsewhere
+                    self._save_access()
                 return None
             sid, entries, chunks, pos = new_segment_id(), [], [], 0
             for key, data, codec, meta in self._pending:
@@ -199,6 +202,7 @@ class SegmentStore:
         return sid
 
     def _save_access(self) -> None:
+        self._used_dirty = False
         if self._used:
             path = f"{self.root}/access/{writer_id()}.json"
             atomic_put(self.fs, path, json.dumps(self._used).encode())
@@ -263,6 +267,7 @@ class SegmentStore:
                     out[i] = o
                 continue
             self._used[sid] = time.time()
+            self._used_dirty = True
             for (i, e), blob in zip(items, blobs):
                 out[i] = (blob, e.codec, e.meta)
         return out

@@ -205,3 +205,16 @@ def test_compact_merges_small_segments_and_keeps_every_entry(tmp_path):
     X = reader.get("m", [f"c{i}" for i in range(10)], layers=[0])  # finds the new segment
     np.testing.assert_array_equal(X[:, 0, 0], np.arange(10))
     assert reader.stats()["problems"] == []
+
+
+def test_reads_by_another_process_count_for_lru(tmp_path):
+    cache = UnifiedCache(tmp_path)
+    for name in ("a", "b"):
+        cache.put("m", [name], {"last_token": {0: np.zeros((1, 1024), np.float32)}})
+        cache.flush()
+        time.sleep(0.02)
+    code = ("import sys; from actstore.cache import UnifiedCache; "
+            "UnifiedCache(sys.argv[1]).get('m', ['a'], layers=[0])")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, timeout=60)
+    UnifiedCache(tmp_path).evict(max_bytes=4096)
+    assert UnifiedCache(tmp_path).missing("m", ["a", "b"], layers=[0]) == [1]
