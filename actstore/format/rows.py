@@ -134,7 +134,11 @@ def _gather(
     sel = np.concatenate([np.arange(a, b) for a, b in runs]) if len(runs) > 1 else np.arange(*runs[0])
     src = offs[sel] + np.repeat(np.asarray(base, dtype=np.int64), counts)
     d = dst[sel]
-    if entry.dtype == "BF16" and out.dtype == np.float32:
+    contiguous = bool(d.size) and int(d[-1]) - int(d[0]) == d.size - 1 and bool(np.all(np.diff(d) == 1))
+    if contiguous and int(src[-1]) - int(src[0]) == d.size - 1:
+        # one run in, one run out (e.g. a whole bfloat16 layer): convert straight into place
+        convert_rows(raw[int(src[0]) : int(src[0]) + d.size], entry.dtype, out[int(d[0]) : int(d[0]) + d.size])
+    elif entry.dtype == "BF16" and out.dtype == np.float32:
         tmp = np.empty((d.size, width), dtype=np.float32)
         bf16_bits_to_f32(raw[src], out=tmp)
         out[d] = tmp
