@@ -31,7 +31,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-import actstore  # noqa: E402
+import actstore  # noqa: E402, I001
 from actstore.format.writer import DatasetWriter  # noqa: E402
 
 

@@ -13,12 +13,14 @@ import numpy as np
 
 from .dtypes import bf16_bits_to_f32
 from .header import TensorEntry
-from .source import ByteSource
+from .source import ByteSource, LocalSource
 
 __all__ = ["MAX_READ_BYTES", "convert_rows", "read_rows", "storage_numpy"]
 
 #: Largest single read, and the bound on scratch memory per batch of scattered rows.
 MAX_READ_BYTES = 64 << 20
+#: Local runs smaller than this are gathered from a random-access mapping, not one syscall each.
+SMALL_RUN_BYTES = 256 << 10
 
 _NUMPY = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
           "I32": np.int32, "I64": np.int64, "I16": np.int16, "U8": np.uint8}
@@ -98,6 +100,13 @@ def read_rows(
     steps = np.concatenate(([0], np.cumsum(np.diff(dst) != 1)))
     ordered = steps[b - 1] - steps[a] == 0
     direct = (span == counts) & ordered & (out.dtype == storage_numpy(entry.dtype))
+    if isinstance(source, LocalSource):
+        small = span * rb < SMALL_RUN_BYTES
+        if small.any():
+            _gather_mapped(source, path, entry, offs, dst, out, a[small], b[small])
+            direct &= ~small
+            keep = ~small
+            a, b, counts, span, direct = a[keep], b[keep], counts[keep], span[keep], direct[keep]
     if direct.any():
         view = memoryview(out).cast("B")
         starts = (entry.start + offs[a[direct]] * entry.row_bytes).tolist()
@@ -144,6 +153,30 @@ def _gather(
         out[d] = tmp
     elif d.size == out.shape[0]:
         # every output row comes from this batch: one gather straight into out
-        np.take(raw, src[np.argsort(d)], axis=0, out=out)
+        np.take(raw, src[np.argsort(d)], axis=0, out=out, mode="clip")
     else:
         out[d] = raw[src]
+
+
+def _gather_mapped(source: LocalSource, path: str, entry: TensorEntry, offs: np.ndarray,
+                   dst: np.ndarray, out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """Copy the rows of runs ``[a, b)`` from the file's random-access mapping into ``out``."""
+    rows = entry.shape[0]
+    width = out.shape[1]
+    m = source.mapped(path, entry.end)
+    table = np.frombuffer(m, dtype=storage_numpy(entry.dtype), count=rows * width,
+                          offset=entry.start).reshape(rows, width)
+    lengths = b - a
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    sel = np.arange(int(lengths.sum())) + np.repeat(a - starts, lengths)  # every row of every run
+    src, d = offs[sel], dst[sel]
+    if entry.dtype == "BF16" and out.dtype == np.float32:
+        widened = np.empty((src.size, width), dtype=np.float32)
+        bf16_bits_to_f32(table[src], out=widened)
+        out[d] = widened
+    elif d.size == out.shape[0]:
+        order = np.empty_like(src)
+        order[d] = src  # output row i comes from file row order[i]
+        np.take(table, order, axis=0, out=out, mode="clip")  # indices are checked; "raise" would buffer
+    else:
+        out[d] = table[src]
