@@ -30,7 +30,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--model-dtype", default="auto", help="dtype to load the model in (auto = its own)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=None, help="truncate longer prompts (flagged)")
-    p.add_argument("--shard-size", type=int, default=1024, help="prompts per resumable shard")
+    p.add_argument("--shard-size", type=int, default=None,
+                   help="prompts per resumable shard (default 1024; 64 with --pooling all)")
     p.add_argument("--template", default=None, help='prompt template, e.g. "Q: {prompt}\\nA:"')
     p.add_argument("--chat-template", action="store_true", help="apply the tokenizer's chat template")
     p.add_argument("--logits-k", type=int, default=None, help="store top-k logits at the last token")

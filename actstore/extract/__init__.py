@@ -91,7 +91,7 @@ def extract(
     device: str = "auto",
     model_dtype: Any = "auto",
     trust_remote_code: bool = False,
-    shard_size: int = 1024,
+    shard_size: int | None = None,
     rank: int | None = None,
     world_size: int | None = None,
     progress: bool = True,
@@ -126,8 +126,11 @@ def extract(
         ``top_p``, ``top_k``, ``temperature``, ``seed``), then store views over the prompt
         tokens and ``generated_<pooling>`` views over the generated tokens, one row per
         continuation (see :mod:`actstore.extract.generate`).
-    shard_size : int
-        Prompts per shard: the unit of resumption and of distribution across workers.
+    shard_size : int, optional
+        Prompts per shard: the unit of resumption, of distribution across workers, and of
+        memory (one shard's results, plus one being written, are held in host memory:
+        about ``2 * shard_size * len(layers) * dim * 4`` bytes per pooled view, times the
+        tokens per prompt for ``"all"``). Default 1024, or 64 with ``pooling="all"``.
     rank, world_size : int, optional
         This worker's share; read from torchrun/SLURM variables when not given.
     cache : UnifiedCache, str or True, optional
@@ -151,6 +154,8 @@ def extract(
         if value is not None and (not isinstance(value, int) or value < 1):
             raise InvalidArgumentError(f"{name} must be a positive integer; got {value!r}.")
     poolings = _poolings(pooling)
+    if shard_size is None:
+        shard_size = 64 if poolings[0] == "all" else 1024
     ps: PromptSet = read_prompts(prompts, text_column=text_column, label_column=label_column, labels=labels)
     for name, values in (metadata or {}).items():
         if len(values) != len(ps.texts):

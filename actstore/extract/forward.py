@@ -114,6 +114,35 @@ def _lm_extras(lm: LoadedModel, output: Any, mask: Any, input_ids: Any, logits_k
     return values, indices, ppl
 
 
+def _store_pooled(hidden: dict[int, Any], mask: Any, layers: list[int], views: list[str],
+                  rows: np.ndarray, out: dict[str, np.ndarray], n: int) -> None:
+    """Pool every layer on the device; one device-to-host copy per view and batch."""
+    import torch
+
+    if not views:
+        return
+    per_view: dict[str, list[Any]] = {p: [] for p in views}
+    for L in layers:
+        h = hidden[L].float()  # pool in float32 whatever the model dtype
+        for p in views:
+            per_view[p].append(pool(h, mask, p))
+    for p in views:
+        got = torch.stack(per_view[p]).cpu().numpy()
+        if p not in out:
+            out[p] = np.empty((len(layers), n, got.shape[-1]), np.float32)
+        out[p][:, rows] = got
+
+
+def _store_full(hidden: dict[int, Any], mask: Any, layers: list[int], rows: np.ndarray,
+                full: dict[int, list[Any]]) -> None:
+    """Each row's real tokens (padding dropped), one device-to-host copy per layer and batch."""
+    keep = mask.bool().cpu().numpy()
+    for L in layers:
+        h = hidden[L].float().cpu().numpy()
+        for j, i in enumerate(rows):
+            full[L][i] = h[j][keep[j]]
+
+
 def run_group(
     lm: LoadedModel,
     texts: list[str],
@@ -134,7 +163,9 @@ def run_group(
     lengths = np.array([len(x) for x in ids])
     order = np.argsort(lengths, kind="stable")
     n = len(texts)
-    views: dict[str, dict[int, Any]] = {p: {L: [None] * n for L in layers} for p in poolings}
+    pooled_views = [p for p in poolings if p != "all"]
+    out: dict[str, np.ndarray] = {}  # view -> (layers, n, dim), filled batch by batch
+    full: dict[int, list[Any]] = {L: [None] * n for L in layers} if "all" in poolings else {}
     values = np.zeros((n, logits_k or 0), np.float32)
     indices = np.zeros((n, logits_k or 0), np.int32)
     ppl: list[float] = [float("nan")] * n
@@ -145,13 +176,9 @@ def run_group(
             inputs = _batch_inputs(lm, [ids[i] for i in rows])
             hidden, output = capture(lm.model, inputs, layers, full=need_head)
             mask = inputs["attention_mask"]
-            for L in layers:
-                h = hidden[L].float()
-                for p in poolings:
-                    pooled = pool(h, mask, p)
-                    got = [t.cpu().numpy() for t in pooled] if p == "all" else pooled.cpu().numpy()
-                    for j, i in enumerate(rows):
-                        views[p][L][i] = got[j]
+            _store_pooled(hidden, mask, layers, pooled_views, rows, out, n)
+            if full:
+                _store_full(hidden, mask, layers, rows, full)
             if need_head:
                 v, ix, pp = _lm_extras(lm, output, mask, inputs["input_ids"], logits_k, perplexity)
                 if v is not None:
@@ -161,8 +188,8 @@ def run_group(
                         ppl[i] = pp[j]
             if on_batch:
                 on_batch(len(rows), int(mask.sum()))
-    stacked = {
-        p: {L: (views[p][L] if p == "all" else np.stack(views[p][L])) for L in layers} for p in poolings
-    }
+    stacked: dict[str, dict[int, Any]] = {p: {L: out[p][k] for k, L in enumerate(layers)} for p in out}
+    if full:
+        stacked["all"] = full
     return GroupResult(stacked, lengths.tolist(), truncated,
                        (values, indices) if logits_k else None, ppl if perplexity else None)
