@@ -148,24 +148,62 @@ def extract(
         The merged dataset, or None for a worker of a multi-worker run (run ``merge`` once
         every worker is done).
     """
+    _check_sizes(dtype, batch_size=batch_size, shard_size=shard_size, max_length=max_length)
+    poolings = _poolings(pooling)
+    ps = _prompt_set(prompts, text_column, label_column, labels, metadata)
+    lm = _as_loaded(model, tokenizer, revision=revision, device=device, dtype=model_dtype,
+                    trust_remote_code=trust_remote_code,
+                    with_lm_head=bool(logits_k or perplexity or generate))
+    _check_model(lm, max_length, need_head=bool(logits_k or perplexity))
+    if template is not None or chat_template:
+        # the index holds what the model saw; the prompt as given stays as a column
+        ps.raw = list(ps.texts)
+        ps.metadata = {"prompt": ps.raw, **ps.metadata}
+        ps.texts = apply_template(ps.texts, template, lm.tokenizer, chat_template)
+    rank, world_size = worker_from_env(rank, world_size)
+    spec = RunSpec(
+        layers=resolve_model_layers(layers, lm.model.config.num_hidden_layers), pooling=poolings,
+        dtype=dtype, batch_size=batch_size, max_length=max_length,
+        shard_size=shard_size or (64 if poolings[0] == "all" else 1024), logits_k=logits_k,
+        perplexity=perplexity,
+        generate=None if generate is None else check_generate(dict(generate), poolings, lm),
+    )
+    record = {"model": lm.name, "revision": lm.revision, "template": template,
+              "chat_template": chat_template, "padding_side": lm.tokenizer.padding_side}
+    bar = _progress(len(ps.texts), rank, world_size, spec.shard_size, progress)
+    try:
+        run_shards(lm, ps, RunDir(os.fspath(out), work_dir, storage_options), spec, rank=rank,
+                   world_size=world_size, record=record, progress=bar, cache=as_cache(cache))
+    finally:
+        if bar is not None:
+            bar.close()
+    if world_size > 1:
+        return None
+    return merge(os.fspath(out), work_dir=work_dir, storage_options=storage_options)
+
+
+def _check_sizes(dtype: str, **sizes: int | None) -> None:
     if dtype not in FLOAT_DTYPES:
         raise InvalidArgumentError(f"dtype must be one of {sorted(FLOAT_DTYPES)}; got {dtype!r}.")
-    for name, value in (("batch_size", batch_size), ("shard_size", shard_size), ("max_length", max_length)):
+    for name, value in sizes.items():
         if value is not None and (not isinstance(value, int) or value < 1):
             raise InvalidArgumentError(f"{name} must be a positive integer; got {value!r}.")
-    poolings = _poolings(pooling)
-    if shard_size is None:
-        shard_size = 64 if poolings[0] == "all" else 1024
-    ps: PromptSet = read_prompts(prompts, text_column=text_column, label_column=label_column, labels=labels)
+
+
+def _prompt_set(prompts: Any, text_column: str, label_column: str | None, labels: Any,
+                metadata: dict[str, Sequence[Any]] | None) -> PromptSet:
+    ps = read_prompts(prompts, text_column=text_column, label_column=label_column, labels=labels)
     for name, values in (metadata or {}).items():
         if len(values) != len(ps.texts):
             raise InvalidArgumentError(
                 f"metadata column {name!r} has {len(values)} values but there are {len(ps.texts)} prompts."
             )
         ps.metadata[name] = list(values)
-    lm = _as_loaded(model, tokenizer, revision=revision, device=device, dtype=model_dtype,
-                    trust_remote_code=trust_remote_code, with_lm_head=bool(logits_k or perplexity or generate))
-    if (logits_k or perplexity) and not (lm.causal and lm.model.get_output_embeddings() is not None):
+    return ps
+
+
+def _check_model(lm: LoadedModel, max_length: int | None, *, need_head: bool) -> None:
+    if need_head and not (lm.causal and lm.model.get_output_embeddings() is not None):
         raise InvalidArgumentError(
             f"logits_k / perplexity need a causal LM with its LM head; {lm.name!r} has none. "
             "Load it with AutoModelForCausalLM, or drop logits_k / perplexity."
@@ -176,30 +214,6 @@ def extract(
             f"max_length={max_length} is longer than the model takes ({limit} tokens); pass "
             f"max_length <= {limit}."
         )
-    n_layers = lm.model.config.num_hidden_layers
-    chosen = resolve_model_layers(layers, n_layers)
-    if template is not None or chat_template:
-        # the index holds what the model saw; the prompt as given stays as a column
-        ps.raw = list(ps.texts)
-        ps.metadata = {"prompt": ps.raw, **ps.metadata}
-        ps.texts = apply_template(ps.texts, template, lm.tokenizer, chat_template)
-    rank, world_size = worker_from_env(rank, world_size)
-    spec = RunSpec(layers=chosen, pooling=poolings, dtype=dtype, batch_size=batch_size,
-                   max_length=max_length, shard_size=shard_size, logits_k=logits_k,
-                   perplexity=perplexity,
-                   generate=None if generate is None else check_generate(dict(generate), poolings, lm))
-    record = {"model": lm.name, "revision": lm.revision, "template": template,
-              "chat_template": chat_template, "padding_side": lm.tokenizer.padding_side}
-    bar = _progress(len(ps.texts), rank, world_size, shard_size, progress)
-    try:
-        run_shards(lm, ps, RunDir(os.fspath(out), work_dir, storage_options), spec, rank=rank,
-                   world_size=world_size, record=record, progress=bar, cache=as_cache(cache))
-    finally:
-        if bar is not None:
-            bar.close()
-    if world_size > 1:
-        return None
-    return merge(os.fspath(out), work_dir=work_dir, storage_options=storage_options)
 
 
 def _progress(n: int, rank: int, world: int, shard_size: int, enabled: bool) -> Any:

@@ -34,20 +34,34 @@ from .models import LoadedModel
 __all__ = ["RunSpec", "merge", "run_shards", "worker_from_env"]
 
 def worker_from_env(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
-    """Rank and world size from arguments, torchrun/accelerate, or a SLURM array."""
-    env = os.environ
+    """Rank and world size: arguments, else torchrun/accelerate, a SLURM array, or srun tasks.
+
+    Examples
+    --------
+    >>> worker_from_env(1, 4)
+    (1, 4)
+    """
     if rank is None and world_size is None:
-        if "WORLD_SIZE" in env and "RANK" in env:
-            rank, world_size = int(env["RANK"]), int(env["WORLD_SIZE"])
-        elif "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
-            lo = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
-            rank, world_size = int(env["SLURM_ARRAY_TASK_ID"]) - lo, int(env["SLURM_ARRAY_TASK_COUNT"])
-        else:
-            rank, world_size = 0, 1
+        rank, world_size = _env_worker(os.environ)
     rank, world_size = int(rank or 0), int(world_size or 1)
     if world_size < 1 or not 0 <= rank < world_size:
-        raise InvalidArgumentError(f"rank must be in [0, world_size); got rank={rank}, world_size={world_size}.")
+        raise InvalidArgumentError(
+            f"rank must be in [0, world_size); got rank={rank}, world_size={world_size}. Pass "
+            "both --rank and --world-size, or neither."
+        )
     return rank, world_size
+
+
+def _env_worker(env: Any) -> tuple[int, int]:
+    if "WORLD_SIZE" in env and "RANK" in env:  # torchrun, accelerate, deepspeed
+        return int(env["RANK"]), int(env["WORLD_SIZE"])
+    if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
+        # array ids may start anywhere (--array=5-8); shards are numbered from 0
+        lo = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
+        return int(env["SLURM_ARRAY_TASK_ID"]) - lo, int(env["SLURM_ARRAY_TASK_COUNT"])
+    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:  # srun --ntasks N
+        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
+    return 0, 1
 
 
 def _fingerprint(prompts: PromptSet) -> str:

@@ -153,9 +153,12 @@ def test_changed_prompts_into_unfinished_output_is_refused(gpt2, tmp_path, promp
     ({}, (0, 1)),
     ({"RANK": "3", "WORLD_SIZE": "8"}, (3, 8)),                      # torchrun / accelerate
     ({"SLURM_ARRAY_TASK_ID": "7", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "5"}, (2, 4)),
+    ({"SLURM_PROCID": "5", "SLURM_NTASKS": "6"}, (5, 6)),                    # srun --ntasks 6
+    ({"SLURM_PROCID": "0", "SLURM_NTASKS": "1"}, (0, 1)),
 ])
 def test_worker_from_env(monkeypatch, env, expected):
-    for k in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"):
+    for k in ("RANK", "WORLD_SIZE", "SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT",
+              "SLURM_ARRAY_TASK_MIN", "SLURM_PROCID", "SLURM_NTASKS"):
         monkeypatch.delenv(k, raising=False)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
