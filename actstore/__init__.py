@@ -58,29 +58,7 @@ _LAZY: dict[str, str] = {
     "control_task": "actstore.probe",
 }
 
-__all__ = sorted(
-    [
-        "ActstoreError",
-        "CacheError",
-        "ConfigMismatchError",
-        "DatasetExistsError",
-        "DatasetNotFoundError",
-        "FormatError",
-        "HubAuthError",
-        "HubError",
-        "IntegrityError",
-        "InvalidArgumentError",
-        "LayerNotFoundError",
-        "MissingDependencyError",
-        "NotFittedError",
-        "OfflineError",
-        "UnsafePathError",
-        "UnsupportedVersionError",
-        "__version__",
-        "errors",
-        *_LAZY,
-    ]
-)
+__all__ = sorted([*errors.__all__, "__version__", "errors", *_LAZY])
 
 
 def __getattr__(name: str) -> Any:
