@@ -83,11 +83,12 @@ def merge(out: str, *, keep_parts: bool = False, work_dir: str | None = None,
 
 def _write(run: RunDir, n_shards: int, storage_options: dict[str, Any] | None) -> None:
     run.remove_stale_staging()
-    parts = [open_dataset(run.part(s)) for s in range(n_shards)]
-    first = parts[0].info
+    first = open_dataset(run.part(0)).info
+    # one part open at a time: a run may have thousands
+    rows = sum(open_dataset(run.part(s)).info.num_prompts for s in range(n_shards))
     with DatasetWriter(run.out, model=first.model, revision=first.revision, layers=list(first.layers),
                        dim=first.dim, dtype=first.dtype, pooling=list(first.views),
                        logits_k=first.logits_k, extraction=first.extraction, overwrite=True,
-                       num_rows=sum(len(p) for p in parts), storage_options=storage_options) as w:
-        for part in parts:
-            w.add(**_part_rows(part))
+                       num_rows=rows, storage_options=storage_options) as w:
+        for s in range(n_shards):
+            w.add(**_part_rows(open_dataset(run.part(s))))
