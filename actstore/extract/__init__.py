@@ -2,6 +2,22 @@
 
 Needs the ``extract`` extra: ``pip install "actstore[extract]"``.
 
+Modules: :mod:`.models` (loading, blocks), :mod:`.layers` (layer specs), :mod:`.capture`
+(hooks, early stop), :mod:`.pooling`, :mod:`.forward` (length-grouped batches, logits),
+:mod:`.generate`, :mod:`.inputs`, :mod:`.cached` (``cache=``), :mod:`.runner` (shards,
+workers, resume), :mod:`.layout` (where parts live), :mod:`.merge`.
+
+Layer ``i`` is the output of block ``i`` (lmprobe's numbering; the last block's output is
+taken before any final norm); ``"embeddings"`` asks for the embedding output, stored as
+layer ``-1``.
+
+Several workers: each process gets its rank from ``RANK``/``WORLD_SIZE`` (torchrun,
+accelerate), ``SLURM_ARRAY_TASK_ID``/``SLURM_ARRAY_TASK_COUNT`` (a SLURM array),
+``SLURM_PROCID``/``SLURM_NTASKS`` (``srun --ntasks``) or ``rank=``/``world_size=``, takes
+shards ``rank, rank + world_size, ...``, and loads the model onto ``cuda:$LOCAL_RANK``.
+Workers return None; ``merge(out)`` writes the dataset once all are done. The parts must
+be visible to the merging process (a shared filesystem for multi-node runs).
+
 Examples
 --------
 >>> ds = actstore.extract("gpt2", ["a prompt", "another"], out="acts/gpt2",
