@@ -181,3 +181,19 @@ def test_remote_output_keeps_parts_local_and_merges_to_the_url(gpt2, tmp_path, p
     assert remote.texts == local.texts
     for view in ("last_token", "mean"):
         assert np.array_equal(remote.layer(3, view=view), local.layer(3, view=view))
+
+
+def test_resume_with_a_different_number_of_workers(gpt2, tmp_path, prompts, monkeypatch):
+    # shards do not depend on the worker count, so 3 workers' partial run can be finished by one
+    kw = dict(layers=[2], shard_size=2, progress=False)
+    out = str(tmp_path / "ds")
+    assert actstore.extract(gpt2, prompts, out=out, rank=2, world_size=3, **kw) is None
+    from actstore.extract import runner
+
+    computed: list[int] = []
+    real = runner._compute
+    monkeypatch.setattr(runner, "_compute", lambda lm, ps, lo, hi, *a: computed.append(lo) or real(lm, ps, lo, hi, *a))
+    ds = actstore.extract(gpt2, prompts, out=out, **kw)
+    assert computed == [0, 2, 6]                               # shard 2 (rows 4-5) was done
+    single = actstore.extract(gpt2, prompts, out=str(tmp_path / "one"), **kw)
+    assert np.array_equal(ds.layer(2), single.layer(2))
