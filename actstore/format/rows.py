@@ -151,7 +151,7 @@ def _gather(
         tmp = np.empty((d.size, width), dtype=np.float32)
         bf16_bits_to_f32(raw[src], out=tmp)
         out[d] = tmp
-    elif d.size == out.shape[0]:
+    elif d.size == out.shape[0] and out.dtype == raw.dtype:
         # every output row comes from this batch: one gather straight into out
         np.take(raw, src[np.argsort(d)], axis=0, out=out, mode="clip")
     else:
@@ -174,7 +174,7 @@ def _gather_mapped(source: LocalSource, path: str, entry: TensorEntry, offs: np.
         widened = np.empty((src.size, width), dtype=np.float32)
         bf16_bits_to_f32(table[src], out=widened)
         out[d] = widened
-    elif d.size == out.shape[0]:
+    elif d.size == out.shape[0] and out.dtype == table.dtype:
         order = np.empty_like(src)
         order[d] = src  # output row i comes from file row order[i]
         np.take(table, order, axis=0, out=out, mode="clip")  # indices are checked; "raise" would buffer
