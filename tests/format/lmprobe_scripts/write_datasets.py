@@ -5,12 +5,18 @@ still claims float32; full sequence), offline, and print where its staging dirs 
 lmprobe has no local-output API: push_dataset writes the complete dataset to its staging dir
 before any Hub call, and HF_HUB_OFFLINE=1 makes the Hub step fail (reference/lmprobe-v2.md §10).
 """
-import json, os, sys
-import numpy as np, torch
-os.environ["HF_HUB_OFFLINE"] = "1"
+import json
+import os
+import sys
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # before huggingface_hub is imported (by lmprobe)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from lmprobe import cache, push_dataset  # noqa: E402
+from lmprobe.sharing import _staging_dir_path  # noqa: E402
+
 out = sys.argv[1]
-from lmprobe import cache, push_dataset
-from lmprobe.sharing import _staging_dir_path
 rng = np.random.default_rng(0)
 result = {}
 def push(repo, model, prompts, labels, **kw):
@@ -27,7 +33,8 @@ V = 50
 LOGITS = []
 for i, p in enumerate(prompts):
     cache.save_prompt_pooled_activations("m-pooled", p, layers, torch.from_numpy(X[i:i+1]), "last_token")
-    L = rng.standard_normal((1, 3, V)).astype(np.float32); LOGITS.append(L[0, -1])
+    L = rng.standard_normal((1, 3, V)).astype(np.float32)
+    LOGITS.append(L[0, -1])
     logits = torch.from_numpy(L)
     cache.save_prompt_logits("m-pooled", p, logits, torch.ones(1, 3, dtype=torch.long), top_k=4, positions="last")
 np.save(f"{out}/pooled_X.npy", X)
