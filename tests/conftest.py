@@ -36,3 +36,22 @@ os.environ["ACTSTORE_CACHE_DIR"] = os.path.join(_SESSION_TMP, "actstore_cache")
 os.environ["LMPROBE_CACHE_DIR"] = os.path.join(_SESSION_TMP, "lmprobe_cache")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+# -- the loopback Hub server (one per session, on the port chosen above) ------------------
+import pytest  # noqa: E402
+
+HUB_TOKENS = {
+    "hf_test_write": "write",  # write access to every namespace
+    "hf_test_read": "read",  # read-only
+    "hf_test_alice": {"role": "write", "user": "alice"},  # write to namespace "alice" only
+}
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory):
+    """A Hub-compatible server on 127.0.0.1:$ACTSTORE_TEST_HUB_PORT, driven by the real client."""
+    from actstore.testing import HubServer
+
+    with HubServer(tmp_path_factory.mktemp("hub_store"), port=_HUB_PORT, tokens=HUB_TOKENS) as server:
+        yield server

@@ -229,6 +229,24 @@ class Probe(BaseEstimator):
 
         save_probe(self, path)
 
+    def push_to_hub(self, repo_id: str, *, token: str | bool | None = None, private: bool | None = None,
+                    endpoint: str | None = None, metrics: dict[str, Any] | None = None,
+                    base_model: str | None = None) -> str:
+        """Upload to a Hub model repo (JSON + safetensors + model card); returns the commit."""
+        from .hub import push_probe
+
+        self._check_fitted()
+        return push_probe(self, repo_id, token=token, private=private, endpoint=endpoint,
+                          metrics=metrics, base_model=base_model)
+
+    @classmethod
+    def from_hub(cls, repo_id: str, *, revision: str | None = None, token: str | bool | None = None,
+                 endpoint: str | None = None) -> Probe:
+        """Load a probe pushed with :meth:`push_to_hub`, pinned to a commit."""
+        from .hub import probe_from_hub
+
+        return probe_from_hub(repo_id, revision=revision, token=token, endpoint=endpoint)
+
     @classmethod
     def load(cls, path: str) -> Probe:
         """Load a probe saved with :meth:`save`; refuses unknown versions and tampered files."""

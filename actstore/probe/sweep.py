@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 from ..errors import InvalidArgumentError
 from .data import is_dataset, labels_for, load_features, stored_layers
@@ -147,7 +148,10 @@ def sweep_layers(
         X, _ = load_features(data, [layer], view)  # the layer is read once; folds share it
         return _fit_folds(X[:, 0], yv, folds, params, layer, seed)
 
-    jobs = Parallel(n_jobs=n_jobs or -1, prefer="threads")(delayed(one)(L) for L in chosen)
+    # Many small fits: one BLAS thread per fit and fits in parallel beats threaded BLAS inside
+    # each fit (measured 5x faster per logistic-regression fit on 2 cores at 4,000 x 768).
+    with threadpool_limits(limits=1, user_api="blas"):
+        jobs = Parallel(n_jobs=n_jobs or -1, prefer="threads")(delayed(one)(L) for L in chosen)
     frame = pd.DataFrame([row for rows in jobs for row in rows])
     return SweepResult(frame, "r2" if task == "regression" else "accuracy")
 
@@ -172,11 +176,13 @@ def cross_validate(
     task = probe_params.get("task", "classification")
     check_targets(yv, task)
     g = _groups(data, groups)
-    rows = []
-    for seed in seeds:
-        for k, (tr, va) in enumerate(make_folds(yv, cv, task, seed, g)):
-            probe = Probe(layers=list(range(len(chosen))), **{**probe_params, "random_state": seed})
-            probe.fit(X[tr], yv[tr])
-            rows.append({"layers": ",".join(map(str, chosen)), "seed": seed, "fold": k,
-                         **probe.evaluate(X[va], yv[va])})
+    jobs = [(seed, k, tr, va) for seed in seeds for k, (tr, va) in enumerate(make_folds(yv, cv, task, seed, g))]
+
+    def one(seed: int, k: int, tr: np.ndarray, va: np.ndarray) -> dict[str, Any]:
+        probe = Probe(layers=list(range(len(chosen))), **{**probe_params, "random_state": seed})
+        probe.fit(X[tr], yv[tr])
+        return {"layers": ",".join(map(str, chosen)), "seed": seed, "fold": k, **probe.evaluate(X[va], yv[va])}
+
+    with threadpool_limits(limits=1, user_api="blas"):  # see sweep_layers
+        rows = Parallel(n_jobs=-1, prefer="threads")(delayed(one)(*job) for job in jobs)
     return pd.DataFrame(rows)

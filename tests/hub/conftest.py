@@ -6,13 +6,12 @@ disabled Xet before anything imported ``huggingface_hub``; the server binds that
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-from actstore.testing import HubServer
+from actstore.testing import HubServer  # noqa: F401 (fixture type)
 
 WRITE = "hf_test_write"          # write access to every namespace
 READ = "hf_test_read"            # read-only
@@ -21,13 +20,7 @@ ALICE = "hf_test_alice"          # write access to namespace "alice" only
 pytestmark = pytest.mark.hub
 
 
-@pytest.fixture(scope="session")
-def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubServer]:
-    root = tmp_path_factory.mktemp("hub_store")
-    tokens = {WRITE: "write", READ: "read", ALICE: {"role": "write", "user": "alice"}}
-    port = int(os.environ["ACTSTORE_TEST_HUB_PORT"])
-    with HubServer(root, port=port, tokens=tokens) as server:
-        yield server
+# the session-wide ``hub`` server fixture lives in tests/conftest.py (probe tests use it too)
 
 
 @pytest.fixture(autouse=True)
