@@ -23,10 +23,26 @@ def numpy_storage_dtype(name: str) -> np.dtype:
 
 
 def f32_to_bf16_bits(a: np.ndarray) -> np.ndarray:
-    """Round float32 values to bfloat16 (nearest even) and return their bit patterns."""
-    u = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
-    rounded = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
-    return rounded.astype(np.uint16)
+    """Round float32 values to bfloat16 (nearest even) and return their bit patterns.
+
+    Works through the array in cache-sized blocks with in-place operations, so it needs no
+    full-size temporaries.
+    """
+    src = np.ascontiguousarray(a, dtype=np.float32)
+    flat = src.reshape(-1).view(np.uint32)
+    out = np.empty(flat.shape, dtype=np.uint16)
+    step = 1 << 18
+    tmp = np.empty(min(step, flat.size), dtype=np.uint32)
+    for start in range(0, flat.size, step):
+        u = flat[start : start + step]
+        t = tmp[: u.size]
+        np.right_shift(u, 16, out=t)
+        np.bitwise_and(t, 1, out=t)
+        t += 0x7FFF
+        t += u  # rounding bias: 0x7FFF plus the lowest kept bit (ties to even)
+        np.right_shift(t, 16, out=t)
+        out[start : start + u.size] = t
+    return out.reshape(src.shape)
 
 
 def bf16_bits_to_f32(bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -88,4 +104,5 @@ def to_storage(x: Any, dtype: str, *, what: str) -> np.ndarray:
         )
     if dtype == "bfloat16":
         return f32_to_bf16_bits(a)
-    return np.ascontiguousarray(a, dtype=dtype)
+    with np.errstate(over="ignore"):  # overflow to inf is reported by the writer's finite check
+        return np.ascontiguousarray(a, dtype=dtype)
