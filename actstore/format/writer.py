@@ -518,7 +518,9 @@ def _check_counts(num_tokens: Sequence[int] | None, n: int) -> list[int | None]:
 
 
 def _check_finite(original: Any, block: np.ndarray, *, name: str) -> None:
-    a = np.asarray(original) if isinstance(original, np.ndarray) else block
+    # Check what will be stored: a finite input can overflow in the cast (1e6 -> float16 inf).
+    # bfloat16 blocks are raw bits; there the float input is checked (one fast reduction).
+    a = np.asarray(original) if block.dtype == np.uint16 and isinstance(original, np.ndarray) else block
     if a.dtype == np.uint16:  # bfloat16 bits: exponent all ones means inf or NaN
         bad = (a & 0x7F80) == 0x7F80
     else:
@@ -530,6 +532,7 @@ def _check_finite(original: Any, block: np.ndarray, *, name: str) -> None:
     if bad.any():
         row = int(np.argwhere(bad)[0][0])
         raise InvalidArgumentError(
-            f"{name} holds NaN or inf (first at row {row}); activations must be finite. "
+            f"{name} holds NaN or inf (first at row {row}), or a value too large for "
+            f"{block.dtype if block.dtype != np.uint16 else 'bfloat16'}; activations must be finite. "
             "Pass check_finite=False to store them anyway."
         )
