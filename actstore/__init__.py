@@ -65,7 +65,10 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'actstore' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    mod = importlib.import_module(module)
+    # ``actstore.extract`` is a callable package: keep the package (``actstore.extract.merge``
+    # keeps working), not the function it also holds under the same name
+    value = mod if name == "extract" and callable(mod) else getattr(mod, name)
     globals()[name] = value
     return value
 
