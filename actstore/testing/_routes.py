@@ -381,9 +381,9 @@ def _send_file(h: _Handler, status: int, headers: dict[str, str], blob: str, sta
             chunk = f.read(min(1 << 20, limit - sent))
             if not chunk:
                 break
+            h.hub._count(repo_id, path, len(chunk))  # before the bytes leave: no race with tests
             h.wfile.write(chunk)
             sent += len(chunk)
-            h.hub._count(repo_id, path, len(chunk))
     if drop:
         h._cut()
 

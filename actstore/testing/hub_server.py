@@ -226,10 +226,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        self.hub.requests.append((self.command, self.path, status))  # logged before it is answered
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-        self.hub.requests.append((self.command, self.path, status))
 
     def _json(self, obj: Any, status: int = 200, headers: dict[str, str] | None = None) -> None:
         self._send(status, json.dumps(obj).encode(), headers)

@@ -97,8 +97,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(size))
         self.send_header("ETag", etag)
         self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
         self._record(200, 0, None)
+        self.end_headers()
 
     def _control(self) -> bool:
         """``/__control?...``: lets a benchmark drive a server running in another process."""
@@ -129,8 +129,8 @@ class _Handler(BaseHTTPRequestHandler):
         if full is None:
             self.send_response(404)
             self.send_header("Content-Length", "0")
-            self.end_headers()
             self._record(404, 0, None)
+            self.end_headers()
             return
         size, etag = self._headers(full)
         rng = self.headers.get("Range")
@@ -151,9 +151,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.throttle(len(body))
         self.send_header("Content-Length", str(len(body)))
         self.send_header("ETag", etag)
+        # record before the body goes out: a client that has its bytes must find them counted
+        self._record(status, len(body), rng)
         self.end_headers()
         self.wfile.write(body)
-        self._record(status, len(body), rng)
 
 
 def serve_forever(root: str) -> None:
