@@ -231,18 +231,52 @@ class Probe(BaseEstimator):
 
     def push_to_hub(self, repo_id: str, *, token: str | bool | None = None, private: bool | None = None,
                     endpoint: str | None = None, metrics: dict[str, Any] | None = None,
-                    base_model: str | None = None) -> str:
-        """Upload to a Hub model repo (JSON + safetensors + model card); returns the commit."""
+                    base_model: str | None = None, commit_message: str = "Upload actstore probe") -> str:
+        """Upload to a Hub model repo: ``probe.json`` + ``probe.safetensors`` + a model card.
+
+        Parameters
+        ----------
+        repo_id : str
+            ``"owner/name"`` of the model repo (created if missing).
+        token, endpoint : optional
+            As for :func:`actstore.push_dataset`; a write token is needed.
+        private : bool, optional
+            Visibility of a newly created repo.
+        metrics : dict, optional
+            Held-out metrics (e.g. from :meth:`evaluate`) shown in the card.
+        base_model : str, optional
+            The model whose activations the probe reads (card ``base_model``).
+        commit_message : str
+            Message of the upload commit.
+
+        Returns
+        -------
+        str
+            The commit sha, for :meth:`from_hub` ``revision=``.
+
+        Examples
+        --------
+        >>> sha = probe.push_to_hub("me/toxicity-probe-l16")  # doctest: +SKIP
+        """
         from .hub import push_probe
 
         self._check_fitted()
-        return push_probe(self, repo_id, token=token, private=private, endpoint=endpoint,
-                          metrics=metrics, base_model=base_model)
+        return push_probe(self, repo_id, token=token, private=private, endpoint=endpoint, metrics=metrics,
+                          base_model=base_model, commit_message=commit_message)
 
     @classmethod
     def from_hub(cls, repo_id: str, *, revision: str | None = None, token: str | bool | None = None,
                  endpoint: str | None = None) -> Probe:
-        """Load a probe pushed with :meth:`push_to_hub`, pinned to a commit."""
+        """Load a probe pushed with :meth:`push_to_hub`, pinned to one commit.
+
+        The revision (branch, tag or sha; default the main branch) is resolved to a commit
+        sha first, so both files come from the same commit; the weights' sha256 is checked by
+        the same loader as :meth:`load`. The sha is kept in ``hub_revision_``.
+
+        Examples
+        --------
+        >>> probe = Probe.from_hub("me/toxicity-probe-l16", revision=sha)  # doctest: +SKIP
+        """
         from .hub import probe_from_hub
 
         return probe_from_hub(repo_id, revision=revision, token=token, endpoint=endpoint)

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from ..config import cache_dir
+from ..errors import DatasetNotFoundError
 from ..hub._transfer import download_files, hub_errors, make_api, upload_folder_in_batches
 from .io import CONFIG, WEIGHTS, load_probe, save_probe
 
@@ -20,7 +23,12 @@ __all__ = ["probe_card", "probe_from_hub", "push_probe"]
 
 def probe_card(probe: Any, repo_id: str, metrics: dict[str, Any] | None = None,
                base_model: str | None = None) -> str:
-    """A model card: YAML front matter, what the probe reads, and how to load it."""
+    """A model card: YAML front matter, what the probe reads, and how to load it.
+
+    Examples
+    --------
+    >>> print(probe_card(probe, "me/probe", base_model="gpt2"))  # doctest: +SKIP
+    """
     front = ["---", "library_name: actstore", "tags:", "- actstore", "- probe", "- interpretability"]
     if base_model:
         front.append(f"base_model: {base_model}")
@@ -47,22 +55,50 @@ def probe_card(probe: Any, repo_id: str, metrics: dict[str, Any] | None = None,
 def push_probe(probe: Any, repo_id: str, *, token: str | bool | None = None, private: bool | None = None,
                endpoint: str | None = None, metrics: dict[str, Any] | None = None,
                base_model: str | None = None, commit_message: str = "Upload actstore probe") -> str:
-    """Upload a fitted probe to a model repo; returns the commit sha."""
+    """Upload a fitted probe to a model repo; returns the commit sha.
+
+    ``probe.json`` goes in last (``upload_folder_in_batches(last=...)``) so a reader never sees a
+    config whose weights are not there yet. Parameters are those of :meth:`Probe.push_to_hub`.
+
+    Examples
+    --------
+    >>> push_probe(probe, "me/probe", metrics=probe.evaluate(X_test, y_test))  # doctest: +SKIP
+    """
     api = make_api(token, endpoint)
     with tempfile.TemporaryDirectory(prefix="actstore-probe-") as tmp:
         save_probe(probe, tmp)
         card = probe_card(probe, repo_id, metrics, base_model).encode()
-        with hub_errors(repo_id, "push to", write=True):
+        with _probe_errors(repo_id, "push to", write=True):
             api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
             return upload_folder_in_batches(tmp, repo_id, "model", api=api, last=lambda p: p == CONFIG,
                                             extra_files={"README.md": card}, message=commit_message)
 
 
+@contextmanager
+def _probe_errors(repo_id: str, action: str, **kw: Any) -> Iterator[None]:
+    """The dataset transfer's error translation, worded for a probe's model repo."""
+    try:
+        with hub_errors(repo_id, action, **kw):
+            yield
+    except DatasetNotFoundError as exc:
+        # same class and fix; only the repo kind in the shared message is wrong here
+        raise DatasetNotFoundError(str(exc).replace("dataset repo", "probe (model) repo")
+                                   .replace("Dataset repo", "Probe (model) repo")) from None
+
+
 def probe_from_hub(repo_id: str, *, revision: str | None = None, token: str | bool | None = None,
                    endpoint: str | None = None, local_dir: str | None = None) -> Any:
-    """Download a probe pinned to the commit ``revision`` resolves to, and load it safely."""
+    """Download a probe pinned to the commit ``revision`` resolves to, and load it safely.
+
+    Files land in ``<cache_dir>/hub/probes/<owner>--<name>/<sha>`` (or ``local_dir``); the
+    checked loader of :mod:`actstore.probe.io` refuses tampered weights.
+
+    Examples
+    --------
+    >>> probe = probe_from_hub("me/probe", revision="main")  # doctest: +SKIP
+    """
     api = make_api(token, endpoint)
-    with hub_errors(repo_id, "load the probe from", revision=revision):
+    with _probe_errors(repo_id, "load the probe from", revision=revision):
         sha = str(api.model_info(repo_id, revision=revision).sha)
         local = local_dir or os.path.join(cache_dir(), "hub", "probes", repo_id.replace("/", "--"), sha)
         download_files(repo_id, "model", [CONFIG, WEIGHTS], revision=sha, local_dir=local,
