@@ -18,27 +18,51 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.nd
     Binary tasks use the positive class (the larger label); multiclass F1/precision/recall
     are macro averages.
     """
-    binary = len(classes) == 2
-    avg = "binary" if binary else "macro"
-    kw: dict[str, Any] = {"pos_label": classes[1]} if binary else {}
+    if len(classes) == 2:
+        return _binary_metrics(np.asarray(y_true), np.asarray(y_pred), scores, classes[1])
     out: dict[str, Any] = {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
         "balanced_accuracy": float(skm.balanced_accuracy_score(y_true, y_pred)),
-        "f1": float(skm.f1_score(y_true, y_pred, average=avg, zero_division=0, **kw)),
-        "precision": float(skm.precision_score(y_true, y_pred, average=avg, zero_division=0, **kw)),
-        "recall": float(skm.recall_score(y_true, y_pred, average=avg, zero_division=0, **kw)),
+        "f1": float(skm.f1_score(y_true, y_pred, average="macro", zero_division=0)),
+        "precision": float(skm.precision_score(y_true, y_pred, average="macro", zero_division=0)),
+        "recall": float(skm.recall_score(y_true, y_pred, average="macro", zero_division=0)),
         "n": int(len(y_true)),
     }
     auroc = float("nan")
     if scores is not None and len(np.unique(y_true)) == len(classes):
-        if binary:
-            s = scores[:, 1] if scores.ndim == 2 else scores
-            auroc = float(skm.roc_auc_score(y_true == classes[1], s))
-        elif scores.ndim == 2:
+        if scores.ndim == 2:
             p = scores / scores.sum(1, keepdims=True) if (scores >= 0).all() else _softmax(scores)
             auroc = float(skm.roc_auc_score(y_true, p, multi_class="ovr", labels=classes))
     out["auroc"] = auroc
     return out
+
+
+def _binary_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray | None,
+                    pos: Any) -> dict[str, Any]:
+    """The binary metrics from confusion counts and ranks.
+
+    Same values as scikit-learn's (tested), ~50x cheaper: a sweep evaluates every fold of
+    every layer, and the validation in ``sklearn.metrics`` was ~15% of a 768-dim fit.
+    """
+    t, p = y_true == pos, y_pred == pos
+    tp, fp, fn = int(np.sum(t & p)), int(np.sum(~t & p)), int(np.sum(t & ~p))
+    tn = len(t) - tp - fp - fn
+    n_pos, n_neg = tp + fn, tn + fp
+    recalls = [r for r, present in ((tp / max(n_pos, 1), n_pos), (tn / max(n_neg, 1), n_neg)) if present]
+    auroc = float("nan")
+    if scores is not None and n_pos and n_neg:
+        s = scores[:, 1] if scores.ndim == 2 else scores
+        # Mann-Whitney U with average ranks for ties == the trapezoidal area under the ROC curve
+        auroc = float((stats.rankdata(s)[t].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return {
+        "accuracy": (tp + tn) / len(t),
+        "balanced_accuracy": float(np.mean(recalls)),
+        "f1": 2 * tp / (2 * tp + fp + fn) if tp else 0.0,
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / n_pos if n_pos else 0.0,
+        "n": int(len(t)),
+        "auroc": auroc,
+    }
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

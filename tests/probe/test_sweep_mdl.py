@@ -77,3 +77,26 @@ def test_cli_probe_sweep_report(probe_dataset, tmp_path, capsys):
     assert main(["report", results, "--plot", str(tmp_path / "r.png")]) == 0
     out = capsys.readouterr().out
     assert "accuracy_mean" in out and (tmp_path / "r.png").exists()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_binary_metrics_equal_sklearn(seed):
+    from sklearn import metrics as skm
+
+    from actstore.probe.metrics import classification_metrics
+
+    rng = np.random.default_rng(seed)
+    y = rng.choice(["no", "yes"], 400)
+    scores = np.round(rng.random(400), 1)  # many ties
+    pred = np.where(scores > 0.45 + 0.1 * seed, "yes", "no")
+    got = classification_metrics(y, pred, np.stack([1 - scores, scores], 1), np.array(["no", "yes"]))
+    kw = {"pos_label": "yes", "zero_division": 0}
+    ref = {"accuracy": skm.accuracy_score(y, pred), "balanced_accuracy": skm.balanced_accuracy_score(y, pred),
+           "f1": skm.f1_score(y, pred, **kw), "precision": skm.precision_score(y, pred, **kw),
+           "recall": skm.recall_score(y, pred, **kw), "auroc": skm.roc_auc_score(y == "yes", scores)}
+    for k, v in ref.items():
+        assert got[k] == pytest.approx(v, abs=1e-12), k
+    assert got["n"] == 400
+    one_class = classification_metrics(np.array(["no"] * 5), np.array(["no", "yes", "no", "no", "no"]),
+                                       None, np.array(["no", "yes"]))
+    assert one_class["accuracy"] == 0.8 and one_class["f1"] == 0.0 and np.isnan(one_class["auroc"])
