@@ -62,6 +62,15 @@ WRITE_CASES = [
     # finite float32 input that overflows the float16 storage dtype must not become a stored inf
     ("float16-overflow", dict(dtype="float16"), dict(hidden={0: X, 1: nan_at(0, 1, 1e6)}),
      actstore.InvalidArgumentError, r"hidden\[1\] .*too large for float16"),
+    # the same for bfloat16: float32 values >= 3.3962e38 round up to the bfloat16 inf, and a
+    # cancelling pair keeps a plain float32 sum finite
+    ("bfloat16-overflow", dict(dtype="bfloat16"), dict(hidden={0: X, 1: nan_at(1, 1, 3.4e38)}),
+     actstore.InvalidArgumentError, r"hidden\[1\] .*row 1.*too large for bfloat16"),
+    ("bfloat16-overflow-cancelling", dict(dtype="bfloat16"),
+     dict(hidden={0: np.array([[3.4e38, -3.4e38, 0], [0, 0, 0]], np.float32), 1: X}),
+     actstore.InvalidArgumentError, r"hidden\[0\] .*row 0.*too large for bfloat16"),
+    ("float64-overflows-bfloat16", dict(dtype="bfloat16"), dict(hidden={0: X, 1: np.array([[1e39, 0, 0], [0, 0, 0]])}),
+     actstore.InvalidArgumentError, r"hidden\[1\] .*too large for bfloat16"),
 ]
 
 
