@@ -102,7 +102,7 @@ def to_storage(x: Any, dtype: str, *, what: str) -> np.ndarray:
         raise InvalidArgumentError(
             f"{what} must hold numbers; got an array of dtype {a.dtype}."
         )
-    if dtype == "bfloat16":
-        return f32_to_bf16_bits(a)
     with np.errstate(over="ignore"):  # overflow to inf is reported by the writer's finite check
+        if dtype == "bfloat16":
+            return f32_to_bf16_bits(a)
         return np.ascontiguousarray(a, dtype=dtype)
