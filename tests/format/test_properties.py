@@ -9,6 +9,7 @@ top-k logits with their own shard boundaries, ``num_tokens``, and lazy views (``
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -125,3 +126,78 @@ def test_logits_num_tokens_and_lazy_views_read_back(tmp_path_factory, spec):
         np.testing.assert_array_equal(xb, want[pos])
         seen[pos] += 1
     assert (seen == 1).all()  # a shuffled epoch visits every row exactly once
+
+
+@st.composite
+def split_reads(draw):
+    n = draw(st.integers(1, 60))
+    return dict(
+        n=n, dim=draw(st.integers(1, 12)), dtype=draw(st.sampled_from(["float32", "float16", "bfloat16"])),
+        shard_rows=draw(st.integers(1, 70)), seed=draw(st.integers(0, 2**16)),
+        parallel_bytes=draw(st.integers(1, 400)), convert_bytes=draw(st.integers(1, 200)),
+        small_bytes=draw(st.sampled_from([0, 64, 256 << 10])),
+        window=draw(st.tuples(st.integers(0, 59), st.integers(1, 60))),
+        picks=draw(st.lists(st.integers(0, 59), min_size=1, max_size=15)),
+    )
+
+
+@SETTINGS
+@given(spec=split_reads())
+def test_reads_split_across_threads_and_converted_in_chunks_read_back(tmp_path_factory, spec):
+    """Local reads cut into threaded pieces and chunked conversions (thresholds shrunk so tiny
+    datasets take those paths) return exactly what a plain read does."""
+    from unittest import mock
+
+    from actstore.format import rows
+
+    n, dim, dtype = spec["n"], spec["dim"], spec["dtype"]
+    X = np.random.default_rng(spec["seed"]).standard_normal((n, dim)).astype(np.float32)
+    path = str(tmp_path_factory.mktemp("split") / "ds")
+    item = 4 if dtype == "float32" else 2
+    with DatasetWriter(path, model="m", layers=[2], dim=dim, dtype=dtype,
+                       shard_bytes=spec["shard_rows"] * dim * item) as w:
+        w.add([f"p{i}" for i in range(n)], hidden={2: X})
+    want = stored(X, dtype)
+    native = want if dtype == "float16" else want.astype(np.float32)
+    with mock.patch.object(rows, "PARALLEL_BYTES", spec["parallel_bytes"]), \
+            mock.patch.object(rows, "CONVERT_BYTES", spec["convert_bytes"]), \
+            mock.patch.object(rows, "SMALL_RUN_BYTES", spec["small_bytes"]), \
+            mock.patch.object(rows.os, "cpu_count", lambda: 4):
+        ds = actstore.open_dataset(path)
+        np.testing.assert_array_equal(ds.layer(2), native)
+        np.testing.assert_array_equal(ds.layer(2, dtype=np.float32), want.astype(np.float32))
+        out = np.full((n, dim), 7, dtype=native.dtype)
+        assert ds.layer(2, out=out) is out
+        np.testing.assert_array_equal(out, native)
+        a = spec["window"][0] % n
+        b = min(n, a + spec["window"][1])
+        np.testing.assert_array_equal(ds.get(np.arange(a, b))[:, 0], native[a:b])
+        picks = [p % n for p in spec["picks"]]
+        np.testing.assert_array_equal(ds.get(picks, dtype=np.float32)[:, 0], want.astype(np.float32)[picks])
+
+
+def test_a_short_read_in_a_worker_thread_raises_in_the_caller(tmp_path, monkeypatch):
+    from actstore.format import rows
+    from actstore.format.source import LocalSource
+
+    path = tmp_path / "ds"
+    with DatasetWriter(str(path), model="m", layers=[0], dim=8, dtype="bfloat16") as w:
+        w.add([f"p{i}" for i in range(64)], hidden={0: np.ones((64, 8), np.float32)})
+    monkeypatch.setattr(rows, "PARALLEL_BYTES", 64)
+    monkeypatch.setattr(rows, "CONVERT_BYTES", 32)
+    monkeypatch.setattr(rows, "SMALL_RUN_BYTES", 0)
+    monkeypatch.setattr(rows.os, "cpu_count", lambda: 4)
+    real = LocalSource.readinto
+    calls = []
+
+    def short_in_last_piece(self, p, requests):  # the file "shrinks" under the last thread's read
+        calls.append(requests[0][0])
+        if requests[0][0] >= self.size(p) - 32:
+            raise actstore.IntegrityError(f"{p}: expected 32 bytes but got 0 (truncated?)")
+        return real(self, p, requests)
+
+    monkeypatch.setattr(LocalSource, "readinto", short_in_last_piece)
+    ds = actstore.open_dataset(str(path))
+    with pytest.raises(actstore.IntegrityError, match=r"hidden_layer000_shard000\.safetensors.*truncated"):
+        ds.layer(0)
+    assert len(calls) > 4  # the read really was cut into several pieces
