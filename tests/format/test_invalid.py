@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import struct
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -251,3 +252,59 @@ def test_recorded_size_mismatch_is_reported_by_verify(valid, tmp_path):
     edit_meta(lambda m: m["actstore:files"][rel].update({"size": 3}))(root)
     report = open_ds(root).verify()
     assert not report.ok and any(rel in p and "3" in p for p in report.problems)
+
+
+# ---------------------------------------------------------------- nothing outside the root
+
+_OPENED: list[str] | None = None
+
+
+def _audit(event: str, args: tuple) -> None:
+    # "open" is raised by builtins.open, io.open and os.open (and mmap by "mmap.__new__" on the fd)
+    if _OPENED is not None and event in ("open", "os.listdir", "os.scandir") and args:
+        target = args[0]
+        if isinstance(target, (str, bytes, os.PathLike)):
+            _OPENED.append(os.fsdecode(target))
+
+
+sys.addaudithook(_audit)  # permanent for the process, inert while _OPENED is None
+
+_OUTSIDE = "outside/hidden_layer{layer:03d}_shard{shard:03d}.safetensors"
+ESCAPES = [
+    ("pattern-relative", lambda m, o: hidden_of(m).update({"file_pattern": "../" + _OUTSIDE})),
+    ("pattern-absolute", lambda m, o: hidden_of(m).update({"file_pattern": str(o / _OUTSIDE)})),
+    ("view-pattern", lambda m, o: m["actstore:views"]["mean"].update({"file_pattern": "../" + _OUTSIDE})),
+    ("logits-file-relative", lambda m, o: m["lmprobe:tensors"]["logits_topk"]["shards"][0].update(
+        {"file": "../outside/logits_topk_000.safetensors"})),
+    ("logits-file-absolute", lambda m, o: m["lmprobe:tensors"]["logits_topk"]["shards"][0].update(
+        {"file": str(o / "outside" / "logits_topk_000.safetensors")})),
+    ("files-entry", lambda m, o: m["actstore:files"].update({"../outside/x.safetensors": {"size": 1, "sha256": "0" * 64}})),
+    ("files-entry-absolute", lambda m, o: m["actstore:files"].update({str(o / "outside" / "x"): {"size": 1, "sha256": "0" * 64}})),
+]
+
+
+def hidden_of(meta: dict) -> dict:
+    return meta["lmprobe:tensors"]["hidden_layers"]
+
+
+@pytest.mark.parametrize("case", ESCAPES, ids=[c[0] for c in ESCAPES])
+def test_entries_pointing_at_real_files_outside_are_refused_unopened(valid, tmp_path, case):
+    """The escaping entry points at *valid* shards outside the root, so a reader that followed it
+    would succeed; it must refuse at open, before any file outside the root is opened."""
+    global _OPENED
+    _, edit = case
+    root = tmp_path / "ds"
+    shutil.copytree(valid / "pooled", root)
+    shutil.copytree(valid / "pooled" / "tensors", tmp_path / "outside")  # look-alike shards
+    (tmp_path / "outside" / "x").write_bytes(b"x")
+    edit_meta(lambda m: edit(m, tmp_path))(root)
+    _OPENED = []
+    try:
+        with pytest.raises(actstore.UnsafePathError, match=r"escapes the dataset root|absolute"):
+            actstore.open_dataset(str(root))
+        opened = list(_OPENED)
+    finally:
+        _OPENED = None
+    inside = str(root) + os.sep
+    assert opened, "the audit hook saw no open at all (the index must have been opened)"
+    assert not [p for p in opened if str(tmp_path) in p and not p.startswith(inside)], opened
