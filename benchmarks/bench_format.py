@@ -4,8 +4,13 @@
 - read one layer: ``ds.layer(L)`` (fresh array, and ``out=`` a preallocated one) vs
   ``readinto`` of the same bytes into a preallocated buffer;
 - gather 1,000 random rows: ``ds.get`` vs numpy memmap fancy indexing;
-- one layer for all prompts vs lmprobe 0.10.3 ``load_activations`` on the same dataset;
+- one layer for all prompts vs lmprobe 0.10.3 ``load_activations`` on the same dataset (the
+  float32 one above, through an offline HF-cache layout; lmprobe runs once, it takes seconds);
 - peak RSS of ``ds.layer(L)`` in a fresh process vs the returned array's bytes.
+
+bfloat16 layers come back widened exactly to float32 (twice the stored bytes), so for them the
+run also measures informative baselines that produce the same float32 output (readinto + widen,
+memmap + widen), and the sha256 rate that bounds a checksummed write.
 
 Page cache warm; medians of repeated runs; each output written to a fresh path (the
 baseline's too), so neither side pays for unlinking the previous file.
@@ -16,6 +21,8 @@ Usage: ``python benchmarks/bench_format.py [--quick]`` -> ``benchmarks/results/f
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.metadata as md
 import json
 import os
 import platform
@@ -92,13 +99,25 @@ def bench_dtype(work: str, X: np.ndarray, dtype: str, reps: int) -> dict[str, fl
     mm = np.memmap(raw_path, dtype=raw_arr.dtype, mode="r", shape=(n, d))
     t_memmap = median_time(lambda: np.asarray(mm[rows]), reps * 4)
     t_get = median_time(lambda: ds.get(rows, layers=[0]), reps * 4)
-    return {
+    t_sha = median_time(lambda: hashlib.sha256(memoryview(raw_arr).cast("B")).digest(), reps)
+    res = {
         "bytes": raw_bytes,
-        "tofile_s": t_tofile, "write_s": t_write,
+        "tofile_s": t_tofile, "write_s": t_write, "sha256_s": t_sha,
         "readinto_s": t_readinto, "layer_s": t_layer, "layer_out_s": t_layer_out, "torch_s": t_torch,
         "memmap_s": t_memmap, "get_s": t_get, "rows": int(rows.size),
         "dataset": paths["ds"],
     }
+    if dtype == "bfloat16":  # baselines with the same float32 output as ds.layer / ds.get
+        bits = buf.view(np.uint16).reshape(n, d)
+        widen = actstore.format.dtypes.bf16_bits_to_f32
+
+        def readinto_widen() -> None:
+            readinto()
+            widen(bits, out=out)
+
+        res["readinto_widen_s"] = median_time(readinto_widen, reps * 2)
+        res["memmap_widen_s"] = median_time(lambda: widen(mm[rows]), reps * 4)
+    return res
 
 
 RSS_CODE = r"""
@@ -139,12 +158,9 @@ print(json.dumps({"seconds": t, "shape": list(acts[0].shape)}))
 """
 
 
-def lmprobe_vs_actstore(work: str, n: int, d: int) -> dict[str, float]:
-    """Load one layer of all prompts: lmprobe's per-prompt lookups vs ds.layer."""
-    X = np.random.default_rng(1).standard_normal((n, d)).astype(np.float32)
-    path = os.path.join(work, "lmprobe-ds")
-    with DatasetWriter(path, model="bench/model", layers=[0], dim=d) as w:
-        w.add([f"prompt number {i}" for i in range(n)], hidden={0: X}, labels=[i % 2 for i in range(n)])
+def lmprobe_vs_actstore(work: str, path: str, n: int, d: int) -> dict[str, float]:
+    """Load one layer of all prompts of the dataset at ``path``: lmprobe's per-prompt lookups
+    (one run: it takes seconds) vs the median of ``ds.layer``."""
     env = dict(os.environ)
     env.update(HF_HOME=os.path.join(work, "hf"), HF_HUB_CACHE=os.path.join(work, "hf", "hub"),
                HF_HUB_OFFLINE="1", LMPROBE_CACHE_DIR=os.path.join(work, "lmprobe"))
@@ -157,52 +173,103 @@ def lmprobe_vs_actstore(work: str, n: int, d: int) -> dict[str, float]:
     return {"n": n, "d": d, "lmprobe_s": lm["seconds"], "actstore_s": t_act}
 
 
-def render(res: dict, args: argparse.Namespace, machine: str) -> str:
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{cpu}, {os.cpu_count()} cores, {mem:.1f} GiB RAM, Linux {platform.release()}"
+
+
+def versions() -> str:
+    out = [f"Python {platform.python_version()}"]
+    for name in ("actstore", "numpy", "pyarrow", "safetensors", "lmprobe"):
+        try:
+            out.append(f"{name} {md.version(name)}")
+        except md.PackageNotFoundError:
+            pass
+    return ", ".join(out)
+
+
+def _row(figure: str, ours: str, base: str, ratio: float, goal: float | None, unit: str = "") -> str:
+    verdict = "info" if goal is None else f"≥ {goal:g}{unit.split()[0] if unit else ''} {'✅' if ratio >= goal else '❌'}"
+    shown = f"{ratio:.0f}{unit}" if unit else f"{ratio:.2f}"
+    return f"| {figure} | {ours} | {base} | {shown} | {verdict} |"
+
+
+def render(res: dict, args: argparse.Namespace) -> str:
     def gbps(nbytes: float, s: float) -> str:
         return f"{nbytes / s / 1e9:.2f} GB/s"
 
+    n, d = res["n"], res["d"]
     lines = [
         "## Format: writer and reader (`benchmarks/bench_format.py`)",
         "",
         f"Command: `python benchmarks/bench_format.py{' --quick' if args.quick else ''}`; "
-        f"{res['n']:,} × {res['d']:,} per layer; {machine}. Page cache warm, medians.",
+        f"{n:,} × {d:,} per layer, float32 and bfloat16; page cache warm; medians of "
+        f"{res['reps']}-{res['reps'] * 4} runs. Machine: {res['machine']}. Versions: {res['versions']}.",
         "",
         "| figure | actstore | baseline (same run, same bytes) | ratio | goal |",
         "|---|---:|---:|---:|---|",
     ]
+    out_bytes = n * d * 4
     for dtype, r in res["dtypes"].items():
         b = r["bytes"]
-        w = r["tofile_s"] / r["write_s"]
-        lines.append(f"| write {dtype} (incl. sha256) | {gbps(b, r['write_s'])} | tofile {gbps(b, r['tofile_s'])} | {w:.2f} | ≥ 0.8 {'✅' if w >= 0.8 else '❌'} |")
-        out_bytes = res["n"] * res["d"] * 4
-        ly = r["readinto_s"] / r["layer_s"]
-        lo = r["readinto_s"] / r["layer_out_s"]
-        lines.append(f"| `ds.layer(L)` {dtype}, new array | {gbps(out_bytes, r['layer_s'])} | readinto {gbps(b, r['readinto_s'])} | {ly:.2f} | ≥ 0.8 {'✅' if ly >= 0.8 else '❌'} |")
-        lines.append(f"| `ds.layer(L, out=buf)` {dtype} | {gbps(out_bytes, r['layer_out_s'])} | readinto {gbps(b, r['readinto_s'])} | {lo:.2f} | ≥ 0.8 {'✅' if lo >= 0.8 else '❌'} |")
+        lines.append(_row(f"write {dtype} (incl. sha256)", gbps(b, r["write_s"]), f"tofile {gbps(b, r['tofile_s'])}",
+                          r["tofile_s"] / r["write_s"], 0.8))
+        lines.append(_row(f"sha256 of the same bytes (bound on a checksummed write) {dtype}", gbps(b, r["sha256_s"]),
+                          f"tofile {gbps(b, r['tofile_s'])}", r["tofile_s"] / r["sha256_s"], None))
+        lines.append(_row(f"`ds.layer(L)` {dtype}, new array", gbps(out_bytes, r["layer_s"]),
+                          f"readinto {gbps(b, r['readinto_s'])}", r["readinto_s"] / r["layer_s"], 0.8))
+        lines.append(_row(f"`ds.layer(L, out=buf)` {dtype}", gbps(out_bytes, r["layer_out_s"]),
+                          f"readinto {gbps(b, r['readinto_s'])}", r["readinto_s"] / r["layer_out_s"], 0.8))
+        if "readinto_widen_s" in r:
+            lines.append(_row(f"`ds.layer(L, out=buf)` {dtype} vs a float32-output baseline",
+                              gbps(out_bytes, r["layer_out_s"]),
+                              f"readinto + widen {gbps(out_bytes, r['readinto_widen_s'])}",
+                              r["readinto_widen_s"] / r["layer_out_s"], None))
         if r["torch_s"]:
-            tt = r["readinto_s"] / r["torch_s"]
-            lines.append(f"| `ds.torch(L)` {dtype} (stays bfloat16) | {gbps(b, r['torch_s'])} | readinto {gbps(b, r['readinto_s'])} | {tt:.2f} | ≥ 0.8 {'✅' if tt >= 0.8 else '❌'} |")
-        g = r["memmap_s"] / r["get_s"]
-        lines.append(f"| gather {r['rows']:,} random rows {dtype} | {r['get_s'] * 1e3:.1f} ms | memmap fancy index {r['memmap_s'] * 1e3:.1f} ms | {g:.2f} | ≥ 0.5 {'✅' if g >= 0.5 else '❌'} |")
+            lines.append(_row(f"`ds.torch(L)` {dtype} (stays bfloat16)", gbps(b, r["torch_s"]),
+                              f"readinto {gbps(b, r['readinto_s'])}", r["readinto_s"] / r["torch_s"], 0.8))
+        lines.append(_row(f"gather {r['rows']:,} random rows {dtype}", f"{r['get_s'] * 1e3:.1f} ms",
+                          f"memmap fancy index {r['memmap_s'] * 1e3:.1f} ms", r["memmap_s"] / r["get_s"], 0.5))
+        if "memmap_widen_s" in r:
+            lines.append(_row(f"gather {r['rows']:,} random rows {dtype} vs a float32-output baseline",
+                              f"{r['get_s'] * 1e3:.1f} ms", f"memmap + widen {r['memmap_widen_s'] * 1e3:.1f} ms",
+                              r["memmap_widen_s"] / r["get_s"], None))
     lm = res["lmprobe"]
     speed = lm["lmprobe_s"] / lm["actstore_s"]
-    lines.append(f"| one layer, all {lm['n']:,} prompts (dim {lm['d']}) | {lm['actstore_s'] * 1e3:.1f} ms | lmprobe `load_activations` {lm['lmprobe_s']:.2f} s | {speed:.0f}× faster | ≥ 100× {'✅' if speed >= 100 else '❌'} |")
-    rss, nbytes = res["rss"]
-    limit = 1.2 * nbytes + 100e6
-    lines.append(f"| peak RSS of `ds.layer(L)` (fresh process) | {rss / 1e6:.0f} MB | array {nbytes / 1e6:.0f} MB; limit 1.2× + 100 MB = {limit / 1e6:.0f} MB | {rss / nbytes:.2f}× | {'✅' if rss <= limit else '❌'} |")
-    lines += [
-        "",
-        "Notes:",
-        "- The writer hashes every shard (sha256) while writing it, on a second thread. On this CPU",
-        "  sha256 runs at about 1.4 GB/s, slower than `tofile` into the page cache, so a checksummed",
-        "  single-file write is bounded by the hash, not by the disk; checksums are part of the format",
-        "  and are not skipped. A real extraction produces tens of MB/s, far below either.",
-        "- `ds.layer(L)` returns a new array; the first touch of its pages costs about as much as the",
-        "  read itself. Reading into a preallocated array (`out=`) matches the `readinto` baseline.",
-        "- bfloat16 layers are widened exactly to float32 as they are read (the returned array is",
-        "  twice the stored bytes).",
-    ]
+    lines.append(_row(f"one layer, all {lm['n']:,} prompts (float32, dim {lm['d']:,}, same dataset)",
+                      f"{lm['actstore_s'] * 1e3:.1f} ms", f"lmprobe `load_activations` {lm['lmprobe_s']:.2f} s",
+                      speed, 100, "× faster"))
+    for dtype, (rss, nbytes) in res["rss"].items():
+        limit = 1.2 * nbytes + 100e6
+        ok = "✅" if rss <= limit else "❌"
+        lines.append(f"| peak RSS of `ds.layer(L)` {dtype} (fresh process) | {rss / 1e6:.0f} MB | array "
+                     f"{nbytes / 1e6:.0f} MB; limit 1.2× + 100 MB = {limit / 1e6:.0f} MB | {rss / nbytes:.2f}× | ≤ limit {ok} |")
+    lines += ["", "Notes:", *NOTES]
     return "\n".join(lines) + "\n"
+
+
+NOTES = [
+    "- Write: the writer hashes every shard (sha256, part of the format) on a second thread while",
+    "  writing it, so a checksummed write cannot beat the sha256 rate (the \"info\" rows, same",
+    "  run, same bytes). `tofile` of the full-size float32 matrix (328 MB) is throttled by the",
+    "  kernel's dirty-page writeback to about that rate; the 164 MB bfloat16 file and the quick",
+    "  mode's files are not, and there `tofile` runs at 2-3x the sha256 rate, so the 0.8 goal is",
+    "  out of reach with checksums on. bfloat16 also pays the exact float32 -> bfloat16 rounding",
+    "  (numpy, about 0.15 s per 82 M values) before the write.",
+    "- `ds.layer(L)` reads large local runs (>= 16 MB) with parallel threads: a fresh array's page",
+    "  faults are CPU work a second core can share; with `out=` it can beat one `readinto`.",
+    "- bfloat16 `layer`/`get` return exact float32, twice the stored bytes: against a baseline with",
+    "  the same float32 output (\"float32-output baseline\" rows) they come close to 1; against",
+    "  reading the raw bfloat16 bytes they cannot reach the goals. `ds.torch(L)` keeps bfloat16.",
+    "- lmprobe reads the same float32 dataset through an offline HF-cache layout (route A of",
+    "  reference/lmprobe-v2.md §10); it is timed once (seconds), actstore as a median.",
+]
 
 
 def main() -> None:
@@ -213,17 +280,16 @@ def main() -> None:
     work = tempfile.mkdtemp(prefix="bench-format-")
     try:
         X = np.random.default_rng(0).standard_normal((n, d)).astype(np.float32)
-        res: dict = {"n": n, "d": d, "dtypes": {}}
+        res: dict = {"n": n, "d": d, "reps": reps, "dtypes": {}, "machine": machine(), "versions": versions()}
         for dtype in ("float32", "bfloat16"):
             res["dtypes"][dtype] = bench_dtype(work, X, dtype, reps)
             for p in Path(work).glob("raw-*"):
                 p.unlink()
-        res["rss"] = peak_rss(res["dtypes"]["float32"]["dataset"])
-        res["lmprobe"] = lmprobe_vs_actstore(work, 1000 if args.quick else 5000, 1024)
+        res["rss"] = {dt: peak_rss(r["dataset"]) for dt, r in res["dtypes"].items()}
+        res["lmprobe"] = lmprobe_vs_actstore(work, res["dtypes"]["float32"]["dataset"], n, d)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    text = render(res, args, machine)
+    text = render(res, args)
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "format.md").write_text(text)
     print(text)
