@@ -2,8 +2,9 @@
 
 (a) datasets the DatasetWriter writes load in lmprobe (``load_activations``,
     ``load_activation_dataset``) bit for bit, through an offline HF-cache layout (route A);
-(b) datasets lmprobe's own ``push_dataset`` writes (shuffled, float16 behind a float32 claim,
-    full sequence, int32 logits indices, sidecar files) open in actstore with the values fed in.
+(b) datasets lmprobe's own ``push_dataset`` writes (shuffled, float16 and bfloat16 behind a
+    float32 claim, full sequence, int32 logits indices, MoE router shards, sidecar files) open in
+    actstore with the values fed in.
 
 lmprobe runs in subprocesses with their own HF/lmprobe environment, because huggingface_hub reads
 its environment at import time; they hand their arrays back as .npy files.
@@ -164,6 +165,34 @@ def test_float16_from_the_environment_behind_a_float32_claim(by_lmprobe):
     np.testing.assert_array_equal(got, X[:, 6:])
     np.testing.assert_array_equal(ds.get([3, 1], layers=[1, 4], dtype=np.float32),
                                   X[[3, 1]].reshape(2, 2, 6).astype(np.float32))
+
+
+@pytest.mark.slow
+def test_bfloat16_cache_dtype_behind_a_float32_claim(by_lmprobe):
+    from actstore.format.dtypes import bf16_bits_to_f32, f32_to_bf16_bits
+
+    dirs, inputs = by_lmprobe
+    ds = actstore.open_dataset(str(dirs["bf16"]))
+    order = rows_by_text(ds, "bf16 ")
+    assert ds.info.tensors["hidden_layers"]["dtype"] == "float32" and ds.info.dtype == "bfloat16"
+    bits = f32_to_bf16_bits(inputs["bf16_X"][order])  # torch's rounding == ours, bit for bit
+    got = ds.layer(1)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, bf16_bits_to_f32(bits)[:, :6])
+    np.testing.assert_array_equal(ds.get([2, 8], layers=[4])[:, 0], bf16_bits_to_f32(bits)[[2, 8], 6:])
+    np.testing.assert_array_equal(ds.labels, [i % 2 for i in order])
+    assert ds.verify().ok
+
+
+@pytest.mark.slow
+def test_router_logits_of_moe_datasets_are_ignored(by_lmprobe):
+    dirs, inputs = by_lmprobe
+    ds = actstore.open_dataset(str(dirs["moe"]))
+    order = rows_by_text(ds, "moe ")
+    assert ds.info.tensors["router_logits"]["type"] == "router"  # kept in info, not read
+    assert (dirs["moe"] / "tensors" / "router_logits_000.safetensors").is_file()
+    np.testing.assert_array_equal(ds.layer(4), inputs["moe_X"][order][:, 6:])
+    assert ds.info.layers == (1, 4) and ds.verify().ok
 
 
 @pytest.mark.slow

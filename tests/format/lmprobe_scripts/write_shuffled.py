@@ -3,8 +3,10 @@ lmprobe 0.10.3's own push_dataset (default shuffle=True, so rows are in lmprobe'
 the test maps them back by text), offline; the staging dir is the dataset (reference §10).
 
 1. "half": pooled, cache dtype float16 from the environment (descriptor still claims float32);
-2. "pooled": pooled float32 + top-k logits (int32 indices), metadata column, tiny shards;
-3. "full": full-sequence float32 + top-k logits, tiny shards.
+2. "bf16": pooled, cache dtype bfloat16 via set_cache_dtype (descriptor still claims float32);
+3. "moe": pooled float32 plus MoE router logits (a router_logits tensor actstore must ignore);
+4. "pooled": pooled float32 + top-k logits (int32 indices), metadata column, tiny shards;
+5. "full": full-sequence float32 + top-k logits, tiny shards.
 Inputs are saved next to the datasets (inputs.npz) and the staging dirs printed as JSON.
 
 usage: write_shuffled.py OUT_DIR
@@ -53,7 +55,16 @@ def logits(model, prompts, seq):
 texts = [f"half {i}" for i in range(n)]
 saved["half_X"] = pooled("m-half", texts)
 result["half"] = push("org/half", "m-half", texts, [i % 3 for i in range(n)])
+cache.set_cache_dtype("bfloat16")  # BF16 shards, descriptor still claims float32
+texts = [f"bf16 {i}" for i in range(n)]
+saved["bf16_X"] = pooled("m-bf16", texts)
+result["bf16"] = push("org/bf16", "m-bf16", texts, [i % 2 for i in range(n)])
 cache.set_cache_dtype(None)  # the rest stays float32
+texts = [f"moe {i}" for i in range(n)]
+saved["moe_X"] = pooled("m-moe", texts)
+for p in texts:  # MoE router logits: lmprobe adds a router_logits tensor and shard file
+    cache.save_prompt_router_logits("m-moe", p, {L: torch.randn(3, 5) for L in layers})
+result["moe"] = push("org/moe", "m-moe", texts, [i % 2 for i in range(n)])
 texts = [f"pooled {i}" for i in range(n)]
 saved["pooled_X"] = pooled("m-pooled", texts)
 saved["pooled_logits"] = logits("m-pooled", texts, 2)
