@@ -1,7 +1,7 @@
 """lmprobe 0.10.3 compatibility, both ways, with lmprobe itself (reference/lmprobe-v2.md §10).
 
-(a) datasets the DatasetWriter writes load in lmprobe (``load_activations``,
-    ``load_activation_dataset``) bit for bit, through an offline HF-cache layout (route A);
+(a) datasets the DatasetWriter writes (float32, float16, bfloat16, top-k logits) load in lmprobe
+    (``load_activations``, ``load_activation_dataset``) bit for bit, through an offline HF-cache layout (route A);
 (b) datasets lmprobe's own ``push_dataset`` writes (shuffled, float16 and bfloat16 behind a
     float32 claim, full sequence, int32 logits indices, MoE router shards, sidecar files) open in
     actstore with the values fed in.
@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 import actstore
+from actstore.format.dtypes import bf16_bits_to_f32, f32_to_bf16_bits
 from actstore.format.writer import DatasetWriter
 
 SCRIPTS = Path(__file__).parent / "lmprobe_scripts"
@@ -55,6 +56,7 @@ def into_hub_cache(src: Path, hub: Path, repo: str) -> None:
 CASES_A = {
     "f32": dict(dtype="float32", logits_k=None, shard_rows=4),
     "f16": dict(dtype="float16", logits_k=None, shard_rows=2),
+    "bf16": dict(dtype="bfloat16", logits_k=None, shard_rows=4),
     "f32-logits": dict(dtype="float32", logits_k=4, shard_rows=3),
 }
 
@@ -94,12 +96,19 @@ def test_lmprobe_loads_what_actstore_writes_bit_for_bit(read_by_lmprobe, name):
     np.testing.assert_array_equal(np.load(out / "labels.npy"), w["labels"])
     assert (len(actstore.open_dataset(str(work / name)).info.tensors["hidden_layers"]["shards"]) > 1)
     for L in LAYERS:
-        stored = w["hidden"][L].astype(dtype)
+        if dtype == "bfloat16":  # stored as bit patterns; lmprobe widens them to float32 exactly
+            stored = f32_to_bf16_bits(w["hidden"][L])
+            values = bf16_bits_to_f32(stored)
+            assert result["dtypes"][f"hidden.layer_{L}"] == "torch.bfloat16"
+        else:
+            stored = w["hidden"][L].astype(dtype)
+            values = stored.astype(np.float32)
         got = np.load(out / f"acts_{L}.npy")  # load_activations: prompt by prompt via the registry
-        np.testing.assert_array_equal(got.astype(dtype), stored)
-        assert np.array_equal(got.astype(np.float32), stored.astype(np.float32))
+        assert np.array_equal(got.astype(np.float32), values)
+        if dtype != "bfloat16":
+            np.testing.assert_array_equal(got.astype(dtype), stored)
         whole = np.load(out / f"tensor_hidden.layer_{L}.npy")  # load_activation_dataset: concatenated
-        assert whole.dtype == np.dtype(dtype) and whole.tobytes() == stored.tobytes()
+        assert whole.dtype == stored.dtype and whole.tobytes() == stored.tobytes()
 
 
 @pytest.mark.slow
@@ -169,8 +178,6 @@ def test_float16_from_the_environment_behind_a_float32_claim(by_lmprobe):
 
 @pytest.mark.slow
 def test_bfloat16_cache_dtype_behind_a_float32_claim(by_lmprobe):
-    from actstore.format.dtypes import bf16_bits_to_f32, f32_to_bf16_bits
-
     dirs, inputs = by_lmprobe
     ds = actstore.open_dataset(str(dirs["bf16"]))
     order = rows_by_text(ds, "bf16 ")

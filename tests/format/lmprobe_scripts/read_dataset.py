@@ -9,6 +9,7 @@ import json
 import sys
 
 import numpy as np
+import torch
 from lmprobe import fetch_dataset_metadata, load_activation_dataset, load_activations
 
 for repo, layers, out in json.loads(sys.argv[1]):
@@ -21,7 +22,9 @@ for repo, layers, out in json.loads(sys.argv[1]):
     dtypes = {}
     for key, t in tensors.items():
         dtypes[key] = str(t.dtype)
-        np.save(f"{out}/tensor_{key}.npy", t.numpy())
+        # numpy has no bfloat16: hand its bit patterns back as uint16
+        arr = t.view(torch.int16).numpy().view(np.uint16) if t.dtype == torch.bfloat16 else t.numpy()
+        np.save(f"{out}/tensor_{key}.npy", arr)
     with open(f"{out}/result.json", "w") as f:
         json.dump({"prompts": list(meta.prompts), "layers": list(meta.available_layers),
                    "num_prompts": meta.num_prompts, "dtypes": dtypes}, f)
