@@ -51,6 +51,9 @@ WRITE_CASES = [
     ("num-tokens-length", {}, dict(num_tokens=[1, 2, 3]), actstore.InvalidArgumentError, r"num_tokens has 3"),
     ("logits-shape", dict(logits_k=2), dict(logits_topk=(np.zeros((1, 2)), np.zeros((1, 2)))),
      actstore.InvalidArgumentError, r"logits_topk .*expected \(2, 2\)"),
+    # token ids are stored as int32 (lmprobe's I32): a value that does not fit must not wrap
+    ("logits-index-overflow", dict(logits_k=2), dict(logits_topk=(np.zeros((2, 2)), np.array([[0, 2**31], [1, 2]]))),
+     actstore.InvalidArgumentError, r"logits_topk indices .*int32.*2147483648"),
     ("missing-layer", {}, dict(hidden={0: X}), actstore.LayerNotFoundError, r"hidden .*missing \[1\]"),
     ("unexpected-layer", {}, dict(hidden={0: X, 1: X, 5: X}), actstore.LayerNotFoundError, r"unexpected \[5\]"),
     ("wrong-dim", {}, dict(hidden={0: X, 1: X[:, :2]}), actstore.InvalidArgumentError, r"hidden\[1\] has shape \(2, 2\)"),
