@@ -284,7 +284,14 @@ class DatasetWriter:
         if logits is None:
             return None
         values = np.ascontiguousarray(to_storage(logits[0], "float32", what="logits values"))
-        indices = np.ascontiguousarray(np.asarray(logits[1]), dtype=np.int32)
+        raw = np.asarray(logits[1])
+        # stored as I32 like lmprobe's: a cast would silently wrap ids that do not fit
+        if raw.size and not bool(np.all((raw >= -(2**31)) & (raw < 2**31))):
+            raise InvalidArgumentError(
+                f"logits_topk indices must be token ids that fit in int32; got values from "
+                f"{raw.min()} to {raw.max()}."
+            )
+        indices = np.ascontiguousarray(raw, dtype=np.int32)
         if values.shape != (n, self.logits_k) or indices.shape != (n, self.logits_k):
             raise InvalidArgumentError(
                 f"logits_topk arrays have shapes {values.shape} and {indices.shape}; "
