@@ -4,7 +4,10 @@
     (``load_activations``, ``load_activation_dataset``) bit for bit, through an offline HF-cache layout (route A);
 (b) datasets lmprobe's own ``push_dataset`` writes (shuffled, float16 and bfloat16 behind a
     float32 claim, full sequence, int32 logits indices, MoE router shards, sidecar files) open in
-    actstore with the values fed in.
+    actstore with the values fed in;
+(c) lmprobe-layout variants built by hand from the spec (``conftest.py``: f16/bf16 behind a
+    float32 claim, no labels, I64 logits indices, newer minor versions and unknown keys, unknown
+    files, a Hugging Face cache snapshot of links) read back what was put in.
 
 lmprobe runs in subprocesses with their own HF/lmprobe environment, because huggingface_hub reads
 its environment at import time; they hand their arrays back as .npy files.
@@ -236,3 +239,36 @@ def _shard_dtypes(path: Path) -> dict[str, str]:
     blob = path.read_bytes()
     n = struct.unpack("<Q", blob[:8])[0]
     return {k: v["dtype"] for k, v in json.loads(blob[8:8 + n]).items() if k != "__metadata__"}
+
+
+# ---------------------------------------------------------------- (c) hand-built valid examples
+
+EXAMPLES = ["lmprobe-f32", "lmprobe-f16-claims-f32", "lmprobe-bf16-claims-f32", "no-label-column", "logits-i64",
+            "one-row-shards", "newer-minor-and-unknown-keys", "extra-files", "hf-snapshot"]
+
+
+def test_the_example_list_is_complete(valid_examples):
+    assert sorted(valid_examples) == sorted(EXAMPLES)
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_valid_example_reads_back_what_was_written(valid_examples, name):
+    root, want = valid_examples[name]
+    ds = actstore.open_dataset(str(root))
+    n = len(want["texts"])
+    assert len(ds) == n and ds.texts == want["texts"] and ds.info.dtype == want["dtype"]
+    if want["labels"] is None:
+        assert ds.labels is None or all(x is None for x in ds.labels.tolist())
+    else:
+        assert ds.labels.tolist() == want["labels"]
+    for L, x in want["X"].items():
+        got = ds.layer(L)
+        assert got.dtype == x.dtype and got.tobytes() == x.tobytes()
+    rows = list(range(n))[::-1]
+    got = ds.get(rows)
+    for j, x in enumerate(want["X"].values()):
+        np.testing.assert_array_equal(got[:, j], x[rows])
+    values, indices = ds.logits_topk()
+    np.testing.assert_array_equal(values, want["values"])
+    np.testing.assert_array_equal(indices, want["indices"])
+    assert ds.verify().ok
