@@ -49,6 +49,10 @@ WRITE_CASES = [
     ("metadata-length", {}, dict(metadata={"src": ["x"]}), actstore.InvalidArgumentError,
      r"metadata column 'src' has 1 values"),
     ("num-tokens-length", {}, dict(num_tokens=[1, 2, 3]), actstore.InvalidArgumentError, r"num_tokens has 3"),
+    ("num-tokens-negative", {}, dict(num_tokens=[3, -1]), actstore.InvalidArgumentError,
+     r"num_tokens\[1\] is -1; .*non-negative"),
+    ("num-tokens-over-int32", {}, dict(num_tokens=[2**31, 1]), actstore.InvalidArgumentError,
+     r"num_tokens\[0\] is 2147483648"),
     ("logits-shape", dict(logits_k=2), dict(logits_topk=(np.zeros((1, 2)), np.zeros((1, 2)))),
      actstore.InvalidArgumentError, r"logits_topk .*expected \(2, 2\)"),
     # token ids are stored as int32 (lmprobe's I32): a value that does not fit must not wrap
@@ -88,6 +92,30 @@ def test_writer_refuses_bad_input_and_leaves_nothing_readable(tmp_path, case):
             w.add(["a", "b"], **add)
     with pytest.raises(actstore.DatasetNotFoundError):
         actstore.open_dataset(str(path))
+
+
+# (id, DatasetWriter kwargs, error class, message regex): refused before anything is written
+CTOR_CASES = [
+    ("duplicate-layers", dict(layers=[1, 1]), actstore.InvalidArgumentError, r"layers lists \[1\] more than once"),
+    ("fractional-layer", dict(layers=[0, 1.5]), actstore.InvalidArgumentError,
+     r"layers must be a list of integers; got \[0, 1\.5\]"),
+    ("shard-bytes-zero", dict(shard_bytes=0), actstore.InvalidArgumentError,
+     r"shard_bytes must be a positive integer; got 0"),
+    ("shard-bytes-negative", dict(shard_bytes=-5), actstore.InvalidArgumentError, r"shard_bytes .* got -5"),
+    ("dtype", dict(dtype="fp8"), actstore.InvalidArgumentError, r"'dtype' .*'float32'.*got 'fp8'"),
+    ("dim", dict(dim=0), actstore.InvalidArgumentError, r"dim must be a positive integer; got 0"),
+    ("logits-k", dict(logits_k=0), actstore.InvalidArgumentError, r"logits_k must be a positive integer"),
+    ("all-not-first", dict(pooling=["mean", "all"]), actstore.InvalidArgumentError, r"'all' .*must be the first"),
+]
+
+
+@pytest.mark.parametrize("case", CTOR_CASES, ids=[c[0] for c in CTOR_CASES])
+def test_writer_refuses_bad_arguments_before_writing(tmp_path, case):
+    _, kw, error, message = case
+    args = dict(model="m", layers=[0, 1], dim=3)
+    with pytest.raises(error, match=message):
+        DatasetWriter(str(tmp_path / "ds"), **{**args, **kw})
+    assert not (tmp_path / "ds").exists() or not any((tmp_path / "ds").rglob("*.parquet"))
 
 
 def test_check_finite_false_stores_nan_as_given(tmp_path):
