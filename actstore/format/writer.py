@@ -9,6 +9,7 @@ aborts and deletes every file the writer made, so no half dataset is ever readab
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -103,7 +104,7 @@ class DatasetWriter:
         self.dim, self.dtype, self.logits_k = dim, dtype, logits_k
         self.code, itemsize = spec.FLOAT_DTYPES[dtype]
         self.full_sequence = self.views[0] == "all"
-        self.shard_bytes = int(shard_bytes)
+        self.shard_bytes = _positive_int(shard_bytes, "shard_bytes")
         self.rows_per_shard = max(1, self.shard_bytes // (dim * itemsize))
         self.num_rows = num_rows
         self.check_finite = check_finite
@@ -474,9 +475,9 @@ class DatasetWriter:
 
 
 def _check_layers(layers: Sequence[int]) -> tuple[int, ...]:
-    try:
-        values = [int(v) for v in layers]
-    except (TypeError, ValueError):
+    try:  # operator.index: ints and numpy ints, not floats (int(1.5) would truncate)
+        values = [operator.index(v) for v in layers]
+    except TypeError:
         raise InvalidArgumentError(f"layers must be a list of integers; got {layers!r}.") from None
     if not values:
         raise InvalidArgumentError("layers must name at least one layer; got an empty list.")
@@ -521,7 +522,22 @@ def _check_counts(num_tokens: Sequence[int] | None, n: int) -> list[int | None]:
     values = [None if v is None else int(v) for v in num_tokens]
     if len(values) != n:
         raise InvalidArgumentError(f"num_tokens has {len(values)} entries but texts has {n}.")
+    for i, v in enumerate(values):
+        if v is not None and not 0 <= v < 2**31:  # the column is int32, as lmprobe writes it
+            raise InvalidArgumentError(
+                f"num_tokens[{i}] is {v}; token counts must be non-negative and fit in int32."
+            )
     return values
+
+
+def _positive_int(value: Any, name: str) -> int:
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = 0
+    if number <= 0:
+        raise InvalidArgumentError(f"{name} must be a positive integer; got {value!r}.")
+    return number
 
 
 def _check_finite(original: Any, block: np.ndarray, *, name: str) -> None:
