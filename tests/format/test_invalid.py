@@ -232,6 +232,9 @@ READ_CASES = [
      r"hidden_layers\.storage .*'zip'"),
     ("tensor-key-missing", "pooled", rename_key, lambda r: open_ds(r).layer(1), actstore.IntegrityError,
      r"hidden_layer001_shard000\.safetensors.*no tensor 'hidden\.layer_1'"),
+    # a width is data from strangers too: {layer:0999999999d} built a 1 GB name (40 s) before failing
+    ("pattern-huge-width", "pooled", hidden(lambda h: h.update({"file_pattern": "t/{layer:09999999d}_{shard:03d}"})),
+     open_ds, actstore.FormatError, r"hidden_layers\.file_pattern .*width"),
     ("view-pattern-escapes", "pooled",
      edit_meta(lambda m: m["actstore:views"]["mean"].update({"file_pattern": "../../{layer}{shard}"})), open_ds,
      actstore.UnsafePathError, r"actstore:views\.mean\.file_pattern escapes the dataset root"),
