@@ -155,10 +155,13 @@ def _check_pattern(pattern: object, *, where: str) -> str:
     for _, name, spec, conv in parts:
         if name is None:
             continue
-        if name not in {"layer", "shard"} or conv or (spec and not spec.rstrip("d").isdigit()):
+        # the width is bounded too: {layer:0999999999d} would build a gigabyte-long name
+        width = spec.rstrip("d") if spec else ""
+        if name not in {"layer", "shard"} or conv or (spec and not (width.isdigit() and len(width) <= 2)):
             raise FormatError(
                 f"{where}.file_pattern {pattern!r} may only use {{layer}} and {{shard}} "
-                f"fields with an integer width such as {{layer:03d}}; found {{{name}}}."
+                f"fields with an integer width of at most 2 digits such as {{layer:03d}}; "
+                f"found {{{name}{':' + spec if spec else ''}}}."
             )
     safe_relpath(pattern.format(layer=0, shard=0), field=f"{where}.file_pattern")
     return pattern
