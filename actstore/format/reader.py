@@ -76,6 +76,12 @@ def _locations(table: pa.Table, cols: tuple[str, str], shard_rows: Sequence[int]
     for c in cols:
         if c not in table.column_names:
             raise FormatError(f"The index lacks the {c!r} column needed to locate {what} rows.")
+        if table.column(c).null_count:  # a null would cast to a garbage offset
+            i = int(np.flatnonzero(table.column(c).is_null().to_numpy(zero_copy_only=False))[0])
+            raise FormatError(
+                f"The index's {c!r} column holds null values (first at row {i}); every row must "
+                f"locate its {what} data."
+            )
     shard = table.column(cols[0]).to_numpy(zero_copy_only=False).astype(np.int64)
     off = table.column(cols[1]).to_numpy(zero_copy_only=False).astype(np.int64)
     rows = np.asarray(shard_rows, dtype=np.int64)
@@ -453,21 +459,29 @@ class Dataset:
         if desc is None or loc is None:
             raise LayerNotFoundError("The dataset stores no top-k logits (no logits_topk tensor).")
         pos = self._abs if rows is None else self._positions(rows)
-        k = int(desc.get("k", 0))
-        values = np.empty((pos.size, k), dtype=np.float32)
-        indices = np.empty((pos.size, k), dtype=np.int64)
+        k = desc.get("k")
+        if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
+            raise FormatError(f"lmprobe:tensors.logits_topk.k must be a positive integer; got {k!r}.")
         s, o = loc[0][pos], loc[1][pos]
-        for sh in np.unique(s):
-            sel = np.flatnonzero(s == sh)
-            shard = desc["shards"][int(sh)]
+        needed = [int(sh) for sh in np.unique(s)]
+        headers: dict[int, Any] = {}
+        for sh in needed:  # check every header before allocating (k comes from strangers)
+            shard = desc["shards"][sh]
             path = shard["file"]
-            entries = self._header(path)
-            for key, out in ((spec.LOGITS_VALUES_KEY, values), (spec.LOGITS_INDICES_KEY, indices)):
+            headers[sh] = entries = self._header(path)
+            for key in (spec.LOGITS_VALUES_KEY, spec.LOGITS_INDICES_KEY):
                 e = entries.get(key)
                 if e is None or len(e.shape) != 2 or e.shape != (shard["num_prompts"], k):
                     raise IntegrityError(
                         f"{path}: tensor {key!r} missing or not shaped [{shard['num_prompts']}, {k}]."
                     )
+        values = np.empty((pos.size, k), dtype=np.float32)
+        indices = np.empty((pos.size, k), dtype=np.int64)
+        for sh in needed:
+            sel = np.flatnonzero(s == sh)
+            path = desc["shards"][sh]["file"]
+            for key, out in ((spec.LOGITS_VALUES_KEY, values), (spec.LOGITS_INDICES_KEY, indices)):
+                e = headers[sh][key]
                 tmp = np.empty((sel.size, k), dtype=storage_numpy(e.dtype))
                 read_rows(self._s.source, path, e, o[sel], np.arange(sel.size), tmp)
                 out[sel] = tmp
