@@ -34,7 +34,8 @@ class MassMeanProbe(ClassifierMixin, BaseEstimator):
         self.classes_ = np.unique(y)
         if self.classes_.size != 2:
             raise InvalidArgumentError(
-                f"mass_mean probes are binary; got {self.classes_.size} classes {self.classes_.tolist()}."
+                "Only binary classification is supported by mass_mean probes; got "
+                f"{self.classes_.size} classes {self.classes_.tolist()}. Use 'lda' for several classes."
             )
         pos = np.asarray(y) == self.classes_[1]
         mu0, mu1 = X[~pos].mean(0), X[pos].mean(0)

@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from .layers import LayerSpec, resolve_layers
 
-__all__ = ["is_dataset", "labels_for", "load_features", "stored_layers"]
+__all__ = ["as_dense", "is_dataset", "labels_for", "load_features", "stored_layers"]
 
 
 def is_dataset(data: Any) -> bool:
@@ -17,6 +17,25 @@ def is_dataset(data: Any) -> bool:
     from ..format.reader import Dataset
 
     return isinstance(data, Dataset)
+
+
+def as_dense(data: Any) -> np.ndarray:
+    """``data`` as a float32 ``(n, dim)`` or ``(n, n_layers, dim)`` array, or a clear error."""
+    import scipy.sparse
+
+    if scipy.sparse.issparse(data):
+        raise InvalidArgumentError(
+            "Sparse input is not supported: probes read dense activations; pass X.toarray()."
+        )
+    arr = np.asarray(data)
+    if arr.dtype.kind == "c":
+        raise InvalidArgumentError("Complex data not supported: X holds complex values; probes need real-valued activations.")
+    if arr.ndim not in (2, 3):
+        raise InvalidArgumentError(
+            f"X must be (n, dim) or (n, n_layers, dim); got an array of shape {arr.shape}. "
+            "Reshape your data: X.reshape(1, -1) for a single row, X.reshape(-1, 1) for one feature."
+        )
+    return arr.astype(np.float32, copy=False)
 
 
 def stored_layers(data: Any) -> list[int]:
@@ -27,23 +46,29 @@ def stored_layers(data: Any) -> list[int]:
     return list(range(arr.shape[1])) if arr.ndim == 3 else [0]
 
 
+def _check_finite(X: np.ndarray) -> None:
+    # NaN or inf would pass silently through the mass-mean probe and unscaled pipelines
+    if not np.isfinite(X).all():
+        raise InvalidArgumentError(
+            f"X contains {int(np.size(X) - np.isfinite(X).sum())} NaN or infinite values; "
+            "probes need finite activations (drop or repair those rows)."
+        )
+
+
 def load_features(data: Any, layers: LayerSpec, view: str | None = None) -> tuple[np.ndarray, list[int]]:
     """Features for the chosen layers as ``(n, len(layers), dim)`` float32, and the layers."""
-    chosen = resolve_layers(layers, stored_layers(data))
-    if is_dataset(data):
-        dim = data.info.dim
-        X = np.empty((len(data), len(chosen), dim), dtype=np.float32)
-        for j, L in enumerate(chosen):
-            X[:, j] = data.layer(L, view=view, dtype=np.float32)
+    if not is_dataset(data):
+        arr = as_dense(data)
+        chosen = resolve_layers(layers, stored_layers(arr))
+        X = arr[:, None, :] if arr.ndim == 2 else arr[:, chosen]
+        _check_finite(X)
         return X, chosen
-    arr = np.asarray(data, dtype=np.float32)
-    if arr.ndim == 2:
-        arr = arr[:, None, :]
-    if arr.ndim != 3:
-        raise InvalidArgumentError(
-            f"X must be (n, dim) or (n, n_layers, dim); got an array of shape {arr.shape}."
-        )
-    return arr[:, chosen], chosen
+    chosen = resolve_layers(layers, stored_layers(data))
+    X = np.empty((len(data), len(chosen), data.info.dim), dtype=np.float32)
+    for j, L in enumerate(chosen):
+        X[:, j] = data.layer(L, view=view, dtype=np.float32)
+    _check_finite(X)
+    return X, chosen
 
 
 def labels_for(data: Any, y: Any, n: int) -> np.ndarray:
@@ -60,14 +85,23 @@ def labels_for(data: Any, y: Any, n: int) -> np.ndarray:
         values = data.labels
     else:
         values = np.asarray(y)
+    if values.ndim == 2 and values.shape[1] == 1:  # a column vector, as scikit-learn accepts
+        import warnings
+
+        from sklearn.exceptions import DataConversionWarning
+
+        warnings.warn("A column-vector y was passed when a 1d array was expected; it is read as (n,).",
+                      DataConversionWarning, stacklevel=3)
+        values = values.ravel()
     if values.ndim != 1 or values.shape[0] != n:
         raise InvalidArgumentError(
             f"Labels have shape {values.shape}; expected ({n},), one label per row."
         )
     if values.dtype == object and any(v is None for v in values):
         raise InvalidArgumentError("Labels contain missing values (None); drop those rows first.")
-    if values.dtype.kind == "f" and np.isnan(values).any():
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
         raise InvalidArgumentError(
-            f"Labels contain {int(np.isnan(values).sum())} NaN values; drop those rows first."
+            f"Labels contain {int((~np.isfinite(values)).sum())} NaN or infinite values; drop "
+            "those rows first."
         )
     return values

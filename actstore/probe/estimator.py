@@ -9,20 +9,31 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, is_classifier, is_regressor
 from sklearn.decomposition import PCA
+from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.metaestimators import available_if
 
 from ..errors import InvalidArgumentError, NotFittedError
 from .classifiers import make_estimator
-from .data import labels_for, load_features
+from .data import is_dataset, labels_for, load_features
 from .layers import LayerSpec
 from .metrics import classification_metrics, regression_metrics
 
-__all__ = ["Probe"]
+__all__ = ["Probe", "ProbeNotFittedError"]
 
 TASKS = ("classification", "regression")
+
+
+class ProbeNotFittedError(NotFittedError, SklearnNotFittedError):
+    """:class:`actstore.NotFittedError` that is also scikit-learn's ``NotFittedError``.
+
+    Defined here rather than in ``actstore.errors`` because that module must not import
+    scikit-learn; code catching either class (``check_is_fitted`` users, pipelines, model
+    selection tools) sees an unfitted probe the same way.
+    """
 
 
 def check_targets(y: np.ndarray, task: str) -> None:
@@ -32,7 +43,8 @@ def check_targets(y: np.ndarray, task: str) -> None:
     if task == "regression":
         if y.dtype.kind not in "fiub":
             raise InvalidArgumentError(
-                f"task='regression' needs numeric targets; got labels of dtype {y.dtype}."
+                f"Unknown label type for task='regression': it needs numeric targets; got labels "
+                f"of dtype {y.dtype}."
             )
         return
     if y.dtype.kind == "f" and not np.all(np.mod(y, 1) == 0):
@@ -43,7 +55,8 @@ def check_targets(y: np.ndarray, task: str) -> None:
     classes = np.unique(y)
     if classes.size < 2:
         raise InvalidArgumentError(
-            f"The labels hold a single class ({classes.tolist()}); a classifier needs at least two."
+            f"The labels hold only one class ({classes.tolist()}); a classifier needs at least "
+            "two. Check the label column, or the rows you selected."
         )
 
 
@@ -102,10 +115,29 @@ class Probe(BaseEstimator):
         self.classifier_kwargs = classifier_kwargs
         self.random_state = random_state
 
+    def __sklearn_tags__(self) -> Any:
+        """A classifier or regressor per ``task``, so scikit-learn's model selection
+        (stratified folds in ``cross_val_score``, ``is_classifier``) treats it as one."""
+        from sklearn.utils import ClassifierTags, RegressorTags
+
+        tags = super().__sklearn_tags__()
+        if self.task == "regression":
+            tags.estimator_type, tags.regressor_tags = "regressor", RegressorTags()
+        else:
+            binary_only = self.classifier in ("mass_mean", "mass_mean_iid")
+            tags.estimator_type = "classifier"
+            tags.classifier_tags = ClassifierTags(multi_class=not binary_only)
+        return tags
+
     # -- features ----------------------------------------------------------------------
     def _features(self, X: Any, fitting: bool) -> np.ndarray:
-        layers = self.layers if fitting else self.layers_
+        if not fitting and not is_dataset(X):
+            X = self._as_selected_layers(X)
+        # arrays at predict time were narrowed to the fitted layers by _as_selected_layers
+        layers = self.layers if fitting else self.layers_ if is_dataset(X) else list(range(len(self.layers_)))
         feats, chosen = load_features(X, layers, self.view)
+        if feats.shape[0] == 0:
+            raise InvalidArgumentError("The data has 0 rows; a probe needs at least one.")
         if fitting:
             self.layers_ = chosen
             norms = np.linalg.norm(feats, axis=2).mean(0)
@@ -115,10 +147,33 @@ class Probe(BaseEstimator):
             self.dim_ = feats.shape[2]
         elif feats.shape[2] != self.dim_:
             raise InvalidArgumentError(
-                f"The data has dim {feats.shape[2]} but the probe was fitted on dim {self.dim_}."
+                f"X has {feats.shape[2]} features, but Probe is expecting {self.dim_} features as "
+                "input (per layer); use activations from the same model and view."
             )
-        feats *= self.layer_scale_[None, :, None].astype(np.float32)
+        if np.any(self.layer_scale_ != 1):  # not in place: feats may be a view of the caller's X
+            feats = feats * self.layer_scale_[None, :, None].astype(np.float32)
         return feats.reshape(feats.shape[0], -1)
+
+    def _as_selected_layers(self, X: Any) -> np.ndarray:
+        """Arrays at predict time: ``(n, n_stored_layers, dim)`` is indexed by the fitted layer
+        positions; ``(n, dim)`` or ``(n, len(layers_) * dim)`` holds the fitted layers already."""
+        from .data import as_dense
+
+        arr = as_dense(X)
+        if arr.ndim == 3:
+            stored = list(range(arr.shape[1]))
+            from .layers import resolve_layers
+
+            return arr[:, resolve_layers(self.layers_, stored)]
+        if arr.ndim == 2 and arr.shape[1] == len(self.layers_) * self.dim_:
+            return arr.reshape(arr.shape[0], len(self.layers_), self.dim_)
+        if arr.ndim == 2:
+            raise InvalidArgumentError(
+                f"X has {arr.shape[1]} features, but Probe is expecting "
+                f"{len(self.layers_) * self.dim_} features as input (layers {self.layers_} of dim "
+                f"{self.dim_}); pass (n, n_layers, dim) activations or the fitted layers' columns."
+            )
+        return arr
 
     def _steps(self) -> list[tuple[str, Any]]:
         if self.preprocessing not in (None, "standard", "pca"):
@@ -131,6 +186,13 @@ class Probe(BaseEstimator):
         if self.preprocessing == "pca":
             steps.append(("pca", PCA(n_components=self.pca_components, random_state=self.random_state)))
         est = make_estimator(self.classifier, self.task, self.classifier_kwargs, self.random_state)
+        if (self.task == "regression" and is_classifier(est)) or (
+            self.task == "classification" and is_regressor(est)
+        ):
+            raise InvalidArgumentError(
+                f"classifier {type(est).__name__} does not fit task={self.task!r}; pass a "
+                f"{'regressor' if self.task == 'regression' else 'classifier'} or change task."
+            )
         return [*steps, ("model", est)]
 
     # -- fitting -----------------------------------------------------------------------
@@ -164,9 +226,21 @@ class Probe(BaseEstimator):
         return self
 
     # -- prediction --------------------------------------------------------------------
+    def _has(self, method: str) -> bool:
+        """Whether the classifier offers ``method`` (hasattr(probe, "predict_proba") is honest)."""
+        if self.task == "regression" and method == "predict_proba":
+            return False
+        if hasattr(self, "pipeline_"):
+            return hasattr(self.pipeline_, method)
+        try:
+            est = make_estimator(self.classifier, self.task, self.classifier_kwargs, self.random_state)
+        except InvalidArgumentError:
+            return True  # let the call reach _check_fitted and say "not fitted"
+        return hasattr(est, method)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "pipeline_"):
-            raise NotFittedError(
+            raise ProbeNotFittedError(
                 "This Probe is not fitted yet; call fit(...) before predicting or evaluating."
             )
 
@@ -174,12 +248,12 @@ class Probe(BaseEstimator):
         self._check_fitted()
         return self.pipeline_.predict(self._features(X, fitting=False))
 
+    @available_if(lambda self: self._has("predict_proba"))
     def predict_proba(self, X: Any) -> np.ndarray:
         self._check_fitted()
-        if self.task == "regression":
-            raise InvalidArgumentError("predict_proba is for classification probes.")
         return self.pipeline_.predict_proba(self._features(X, fitting=False))
 
+    @available_if(lambda self: self._has("decision_function"))
     def decision_function(self, X: Any) -> np.ndarray:
         self._check_fitted()
         return self.pipeline_.decision_function(self._features(X, fitting=False))

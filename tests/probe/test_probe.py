@@ -117,7 +117,7 @@ def test_bad_inputs_are_clear(probe_dataset, arrays):
         Probe(layers=2, classifier="svm2").fit(X, y)
     with pytest.raises(actstore.LayerNotFoundError, match=r"Layer 9 is not stored"):
         Probe(layers=9).fit(ds, "label")
-    with pytest.raises(actstore.InvalidArgumentError, match="single class"):
+    with pytest.raises(actstore.InvalidArgumentError, match="only one class"):
         Probe(layers=2).fit(X, np.zeros(len(y), dtype=int))
     with pytest.raises(actstore.InvalidArgumentError, match=r"expected \(300,\)"):
         Probe(layers=2).fit(X, y[:10])
