@@ -102,11 +102,14 @@ def _report(args: argparse.Namespace) -> int:
 
 def _plot_report(table: Any, path: str) -> None:
     import matplotlib
+    import pandas as pd
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     metric = next(c[: -len("_mean")] for c in table.columns if c in ("accuracy_mean", "r2_mean"))
+    # multi-layer rows ("4,8") have no place on a layer axis; the table still shows them
+    table = table.assign(layer=pd.to_numeric(table["layer"], errors="coerce")).dropna(subset=["layer"])
     fig, ax = plt.subplots(figsize=(7, 4))
     groups = [c for c in ("dataset", "classifier") if c in table.columns]
     for key, part in (table.groupby(groups) if groups else [("all", table)]):

@@ -29,18 +29,38 @@ def append_results(path: str, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 def report(path: str, by: Sequence[str] = ("dataset", "layer", "classifier"),
            metrics: Sequence[str] | None = None) -> pd.DataFrame:
-    """Mean ± std of each metric per group of a results file."""
+    """Mean ± std of each metric per group of a results file.
+
+    Rows of multi-layer probes (``layer`` empty, ``layers`` = ``"4,8"``) are grouped under
+    that list rather than dropped; groups whose key is missing stay as their own group.
+
+    Examples
+    --------
+    >>> report("results.parquet", by=["dataset", "layer"])  # doctest: +SKIP
+    """
     if not os.path.exists(path):
         raise InvalidArgumentError(f"No results file at {path!r}; run `actstore probe ... --results {path}` first.")
-    frame = pd.read_parquet(path)
+    frame = _layer_key(pd.read_parquet(path))
     keys = [k for k in by if k in frame.columns]
-    skip = {"seed", "fold", "n", "timestamp", *keys}
+    skip = {"seed", "fold", "n", "timestamp", "layers", *keys}
     metrics = list(metrics or [c for c in frame.columns
                                if c not in skip and pd.api.types.is_numeric_dtype(frame[c])])
-    g = frame.groupby(keys)[metrics] if keys else frame[metrics]
-    out = g.mean().add_suffix("_mean").join(g.std(ddof=0).add_suffix("_std")) if keys else None
-    if out is None:
-        out = pd.DataFrame([frame[metrics].mean().add_suffix("_mean")]).join(
-            pd.DataFrame([frame[metrics].std(ddof=0).add_suffix("_std")]))
-    runs = frame.groupby(keys).size().rename("runs") if keys else None
-    return out.join(runs).reset_index() if runs is not None else out
+    if not keys:
+        return pd.DataFrame([frame[metrics].mean().add_suffix("_mean")]).join(
+            pd.DataFrame([frame[metrics].std(ddof=0).add_suffix("_std")])).assign(runs=len(frame))
+    g = frame.groupby(keys, dropna=False)
+    out = g[metrics].mean().add_suffix("_mean").join(g[metrics].std(ddof=0).add_suffix("_std"))
+    return out.join(g.size().rename("runs")).reset_index()
+
+
+def _layer_key(frame: pd.DataFrame) -> pd.DataFrame:
+    """One ``layer`` key for single- and multi-layer rows: the int, or the ``"4,8"`` list."""
+    if "layers" not in frame.columns or "layer" not in frame.columns:
+        return frame
+    single = frame["layer"].notna()
+    if single.all():
+        return frame
+    layer = frame["layer"].astype(object)
+    layer[single] = [int(v) for v in frame.loc[single, "layer"]]
+    layer[~single] = frame.loc[~single, "layers"]
+    return frame.assign(layer=layer.astype(str))

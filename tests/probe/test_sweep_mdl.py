@@ -100,3 +100,14 @@ def test_binary_metrics_equal_sklearn(seed):
     one_class = classification_metrics(np.array(["no"] * 5), np.array(["no", "yes", "no", "no", "no"]),
                                        None, np.array(["no", "yes"]))
     assert one_class["accuracy"] == 0.8 and one_class["f1"] == 0.0 and np.isnan(one_class["auroc"])
+
+
+def test_report_keeps_multi_layer_rows(probe_dataset, tmp_path, capsys):
+    results = str(tmp_path / "results.parquet")
+    assert main(["probe", probe_dataset, "--layer", "1,2", "--cv", "3", "--results", results]) == 0
+    assert main(["probe", probe_dataset, "--layer", "2", "--cv", "3", "--results", results]) == 0
+    table = actstore.probe.report(results)
+    assert sorted(table["layer"]) == ["1,2", "2"] and list(table["runs"]) == [3, 3]
+    capsys.readouterr()
+    assert main(["report", results, "--plot", str(tmp_path / "r.png")]) == 0
+    assert "1,2" in capsys.readouterr().out and (tmp_path / "r.png").exists()
