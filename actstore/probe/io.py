@@ -1,8 +1,11 @@
 """Saving and loading probes without pickle: ``probe.json`` + ``probe.safetensors``.
 
 The fitted pipeline is collapsed into one affine map (see :mod:`actstore.probe.head`), so a
-saved probe is a handful of arrays and a JSON config. Loading checks the format version,
-the checksum of the weights recorded in the config, and every array's shape.
+saved probe is a handful of arrays and a JSON config. Each file carries the other's
+checksum: the config records the weights' sha256, and the weights' safetensors metadata
+records the sha256 of the config's canonical JSON (without that one field). Loading checks
+the format version, both checksums, and every array's shape, so an edit to either file
+(classes, layers, weights) is refused instead of silently changing what the probe predicts.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load, save_file
 
 from ..errors import FormatError, IntegrityError, InvalidArgumentError, UnsupportedVersionError
 from .classifiers import CLASSIFIERS
@@ -45,15 +49,13 @@ def save_probe(probe: Any, path: str) -> None:
         head = probe.pipeline_
     params = {k: getattr(probe, k) for k in _PARAMS}
     if not isinstance(params["classifier"], str):
-        params["classifier"] = type(params["classifier"]).__name__
+        # an estimator instance is stored as the built-in name of its class (the fitted head
+        # is what predicts; its own hyperparameters apply only to a refit)
+        params["classifier"] = _builtin_name(probe.classifier)
     try:
         json.dumps(params)
     except TypeError as exc:
         raise InvalidArgumentError(f"Probe parameters are not JSON-serialisable ({exc}).") from None
-    os.makedirs(path, exist_ok=True)
-    weights = os.path.join(path, WEIGHTS)
-    save_file({"W": np.ascontiguousarray(head.W), "b": np.ascontiguousarray(head.b),
-               "layer_scale": np.asarray(probe.layer_scale_, dtype=np.float64)}, weights)
     config = {
         "format": "actstore-probe",
         "format_version": PROBE_FORMAT_VERSION,
@@ -62,10 +64,46 @@ def save_probe(probe: Any, path: str) -> None:
         "dim_": int(probe.dim_),
         "kind": head.kind,
         "classes_": _jsonable_classes(head.classes_),
-        "weights_sha256": hashlib.sha256(open(weights, "rb").read()).hexdigest(),
     }
+    os.makedirs(path, exist_ok=True)
+    weights = os.path.join(path, WEIGHTS)
+    save_file({"W": np.ascontiguousarray(head.W), "b": np.ascontiguousarray(head.b),
+               "layer_scale": np.asarray(probe.layer_scale_, dtype=np.float64)}, weights,
+              metadata={"config_sha256": _config_sha256(config)})
+    with open(weights, "rb") as f:
+        config["weights_sha256"] = hashlib.sha256(f.read()).hexdigest()
     with open(os.path.join(path, CONFIG), "w") as f:
         json.dump(config, f, indent=2)
+
+
+def _builtin_name(estimator: Any) -> str:
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifier
+    from sklearn.svm import LinearSVC, LinearSVR
+
+    from .classifiers import MassMeanProbe
+
+    if isinstance(estimator, MassMeanProbe):
+        return "mass_mean_iid" if estimator.covariance else "mass_mean"
+    names = {LogisticRegression: "logistic_regression", LinearDiscriminantAnalysis: "lda",
+             Ridge: "ridge", RidgeClassifier: "ridge", LinearSVC: "linear_svm", LinearSVR: "linear_svm"}
+    return next((v for k, v in names.items() if isinstance(estimator, k)), type(estimator).__name__)
+
+
+def _config_sha256(config: dict[str, Any]) -> str:
+    """sha256 of the config's canonical JSON, leaving out the weights checksum it holds."""
+    body = {k: v for k, v in config.items() if k != "weights_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _safetensors_metadata(blob: bytes, name: str) -> dict[str, str]:
+    # the safetensors header: 8-byte little-endian length, then JSON with "__metadata__"
+    try:
+        (size,) = struct.unpack("<Q", blob[:8])
+        meta = json.loads(blob[8 : 8 + size]).get("__metadata__") or {}
+    except (struct.error, ValueError, AttributeError):
+        raise FormatError(f"{name} is not a safetensors file.") from None
+    return meta if isinstance(meta, dict) else {}
 
 
 def _read_config(path: str) -> dict[str, Any]:
@@ -98,9 +136,14 @@ def load_probe(path: str) -> Any:
     if hashlib.sha256(blob).hexdigest() != cfg.get("weights_sha256"):
         raise IntegrityError(
             f"{weights} does not match the sha256 recorded in {CONFIG}; the probe was modified "
-            "or is incomplete."
+            "or is incomplete. Save it again from the fitted probe, or download it again."
         )
-    arrays = load_file(weights)
+    if _safetensors_metadata(blob, weights).get("config_sha256") != _config_sha256(cfg):
+        raise IntegrityError(
+            f"{os.path.join(path, CONFIG)} was modified after saving: it no longer matches the "
+            f"checksum stored in {WEIGHTS}. Save the probe again instead of editing its config."
+        )
+    arrays = load(blob)
     layers, dim, kind = cfg.get("layers_"), cfg.get("dim_"), cfg.get("kind")
     W, b = arrays.get("W"), arrays.get("b")
     if (

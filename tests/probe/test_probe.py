@@ -104,6 +104,12 @@ def test_save_load_refuses_tampering_versions_and_unsafe_estimators(tmp_path, ar
     (tmp_path / "v" / "probe.json").write_text(json.dumps(cfg))
     with pytest.raises(actstore.UnsupportedVersionError, match="99"):
         Probe.load(str(tmp_path / "v"))
+    p.save(str(tmp_path / "c"))
+    cfg = json.loads((tmp_path / "c" / "probe.json").read_text())
+    cfg["classes_"] = cfg["classes_"][::-1]  # flips every prediction, shapes unchanged
+    (tmp_path / "c" / "probe.json").write_text(json.dumps(cfg))
+    with pytest.raises(actstore.IntegrityError, match="probe.json was modified after saving"):
+        Probe.load(str(tmp_path / "c"))
     forest = Probe(layers=2, classifier=RandomForestClassifier(n_estimators=5)).fit(X, y)
     with pytest.raises(actstore.InvalidArgumentError, match="cannot be saved safely"):
         forest.save(str(tmp_path / "f"))
