@@ -258,13 +258,12 @@ class Probe(BaseEstimator):
         self._check_fitted()
         return self.pipeline_.decision_function(self._features(X, fitting=False))
 
-    def _scores(self, Xf: np.ndarray) -> np.ndarray | None:
+    def _scores(self, Xf: np.ndarray) -> tuple[np.ndarray | None, bool]:
+        """Probabilities if the classifier has them, else margins; and which it was."""
         for method in ("predict_proba", "decision_function"):
-            try:
-                return getattr(self.pipeline_, method)(Xf)
-            except AttributeError:
-                continue
-        return None
+            if hasattr(self.pipeline_, method):
+                return getattr(self.pipeline_, method)(Xf), method == "predict_proba"
+        return None, False
 
     def evaluate(self, X: Any, y: Any = None) -> dict[str, Any]:
         """Metrics on held-out data: classification (accuracy, balanced accuracy, AUROC, F1,
@@ -275,7 +274,8 @@ class Probe(BaseEstimator):
         pred = self.pipeline_.predict(Xf)
         if self.task == "regression":
             return regression_metrics(yv, pred)
-        return classification_metrics(yv, pred, self._scores(Xf), self.classes_)
+        scores, is_proba = self._scores(Xf)
+        return classification_metrics(yv, pred, scores, self.classes_, scores_are_proba=is_proba)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Accuracy (classification) or R² (regression)."""

@@ -12,11 +12,20 @@ __all__ = ["classification_metrics", "regression_metrics"]
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray | None,
-                           classes: np.ndarray) -> dict[str, Any]:
+                           classes: np.ndarray, *, scores_are_proba: bool = True) -> dict[str, Any]:
     """accuracy, balanced accuracy, AUROC (one-vs-rest for multiclass), F1, precision, recall, n.
 
     Binary tasks use the positive class (the larger label); multiclass F1/precision/recall
-    are macro averages.
+    are macro averages. ``scores`` are class probabilities, or margins
+    (``scores_are_proba=False``) that a multiclass AUROC turns into probabilities by softmax.
+    AUROC is NaN when ``y_true`` lacks a class (it is undefined there).
+
+    Examples
+    --------
+    >>> m = classification_metrics(np.array([0, 1, 1]), np.array([0, 1, 0]),
+    ...                            np.array([0.2, 0.9, 0.4]), np.array([0, 1]))
+    >>> m["accuracy"], m["auroc"]
+    (0.6666666666666666, 1.0)
     """
     if len(classes) == 2:
         return _binary_metrics(np.asarray(y_true), np.asarray(y_pred), scores, classes[1])
@@ -31,7 +40,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.nd
     auroc = float("nan")
     if scores is not None and len(np.unique(y_true)) == len(classes):
         if scores.ndim == 2:
-            p = scores / scores.sum(1, keepdims=True) if (scores >= 0).all() else _softmax(scores)
+            p = scores if scores_are_proba else _softmax(scores)
             auroc = float(skm.roc_auc_score(y_true, p, multi_class="ovr", labels=classes))
     out["auroc"] = auroc
     return out

@@ -136,3 +136,23 @@ def test_bad_inputs_are_clear(probe_dataset, arrays):
     with pytest.raises(actstore.InvalidArgumentError, match="task='regression'"):
         Probe(layers=1).fit(X, score)
     assert issubclass(actstore.NotFittedError, AttributeError)
+
+
+@pytest.mark.parametrize("clf", ["logistic_regression", "linear_svm"])
+def test_multiclass_evaluate_equals_sklearn_metrics(arrays, clf):
+    from scipy.special import softmax
+    from sklearn import metrics as skm
+
+    X, y, _ = arrays
+    y3 = y + (X[:, 2, 4] > 0.5).astype(int) * (2 - y)
+    p = Probe(layers=2, classifier=clf, random_state=0).fit(X[:200], y3[:200])
+    m = p.evaluate(X[200:], y3[200:])
+    pred = p.predict(X[200:])
+    scores = p.predict_proba(X[200:]) if clf == "logistic_regression" else softmax(p.decision_function(X[200:]), 1)
+    ref = {"accuracy": skm.accuracy_score(y3[200:], pred),
+           "balanced_accuracy": skm.balanced_accuracy_score(y3[200:], pred),
+           "f1": skm.f1_score(y3[200:], pred, average="macro"),
+           "auroc": skm.roc_auc_score(y3[200:], scores, multi_class="ovr")}
+    for k, v in ref.items():
+        assert m[k] == pytest.approx(v, abs=1e-9), k
+    assert 0.5 < m["auroc"] <= 1
