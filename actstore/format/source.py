@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import DatasetNotFoundError, IntegrityError
 
-__all__ = ["ByteSource", "FsspecSource", "LocalSource", "source_for_url", "split_url"]
+__all__ = ["ByteSource", "FsspecSource", "LocalSource", "pread_exact", "source_for_url", "split_url"]
 
 
 @runtime_checkable
@@ -88,19 +88,28 @@ class LocalSource:
             os.close(fd)
 
     def readinto(self, path: str, requests: Sequence[tuple[int, memoryview]]) -> None:
-        fd = os.open(self._full(path), os.O_RDONLY)
+        fd = self.open_fd(path)
         try:
             for offset, buffer in requests:
-                want = buffer.nbytes
-                done = os.preadv(fd, [buffer], offset)
-                while done < want:  # short reads happen for huge buffers and at EOF
-                    view = buffer.cast("B")
-                    n = os.preadv(fd, [view[done:]], offset + done)
-                    if not n:
-                        raise _short(path, offset, want, done)
-                    done += n
+                pread_exact(fd, path, offset, buffer)
         finally:
             os.close(fd)
+
+    def open_fd(self, path: str) -> int:
+        """A read-only descriptor of one file, for many :func:`pread_exact` calls (caller closes)."""
+        return os.open(self._full(path), os.O_RDONLY)
+
+
+def pread_exact(fd: int, path: str, offset: int, buffer: memoryview) -> None:
+    """Fill ``buffer`` with the bytes of ``fd`` from ``offset``; a short file raises."""
+    want = buffer.nbytes
+    done = os.preadv(fd, [buffer], offset)
+    while done < want:  # short reads happen for huge buffers and at EOF
+        view = buffer.cast("B")
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if not n:
+            raise _short(path, offset, want, done)
+        done += n
 
 
 class FsspecSource:

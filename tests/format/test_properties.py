@@ -135,6 +135,7 @@ def split_reads(draw):
         n=n, dim=draw(st.integers(1, 12)), dtype=draw(st.sampled_from(["float32", "float16", "bfloat16"])),
         shard_rows=draw(st.integers(1, 70)), seed=draw(st.integers(0, 2**16)),
         parallel_bytes=draw(st.integers(1, 400)), convert_bytes=draw(st.integers(1, 200)),
+        gather_bytes=draw(st.integers(1, 400)),
         small_bytes=draw(st.sampled_from([0, 64, 256 << 10])),
         window=draw(st.tuples(st.integers(0, 59), st.integers(1, 60))),
         picks=draw(st.lists(st.integers(0, 59), min_size=1, max_size=15)),
@@ -161,6 +162,7 @@ def test_reads_split_across_threads_and_converted_in_chunks_read_back(tmp_path_f
     native = want if dtype == "float16" else want.astype(np.float32)
     with mock.patch.object(rows, "PARALLEL_BYTES", spec["parallel_bytes"]), \
             mock.patch.object(rows, "CONVERT_BYTES", spec["convert_bytes"]), \
+            mock.patch.object(rows, "GATHER_PARALLEL_BYTES", spec["gather_bytes"]), \
             mock.patch.object(rows, "SMALL_RUN_BYTES", spec["small_bytes"]), \
             mock.patch.object(rows.os, "cpu_count", lambda: 4):
         ds = actstore.open_dataset(path)
@@ -174,11 +176,12 @@ def test_reads_split_across_threads_and_converted_in_chunks_read_back(tmp_path_f
         np.testing.assert_array_equal(ds.get(np.arange(a, b))[:, 0], native[a:b])
         picks = [p % n for p in spec["picks"]]
         np.testing.assert_array_equal(ds.get(picks, dtype=np.float32)[:, 0], want.astype(np.float32)[picks])
+        every = np.random.default_rng(spec["seed"]).permutation(n)  # a gather of every row
+        np.testing.assert_array_equal(ds.get(every, dtype=np.float32)[:, 0], want.astype(np.float32)[every])
 
 
 def test_a_short_read_in_a_worker_thread_raises_in_the_caller(tmp_path, monkeypatch):
     from actstore.format import rows
-    from actstore.format.source import LocalSource
 
     path = tmp_path / "ds"
     with DatasetWriter(str(path), model="m", layers=[0], dim=8, dtype="bfloat16") as w:
@@ -187,16 +190,17 @@ def test_a_short_read_in_a_worker_thread_raises_in_the_caller(tmp_path, monkeypa
     monkeypatch.setattr(rows, "CONVERT_BYTES", 32)
     monkeypatch.setattr(rows, "SMALL_RUN_BYTES", 0)
     monkeypatch.setattr(rows.os, "cpu_count", lambda: 4)
-    real = LocalSource.readinto
+    real = rows.pread_exact
     calls = []
+    size = (path / "tensors" / "hidden_layer000_shard000.safetensors").stat().st_size
 
-    def short_in_last_piece(self, p, requests):  # the file "shrinks" under the last thread's read
-        calls.append(requests[0][0])
-        if requests[0][0] >= self.size(p) - 32:
-            raise actstore.IntegrityError(f"{p}: expected 32 bytes but got 0 (truncated?)")
-        return real(self, p, requests)
+    def shrunk_under_last_piece(fd, p, offset, buffer):  # the file "shrinks" under one thread
+        calls.append(offset)
+        if offset >= size - 32:
+            offset += size  # past the end: the real short-read check fires
+        return real(fd, p, offset, buffer)
 
-    monkeypatch.setattr(LocalSource, "readinto", short_in_last_piece)
+    monkeypatch.setattr(rows, "pread_exact", shrunk_under_last_piece)
     ds = actstore.open_dataset(str(path))
     with pytest.raises(actstore.IntegrityError, match=r"hidden_layer000_shard000\.safetensors.*truncated"):
         ds.layer(0)
