@@ -10,13 +10,12 @@ gathered into the output with one vectorised copy.
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Callable
 
 import numpy as np
 
 from .dtypes import bf16_bits_to_f32
 from .header import TensorEntry
+from .parallel import in_pieces, piece_count
 from .source import ByteSource, LocalSource, pread_exact
 
 __all__ = ["MAX_READ_BYTES", "convert_rows", "read_rows", "storage_numpy"]
@@ -214,7 +213,7 @@ def _local_run(source: LocalSource, path: str, entry: TensorEntry, first: int, d
     :func:`_aliased`).
     """
     rb, n = entry.row_bytes, dest.shape[0]
-    pieces = _pieces(n, n * rb)
+    pieces = piece_count(n, n * rb, PARALLEL_BYTES)
     offset = entry.start + first * rb
     direct = dest.dtype == storage_numpy(entry.dtype) and not _aliased(dest.ctypes.data, offset)
 
@@ -235,7 +234,7 @@ def _local_run(source: LocalSource, path: str, entry: TensorEntry, first: int, d
         finally:
             os.close(fd)
 
-    _in_pieces(piece, n, pieces)
+    in_pieces(piece, n, pieces)
 
 
 def _aliased(address: int, file_offset: int) -> bool:
@@ -267,33 +266,5 @@ def _take_widened(table: np.ndarray, order: np.ndarray, out: np.ndarray) -> None
             np.take(table, order[x:y], axis=0, out=scratch[: y - x], mode="clip")
             bf16_bits_to_f32(scratch[: y - x], out=out[x:y])
 
-    _in_pieces(piece, order.size, _pieces(order.size, out.nbytes, GATHER_PARALLEL_BYTES))
+    in_pieces(piece, order.size, piece_count(order.size, out.nbytes, GATHER_PARALLEL_BYTES))
 
-
-def _pieces(n: int, nbytes: int, per_piece: int | None = None) -> int:
-    """How many threads share ``n`` rows of ``nbytes``: one per ``per_piece`` bytes, at most
-    one per core (and 4)."""
-    return int(max(1, min(os.cpu_count() or 1, 4, n, nbytes // (per_piece or PARALLEL_BYTES))))
-
-
-def _in_pieces(piece: Callable[[int, int], None], n: int, pieces: int) -> None:
-    """Run ``piece(lo, hi)`` over ``pieces`` even cuts of ``range(n)``, the first in this thread;
-    an exception in any piece is raised here."""
-    cuts = np.linspace(0, n, pieces + 1).astype(np.int64).tolist()
-    errors: list[BaseException] = []
-
-    def guarded(lo: int, hi: int) -> None:
-        try:
-            piece(lo, hi)
-        except BaseException as exc:  # re-raised in the calling thread below
-            errors.append(exc)
-
-    # plain threads per call (no pool): nothing to go stale across fork()
-    threads = [threading.Thread(target=guarded, args=(lo, hi)) for lo, hi in zip(cuts[1:-1], cuts[2:])]
-    for t in threads:
-        t.start()
-    guarded(cuts[0], cuts[1])
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
