@@ -2,6 +2,7 @@
 
 numpy has no bfloat16, so bfloat16 shards are handled as raw ``uint16`` bit patterns:
 float32 → bfloat16 rounds to nearest even, bfloat16 → float32 is exact (a 16-bit shift).
+bfloat16 inputs (torch tensors, ``ml_dtypes`` numpy arrays) are stored bit for bit.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from .parallel import in_pieces, piece_count
 from .spec import FLOAT_DTYPES
 
-__all__ = ["bf16_bits_to_f32", "f32_to_bf16_bits", "numpy_storage_dtype", "to_numpy", "to_storage"]
+__all__ = ["bf16_bits", "bf16_bits_to_f32", "f32_to_bf16_bits", "numpy_storage_dtype", "to_numpy", "to_storage"]
+
+#: Roundings of at least this many bytes of float32 are split across threads.
+PARALLEL_BYTES = 16 << 20
 
 
 def numpy_storage_dtype(name: str) -> np.dtype:
@@ -26,23 +31,35 @@ def f32_to_bf16_bits(a: np.ndarray) -> np.ndarray:
     """Round float32 values to bfloat16 (nearest even) and return their bit patterns.
 
     Works through the array in cache-sized blocks with in-place operations, so it needs no
-    full-size temporaries.
+    full-size temporaries; large arrays are rounded on parallel threads.
     """
     src = np.ascontiguousarray(a, dtype=np.float32)
     flat = src.reshape(-1).view(np.uint32)
     out = np.empty(flat.shape, dtype=np.uint16)
     step = 1 << 18
-    tmp = np.empty(min(step, flat.size), dtype=np.uint32)
-    for start in range(0, flat.size, step):
-        u = flat[start : start + step]
-        t = tmp[: u.size]
-        np.right_shift(u, 16, out=t)
-        np.bitwise_and(t, 1, out=t)
-        t += 0x7FFF
-        t += u  # rounding bias: 0x7FFF plus the lowest kept bit (ties to even)
-        np.right_shift(t, 16, out=t)
-        out[start : start + u.size] = t
+
+    def piece(lo: int, hi: int) -> None:
+        tmp = np.empty(min(step, hi - lo), dtype=np.uint32)
+        for start in range(lo, hi, step):
+            u = flat[start : min(hi, start + step)]
+            t = tmp[: u.size]
+            np.right_shift(u, 16, out=t)
+            np.bitwise_and(t, 1, out=t)
+            t += 0x7FFF
+            t += u  # rounding bias: 0x7FFF plus the lowest kept bit (ties to even)
+            np.right_shift(t, 16, out=t)
+            out[start : start + u.size] = t
+
+    in_pieces(piece, flat.size, piece_count(flat.size, flat.nbytes, PARALLEL_BYTES))
     return out.reshape(src.shape)
+
+
+def bf16_bits(a: np.ndarray) -> np.ndarray | None:
+    """The bit patterns of a numpy bfloat16 array (``ml_dtypes.bfloat16``, as JAX makes), or
+    None for any other dtype. ml_dtypes is recognised by name, never imported."""
+    if a.dtype.name == "bfloat16" and a.dtype.itemsize == 2:
+        return a.view(np.uint16)
+    return None
 
 
 def bf16_bits_to_f32(bits: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -60,7 +77,8 @@ def _is_torch(x: Any) -> bool:
 def to_numpy(x: Any) -> np.ndarray:
     """Turn an array-like (numpy, list, torch tensor of any dtype) into a numpy array.
 
-    A torch bfloat16 tensor becomes float32 (exact); use :func:`to_storage` to keep its bits.
+    A bfloat16 torch tensor or numpy array becomes float32 (exact); use :func:`to_storage` to
+    keep its bits.
     """
     if _is_torch(x):
         import torch
@@ -69,7 +87,9 @@ def to_numpy(x: Any) -> np.ndarray:
         if t.dtype == torch.bfloat16:
             t = t.float()
         return t.numpy()
-    return np.asarray(x)
+    a = np.asarray(x)
+    bits = bf16_bits(a)
+    return a if bits is None else bf16_bits_to_f32(bits)
 
 
 def to_storage(x: Any, dtype: str, *, what: str) -> np.ndarray:
@@ -98,6 +118,11 @@ def to_storage(x: Any, dtype: str, *, what: str) -> np.ndarray:
             t = t.float()
         x = t.numpy()
     a = np.asarray(x)
+    bits = bf16_bits(a)
+    if bits is not None:  # bfloat16 numpy input: keep its bits, or widen them exactly
+        if dtype == "bfloat16":
+            return np.ascontiguousarray(bits)
+        a = bf16_bits_to_f32(bits)
     if a.dtype.kind not in "fiu":
         raise InvalidArgumentError(
             f"{what} must hold numbers; got an array of dtype {a.dtype}."

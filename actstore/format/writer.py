@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,6 +26,9 @@ from .shardfile import StreamingTensorFile, write_tensor_file
 from .target import Target
 
 __all__ = ["DatasetWriter"]
+
+#: Most threads hashing shard files at once (sha256 runs ~1.5-2 GB/s per core).
+MAX_HASH_LANES = 8
 
 
 class DatasetWriter:
@@ -125,7 +129,11 @@ class DatasetWriter:
                 )
             self._target.remove(self._index_rel)  # the old dataset stops existing first
         self._overwrite = overwrite
-        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-hash")
+        # one single-thread lane per core: a file's blocks hash in order on its lane, while
+        # the files of other layers and shards hash on the others
+        self._hashers = [ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-hash")
+                         for _ in range(max(1, min(os.cpu_count() or 1, MAX_HASH_LANES)))]
+        self._files_made = 0
         self._open: dict[tuple[str, int], StreamingTensorFile] = {}
         self._shard, self._shard_fill = 0, 0
         self._rest: dict[int, StreamingTensorFile] = {}
@@ -313,10 +321,15 @@ class DatasetWriter:
             f = StreamingTensorFile(
                 self._target.stage(rel), key=spec.HIDDEN_KEY.format(layer=layer),
                 dtype=self.code, dim=self.dim, planned_rows=self._planned(self._shard),
-                hasher=self._hasher,
+                hasher=self._lane(),
             )
             self._open[(view, layer)] = f
         return f
+
+    def _lane(self) -> ThreadPoolExecutor:
+        """The hashing thread of the next new file (round robin)."""
+        self._files_made += 1
+        return self._hashers[self._files_made % len(self._hashers)]
 
     def _rel(self, view: str, layer: int, shard: int) -> str:
         if view == self.views[0]:
@@ -377,7 +390,7 @@ class DatasetWriter:
             self._rest = {
                 L: StreamingTensorFile(
                     self._target.stage(f"rest{k:05d}_layer{L:03d}"), key=spec.HIDDEN_KEY.format(layer=L),
-                    dtype=self.code, dim=self.dim, planned_rows=None, hasher=self._hasher,
+                    dtype=self.code, dim=self.dim, planned_rows=None, hasher=self._lane(),
                 )
                 for L in self.layers
             }
@@ -470,7 +483,8 @@ class DatasetWriter:
     def _finish(self) -> None:
         self._done = True
         self._open.clear()
-        self._hasher.shutdown(wait=True)
+        for lane in self._hashers:
+            lane.shutdown(wait=True)
         self._target.cleanup()
 
 
@@ -551,7 +565,9 @@ def _check_finite(original: Any, block: np.ndarray, *, name: str) -> None:
             with np.errstate(over="ignore", invalid="ignore"):
                 if math.isfinite(float(np.dot(o.ravel(), o.ravel()))):
                     return
-        bad = (a & 0x7F80) == 0x7F80
+        bad = _nonfinite_bits(a)
+        if bad is None:
+            return
     else:
         # One cheap float32 reduction first (NaN and inf propagate through a sum); only when
         # it is not finite (a real NaN/inf, or an overflow of huge values) look element-wise.
@@ -565,3 +581,17 @@ def _check_finite(original: Any, block: np.ndarray, *, name: str) -> None:
             f"{block.dtype if block.dtype != np.uint16 else 'bfloat16'}; activations must be finite. "
             "Pass check_finite=False to store them anyway."
         )
+
+
+def _nonfinite_bits(bits: np.ndarray) -> np.ndarray | None:
+    """Mask of the bfloat16 NaN/inf values (exponent all ones), or None when there are none;
+    scanned in cache-sized blocks, so a finite array costs no full-size temporaries."""
+    flat = bits.reshape(-1)
+    step = 1 << 18
+    tmp = np.empty(min(step, flat.size), dtype=np.uint16)
+    for start in range(0, flat.size, step):
+        t = tmp[: min(step, flat.size - start)]
+        np.bitwise_and(flat[start : start + t.size], 0x7F80, out=t)
+        if (t == 0x7F80).any():
+            return (bits & 0x7F80) == 0x7F80
+    return None
