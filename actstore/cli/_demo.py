@@ -14,6 +14,7 @@ EXTRAS = {
     "s3": ["s3fs"],
     "http": ["aiohttp"],
     "probe": ["sklearn", "matplotlib"],
+    "bf16": ["ml_dtypes"],
 }
 DISTS = {"sklearn": "scikit-learn"}
 
