@@ -26,17 +26,25 @@ def _part_rows(ds: Dataset) -> dict[str, Any]:
     if info.storage == "full_sequence":
         hidden: dict[int, Any] = {L: [ds.tokens(i, L) for i in range(len(ds))] for L in info.layers}
     else:
-        hidden = {L: ds.layer(L) for L in info.layers}
+        hidden = {L: _stored(ds, L, None) for L in info.layers}
     extra_cols = [c for c in ds.index.column_names if c not in RESERVED_COLUMNS]
     return {
         "texts": ds.texts,
         "hidden": hidden,
-        "views": {v: {L: ds.layer(L, view=v) for L in info.layers} for v in info.views[1:]},
+        "views": {v: {L: _stored(ds, L, v) for L in info.layers} for v in info.views[1:]},
         "labels": None if ds.labels is None else ds.labels.tolist(),
         "metadata": {c: ds.index.column(c).to_pylist() for c in extra_cols},
         "num_tokens": None if info.storage == "full_sequence" else ds.column("num_tokens").tolist(),
         "logits_topk": ds.logits_topk() if info.logits_k else None,
     }
+
+
+def _stored(ds: Dataset, layer: int, view: str | None) -> Any:
+    """One layer in its stored dtype: bfloat16 comes as a torch tensor, whose bits the writer
+    keeps (no widening to float32 and rounding back)."""
+    if ds.info.dtype == "bfloat16":
+        return ds.torch(layer, view=view)
+    return ds.layer(layer, view=view)
 
 
 def merge(out: str, *, keep_parts: bool = False, work_dir: str | None = None,
