@@ -8,8 +8,6 @@ aborts and deletes every file the writer made, so no half dataset is ever readab
 
 from __future__ import annotations
 
-import math
-import operator
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +17,7 @@ import numpy as np
 
 from ..errors import DatasetExistsError, InvalidArgumentError, LayerNotFoundError
 from . import spec
+from .checks import check_counts, check_finite, check_layers, check_texts, check_views, positive_int
 from .columns import normalize_labels, normalize_metadata
 from .dtypes import to_storage
 from .index_builder import IndexBuilder
@@ -94,8 +93,8 @@ class DatasetWriter:
         storage_options: dict[str, Any] | None = None,
         check_finite: bool = True,
     ) -> None:
-        self.layers = _check_layers(layers)
-        self.views = _check_views(pooling)
+        self.layers = check_layers(layers)
+        self.views = check_views(pooling)
         if not isinstance(dim, int) or dim <= 0:
             raise InvalidArgumentError(f"dim must be a positive integer; got {dim!r}.")
         if dtype not in spec.FLOAT_DTYPES:
@@ -108,7 +107,7 @@ class DatasetWriter:
         self.dim, self.dtype, self.logits_k = dim, dtype, logits_k
         self.code, itemsize = spec.FLOAT_DTYPES[dtype]
         self.full_sequence = self.views[0] == "all"
-        self.shard_bytes = _positive_int(shard_bytes, "shard_bytes")
+        self.shard_bytes = positive_int(shard_bytes, "shard_bytes")
         self.rows_per_shard = max(1, self.shard_bytes // (dim * itemsize))
         self.num_rows = num_rows
         self.check_finite = check_finite
@@ -189,7 +188,7 @@ class DatasetWriter:
             ``(n, k)`` arrays of top-k logits at the last token.
         """
         self._check_open()
-        texts = _check_texts(texts)
+        texts = check_texts(texts)
         n = len(texts)
         if n == 0:
             return
@@ -210,7 +209,7 @@ class DatasetWriter:
         if self.full_sequence:
             tok = [len(primary[self.layers[0]][i]) for i in range(n)]
         else:
-            tok = _check_counts(num_tokens, n)
+            tok = check_counts(num_tokens, n)
         self.index.add_rows(texts, labels=lab, metadata=meta, num_tokens=tok)
         if self.full_sequence:
             self._write_full(primary, extra, n)
@@ -246,7 +245,7 @@ class DatasetWriter:
                 "(one row per text, dim columns)."
             )
         if self.check_finite:
-            _check_finite(x, block, name=f"{name}[{layer}]")
+            check_finite(x, block, name=f"{name}[{layer}]")
         return block
 
     def _pooled_blocks(self, name: str, data: Mapping[int, Any] | None, n: int) -> dict[int, np.ndarray]:
@@ -281,7 +280,7 @@ class DatasetWriter:
                 f"hidden[{layer}][{i}] has shape {block.shape}; expected (n_tokens >= 1, {self.dim})."
             )
         if self.check_finite:
-            _check_finite(x, block, name=f"hidden[{layer}][{i}]")
+            check_finite(x, block, name=f"hidden[{layer}][{i}]")
         return block
 
     def _logit_blocks(self, logits: tuple[Any, Any] | None, n: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -487,111 +486,3 @@ class DatasetWriter:
             lane.shutdown(wait=True)
         self._target.cleanup()
 
-
-def _check_layers(layers: Sequence[int]) -> tuple[int, ...]:
-    try:  # operator.index: ints and numpy ints, not floats (int(1.5) would truncate)
-        values = [operator.index(v) for v in layers]
-    except TypeError:
-        raise InvalidArgumentError(f"layers must be a list of integers; got {layers!r}.") from None
-    if not values:
-        raise InvalidArgumentError("layers must name at least one layer; got an empty list.")
-    dupes = sorted({v for v in values if values.count(v) > 1})
-    if dupes:
-        raise InvalidArgumentError(f"layers lists {dupes} more than once; each layer must be unique.")
-    return tuple(values)
-
-
-def _check_views(pooling: str | Sequence[str]) -> tuple[str, ...]:
-    names = (pooling,) if isinstance(pooling, str) else tuple(pooling)
-    if not names:
-        raise InvalidArgumentError("pooling must name at least one view, e.g. 'last_token'.")
-    for name in names:
-        if not isinstance(name, str) or not spec.VIEW_NAME.match(name):
-            raise InvalidArgumentError(
-                f"View name {name!r} is invalid; use lowercase letters, digits and '_' "
-                f"(known poolings: {', '.join(spec.POOLINGS)})."
-            )
-    if len(set(names)) != len(names):
-        raise InvalidArgumentError(f"pooling lists a view twice: {list(names)}.")
-    if "all" in names[1:]:
-        raise InvalidArgumentError(
-            "'all' (full-sequence storage) must be the first pooling, e.g. ['all', 'mean']."
-        )
-    return names
-
-
-def _check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise InvalidArgumentError("texts must be a list of strings, not a single string.")
-    out = list(texts)
-    for i, t in enumerate(out):
-        if not isinstance(t, str):
-            raise InvalidArgumentError(f"texts[{i}] must be a str; got {type(t).__name__}.")
-    return out
-
-
-def _check_counts(num_tokens: Sequence[int] | None, n: int) -> list[int | None]:
-    if num_tokens is None:
-        return [None] * n
-    values = [None if v is None else int(v) for v in num_tokens]
-    if len(values) != n:
-        raise InvalidArgumentError(f"num_tokens has {len(values)} entries but texts has {n}.")
-    for i, v in enumerate(values):
-        if v is not None and not 0 <= v < 2**31:  # the column is int32, as lmprobe writes it
-            raise InvalidArgumentError(
-                f"num_tokens[{i}] is {v}; token counts must be non-negative and fit in int32."
-            )
-    return values
-
-
-def _positive_int(value: Any, name: str) -> int:
-    try:
-        number = operator.index(value)
-    except TypeError:
-        number = 0
-    if number <= 0:
-        raise InvalidArgumentError(f"{name} must be a positive integer; got {value!r}.")
-    return number
-
-
-def _check_finite(original: Any, block: np.ndarray, *, name: str) -> None:
-    # Check what will be stored: a finite input can overflow in the cast (1e6 -> float16 inf,
-    # 3.4e38 -> bfloat16 inf). bfloat16 blocks are raw bits; a finite float32 sum of squares of
-    # the input (one fast BLAS pass) proves every |value| < 2e19, so none rounded to inf.
-    a = block
-    if block.dtype == np.uint16:  # bfloat16 bits: exponent all ones means inf or NaN
-        o = original if isinstance(original, np.ndarray) and original.dtype == np.float32 else None
-        if o is not None:
-            with np.errstate(over="ignore", invalid="ignore"):
-                if math.isfinite(float(np.dot(o.ravel(), o.ravel()))):
-                    return
-        bad = _nonfinite_bits(a)
-        if bad is None:
-            return
-    else:
-        # One cheap float32 reduction first (NaN and inf propagate through a sum); only when
-        # it is not finite (a real NaN/inf, or an overflow of huge values) look element-wise.
-        if math.isfinite(float(np.add.reduce(a.reshape(-1), dtype=np.float32))):
-            return
-        bad = ~np.isfinite(a)
-    if bad.any():
-        row = int(np.argwhere(bad)[0][0])
-        raise InvalidArgumentError(
-            f"{name} holds NaN or inf (first at row {row}), or a value too large for "
-            f"{block.dtype if block.dtype != np.uint16 else 'bfloat16'}; activations must be finite. "
-            "Pass check_finite=False to store them anyway."
-        )
-
-
-def _nonfinite_bits(bits: np.ndarray) -> np.ndarray | None:
-    """Mask of the bfloat16 NaN/inf values (exponent all ones), or None when there are none;
-    scanned in cache-sized blocks, so a finite array costs no full-size temporaries."""
-    flat = bits.reshape(-1)
-    step = 1 << 18
-    tmp = np.empty(min(step, flat.size), dtype=np.uint16)
-    for start in range(0, flat.size, step):
-        t = tmp[: min(step, flat.size - start)]
-        np.bitwise_and(flat[start : start + t.size], 0x7F80, out=t)
-        if (t == 0x7F80).any():
-            return (bits & 0x7F80) == 0x7F80
-    return None
