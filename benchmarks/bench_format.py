@@ -370,7 +370,7 @@ NOTES = """\
   (SHA-NI, one core) and cannot be split, so a one-layer write stays under that row's ratio,
   far from 0.8. Files of different layers and shards hash on parallel lanes (one per core, up to
   8), which this 2-vCPU machine (two hyperthreads sharing one SHA unit: 1.5 -> 1.8 GB/s) barely
-  shows. Durable writes, where the disk bounds both sides, meet the goal.
+  shows. This disk takes fsync'd writes at ~1.5 GB/s, so even durable writes stay hash-bound.
 - Reads: the baseline reads the raw bytes with one `readinto` into a page-aligned buffer. On AMD
   Zen CPUs the kernel's copy (`rep movsb`) runs ~3x slower when the destination lies 1-31 bytes
   past the source modulo 4 KiB, which is exactly a plain `np.empty` buffer (16 mod 4096) read
@@ -378,7 +378,10 @@ NOTES = """\
   ratios on this CPU were inflated up to 4x. The reader bounces such reads through a
   phase-matched scratch buffer.
 - A fresh array costs its page faults (the kernel zeroes every page first): about as much as the
-  read itself here, shared by the reader's two threads; `out=` avoids them.
+  read itself here, shared by the reader's two threads; `out=` avoids them. Over three full runs
+  (AMD EPYC, 2026-12-01) the fresh-array rows ranged 0.74-0.85, `out=` 1.01-1.19, gathers
+  0.73-0.78 (float32) and 0.64-0.68 (bfloat16 kept), one-layer writes 0.25-0.27 (float32) and
+  0.15-0.21 (bfloat16 from float32).
 - bfloat16 read as float32 (the default, exact) writes twice the stored bytes, plus a fresh
   array's faults; against a baseline producing the same float32 output it is faster, against the
   raw bfloat16 bytes it cannot reach 0.8. `dtype="bfloat16"` (numpy bfloat16 via ml_dtypes) and

@@ -45,13 +45,16 @@ def test_a_numpy_bfloat16_array_is_stored_bit_for_bit_and_read_back_as_numpy_bfl
     np.testing.assert_array_equal(out.view(np.uint16), bits)
 
 
-def test_float_datasets_read_as_bfloat16_round_to_nearest_even(tmp_path):
-    x = np.random.default_rng(3).standard_normal((N, DIM)).astype(np.float32)
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_float_datasets_read_as_bfloat16_round_to_nearest_even(tmp_path, dtype):
+    x = np.random.default_rng(3).standard_normal((N, DIM)).astype(dtype)
     path = str(tmp_path / "ds")
-    with DatasetWriter(path, model="m", layers=[0], dim=DIM) as w:
+    with DatasetWriter(path, model="m", layers=[0], dim=DIM, dtype=dtype) as w:
         w.add([f"p{i}" for i in range(N)], hidden={0: x})
-    got = actstore.open_dataset(path).layer(0, dtype="bfloat16")
-    np.testing.assert_array_equal(got.view(np.uint16), f32_to_bf16_bits(x))
+    ds = actstore.open_dataset(path)
+    want = f32_to_bf16_bits(x.astype(np.float32))  # float16 -> float32 is exact
+    np.testing.assert_array_equal(ds.layer(0, dtype="bfloat16").view(np.uint16), want)
+    np.testing.assert_array_equal(ds.get([7, 2], dtype="bfloat16")[:, 0].view(np.uint16), want[[7, 2]])
 
 
 def test_numpy_bfloat16_into_float32_storage_widens_exactly(tmp_path):
