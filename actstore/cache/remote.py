@@ -24,6 +24,7 @@ from typing import Any
 
 from .. import config
 from ..errors import IntegrityError, OfflineError
+from .mapped import SegmentMaps
 
 __all__ = ["CachedSource", "RangeIgnored"]
 
@@ -31,6 +32,8 @@ log = logging.getLogger("actstore.cache")
 
 #: Requests in flight at once for one read call.
 CONCURRENCY = 16
+#: Warm reads of at least this many single pieces copy from kept segment mappings.
+MAPPED_MIN_PIECES = 16
 
 
 class RangeIgnored(Exception):
@@ -129,6 +132,7 @@ class CachedSource:
         self._pieces: dict[str, _Pieces] = {}
         self._layouts: dict[str, tuple[Any, Any, Any, list[str]]] = {}  # see _layout
         self._lock = threading.RLock()
+        self._maps = SegmentMaps()  # used under self._lock
         self.range_ok: bool | None = None
         self.counters = {"requests": 0, "bytes_fetched": 0, "bytes_from_cache": 0}
 
@@ -172,8 +176,8 @@ class CachedSource:
         return [bytes(b) for b in self._read(path, ranges)]
 
     def readinto(self, path: str, requests: Sequence[tuple[int, memoryview]]) -> None:
-        views = [buffer.cast("B") for _, buffer in requests]
-        ranges = [(off, off + len(v)) for (off, _), v in zip(requests, views)]
+        views = [_flat(buffer) for _, buffer in requests]
+        ranges = [(off, off + v.nbytes) for (off, _), v in zip(requests, views)]
         with self._lock:
             left = self._read_direct(path, ranges, views)
         if not left:
@@ -218,7 +222,7 @@ class CachedSource:
         single = sel[j1[sel] == j0[sel]]
         offsets = (r[single, 0] + shift[j0[single]]).tolist()
         if not _pread_pieces(ranges, views, paths, single.tolist(), offsets, seg[j0[single]].tolist(),
-                             multi.tolist(), j0, ends, shift, seg):
+                             multi.tolist(), j0, ends, shift, seg, self._maps):
             return list(range(len(ranges)))
         self.counters["bytes_from_cache"] += int((r[sel, 1] - r[sel, 0]).sum())
         return np.flatnonzero(~ok).tolist()
@@ -370,12 +374,18 @@ class CachedSource:
 
 def _pread_pieces(ranges: list[tuple[int, int]], views: list[memoryview], paths: list[str],
                   single: list[int], offsets: list[int], fdix: list[int], multi: list[int],
-                  j0: Any, ends: Any, shift: Any, seg: Any) -> bool:
-    """``preadv`` ranges from checked segment files straight into their views: ``single``
-    ranges lie in one piece (at ``offsets`` of segment ``paths[fdix]``), ``multi`` ranges span
-    adjacent pieces. False when a segment is gone or short (the checked path then decides)."""
+                  j0: Any, ends: Any, shift: Any, seg: Any, maps: SegmentMaps) -> bool:
+    """Read ranges from checked segment files straight into their views: ``single`` ranges
+    lie in one piece (at ``offsets`` of segment ``paths[fdix]``), ``multi`` ranges span
+    adjacent pieces. Many small single pieces are copied out of kept mappings (``maps``), the
+    rest read with ``preadv``. False when a segment is gone or short (the checked path then
+    decides)."""
     import os
 
+    if len(single) >= MAPPED_MIN_PIECES:
+        if not _copy_mapped(views, paths, single, offsets, fdix, maps):
+            return False
+        single = []
     fds: list[int] = []
     try:
         for path in paths:
@@ -397,6 +407,23 @@ def _pread_pieces(ranges: list[tuple[int, int]], views: list[memoryview], paths:
     finally:
         for fd in fds:
             os.close(fd)
+
+
+def _flat(buffer: memoryview) -> memoryview:
+    """``buffer`` as a flat byte view (the reader already passes those: no new view then)."""
+    return buffer if buffer.ndim == 1 and buffer.format == "B" else buffer.cast("B")
+
+
+def _copy_mapped(views: list[memoryview], paths: list[str], single: list[int], offsets: list[int],
+                 fdix: list[int], maps: SegmentMaps) -> bool:
+    """Copy each single-piece range out of its segment's kept mapping; False if one is short."""
+    mapped = [maps.view(p) for p in paths]
+    for i, off, fx in zip(single, offsets, fdix):
+        src, n = mapped[fx], len(views[i])
+        if src is None or off + n > len(src):
+            return False
+        views[i][:] = src[off : off + n]
+    return True
 
 
 def _whole(exc: RangeIgnored, size: int, url: str, path: str) -> bytes:
