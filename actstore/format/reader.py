@@ -394,7 +394,11 @@ class Dataset:
 
     def get(self, rows: Any, layers: Sequence[int] | None = None, *, view: str | None = None,
             dtype: Any = None) -> np.ndarray:
-        """Gather rows across layers: an array of shape ``(len(rows), len(layers), dim)``."""
+        """Gather rows across layers: an array of shape ``(len(rows), len(layers), dim)``.
+
+        Only those rows' bytes are read. ``dtype`` as in :meth:`layer` (``"bfloat16"`` keeps
+        bfloat16 shards' bits).
+        """
         v = self._view(view)
         layers = list(v.layers) if layers is None else [int(x) for x in np.atleast_1d(layers)]
         for L in layers:
@@ -413,7 +417,8 @@ class Dataset:
     def iter_batches(self, layer: int, batch_size: int = 1024, *, shuffle: bool = False,
                      seed: int | None = None, view: str | None = None,
                      dtype: Any = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(X, positions)`` batches of one layer, optionally in a seeded shuffled order."""
+        """Yield ``(X, positions)`` batches of one layer, optionally in a seeded shuffled order
+        (``dtype`` as in :meth:`layer`)."""
         if batch_size <= 0:
             raise InvalidArgumentError(f"batch_size must be positive; got {batch_size}.")
         order = np.random.default_rng(seed).permutation(len(self)) if shuffle else np.arange(len(self))
