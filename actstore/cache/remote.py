@@ -176,8 +176,8 @@ class CachedSource:
         return [bytes(b) for b in self._read(path, ranges)]
 
     def readinto(self, path: str, requests: Sequence[tuple[int, memoryview]]) -> None:
-        views = [_flat(buffer) for _, buffer in requests]
-        ranges = [(off, off + v.nbytes) for (off, _), v in zip(requests, views)]
+        views = [buffer.cast("B") for _, buffer in requests]
+        ranges = [(off, off + len(v)) for (off, _), v in zip(requests, views)]
         with self._lock:
             left = self._read_direct(path, ranges, views)
         if not left:
@@ -407,11 +407,6 @@ def _pread_pieces(ranges: list[tuple[int, int]], views: list[memoryview], paths:
     finally:
         for fd in fds:
             os.close(fd)
-
-
-def _flat(buffer: memoryview) -> memoryview:
-    """``buffer`` as a flat byte view (the reader already passes those: no new view then)."""
-    return buffer if buffer.ndim == 1 and buffer.format == "B" else buffer.cast("B")
 
 
 def _copy_mapped(views: list[memoryview], paths: list[str], single: list[int], offsets: list[int],

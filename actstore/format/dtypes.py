@@ -16,7 +16,7 @@ from ..errors import InvalidArgumentError
 from .parallel import in_pieces, piece_count
 from .spec import FLOAT_DTYPES
 
-__all__ = ["bf16_bits", "bf16_bits_to_f32", "f32_to_bf16_bits", "numpy_storage_dtype", "to_numpy", "to_storage"]
+__all__ = ["bf16_bits", "bf16_bits_to_f32", "f32_to_bf16_bits", "numpy_storage_dtype", "to_storage"]
 
 #: Roundings of at least this many bytes of float32 are split across threads.
 PARALLEL_BYTES = 16 << 20
@@ -72,24 +72,6 @@ def bf16_bits_to_f32(bits: np.ndarray, out: np.ndarray | None = None) -> np.ndar
 
 def _is_torch(x: Any) -> bool:
     return "torch" in sys.modules and type(x).__module__.startswith("torch")
-
-
-def to_numpy(x: Any) -> np.ndarray:
-    """Turn an array-like (numpy, list, torch tensor of any dtype) into a numpy array.
-
-    A bfloat16 torch tensor or numpy array becomes float32 (exact); use :func:`to_storage` to
-    keep its bits.
-    """
-    if _is_torch(x):
-        import torch
-
-        t = x.detach().cpu()
-        if t.dtype == torch.bfloat16:
-            t = t.float()
-        return t.numpy()
-    a = np.asarray(x)
-    bits = bf16_bits(a)
-    return a if bits is None else bf16_bits_to_f32(bits)
 
 
 def to_storage(x: Any, dtype: str, *, what: str) -> np.ndarray:

@@ -8,6 +8,7 @@ aborts and deletes every file the writer made, so no half dataset is ever readab
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -132,7 +133,7 @@ class DatasetWriter:
         # the files of other layers and shards hash on the others
         self._hashers = [ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-hash")
                          for _ in range(max(1, min(os.cpu_count() or 1, MAX_HASH_LANES)))]
-        self._files_made = 0
+        self._lanes = itertools.cycle(self._hashers)  # each new file takes the next lane
         self._open: dict[tuple[str, int], StreamingTensorFile] = {}
         self._shard, self._shard_fill = 0, 0
         self._rest: dict[int, StreamingTensorFile] = {}
@@ -320,15 +321,10 @@ class DatasetWriter:
             f = StreamingTensorFile(
                 self._target.stage(rel), key=spec.HIDDEN_KEY.format(layer=layer),
                 dtype=self.code, dim=self.dim, planned_rows=self._planned(self._shard),
-                hasher=self._lane(),
+                hasher=next(self._lanes),
             )
             self._open[(view, layer)] = f
         return f
-
-    def _lane(self) -> ThreadPoolExecutor:
-        """The hashing thread of the next new file (round robin)."""
-        self._files_made += 1
-        return self._hashers[self._files_made % len(self._hashers)]
 
     def _rel(self, view: str, layer: int, shard: int) -> str:
         if view == self.views[0]:
@@ -389,7 +385,7 @@ class DatasetWriter:
             self._rest = {
                 L: StreamingTensorFile(
                     self._target.stage(f"rest{k:05d}_layer{L:03d}"), key=spec.HIDDEN_KEY.format(layer=L),
-                    dtype=self.code, dim=self.dim, planned_rows=None, hasher=self._lane(),
+                    dtype=self.code, dim=self.dim, planned_rows=None, hasher=next(self._lanes),
                 )
                 for L in self.layers
             }
