@@ -2,8 +2,10 @@
 
 The index is the one mutable name in a dataset (a rewrite replaces it), so it is keyed by
 the identity the remote reports for it (Hub LFS sha256 or git blob id, S3/HTTP ETag plus
-size). Each identity seen online is remembered under the URL, so offline mode can open the
-newest version read before without touching the network.
+size). That identity is a validator *within* the dataset's origin (URL and endpoint), never a
+key shared with other datasets (see :mod:`actstore.cache.remote`). Each identity seen online
+is remembered under the origin, so offline mode can open the newest version read before
+without touching the network.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import time
 from typing import Any
 
 from .. import config
-from ..errors import DatasetNotFoundError, OfflineError
-from .remote import CachedSource
+from ..errors import CacheError, DatasetNotFoundError, OfflineError
+from .remote import CachedSource, origin_of
 
 __all__ = ["open_remote"]
 
@@ -37,20 +39,23 @@ def _index_identity(info: dict[str, Any]) -> str | None:
     return None
 
 
-def _alias_prefix(url: str) -> str:
-    return f"m:alias:{hashlib.blake2b(url.encode(), digest_size=16).hexdigest()}:"
+def _alias_prefix(origin: str) -> str:
+    return f"m:origin-alias:{hashlib.blake2b(origin.encode(), digest_size=16).hexdigest()}:"
 
 
-def _remember(cache: Any, url: str, index_id: str, size: int) -> None:
-    key = _alias_prefix(url) + index_id
+def _remember(cache: Any, origin: str, index_id: str, size: int) -> None:
+    key = _alias_prefix(origin) + index_id
     if key not in cache.store:
         cache.store.put(key, json.dumps({"id": index_id, "size": size, "t": time.time()}).encode())
-        cache.store.flush()
+        try:
+            cache.store.flush()
+        except CacheError:  # a read-only cache: offline mode will not know this version
+            cache.store.discard_pending()
 
 
-def _recall(cache: Any, url: str) -> tuple[str, int]:
+def _recall(cache: Any, url: str, origin: str) -> tuple[str, int]:
     """The newest index identity seen online for ``url`` (offline mode)."""
-    prefix = _alias_prefix(url)
+    prefix = _alias_prefix(origin)
     cache.store.refresh()
     keys = [k for k in cache.store.keys() if k.startswith(prefix)]
     docs = [json.loads(bytes(d[0])) for d in cache.store.get_many(keys) if d is not None]
@@ -72,8 +77,9 @@ def open_remote(url: str, cache: Any, *, storage_options: dict[str, Any] | None 
     from ..format.source import split_url
 
     fs, root = split_url(url, storage_options)
+    origin = origin_of(url, fs)
     if config.offline():
-        index_id, size = _recall(cache, url)
+        index_id, size = _recall(cache, url, origin)
     else:
         try:
             info = fs.info(f"{root.rstrip('/')}/{INDEX_PATH}")
@@ -89,5 +95,5 @@ def open_remote(url: str, cache: Any, *, storage_options: dict[str, Any] | None 
     table = read_index(src)
     src.bind_files(parse_files(decode_schema_metadata(table.schema.metadata)))
     if index_id is not None and not config.offline():
-        _remember(cache, url, index_id, size)
+        _remember(cache, origin, index_id, size)
     return open_dataset(url, source=src, verify_checksums=verify_checksums)

@@ -1,11 +1,35 @@
 """``CachedSource``: a :class:`~actstore.format.source.ByteSource` over a remote dataset.
 
-Every byte range read from the remote filesystem is stored in the :class:`UnifiedCache`
-under the file's *content* identity — the sha256 the dataset metadata records for it (or,
-for the index and for files without one, the remote ETag / Hub blob id) — so a cached byte
-can never be stale: a rewritten file has a new identity. Reads ask only for the bytes not
-cached yet, with no read-ahead, all ranges of one call in flight at once (``cat_ranges`` on
-async filesystems, a thread pool otherwise).
+Keys: origin-scoped unless content is proven
+--------------------------------------------
+A cache is shared by every dataset a user (or a team) opens, and datasets come from
+strangers, so nothing a dataset *claims* is trusted as a key by itself: a stranger's
+metadata can claim the victim's sha256s, and a stranger's server can send the victim's ETag.
+
+* **Origin-scoped pieces.** Every byte range read from a remote file is stored under
+  ``r:o<h>:<start>:<end>``, where ``<h>`` hashes the *origin* — the dataset URL (with its Hub
+  revision, if any) and the endpoint the filesystem talks to (:func:`origin_of`) — together
+  with the file's path and its validator: the sha256 the origin's own index records for it,
+  or, for the index and files without one, the identity the server reports for the index
+  (Hub LFS sha256 or git blob id, S3/HTTP ETag plus size). A piece is only ever served to
+  the origin that supplied it, so another dataset can neither read nor replace it, and a
+  rewritten file (new sha256 in a new index, new ETag) gets new keys, so nothing is stale.
+* **Proven whole files, shared by content.** When a read brings in a *whole* file whose
+  sha256 the origin claims, the sha256 is computed on admission; if it matches, the file is
+  stored once under ``r:proven-sha256:<hex>:0:<size>`` and any origin claiming that sha256
+  may read it (the bytes are what the claim says, whoever made it). A file whose computed
+  sha256 differs from the claim is kept origin-scoped only.
+* **Remote verify checks the remote.** :meth:`CachedSource.read_origin` and
+  :meth:`CachedSource.origin_size` read the remote directly, neither from nor into the
+  cache; ``verify`` of a remote URL uses them, so a corrupted remote copy is reported even
+  when good bytes of it are cached.
+
+Every cached piece is checked against its checksum on every read, on the bytes read into
+this process (see :mod:`actstore.cache.store`), so a segment damaged while it is read is
+dropped, reported and refetched, never served.
+
+Reads ask only for the bytes not cached yet, with no read-ahead, all ranges of one call in
+flight at once (``cat_ranges`` on async filesystems, a thread pool otherwise).
 
 A server that ignores ``Range`` answers 200 with the whole file. Over HTTP the status is
 checked (the first request to a server is sent alone to find out); on every filesystem the
@@ -16,24 +40,55 @@ file and slices are served from it, so wrong bytes are never returned.
 from __future__ import annotations
 
 import bisect
+import hashlib
+import json
 import logging
+import re
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import config
-from ..errors import IntegrityError, OfflineError
-from .mapped import SegmentMaps
+from ..errors import CacheError, IntegrityError, OfflineError
+from .segments import check_digest
 
-__all__ = ["CachedSource", "RangeIgnored"]
+__all__ = ["CachedSource", "RangeIgnored", "origin_of"]
 
 log = logging.getLogger("actstore.cache")
 
 #: Requests in flight at once for one read call.
 CONCURRENCY = 16
-#: Warm reads of at least this many single pieces copy from kept segment mappings.
-MAPPED_MIN_PIECES = 16
+#: Storage options that say which server a URL is read from (not credentials).
+_ENDPOINT_KEYS = ("endpoint", "endpoint_url", "host", "base_url", "api_endpoint")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def origin_of(url: str, fs: Any) -> str:
+    """Where a dataset's bytes come from: its URL and the endpoint ``fs`` talks to.
+
+    Two datasets share cached pieces only when both agree (``s3://b/ds`` on two S3-compatible
+    servers are two origins). Credentials are not part of it.
+
+    Examples
+    --------
+    >>> import fsspec
+    >>> origin_of("memory://ds", fsspec.filesystem("memory"))
+    '{"endpoints":[],"url":"memory://ds"}'
+    """
+    found: list[list[str]] = []
+
+    def walk(opts: Any, prefix: str) -> None:
+        if isinstance(opts, dict):
+            for k in sorted(opts, key=str):
+                if str(k) in _ENDPOINT_KEYS and isinstance(opts[k], (str, int)):
+                    found.append([prefix + str(k), str(opts[k])])
+                elif isinstance(opts[k], dict):
+                    walk(opts[k], f"{prefix}{k}.")
+
+    walk(getattr(fs, "storage_options", None) or {}, "")
+    return json.dumps({"endpoints": found, "url": url.rstrip("/")}, sort_keys=True,
+                      separators=(",", ":"))
 
 
 class RangeIgnored(Exception):
@@ -126,15 +181,16 @@ class CachedSource:
     def __init__(self, cache: Any, fs: Any, root: str, *, url: str, index_id: str | None) -> None:
         self.cache, self.store = cache, cache.store
         self.fs, self.root, self.url, self.index_id = fs, root.rstrip("/"), url, index_id
+        self.origin = origin_of(url, fs)
         self.files: dict[str, dict[str, Any]] = {}
         self.index_path: str | None = None
         self._sizes: dict[str, int] = {}
         self._pieces: dict[str, _Pieces] = {}
-        self._layouts: dict[str, tuple[Any, Any, Any, list[str]]] = {}  # see _layout
+        self._locs: dict[str, tuple[str, int, str, str]] = {}  # key -> (seg path, offset, digest, sid)
         self._lock = threading.RLock()
-        self._maps = SegmentMaps()  # used under self._lock
         self.range_ok: bool | None = None
-        self.counters = {"requests": 0, "bytes_fetched": 0, "bytes_from_cache": 0}
+        self.counters = {"requests": 0, "bytes_fetched": 0, "bytes_from_cache": 0,
+                         "damaged_pieces": 0, "uncached_fetches": 0}
 
     # -- identities ----------------------------------------------------------------------
     def bind_files(self, files: dict[str, dict[str, Any]]) -> None:
@@ -145,12 +201,31 @@ class CachedSource:
         self._sizes[path] = int(size)
 
     def ident(self, path: str) -> str | None:
+        """The origin-scoped key prefix of ``path`` (None: nothing to key it by)."""
         rec = self.files.get(path)
         if rec is not None:
-            return f"sha256:{rec['sha256']}"
-        if self.index_id is None:
+            claim = f"sha256:{rec['sha256']}"
+        elif self.index_id is None:
             return None
-        return self.index_id if path == self.index_path else f"{self.index_id}/{path}"
+        else:
+            claim = self.index_id if path == self.index_path else f"{self.index_id}/{path}"
+        text = "\0".join((self.origin, path, claim))
+        return "o" + hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+    def claimed_sha256(self, path: str) -> str | None:
+        """The sha256 (hex) the origin claims for ``path`` — never trusted as a key by itself."""
+        rec = self.files.get(path)
+        if rec is not None:
+            claim = str(rec.get("sha256", "")).lower()
+        elif path == self.index_path and self.index_id and self.index_id.startswith("sha256:"):
+            claim = self.index_id[len("sha256:"):].lower()
+        else:
+            return None
+        return claim if _SHA256.fullmatch(claim) else None
+
+    def _proven_key(self, path: str, size: int) -> str | None:
+        claim = self.claimed_sha256(path)
+        return None if claim is None else f"r:proven-sha256:{claim}:0:{size}"
 
     def _full(self, path: str) -> str:
         return f"{self.root}/{path}"
@@ -162,7 +237,7 @@ class CachedSource:
             return int(rec["size"])
         if path not in self._sizes:
             ident = self.ident(path)
-            cached = self.store.get(f"m:size:{ident}") if ident else None
+            cached = self.store.get(f"m:size:{ident}") if ident else None  # origin-scoped too
             if cached is not None:
                 self._sizes[path] = int(cached)
             else:
@@ -173,7 +248,31 @@ class CachedSource:
         return self._sizes[path]
 
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        return [bytes(b) for b in self._read(path, ranges)]
+        # a range covered by several cached pieces comes back as a list of them
+        return [b"".join(b) if isinstance(b, list) else bytes(b) for b in self._read(path, ranges)]
+
+    # -- the remote itself, bypassing the cache (for verify) --------------------------------
+    def origin_size(self, path: str) -> int:
+        """The size of ``path`` as the remote reports it now (not the metadata's, not cached)."""
+        self._check_online(path, "the size (for verify)")
+        return int(self.fs.size(self._full(path)))
+
+    def read_origin(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Bytes of ``path`` straight from the remote, neither from nor into the cache: what
+        ``verify`` of a remote URL hashes, so it checks the remote copy, not cached bytes."""
+        ranges = list(ranges)
+        if not ranges:
+            return []
+        size = max(e for _, e in ranges)
+        try:
+            return [bytes(b) for b in self._fetch(path, ranges, cache_whole=None)]
+        except RangeIgnored as whole:
+            if len(whole.body) < size:
+                raise IntegrityError(
+                    f"{self.url}/{path}: the server ignored Range and sent {len(whole.body)} "
+                    f"bytes, fewer than the {size} asked for."
+                ) from None
+            return [whole.body[s:e] for s, e in ranges]
 
     def readinto(self, path: str, requests: Sequence[tuple[int, memoryview]]) -> None:
         views = [buffer.cast("B") for _, buffer in requests]
@@ -194,9 +293,13 @@ class CachedSource:
                 view[:] = part
 
     def _read_direct(self, path: str, ranges: list[tuple[int, int]], views: list[memoryview]) -> list[int]:
-        """Warm fast path on a local cache: ranges covered by cached pieces that were already
-        checked in this process are read straight into their buffers. Returns the positions
-        of the ranges left for the checked path."""
+        """Warm fast path on a local cache: each range that is exactly one cached piece is
+        read with ``preadv`` straight into its buffer, and that buffer (private to this
+        process) is checked against the piece's checksum, so bytes damaged in the segment
+        file at any moment are caught. Returns the positions of the ranges left for the
+        general path (other shapes, misses, damaged pieces: dropped there and refetched)."""
+        import os
+
         import numpy as np
 
         ident = self.ident(path)
@@ -205,55 +308,48 @@ class CachedSource:
             return list(range(len(ranges)))
         starts, ends, keys, k0s = pieces.arrays()
         r = np.asarray(ranges, dtype=np.int64)
-        j0 = np.searchsorted(starts, r[:, 0], side="right") - 1
-        j1 = np.searchsorted(starts, r[:, 1] - 1, side="right") - 1
-        ok = (j0 >= 0) & (j0 == j1) & (ends[np.maximum(j0, 0)] >= r[:, 1])
-        for i in np.flatnonzero((j0 >= 0) & (j1 > j0)).tolist():  # spans adjacent pieces
-            span = slice(int(j0[i]), int(j1[i]) + 1)
-            ok[i] = bool((ends[span][:-1] == starts[span][1:]).all() and ends[int(j1[i])] >= r[i, 1])
-        sel = np.flatnonzero(ok)
-        multi = sel[j1[sel] > j0[sel]]
-        spans = [np.arange(j0[i], j1[i] + 1) for i in multi.tolist()]
-        used = np.unique(np.concatenate([j0[sel], *spans])) if sel.size else sel
-        layout = self._layout(ident, pieces, used)
-        if layout is None:
+        j = np.searchsorted(starts, r[:, 0], side="right") - 1
+        jj = np.maximum(j, 0)
+        ok = (j >= 0) & (starts[jj] == r[:, 0]) & (k0s[jj] == r[:, 0]) & (ends[jj] == r[:, 1])
+        sel = np.flatnonzero(ok).tolist()
+        if not sel:
             return list(range(len(ranges)))
-        shift, seg, paths = layout
-        single = sel[j1[sel] == j0[sel]]
-        offsets = (r[single, 0] + shift[j0[single]]).tolist()
-        if not _pread_pieces(ranges, views, paths, single.tolist(), offsets, seg[j0[single]].tolist(),
-                             multi.tolist(), j0, ends, shift, seg, self._maps):
-            return list(range(len(ranges)))
-        self.counters["bytes_from_cache"] += int((r[sel, 1] - r[sel, 0]).sum())
-        return np.flatnonzero(~ok).tolist()
-
-    def _layout(self, ident: str, pieces: _Pieces, used: Any) -> tuple[Any, Any, list[str]] | None:
-        """Per piece of a file: ``shift`` (segment offset minus file offset) and ``seg`` (index
-        into ``paths``, -1 if not located yet), for pieces checked in this process. Kept
-        across calls while the pieces and their segment files are unchanged."""
-        import numpy as np
-
-        arrays = pieces.arrays()
-        starts, _, keys, k0s = arrays
-        cached = self._layouts.get(ident)
-        if cached is None or cached[0] is not arrays:
-            n = len(starts)
-            cached = self._layouts[ident] = (arrays, np.zeros(n, np.int64), np.full(n, -1, np.int64), [])
-        _, shift, seg, paths = cached
-        new = used[seg[used] < 0].tolist()
-        if new:
-            where = self.store.locate_trusted([keys[k] for k in new])
+        want = [keys[int(j[i])] for i in sel]
+        unknown = [k for k in want if k not in self._locs]
+        if unknown:
+            where = self.store.locate(unknown)
             if where is None:
-                return None
-            for k in new:
-                path, off = where[keys[k]]
-                if path not in paths:
-                    paths.append(path)
-                seg[k], shift[k] = paths.index(path), off - int(k0s[k])
-        if not self.store.segments_unchanged(paths):
-            del self._layouts[ident]
-            return None
-        return shift, seg, paths
+                return list(range(len(ranges)))
+            for k, e in where.items():
+                self._locs[k] = (self.store.segment_path(e.sid), e.offset, e.digest, e.sid)
+        left = [i for i in range(len(ranges)) if not ok[i]]
+        fds: dict[str, int] = {}
+        done = 0
+        try:
+            for i, key in zip(sel, want):
+                seg, off, dig, sid = self._locs[key]
+                view = views[i]
+                try:
+                    fd = fds.get(seg)
+                    if fd is None:
+                        fd = fds[seg] = os.open(seg, os.O_RDONLY)
+                    got = os.preadv(fd, [view], off)
+                except FileNotFoundError:  # evicted by another process: the general path looks again
+                    got = -1
+                if got == len(view) and check_digest(view, dig):
+                    done += got
+                    continue
+                self._locs.pop(key, None)
+                left.append(i)
+                if got != -1:
+                    self.counters["damaged_pieces"] += 1
+                    self.store.report_damage(sid, f"piece {key} read {got} of {len(view)} bytes"
+                                             if got != len(view) else f"piece {key} fails its checksum")
+        finally:
+            for fd in fds.values():
+                os.close(fd)
+        self.counters["bytes_from_cache"] += done
+        return sorted(left)
 
     def _read(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[Any]:
         """Per range: a bytes-like, or a list of bytes-likes to concatenate."""
@@ -275,7 +371,8 @@ class CachedSource:
         raise IntegrityError(f"{self.url}/{path}: cached bytes kept failing their checksums.")
 
     # -- the cached path -----------------------------------------------------------------
-    def _pieces_for(self, ident: str) -> _Pieces:
+    def _pieces_for(self, path: str, ident: str) -> _Pieces:
+        """This origin's cached pieces of ``path``, plus its proven whole copy if one is cached."""
         if ident not in self._pieces:
             prefix = f"r:{ident}:"
             spans = []
@@ -283,19 +380,29 @@ class CachedSource:
                 if key.startswith(prefix):
                     s, e = key[len(prefix):].split(":")
                     spans.append((int(s), int(e), key))
+            size = self._known_size(path)
+            proven = None if size is None else self._proven_key(path, size)
+            if proven is not None and proven in self.store:
+                spans.append((0, size, proven))
             self._pieces[ident] = _Pieces(spans)
         return self._pieces[ident]
 
+    def _known_size(self, path: str) -> int | None:
+        rec = self.files.get(path)
+        return int(rec["size"]) if rec is not None else self._sizes.get(path)
+
     def _try_read(self, path: str, ident: str, ranges: Sequence[tuple[int, int]]) -> list[bytes] | None:
-        pieces = self._pieces_for(ident)
+        pieces = self._pieces_for(path, ident)
         plans = [pieces.plan(s, e) for s, e in ranges]
         gaps = _merge([(a, b) for plan in plans for a, b, key, _ in plan if key is None])
+        fresh: dict[str, bytes] = {}
         if gaps:
-            self._fill(path, ident, gaps, pieces)
-            pieces = self._pieces_for(ident)  # replaced when a whole file came back
+            fresh = self._fill(path, ident, gaps, pieces)
+            pieces = self._pieces_for(path, ident)  # replaced when a whole file came back
             plans = [pieces.plan(s, e) for s, e in ranges]
-        keys = sorted({key for plan in plans for _, _, key, _ in plan if key is not None})
-        got = dict(zip(keys, self.store.get_many(keys, refresh_on_miss=False)))
+        keys = sorted({key for plan in plans for _, _, key, _ in plan if key is not None} - set(fresh))
+        got: dict[str, Any] = dict(zip(keys, self.store.get_many(keys, refresh_on_miss=False)))
+        got.update((k, (blob, "raw", {})) for k, blob in fresh.items())
         bad = [k for k, v in got.items() if v is None]
         if bad:
             for k in bad:
@@ -309,21 +416,47 @@ class CachedSource:
             self.counters["bytes_from_cache"] += sum(e - s for s, e in ranges)
         return out
 
-    def _fill(self, path: str, ident: str, gaps: list[tuple[int, int]], pieces: _Pieces) -> None:
+    def _fill(self, path: str, ident: str, gaps: list[tuple[int, int]], pieces: _Pieces) -> dict[str, bytes]:
+        """Fetch ``gaps``, admit them to the cache, and return them by key (so this read
+        is served even when the cache cannot be written)."""
         size = self.size(path)
         try:
             blobs = self._fetch(path, gaps, cache_whole=size)
         except RangeIgnored as whole:
-            key = f"r:{ident}:0:{size}"
-            self.store.put(key, _whole(whole, size, self.url, path))
+            body = _whole(whole, size, self.url, path)
+            key = self._admission_key(path, ident, 0, size, body)
             self._pieces[ident] = _Pieces([(0, size, key)])
-            self.store.flush()
-            return
+            self._admit({key: body})
+            return {key: body}
+        fresh = {}
         for (a, b), blob in zip(gaps, blobs):
-            key = f"r:{ident}:{a}:{b}"
-            self.store.put(key, blob)
+            key = self._admission_key(path, ident, a, b, blob)
+            fresh[key] = blob
             pieces.add(a, b, key)
-        self.store.flush()  # one segment per network round: visible to other processes
+        self._admit(fresh)
+        return fresh
+
+    def _admission_key(self, path: str, ident: str, a: int, b: int, blob: bytes) -> str:
+        """A whole file whose sha256, computed here, equals the origin's claim is keyed by
+        content (shared); everything else by origin (see the module docstring)."""
+        if a == 0 and b == len(blob) and b == self._known_size(path):
+            proven = self._proven_key(path, b)
+            if proven is not None and hashlib.sha256(blob).hexdigest() == proven.split(":")[2]:
+                return proven
+        return f"r:{ident}:{a}:{b}"
+
+    def _admit(self, fresh: dict[str, bytes]) -> None:
+        """Store fetched pieces and publish them (one segment per network round, visible to
+        other processes). A cache that cannot be written is reported once; reads go on."""
+        try:
+            for key, blob in fresh.items():
+                self.store.put(key, blob)
+            self.store.flush()
+        except CacheError as exc:
+            self.store.discard_pending()
+            self.counters["uncached_fetches"] += 1
+            if self.counters["uncached_fetches"] == 1:
+                log.warning("%s; reading %s without caching", exc, self.url)
 
     # -- the network -----------------------------------------------------------------------
     def _check_online(self, path: str, what: str) -> None:
@@ -370,55 +503,6 @@ class CachedSource:
         self.range_ok = False
         log.warning("%s ignores HTTP Range requests (200 instead of 206 for %s); whole files "
                     "are downloaded and cached instead of byte ranges.", self.url, path)
-
-
-def _pread_pieces(ranges: list[tuple[int, int]], views: list[memoryview], paths: list[str],
-                  single: list[int], offsets: list[int], fdix: list[int], multi: list[int],
-                  j0: Any, ends: Any, shift: Any, seg: Any, maps: SegmentMaps) -> bool:
-    """Read ranges from checked segment files straight into their views: ``single`` ranges
-    lie in one piece (at ``offsets`` of segment ``paths[fdix]``), ``multi`` ranges span
-    adjacent pieces. Many small single pieces are copied out of kept mappings (``maps``), the
-    rest read with ``preadv``. False when a segment is gone or short (the checked path then
-    decides)."""
-    import os
-
-    if len(single) >= MAPPED_MIN_PIECES:
-        if not _copy_mapped(views, paths, single, offsets, fdix, maps):
-            return False
-        single = []
-    fds: list[int] = []
-    try:
-        for path in paths:
-            fds.append(os.open(path, os.O_RDONLY))
-        for i, off, fx in zip(single, offsets, fdix):
-            if os.preadv(fds[fx], [views[i]], off) != len(views[i]):
-                return False
-        for i in multi:
-            (s, e), k, pos = ranges[i], int(j0[i]), ranges[i][0]
-            while pos < e:
-                stop = min(e, int(ends[k]))
-                if os.preadv(fds[int(seg[k])], [views[i][pos - s : stop - s]],
-                             pos + int(shift[k])) != stop - pos:
-                    return False
-                pos, k = stop, k + 1
-        return True
-    except FileNotFoundError:
-        return False
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
-def _copy_mapped(views: list[memoryview], paths: list[str], single: list[int], offsets: list[int],
-                 fdix: list[int], maps: SegmentMaps) -> bool:
-    """Copy each single-piece range out of its segment's kept mapping; False if one is short."""
-    mapped = [maps.view(p) for p in paths]
-    for i, off, fx in zip(single, offsets, fdix):
-        src, n = mapped[fx], len(views[i])
-        if src is None or off + n > len(src):
-            return False
-        views[i][:] = src[off : off + n]
-    return True
 
 
 def _whole(exc: RangeIgnored, size: int, url: str, path: str) -> bytes:

@@ -2,10 +2,17 @@
 
 Entries (``key -> bytes``) are buffered in memory and published in immutable segment
 files (see :mod:`actstore.cache.segments`), never one file per entry. Every entry carries a
-BLAKE2b checksum that is checked on every read; a segment holding a bad entry (bit flip,
-truncation, damaged index) is dropped whole, reported, and its entries read as misses, so
-the caller refetches or recomputes them. Eviction removes least-recently-used segments
-until the store fits ``max_bytes``.
+checksum (:func:`~actstore.cache.segments.digest`) that is checked on every read, on the
+bytes read into this process's memory, so a segment damaged or truncated *while* it is read
+can never yield a wrong byte: a segment holding a bad entry (bit flip, truncation, damaged
+index) is dropped whole, reported (a warning, ``problems`` and the ``dropped_segments``
+counter), and its entries read as misses, so the caller refetches or recomputes them.
+Eviction removes least-recently-used segments until the store fits ``max_bytes``, and the
+orphans of killed writers (see :meth:`SegmentStore.orphans`).
+
+A cache the process cannot write (a read-only mount, an immutable folder, another user's
+files) still serves what it holds; a failed write of advisory data (access times) is logged
+once, and maintenance that must write (``evict``, ``clear``) raises :class:`CacheError`.
 
 Examples
 --------
@@ -30,11 +37,13 @@ from .segments import (
     Entry,
     SegmentInfo,
     atomic_put,
+    check_digest,
     decode_index,
     digest,
     encode_index,
     is_local,
     new_segment_id,
+    writer_alive,
     writer_id,
 )
 
@@ -44,6 +53,8 @@ log = logging.getLogger("actstore.cache")
 
 #: Pending bytes that trigger publishing a segment.
 SEGMENT_BYTES = 64 << 20
+#: An orphan whose writer cannot be checked (another host) is reclaimed after this long.
+ORPHAN_GRACE_S = 3600.0
 
 
 class SegmentStore:
@@ -60,11 +71,10 @@ class SegmentStore:
     segment_bytes : int
         Pending bytes that trigger a flush.
     verify : {"first", "always"}
-        ``"always"`` checks every entry's checksum on every read. ``"first"`` (default)
-        checks an entry on its first read in this process and again whenever its segment
-        file's size, mtime or inode changes; on local disks this keeps warm reads near the
-        speed of a plain file read (see ``benchmarks/results/cache.md``). Caches on remote
-        filesystems are always checked on every read.
+        Kept for compatibility; both check every entry's checksum on every read. (``"first"``
+        used to trust an entry checked once while its file's size, mtime and inode were
+        unchanged; a file damaged in place within one timestamp tick, or between the check
+        and the read, then returned wrong bytes.)
     """
 
     def __init__(self, fs: Any, root: str, *, max_bytes: int | None = None,
@@ -72,7 +82,6 @@ class SegmentStore:
         if verify not in ("first", "always"):
             raise InvalidArgumentError(f"verify must be 'first' or 'always'; got {verify!r}.")
         self.verify = verify
-        self._checked: dict[str, tuple[tuple[int, int, int], set[str]]] = {}
         self.fs, self.root = fs, root.rstrip("/")
         self.max_bytes, self.segment_bytes = max_bytes, segment_bytes
         self._lock = threading.RLock()
@@ -85,7 +94,8 @@ class SegmentStore:
         self._pending_map: dict[str, int] = {}
         self._pending_bytes = 0
         self.problems: list[str] = []
-        self.counters = {"hits": 0, "misses": 0, "puts": 0, "dropped_segments": 0, "evicted_segments": 0}
+        self.counters = {"hits": 0, "misses": 0, "puts": 0, "dropped_segments": 0,
+                         "evicted_segments": 0, "reclaimed_orphans": 0, "write_errors": 0}
         self._loaded = False
 
     # -- paths ---------------------------------------------------------------------------
@@ -132,7 +142,6 @@ class SegmentStore:
 
     def _forget(self, sid: str) -> None:
         self._segments.pop(sid, None)
-        self._checked.pop(sid, None)
         self._used.pop(sid, None)
         for key in self._seg_keys.pop(sid, ()):
             rest = [e for e in self._index.get(key, ()) if e.sid != sid]
@@ -149,13 +158,33 @@ class SegmentStore:
         self.counters["dropped_segments"] += 1
         self._delete_segment(sid)
 
-    def _delete_segment(self, sid: str) -> None:
-        for ext in ("idx", "seg"):
-            try:
-                self.fs.rm_file(self._seg(sid, ext))
-            except FileNotFoundError:
-                pass
+    def _delete_segment(self, sid: str, *, must: bool = False) -> None:
+        """Delete a segment's files (index first); ``must``: a failure raises CacheError,
+        else (dropping a damaged segment during a read) it is logged and the read goes on."""
+        try:
+            for ext in ("idx", "seg"):
+                try:
+                    self.fs.rm_file(self._seg(sid, ext))
+                except FileNotFoundError:
+                    pass
+        except OSError as exc:
+            if must:
+                raise self._write_error("delete a segment", exc) from exc
+            self._note_write_error("delete damaged segment " + sid, exc)
         self._forget(sid)
+
+    def _write_error(self, what: str, exc: OSError) -> CacheError:
+        return CacheError(
+            f"Cannot {what} in the cache at {self.root!r}: {exc.strerror or exc}; the cache is "
+            "read-only here - point ACTSTORE_CACHE_DIR (or cache=) at a writable folder, or "
+            "fix its permissions."
+        )
+
+    def _note_write_error(self, what: str, exc: OSError) -> None:
+        self.counters["write_errors"] += 1
+        if self.counters["write_errors"] == 1:
+            log.warning("cache at %s is not writable (could not %s: %s); reads go on, "
+                        "nothing new is cached", self.root, what, exc.strerror or exc)
 
     # -- writing -------------------------------------------------------------------------
     def put(self, key: str, data: bytes, *, codec: str = "raw", meta: dict[str, Any] | None = None) -> None:
@@ -186,6 +215,7 @@ class SegmentStore:
                 atomic_put(self.fs, self._seg(sid, "seg"), b"".join(chunks))
                 atomic_put(self.fs, self._seg(sid, "idx"), encode_index(sid, pos, entries))
             except OSError as exc:
+                self.counters["write_errors"] += 1
                 raise CacheError(
                     f"Could not write a cache segment under {self.root!r} ({exc}); check that the "
                     "cache location is writable, or point ACTSTORE_CACHE_DIR elsewhere."
@@ -201,11 +231,20 @@ class SegmentStore:
             self.evict(self.max_bytes)
         return sid
 
+    def discard_pending(self) -> None:
+        """Forget entries not published yet (after a flush that could not write)."""
+        with self._lock:
+            self._pending, self._pending_map, self._pending_bytes = [], {}, 0
+
     def _save_access(self) -> None:
+        """Record this process's segment uses for LRU; advisory, so a failed write is only logged."""
         self._used_dirty = False
-        if self._used:
+        if self._used and not self.counters["write_errors"]:
             path = f"{self.root}/access/{writer_id()}.json"
-            atomic_put(self.fs, path, json.dumps(self._used).encode())
+            try:
+                atomic_put(self.fs, path, json.dumps(self._used).encode())
+            except OSError as exc:
+                self._note_write_error("record access times", exc)
 
     # -- reading -------------------------------------------------------------------------
     def __contains__(self, key: str) -> bool:
@@ -276,13 +315,10 @@ class SegmentStore:
         """Checked bytes-like views of ``entries`` of one segment (None: segment unusable)."""
         path = self._seg(sid, "seg")
         spans = _coalesce(entries)
-        local = is_local(self.fs)
         try:
-            if local:
-                known = self._trusted(sid, path)
+            if is_local(self.fs):
                 raw = _pread_many(path, [(a, b - a) for a, b, _ in spans])
             else:
-                known = set()
                 raw = self.fs.cat_ranges([path] * len(spans), [a for a, _, _ in spans],
                                          [b for _, b, _ in spans], on_error="return")
         except FileNotFoundError:
@@ -303,62 +339,36 @@ class SegmentStore:
             if len(blob) != e.length:
                 self._drop(sid, f"entry {e.key} truncated ({len(blob)} of {e.length} bytes)")
                 return None
-            if e.key in known:
-                continue
-            if digest(blob) != e.digest:
+            if not check_digest(blob, e.digest):
                 self._drop(sid, f"entry {e.key} fails its checksum (corrupted bytes)")
                 return None
-            if local and self.verify == "first":
-                known.add(e.key)
         return blobs
 
-    def locate_trusted(self, keys: Sequence[str]) -> dict[str, tuple[str, int]] | None:
-        """``key -> (local segment path, offset)`` when every key's entry was already checked
-        in this process and its segment file is unchanged; else None (use :meth:`get_many`).
-
-        Lets a reader ``preadv`` cached bytes straight into its own buffer.
-        """
-        if self.verify != "first" or not is_local(self.fs):
+    def locate(self, keys: Sequence[str]) -> dict[str, Entry] | None:
+        """The newest published entry of each key, when every key has one in a local segment
+        file; else None. Lets a reader ``preadv`` cached bytes straight into its own buffer,
+        which it must then check with :func:`~actstore.cache.segments.check_digest`."""
+        if not is_local(self.fs):
             return None
-        out: dict[str, tuple[str, int]] = {}
+        out: dict[str, Entry] = {}
         with self._lock:
-            paths: dict[str, str | None] = {}
+            self._ensure_loaded()
             for key in keys:
                 found = self._index.get(key)
                 if not found:
                     return None
-                e = found[0]
-                seg = paths.get(e.sid, "")
-                if seg == "":
-                    seg = paths[e.sid] = self._trusted_path(e.sid)
-                if seg is None or key not in self._checked[e.sid][1]:
-                    return None
-                out[key] = (seg, e.offset)
+                out[key] = found[0]
         return out
 
-    def segments_unchanged(self, paths: Iterable[str]) -> bool:
-        """True when each segment file (by path) is as it was when its entries were checked."""
+    def segment_path(self, sid: str) -> str:
+        """Where the data file of segment ``sid`` lies on the cache's filesystem."""
+        return self._seg(sid, "seg")
+
+    def report_damage(self, sid: str, reason: str) -> None:
+        """Drop segment ``sid`` as damaged (a reader found bad bytes in it)."""
         with self._lock:
-            for path in paths:
-                sid = path.rsplit("/", 1)[-1].removesuffix(".seg")
-                if self._trusted_path(sid) is None:
-                    return False
-            return True
-
-    def _trusted_path(self, sid: str) -> str | None:
-        seen, path = self._checked.get(sid), self._seg(sid, "seg")
-        try:
-            return path if seen is not None and seen[0] == _stamp(path) else None
-        except FileNotFoundError:
-            return None
-
-    def _trusted(self, sid: str, path: str) -> set[str]:
-        """Keys of ``sid`` already checked in this process, while its file is unchanged."""
-        stamp = _stamp(path)
-        seen = self._checked.get(sid)
-        if seen is None or seen[0] != stamp:
-            seen = self._checked[sid] = (stamp, set())
-        return seen[1]
+            if sid in self._segments:
+                self._drop(sid, reason)
 
     # -- inspection and eviction ---------------------------------------------------------
     def segments(self) -> list[SegmentInfo]:
@@ -391,10 +401,55 @@ class SegmentStore:
         with self._lock:
             return sum(s.size for s in self._segments.values())
 
+    def orphans(self) -> list[dict[str, Any]]:
+        """Files left by writers killed mid-publish: a ``.seg`` without its ``.idx``, or a
+        temporary ``*.tmp-*`` file. One row each: ``name``, ``bytes``, ``age_s`` and
+        ``reclaimable`` (its writer is gone, or it is older than ``ORPHAN_GRACE_S``).
+
+        A live writer's files look the same for a moment (its ``.seg`` is published just
+        before its ``.idx``), so only dead writers' files are reclaimable at once.
+        """
+        with self._lock:
+            try:
+                self.fs.invalidate_cache(f"{self.root}/segments")
+                listing = self.fs.ls(f"{self.root}/segments", detail=True)
+            except FileNotFoundError:
+                return []
+            names = {str(d["name"]).rsplit("/", 1)[-1]: d for d in listing}
+            now, rows = time.time(), []
+            for name, d in sorted(names.items()):
+                orphan = ".tmp-" in name or (name.endswith(".seg") and name[:-4] + ".idx" not in names)
+                if not orphan:
+                    continue
+                age = now - _mtime(d, now)
+                alive = writer_alive(name)
+                rows.append({"name": name, "bytes": int(d.get("size") or 0), "age_s": age,
+                             "reclaimable": alive is False or age > ORPHAN_GRACE_S})
+            return rows
+
+    def reclaim_orphans(self) -> list[str]:
+        """Delete the reclaimable orphans (see :meth:`orphans`); returns their names."""
+        done = []
+        with self._lock:
+            for row in self.orphans():
+                if not row["reclaimable"]:
+                    continue
+                try:
+                    self.fs.rm_file(f"{self.root}/segments/{row['name']}")
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise self._write_error("delete an orphaned file", exc) from exc
+                done.append(row["name"])
+            self.counters["reclaimed_orphans"] += len(done)
+        return done
+
     def evict(self, max_bytes: int) -> list[str]:
-        """Delete least-recently-used segments until published bytes fit ``max_bytes``."""
+        """Reclaim the orphans of dead writers, then delete least-recently-used segments
+        until published bytes fit ``max_bytes``. Returns the evicted segment ids."""
         with self._lock:
             self.refresh()
+            self.reclaim_orphans()
             total = self.total_bytes()
             if total <= max_bytes:
                 return []
@@ -403,7 +458,7 @@ class SegmentStore:
                 if total <= max_bytes:
                     break
                 total -= self._segments[sid].size
-                self._delete_segment(sid)
+                self._delete_segment(sid, must=True)
                 evicted.append(sid)
             self.counters["evicted_segments"] += len(evicted)
             self._save_access()
@@ -445,17 +500,12 @@ class SegmentStore:
                         self.fs.rm_file(f"{self.root}/{folder}/{name}")
                     except FileNotFoundError:
                         pass
+                    except OSError as exc:
+                        raise self._write_error("delete a file", exc) from exc
             self._index.clear()
             self._seg_keys.clear()
             self._segments.clear()
             self._used.clear()
-
-
-def _stamp(path: str) -> tuple[int, int, int]:
-    import os
-
-    st = os.stat(path)
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
 #: Entries of one segment closer than this are fetched in one read, gap included.
@@ -475,6 +525,17 @@ def _coalesce(entries: list[Entry]) -> list[tuple[int, int, list[int]]]:
         else:
             spans.append((e.offset, e.offset + e.length, [i]))
     return spans
+
+
+def _mtime(detail: dict[str, Any], default: float) -> float:
+    """Modification time (epoch seconds) from an fsspec ``ls`` detail row, if it has one."""
+    for name in ("mtime", "LastModified", "last_modified", "created"):
+        value = detail.get(name)
+        if isinstance(value, (int, float)):
+            return float(value)
+        if hasattr(value, "timestamp"):
+            return float(value.timestamp())
+    return default
 
 
 def _pread_many(path: str, spans: list[tuple[int, int]]) -> list[bytes]:

@@ -92,7 +92,9 @@ class UnifiedCache(ActivationsMixin):
         self.store.flush()
 
     def stats(self) -> dict[str, Any]:
-        """Entry, segment and byte counts, the bound, and this process's hits/misses/drops.
+        """Entry, segment and byte counts, the bound, orphans of killed writers
+        (``orphan_files``, ``orphan_bytes``; reclaimed by :meth:`evict`), and this process's
+        hits/misses/drops/write errors.
 
         Examples
         --------
@@ -100,6 +102,7 @@ class UnifiedCache(ActivationsMixin):
         0
         """
         segs = self.store.segments()
+        orphans = self.store.orphans()
         kinds: dict[str, int] = {}
         for key in self.store.keys():
             kinds[key.split(":", 1)[0]] = kinds.get(key.split(":", 1)[0], 0) + 1
@@ -107,19 +110,27 @@ class UnifiedCache(ActivationsMixin):
             "location": self.url, "segments": len(segs), "entries": sum(kinds.values()),
             "bytes": sum(s.size for s in segs), "max_bytes": self.store.max_bytes,
             "remote_range_entries": kinds.get("r", 0), "activation_entries": kinds.get("a", 0),
+            "orphan_files": len(orphans), "orphan_bytes": sum(o["bytes"] for o in orphans),
             **self.store.counters, "problems": list(self.store.problems),
         }
 
     def ls(self) -> list[dict[str, Any]]:
-        """One row per segment, least recently used first."""
+        """One row per segment, least recently used first, then one per orphaned file of a
+        killed writer (``orphan`` True, ``entries`` 0; see :meth:`SegmentStore.orphans`)."""
         used = self.store.last_used()
         rows = [{"segment": s.sid, "bytes": s.size, "entries": s.entries,
-                 "created": s.created, "last_used": used.get(s.sid, s.created)}
+                 "created": s.created, "last_used": used.get(s.sid, s.created), "orphan": False}
                 for s in self.store.segments()]
-        return sorted(rows, key=lambda r: r["last_used"])
+        now = time.time()
+        orphans = [{"segment": o["name"], "bytes": o["bytes"], "entries": 0,
+                    "created": now - o["age_s"], "last_used": now - o["age_s"], "orphan": True,
+                    "reclaimable": o["reclaimable"]} for o in self.store.orphans()]
+        return sorted(rows, key=lambda r: r["last_used"]) + orphans
 
     def evict(self, max_bytes: int | str | None = None) -> list[str]:
-        """Evict least-recently-used segments until the cache fits ``max_bytes``.
+        """Delete the orphans of dead writers, then evict least-recently-used segments until
+        the cache fits ``max_bytes``; returns the evicted segment ids. On a cache this
+        process cannot write, raises :class:`~actstore.errors.CacheError`.
 
         Examples
         --------

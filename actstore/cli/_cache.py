@@ -34,7 +34,8 @@ def _ls(args: argparse.Namespace) -> int:
     print(f"{'segment':<48} {'entries':>8} {'bytes':>12}  last used")
     for r in rows:
         when = datetime.datetime.fromtimestamp(r["last_used"]).isoformat(timespec="seconds")
-        print(f"{r['segment']:<48} {r['entries']:>8} {r['bytes']:>12}  {when}")
+        mark = "  (orphan of a killed writer; `evict` reclaims it)" if r.get("orphan") else ""
+        print(f"{r['segment']:<48} {r['entries']:>8} {r['bytes']:>12}  {when}{mark}")
     return 0
 
 
