@@ -56,7 +56,8 @@ def open_dataset(
     """Open a v2 activation dataset from a local path or any fsspec URL.
 
     Only the index is read; tensor rows are fetched on demand by byte ranges. Remote bytes
-    are kept in the cache, keyed by each file's sha256, so repeated reads are local.
+    are kept in the cache, keyed by where they came from (URL, endpoint, validator), so
+    repeated reads are local and another dataset can never be served them.
 
     Parameters
     ----------
