@@ -238,6 +238,12 @@ def download_files(
         full = os.path.join(local_dir, p)
         if want is None:
             continue
+        if not os.path.isfile(full):  # the client skips a pattern that matches nothing
+            raise IntegrityError(
+                f"{p} is named by the dataset's metadata but {repo_id}@{revision} holds no such "
+                "file; the repo is incomplete (a push did not finish, or the file was deleted). "
+                "Push the dataset again, or pull only layers/views whose files exist."
+            )
         got = sha256_file(full)
         if got != want:
             os.unlink(full)
