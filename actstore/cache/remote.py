@@ -51,7 +51,7 @@ from typing import Any
 
 from .. import config
 from ..errors import CacheError, IntegrityError, OfflineError
-from .segments import check_digest
+from .segments import split_digest
 
 __all__ = ["CachedSource", "RangeIgnored", "origin_of"]
 
@@ -186,7 +186,8 @@ class CachedSource:
         self.index_path: str | None = None
         self._sizes: dict[str, int] = {}
         self._pieces: dict[str, _Pieces] = {}
-        self._locs: dict[str, tuple[str, int, str, str]] = {}  # key -> (seg path, offset, digest, sid)
+        self._layouts: dict[str, Any] = {}  # ident -> piece locations (see _layout)
+        self._scratch = bytearray(0)
         self._lock = threading.RLock()
         self.range_ok: bool | None = None
         self.counters = {"requests": 0, "bytes_fetched": 0, "bytes_from_cache": 0,
@@ -293,13 +294,12 @@ class CachedSource:
                 view[:] = part
 
     def _read_direct(self, path: str, ranges: list[tuple[int, int]], views: list[memoryview]) -> list[int]:
-        """Warm fast path on a local cache: each range that is exactly one cached piece is
-        read with ``preadv`` straight into its buffer, and that buffer (private to this
-        process) is checked against the piece's checksum, so bytes damaged in the segment
-        file at any moment are caught. Returns the positions of the ranges left for the
-        general path (other shapes, misses, damaged pieces: dropped there and refetched)."""
-        import os
-
+        """Warm fast path on a local cache: ranges that are each exactly one cached piece are
+        read with scattering ``preadv`` calls (one per run of nearby pieces) straight into
+        their views, then each view — memory private to this process — is checked against
+        its piece's checksum, so what is checked is what is returned, whatever happens to
+        the segment file meanwhile. Returns the positions of the ranges left for the general
+        path (other shapes, misses, damaged pieces: dropped there and refetched)."""
         import numpy as np
 
         ident = self.ident(path)
@@ -311,45 +311,107 @@ class CachedSource:
         j = np.searchsorted(starts, r[:, 0], side="right") - 1
         jj = np.maximum(j, 0)
         ok = (j >= 0) & (starts[jj] == r[:, 0]) & (k0s[jj] == r[:, 0]) & (ends[jj] == r[:, 1])
-        sel = np.flatnonzero(ok).tolist()
-        if not sel:
+        sel = np.flatnonzero(ok)
+        if not sel.size:
             return list(range(len(ranges)))
-        want = [keys[int(j[i])] for i in sel]
-        unknown = [k for k in want if k not in self._locs]
-        if unknown:
-            where = self.store.locate(unknown)
-            if where is None:
-                return list(range(len(ranges)))
-            for k, e in where.items():
-                self._locs[k] = (self.store.segment_path(e.sid), e.offset, e.digest, e.sid)
-        left = [i for i in range(len(ranges)) if not ok[i]]
-        fds: dict[str, int] = {}
+        ks = j[sel]
+        layout = self._layout(ident, pieces, ks)
+        if layout is None:
+            return list(range(len(ranges)))
+        seg, off, hexs, fns, paths = layout
+        si, so = seg[ks], off[ks]
+        order = np.lexsort((so, si))
+        sel, ks, si, so = sel[order], ks[order], si[order], so[order]
+        stop = so + (r[sel, 1] - r[sel, 0])
+        brk = np.flatnonzero((si[1:] != si[:-1]) | (so[1:] - stop[:-1] > RUN_GAP)) + 1
+        bounds = [0, *brk.tolist(), int(sel.size)]
+        left = np.flatnonzero(~ok).tolist()
+        sel_l, ks_l, so_l = sel.tolist(), ks.tolist(), so.tolist()
         done = 0
-        try:
-            for i, key in zip(sel, want):
-                seg, off, dig, sid = self._locs[key]
-                view = views[i]
-                try:
-                    fd = fds.get(seg)
-                    if fd is None:
-                        fd = fds[seg] = os.open(seg, os.O_RDONLY)
-                    got = os.preadv(fd, [view], off)
-                except FileNotFoundError:  # evicted by another process: the general path looks again
-                    got = -1
-                if got == len(view) and check_digest(view, dig):
-                    done += got
-                    continue
-                self._locs.pop(key, None)
-                left.append(i)
-                if got != -1:
-                    self.counters["damaged_pieces"] += 1
-                    self.store.report_damage(sid, f"piece {key} read {got} of {len(view)} bytes"
-                                             if got != len(view) else f"piece {key} fails its checksum")
-        finally:
-            for fd in fds.values():
-                os.close(fd)
+        for b0, b1 in zip(bounds[:-1], bounds[1:]):
+            done += self._read_run(ident, paths[int(si[b0])], sel_l[b0:b1], ks_l[b0:b1], so_l[b0:b1],
+                                   views, hexs, fns, left)
         self.counters["bytes_from_cache"] += done
         return sorted(left)
+
+    def _layout(self, ident: str, pieces: _Pieces, ks: Any) -> tuple[Any, Any, list[str], list[Any], list[str]] | None:
+        """Where each piece of a file lies: segment (index into ``paths``; -1: not located
+        yet), offset in it, and its checksum (expected hex, hash function). Kept across calls
+        while the pieces are unchanged; dropped when a located segment turns out gone or bad."""
+        import numpy as np
+
+        arrays = pieces.arrays()
+        starts, ends, keys, _ = arrays
+        cached = self._layouts.get(ident)
+        if cached is None or cached[0] is not arrays:
+            n = len(starts)
+            cached = self._layouts[ident] = (arrays, np.full(n, -1, np.int64), np.zeros(n, np.int64),
+                                             [""] * n, [None] * n, [], {})
+        _, seg, off, hexs, fns, paths, where_path = cached
+        new = np.unique(ks[seg[ks] < 0]).tolist()
+        if new:
+            found = self.store.locate([keys[k] for k in new])
+            if found is None:
+                return None
+            for k in new:
+                e = found[keys[k]]
+                fn, hexv, n = split_digest(e.digest)
+                if n != e.length or n != int(ends[k] - starts[k]):
+                    return None
+                p = self.store.segment_path(e.sid)
+                if p not in where_path:
+                    where_path[p] = len(paths)
+                    paths.append(p)
+                seg[k], off[k], hexs[k], fns[k] = where_path[p], e.offset, hexv, fn
+        return seg, off, hexs, fns, paths
+
+    def _read_run(self, ident: str, seg: str, idx: list[int], ks: list[int], offs: list[int],
+                  views: list[memoryview], hexs: list[str], fns: list[Any], left: list[int]) -> int:
+        """Read one run of nearby pieces of segment file ``seg`` into their views (gaps into
+        scratch memory), then check each view; failures go to ``left``, and their segment is
+        dropped as damaged (or, if gone, looked up again by the general path)."""
+        import os
+
+        try:
+            fd = os.open(seg, os.O_RDONLY)
+        except FileNotFoundError:  # evicted by another process
+            self._layouts.pop(ident, None)
+            left.extend(idx)
+            return 0
+        short: set[int] = set()
+        try:
+            for c in range(0, len(idx), _IOV_PIECES):
+                iov: list[Any] = []
+                start = pos = offs[c]
+                for i, o in zip(idx[c : c + _IOV_PIECES], offs[c : c + _IOV_PIECES]):
+                    if o > pos:
+                        iov.append(self._gap(o - pos))
+                    v = views[i]
+                    iov.append(v)
+                    pos = o + len(v)
+                got = os.preadv(fd, iov, start)
+                if got != pos - start:
+                    short.update(t for t in range(c, min(len(idx), c + _IOV_PIECES))
+                                 if offs[t] + len(views[idx[t]]) > start + got)
+        finally:
+            os.close(fd)
+        bad = [t for t, (i, k) in enumerate(zip(idx, ks)) if t in short or fns[k](views[i]) != hexs[k]]
+        if not bad:
+            return sum(len(views[i]) for i in idx)
+        self._layouts.pop(ident, None)
+        self.counters["damaged_pieces"] += len(bad)
+        left.extend(idx[t] for t in bad)
+        sid = seg.rsplit("/", 1)[-1].removesuffix(".seg")
+        what = "truncated" if bad[0] in short else "fails its checksum"
+        self.store.report_damage(sid, f"a cached piece of {self.url} {what} (read {len(bad)} bad of {len(idx)})")
+        bad_set = set(bad)
+        return sum(len(views[i]) for t, i in enumerate(idx) if t not in bad_set)
+
+    def _gap(self, n: int) -> memoryview:
+        """Scratch memory for bytes between pieces (shared: its contents are never used)."""
+        if len(self._scratch) < n:
+            self._scratch = bytearray(n)
+        return memoryview(self._scratch)[:n]
 
     def _read(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[Any]:
         """Per range: a bytes-like, or a list of bytes-likes to concatenate."""
@@ -511,6 +573,12 @@ class CachedSource:
         self.range_ok = False
         log.warning("%s ignores HTTP Range requests (200 instead of 206 for %s); whole files "
                     "are downloaded and cached instead of byte ranges.", self.url, path)
+
+
+#: Pieces of one segment file closer than this are read in one call, gap included.
+RUN_GAP = 64 << 10
+#: Pieces per ``preadv`` call (each takes one or two of the IOV_MAX = 1024 buffers).
+_IOV_PIECES = 500
 
 
 def _whole(exc: RangeIgnored, size: int, url: str, path: str) -> bytes:

@@ -35,6 +35,7 @@ __all__ = [
     "decode_index",
     "check_digest",
     "digest",
+    "split_digest",
     "encode_index",
     "new_segment_id",
     "writer_id",
@@ -61,6 +62,26 @@ def digest(data: bytes | memoryview) -> str:
     if _xxhash is not None:
         return f"x3:{_xxhash.xxh3_64_hexdigest(data)}-{len(data)}"
     return f"{zlib.crc32(data):08x}-{len(data)}"
+
+
+def split_digest(expected: str) -> tuple[Any, str, int]:
+    """``(hash function, expected hex, expected length)`` of a stored checksum, for readers
+    that check many pieces in a loop: ``len(d) == n and fn(d) == hex`` is
+    :func:`check_digest`. An unknown kind gets a function that never matches."""
+    body, _, length = expected.rpartition("-")
+    n = int(length) if length.isdigit() else -1
+    if body.startswith("x3:"):
+        fn = _xxhash.xxh3_64_hexdigest if _xxhash is not None else _never
+        return fn, body[3:], n
+    return _crc_hex, body, n
+
+
+def _crc_hex(data: bytes | memoryview) -> str:
+    return f"{zlib.crc32(data):08x}"
+
+
+def _never(data: bytes | memoryview) -> str:
+    return ""
 
 
 def check_digest(data: bytes | memoryview, expected: str) -> bool:
