@@ -48,8 +48,8 @@ class UnifiedCache(ActivationsMixin):
         4-14% on per-prompt vectors and slows warm reads, so the default is ``"none"`` (see
         ``benchmarks/results/cache.md``). Remote dataset bytes are stored as they are.
     verify : {"first", "always"}
-        When entry checksums are checked: on the first read in a process and whenever the
-        segment file changes (default), or on every read. See :class:`SegmentStore`.
+        Kept for compatibility: every read checks its entries' checksums either way (see
+        :class:`SegmentStore`), on the bytes read into this process.
 
     Examples
     --------
