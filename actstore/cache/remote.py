@@ -16,15 +16,17 @@ metadata can claim the victim's sha256s, and a stranger's server can send the vi
   rewritten file (new sha256 in a new index, new ETag) gets new keys, so nothing is stale.
 * **Proven whole files, shared by content.** When a read brings in a *whole* file whose
   sha256 the origin claims, the sha256 is computed on admission; if it matches, the file is
-  stored once under ``r:proven-sha256:<hex>:0:<size>`` and any origin claiming that sha256
-  may read it (the bytes are what the claim says, whoever made it). A file whose computed
+  stored once under ``r:proven-sha256:<hex>:<start>:<end>`` and any origin claiming that
+  sha256 may read it (the bytes are what the claim says, whoever made it). A file whose computed
   sha256 differs from the claim is kept origin-scoped only.
 * **Remote verify checks the remote.** :meth:`CachedSource.read_origin` and
   :meth:`CachedSource.origin_size` read the remote directly, neither from nor into the
   cache; ``verify`` of a remote URL uses them, so a corrupted remote copy is reported even
   when good bytes of it are cached.
 
-Every cached piece is checked against its checksum on every read, on the bytes read into
+Fetched ranges are stored in pieces of at most ``PIECE_BYTES``, so a later read of a few
+bytes never has to read (and check) a large piece. Every cached piece is checked against
+its checksum on every read, on the bytes read into
 this process (see :mod:`actstore.cache.store`), so a segment damaged while it is read is
 dropped, reported and refetched, never served.
 
@@ -59,6 +61,9 @@ log = logging.getLogger("actstore.cache")
 
 #: Requests in flight at once for one read call.
 CONCURRENCY = 16
+#: Largest cached piece: every read checks whole pieces, so this bounds what a small read
+#: of a large fetched range reads and hashes.
+PIECE_BYTES = 256 << 10
 #: Storage options that say which server a URL is read from (not credentials).
 _ENDPOINT_KEYS = ("endpoint", "endpoint_url", "host", "base_url", "api_endpoint")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -224,9 +229,9 @@ class CachedSource:
             return None
         return claim if _SHA256.fullmatch(claim) else None
 
-    def _proven_key(self, path: str, size: int) -> str | None:
+    def _proven_prefix(self, path: str) -> str | None:
         claim = self.claimed_sha256(path)
-        return None if claim is None else f"r:proven-sha256:{claim}:0:{size}"
+        return None if claim is None else f"r:proven-sha256:{claim}:"
 
     def _full(self, path: str) -> str:
         return f"{self.root}/{path}"
@@ -442,18 +447,14 @@ class CachedSource:
 
     # -- the cached path -----------------------------------------------------------------
     def _pieces_for(self, path: str, ident: str) -> _Pieces:
-        """This origin's cached pieces of ``path``, plus its proven whole copy if one is cached."""
+        """This origin's cached pieces of ``path``, plus pieces of a proven copy of it."""
         if ident not in self._pieces:
-            prefix = f"r:{ident}:"
+            prefixes = tuple(p for p in (f"r:{ident}:", self._proven_prefix(path)) if p)
             spans = []
             for key in self.store.keys():
-                if key.startswith(prefix):
-                    s, e = key[len(prefix):].split(":")
+                if key.startswith(prefixes):
+                    s, e = key.rsplit(":", 2)[1:]
                     spans.append((int(s), int(e), key))
-            size = self._known_size(path)
-            proven = None if size is None else self._proven_key(path, size)
-            if proven is not None and proven in self.store:
-                spans.append((0, size, proven))
             self._pieces[ident] = _Pieces(spans)
         return self._pieces[ident]
 
@@ -494,26 +495,28 @@ class CachedSource:
             blobs = self._fetch(path, gaps, cache_whole=size)
         except RangeIgnored as whole:
             body = _whole(whole, size, self.url, path)
-            key = self._admission_key(path, ident, 0, size, body)
-            self._pieces[ident] = _Pieces([(0, size, key)])
-            self._admit({key: body})
-            return {key: body}
-        fresh = {}
+            pieces = self._pieces[ident] = _Pieces([])
+            gaps, blobs = [(0, size)], [body]
+        fresh: dict[str, Any] = {}
         for (a, b), blob in zip(gaps, blobs):
-            key = self._admission_key(path, ident, a, b, blob)
-            fresh[key] = blob
-            pieces.add(a, b, key)
+            prefix = self._admission_prefix(path, ident, a, b, blob)
+            view = memoryview(blob)
+            for s in range(a, b, PIECE_BYTES):
+                e = min(b, s + PIECE_BYTES)
+                key = f"{prefix}{s}:{e}"
+                fresh[key] = view[s - a : e - a]
+                pieces.add(s, e, key)
         self._admit(fresh)
         return fresh
 
-    def _admission_key(self, path: str, ident: str, a: int, b: int, blob: bytes) -> str:
+    def _admission_prefix(self, path: str, ident: str, a: int, b: int, blob: bytes) -> str:
         """A whole file whose sha256, computed here, equals the origin's claim is keyed by
         content (shared); everything else by origin (see the module docstring)."""
         if a == 0 and b == len(blob) and b == self._known_size(path):
-            proven = self._proven_key(path, b)
+            proven = self._proven_prefix(path)
             if proven is not None and hashlib.sha256(blob).hexdigest() == proven.split(":")[2]:
                 return proven
-        return f"r:{ident}:{a}:{b}"
+        return f"r:{ident}:"
 
     def _admit(self, fresh: dict[str, bytes]) -> None:
         """Store fetched pieces and publish them (one segment per network round, visible to
