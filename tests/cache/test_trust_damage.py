@@ -102,3 +102,22 @@ def test_bit_rot_that_keeps_size_mtime_and_inode_is_caught_on_a_warm_read(served
         assert os.stat(seg).st_mtime_ns == st.st_mtime_ns and os.stat(seg).st_ino == st.st_ino
     np.testing.assert_array_equal(ds.get(pick, layers=[0])[:, 0], arrays[0][pick])
     assert cache.stats()["dropped_segments"] >= 1
+
+
+def test_bit_rot_in_cached_activations_is_caught_on_a_warm_read(tmp_path):
+    cache = UnifiedCache(tmp_path / "acts", verify="first")
+    vec = np.arange(64, dtype=np.float32).reshape(1, 64)
+    cache.put("m", ["p"], {"last_token": {0: vec}})
+    cache.flush()
+    np.testing.assert_array_equal(cache.get("m", ["p"], layers=[0])[0, 0], vec[0])  # checked once
+    (seg,) = (tmp_path / "acts" / "v1" / "segments").glob("*.seg")
+    st = os.stat(seg)
+    with open(seg, "r+b") as f:
+        f.seek(40)
+        b = f.read(1)
+        f.seek(40)
+        f.write(bytes([b[0] ^ 0x80]))
+    os.utime(seg, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(actstore.errors.CacheError, match="1 of 1 prompts have no cached"):
+        cache.get("m", ["p"], layers=[0])  # dropped as damaged: a miss, never other values
+    assert cache.stats()["dropped_segments"] == 1
