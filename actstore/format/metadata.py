@@ -360,7 +360,7 @@ def _view(name: str, desc: object, *, default_pooling: str, where: str,
             f"storage; got {_show(lt_raw)}."
         )
     dtype = desc.get("dtype", "float32")
-    if dtype not in FLOAT_DTYPES:
+    if not isinstance(dtype, str) or dtype not in FLOAT_DTYPES:
         raise FormatError(f"{where}.dtype must be one of {sorted(FLOAT_DTYPES)}; got {_show(dtype)}.")
     pooling = desc.get("pooling", default_pooling)
     _str(pooling, where=f"{where}.pooling")
