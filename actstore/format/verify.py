@@ -138,11 +138,18 @@ def verify_dataset(ds: Dataset, *, checksums: bool = True) -> VerifyReport:
         except FileNotFoundError:
             report.problems.append(f"{path}: listed in actstore:files but missing.")
             continue
+        except ActstoreError as exc:  # not a regular file, name too long, a link loop
+            report.problems.append(str(exc))
+            continue
         if size != rec["size"]:
             report.problems.append(f"{path}: size {size} != recorded {rec['size']}.")
             continue
         if checksums:
-            digest = _sha256(ds, path, size)
+            try:
+                digest = _sha256(ds, path, size)
+            except ActstoreError as exc:
+                report.problems.append(str(exc))
+                continue
             report.bytes_hashed += size
             if digest != rec["sha256"]:
                 report.problems.append(f"{path}: sha256 {digest} != recorded {rec['sha256']}.")
