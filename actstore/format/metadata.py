@@ -33,6 +33,7 @@ from .spec import (
     STORAGE_FULL,
     STORAGE_POOLED,
     VIEW_NAME,
+    VIEW_PATTERN,
 )
 
 __all__ = [
@@ -285,7 +286,7 @@ _LAYER_SHARD = frozenset({"layer", "shard"})
 def _check_pattern(pattern: object, *, where: str, layers: int = 1, shards: int = 1,
                    canonical: str | None = None) -> str:
     """A file pattern: only ``{layer}``/``{shard}``, inside the root, naming a distinct file
-    for each layer and shard; the primary view's MUST be exactly the canonical pattern."""
+    for each layer and shard, and exactly ``canonical`` when given (spec section 5)."""
     names = _fields(pattern, where=f"{where}.file_pattern", allowed=_LAYER_SHARD)
     assert isinstance(pattern, str)
     safe_relpath(pattern.format(layer=0, shard=0), field=f"{where}.file_pattern")
@@ -297,8 +298,9 @@ def _check_pattern(pattern: object, *, where: str, layers: int = 1, shards: int 
             )
     if canonical is not None and pattern != canonical:
         raise FormatError(
-            f"{where}.file_pattern is {pattern!r}; the primary view's pattern must be exactly "
-            f"{canonical!r} (lmprobe reads that name and ignores this field)."
+            f"{where}.file_pattern is {pattern!r}; it must be exactly {canonical!r} (lmprobe "
+            "reads the primary view under that name and ignores this field; a view's files "
+            "lie in its own folder, so no view can read another's)."
         )
     return pattern
 
@@ -417,7 +419,8 @@ def parse_layout(meta: dict[str, Any]) -> tuple[dict[str, ViewLayout], dict[str,
             raise FormatError(f"actstore:views redefines the primary view {name!r}.")
         if not VIEW_NAME.match(name):
             raise FormatError(f"actstore:views has a view named {_show(name)}; names are [a-z0-9_]{{1,64}}.")
-        views[name] = _view(name, desc, default_pooling=name, where=f"actstore:views.{name}")
+        views[name] = _view(name, desc, default_pooling=name, where=f"actstore:views.{name}",
+                            canonical=VIEW_PATTERN.replace("{view}", name))
     logits = tensors.get("logits_topk")
     if logits is not None:
         if not isinstance(logits, dict) or not isinstance(logits.get("shards"), list):
