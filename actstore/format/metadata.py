@@ -1,8 +1,21 @@
 """The index's schema metadata: parsed, validated, and summarised as :class:`DatasetInfo`.
 
-Everything here is data from strangers. A descriptor is accepted only when its layers are
-unique integers, its shards a list of counts, and its file pattern names nothing but
-``{layer}``/``{shard}`` and resolves inside the dataset root.
+Everything here is data from strangers, and this module is the one place it is parsed: the
+reader, the Hub code and the cache all go through :func:`decode_schema_metadata`,
+:func:`parse_layout` and :func:`parse_files`. JSON is bounded in size and depth *before* it is
+parsed (``MAX_METADATA_BYTES``, ``MAX_JSON_DEPTH``: a linear scan, so a deeply nested value
+cannot reach the recursive parser), and every key is checked for its JSON type and range
+before use, so hostile metadata raises only :class:`FormatError` subclasses naming the key
+(the reader adds the index file's name). A descriptor is accepted only when its layers are
+unique bounded integers, its shards a list of counts, its file pattern exactly the canonical
+one, and its key pattern names nothing but ``{layer}``.
+
+Why a hand-written typed parser and not a validation library: the schema is small (a dozen
+keys), its rules are not only types (canonical patterns, counts that must agree, paths that
+must stay inside the root), and the messages must name the key, what was expected and the
+fix. pydantic happens to be installed here but is no dependency of actstore, and its lax
+mode coerces exactly what must be refused (``"5"`` or ``5.0`` to ``5``, ``true`` to ``1``);
+strict mode everywhere plus custom validators would be more code than the checks themselves.
 """
 
 from __future__ import annotations

@@ -305,8 +305,11 @@ class Dataset:
         for layer in self.present_layers(primary.name) if primary.shard_rows else ():
             true_dtype = spec.ST_DTYPES[self._entry(primary, layer, 0).dtype][0]
             break
-        info = build_info(self._s.meta, self._s.views, self._s.logits, self._s.files,
-                          self._s.table.num_rows, true_dtype)
+        try:
+            info = build_info(self._s.meta, self._s.views, self._s.logits, self._s.files,
+                              self._s.table.num_rows, true_dtype)
+        except FormatError as exc:
+            raise type(exc)(f"{INDEX_PATH}: {exc}") from None
         present = self.present_layers(primary.name)
         if present != primary.layers:
             info = replace(info, layers=present,

@@ -233,3 +233,16 @@ def test_view_pattern_without_shard_field_is_refused(valid, tmp_path):
         file_pattern="tensors/mean/hidden_layer{layer:03d}_shard000.safetensors"), v)[1])(root)
     with pytest.raises(actstore.FormatError, match=r"no \{shard\} field"):
         actstore.open_dataset(str(root))
+
+
+@pytest.mark.parametrize("key,value", [
+    ("lmprobe:model", b'{"name": ["x"], "revision": null}'),
+    ("lmprobe:model", b'{"name": "m", "revision": {"a": 1}}'),
+    ("actstore:description", b"[1, 2]"),
+])
+def test_info_fields_must_have_their_json_types(valid, tmp_path, key, value):
+    root = tmp_path / "ds"
+    shutil.copytree(valid / "pooled", root)
+    raw_meta(key, value)(root)
+    with pytest.raises(actstore.FormatError, match=key.split(":")[1].split(".")[0]):
+        actstore.open_dataset(str(root)).info
