@@ -568,8 +568,18 @@ class Dataset:
         self._check_layer(v, layer)
         (r,) = self._positions([row])
         t = self._s.table
-        ids = np.asarray(t.column("token_shard_ids")[int(r)].as_py(), dtype=np.int64)
-        offs = np.asarray(t.column("token_shard_offsets")[int(r)].as_py(), dtype=np.int64)
+        for c in ("token_shard_ids", "token_shard_offsets"):
+            if c not in t.column_names:
+                raise FormatError(f"The index lacks the {c!r} column needed for per-token states.")
+        raw_ids = t.column("token_shard_ids")[int(r)].as_py()
+        raw_offs = t.column("token_shard_offsets")[int(r)].as_py()
+        if not isinstance(raw_ids, list) or not isinstance(raw_offs, list) or any(
+            not isinstance(x, int) or not -(2**62) < x < 2**62 for x in raw_ids + raw_offs
+        ):
+            raise FormatError(f"Index row {int(r)} has invalid token_shard_ids/token_shard_offsets "
+                              "(null, or values out of range).")
+        ids = np.asarray(raw_ids, dtype=np.int64)
+        offs = np.asarray(raw_offs, dtype=np.int64)
         if ids.size == 0 or ids.shape != offs.shape or ids.min() < 0 or ids.max() >= len(v.shard_rows):
             raise FormatError(f"Index row {int(r)} has invalid token_shard_ids/token_shard_offsets.")
         out = np.empty((ids.size, v.dim), dtype=self._out_dtype(v, layer, dtype))

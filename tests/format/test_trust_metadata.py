@@ -246,3 +246,15 @@ def test_info_fields_must_have_their_json_types(valid, tmp_path, key, value):
     raw_meta(key, value)(root)
     with pytest.raises(actstore.FormatError, match=key.split(":")[1].split(".")[0]):
         actstore.open_dataset(str(root)).info
+
+
+@pytest.mark.parametrize("column,values", [
+    ("token_shard_ids", pa.array([None, [1], [1]], pa.list_(pa.int64()))),
+    ("token_shard_offsets", pa.array([[2**64 - 1], [0], [0]], pa.list_(pa.uint64()))),
+])
+def test_hostile_token_columns_raise_format_error(valid, tmp_path, column, values):
+    root = tmp_path / "full"
+    shutil.copytree(valid / "full", root)
+    replace_column(column, values)(root)
+    with pytest.raises(actstore.FormatError, match=r"Index row 0 has invalid token_shard"):
+        actstore.open_dataset(str(root)).tokens(0, 0)
