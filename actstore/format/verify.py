@@ -136,7 +136,8 @@ def verify_dataset(ds: Dataset, *, checksums: bool = True) -> VerifyReport:
         try:
             size = s.source.size(path)
         except FileNotFoundError:
-            report.problems.append(f"{path}: listed in actstore:files but missing.")
+            if not any(p.startswith(f"{path}: ") for p in report.problems):  # said once per file
+                report.problems.append(f"{path}: listed in actstore:files but missing.")
             continue
         except ActstoreError as exc:  # not a regular file, name too long, a link loop
             report.problems.append(str(exc))
@@ -155,4 +156,5 @@ def verify_dataset(ds: Dataset, *, checksums: bool = True) -> VerifyReport:
                 report.problems.append(f"{path}: sha256 {digest} != recorded {rec['sha256']}.")
     if not s.files:
         report.files_checked = len(referenced)
+    report.problems = list(dict.fromkeys(report.problems))  # a shard-0 problem is met per shard
     return report
