@@ -613,6 +613,12 @@ class Dataset:
                     raise IntegrityError(
                         f"{path}: tensor {key!r} missing or not shaped [{shard['num_prompts']}, {k}]."
                     )
+                allowed = ("F32",) if key == spec.LOGITS_VALUES_KEY else ("I32", "I64")
+                if e.dtype not in allowed:  # another code of the same width would be reinterpreted
+                    raise IntegrityError(
+                        f"{path}: tensor {key!r} has dtype {e.dtype}; expected {' or '.join(allowed)} "
+                        "(spec section 2)."
+                    )
         values = np.empty((pos.size, k), dtype=np.float32)
         indices = np.empty((pos.size, k), dtype=np.int64)
         for sh in needed:

@@ -258,3 +258,12 @@ def test_hostile_token_columns_raise_format_error(valid, tmp_path, column, value
     replace_column(column, values)(root)
     with pytest.raises(actstore.FormatError, match=r"Index row 0 has invalid token_shard"):
         actstore.open_dataset(str(root)).tokens(0, 0)
+
+
+@pytest.mark.parametrize("key,code", [("logits_topk.values", "I32"), ("logits_topk.indices", "F32")])
+def test_logits_of_another_dtype_of_the_same_width_are_refused(valid, tmp_path, key, code):
+    root = tmp_path / "pooled"
+    shutil.copytree(valid / "pooled", root)
+    shard_header(lambda d: d[key].update(dtype=code), rel="tensors/logits_topk_000.safetensors")(root)
+    with pytest.raises(actstore.IntegrityError, match=rf"logits_topk_000.*{key}.*dtype {code}"):
+        actstore.open_dataset(str(root)).logits_topk()
