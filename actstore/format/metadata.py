@@ -153,9 +153,14 @@ def _json_depth(data: bytes) -> int:
     if b"[" not in data and b"{" not in data:
         return 0
     stripped = np.frombuffer(_JSON_STRING.sub(b"", data), dtype=np.uint8)
-    step = (np.isin(stripped, (ord("["), ord("{"))).astype(np.int64)
-            - np.isin(stripped, (ord("]"), ord("}"))).astype(np.int64))
-    return int(np.cumsum(step).max(initial=0))
+    deepest, depth, chunk = 0, 0, 1 << 20  # 1 MiB at a time: little scratch memory
+    for start in range(0, stripped.size, chunk):
+        c = stripped[start : start + chunk]
+        step = ((c == 91) | (c == 123)).astype(np.int8) - ((c == 93) | (c == 125)).astype(np.int8)
+        running = np.cumsum(step, dtype=np.int64) + depth
+        deepest = max(deepest, int(running.max()))
+        depth = int(running[-1])
+    return deepest
 
 
 def decode_schema_metadata(raw: dict[bytes, bytes] | None, *, where: str = "index") -> dict[str, Any]:
