@@ -213,3 +213,82 @@ def test_fuzz_index_columns(origin, data):
             t2 = t.set_column(t.column_names.index(name), name, data.draw(column_values[how]))
         pq.write_table(t2.replace_schema_metadata(t.schema.metadata), root / INDEX)
         exercise(root, exact(truth))
+
+
+# ---------------------------------------------------------------- full-sequence datasets
+
+TOKENS = (2, 5, 3, 1)
+
+
+@pytest.fixture(scope="module")
+def full_origin(tmp_path_factory) -> tuple[Path, dict[str, Any]]:
+    base = tmp_path_factory.mktemp("fuzz_full")
+    rng = np.random.default_rng(3)
+    states = [rng.normal(size=(t, 3)).astype(np.float32) for t in TOKENS]
+    with DatasetWriter(str(base / "ds"), model="m", layers=[0], dim=3, pooling="all",
+                       shard_bytes=4 * 3 * 4) as w:
+        w.add([f"p{i}" for i in range(len(TOKENS))], hidden={0: states})
+    ds = actstore.open_dataset(str(base / "ds"))
+    t = ds.index
+    tokens = {}
+    for r in range(len(TOKENS)):
+        got = ds.tokens(r, 0)
+        for j, key in enumerate(zip(t.column("token_shard_ids")[r].as_py(), t.column("token_shard_offsets")[r].as_py())):
+            tokens[key] = got[j]
+    last = {(int(s), int(o)): states[i][-1] for i, (s, o) in
+            enumerate(zip(t.column("shard_index").to_pylist(), t.column("row_offset").to_pylist()))}
+    return base / "ds", {"tokens": tokens, "last": last}
+
+
+def exercise_full(root: Path, truth: dict[str, Any]) -> None:
+    start, peak = time.perf_counter(), _peak_kb()
+    try:
+        ds = actstore.open_dataset(str(root))
+        ds.info
+        repr(ds)
+        X = ds.layer(0)
+        t = ds.index
+        for i, key in enumerate(zip(t.column("shard_index").to_pylist(), t.column("row_offset").to_pylist())):
+            np.testing.assert_array_equal(X[i], truth["last"][key])
+        for r in range(len(ds)):
+            got = ds.tokens(r, 0)
+            keys = list(zip(t.column("token_shard_ids")[r].as_py(), t.column("token_shard_offsets")[r].as_py()))
+            for j, key in enumerate(keys):
+                np.testing.assert_array_equal(got[j], truth["tokens"][key])
+        ds.verify()
+    except actstore.ActstoreError:
+        pass
+    elapsed = time.perf_counter() - start
+    assert elapsed < TIME_BOUND_S, f"one example took {elapsed:.1f} s"
+    assert _peak_kb() - peak < RSS_BOUND_KB, f"peak RSS grew by {(_peak_kb() - peak) >> 10} MiB"
+
+
+token_lists = st.lists(st.none() | st.lists(st.integers(-2, 12), max_size=6), min_size=len(TOKENS),
+                       max_size=len(TOKENS)).map(lambda v: pa.array(v, pa.list_(pa.int64())))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_full_sequence(full_origin, data):
+    src, truth = full_origin
+    tmp, root = _copy(src)
+    with tmp:
+        t = pq.read_table(root / INDEX)
+        raw = dict(t.schema.metadata)
+        if data.draw(st.booleans()):
+            doc = json.loads(raw[b"lmprobe:tensors"])
+            path = data.draw(st.sampled_from(_paths(doc)[1:]))
+            node = doc
+            for p in path[:-1]:
+                node = node[p]
+            node[path[-1]] = data.draw(json_values)
+            raw[b"lmprobe:tensors"] = json.dumps(doc).encode()
+        else:
+            name = data.draw(st.sampled_from(["token_shard_ids", "token_shard_offsets", "shard_index",
+                                              "row_offset"]))
+            col = data.draw(token_lists) if name.startswith("token") else data.draw(
+                st.lists(st.integers(-2, 12), min_size=len(TOKENS), max_size=len(TOKENS)).map(pa.array))
+            t = t.set_column(t.column_names.index(name), name, col)
+        pq.write_table(t.replace_schema_metadata(raw), root / INDEX)
+        exercise_full(root, truth)
