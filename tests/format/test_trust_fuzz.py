@@ -292,3 +292,49 @@ def test_fuzz_full_sequence(full_origin, data):
             t = t.set_column(t.column_names.index(name), name, col)
         pq.write_table(t.replace_schema_metadata(raw), root / INDEX)
         exercise_full(root, truth)
+
+
+# ---------------------------------------------------------------- lmprobe-written layouts
+
+@settings(max_examples=250, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_lmprobe_layouts(valid_examples, data):
+    """lmprobe's float32 claim over F16/BF16 shards, I64 logits: headers and descriptor values."""
+    name = data.draw(st.sampled_from(["lmprobe-f16-claims-f32", "lmprobe-bf16-claims-f32", "logits-i64"]))
+    src, expected = valid_examples[name]
+    tmp, root = _copy(src)
+    with tmp:
+        if data.draw(st.booleans()):
+            rel = data.draw(st.sampled_from(sorted(str(p.relative_to(root)) for p in root.rglob("*.safetensors"))))
+            blob = bytearray((root / rel).read_bytes())
+            n = struct.unpack("<Q", blob[:8])[0]
+            for _ in range(data.draw(st.integers(1, 3))):
+                blob[data.draw(st.integers(0, 8 + n - 1))] = data.draw(st.integers(0, 255))
+            (root / rel).write_bytes(bytes(blob))
+        else:
+            t = pq.read_table(root / INDEX)
+            raw = dict(t.schema.metadata)
+            doc = json.loads(raw[b"lmprobe:tensors"])
+            path = data.draw(st.sampled_from(_paths(doc)[1:]))
+            node = doc
+            for p in path[:-1]:
+                node = node[p]
+            node[path[-1]] = data.draw(json_values)
+            raw[b"lmprobe:tensors"] = json.dumps(doc).encode()
+            pq.write_table(t.replace_schema_metadata(raw), root / INDEX)
+        start, peak = time.perf_counter(), _peak_kb()
+        try:
+            ds = actstore.open_dataset(str(root))
+            ds.info
+            for L in ds._view(None).layers:
+                got = ds.layer(L)
+                assert L in expected["X"], f"layer {L} was never written"
+                np.testing.assert_array_equal(got, expected["X"][L])
+            values, indices = ds.logits_topk()
+            np.testing.assert_array_equal(values, expected["values"])
+            np.testing.assert_array_equal(indices, expected["indices"])
+        except actstore.ActstoreError:
+            pass
+        assert time.perf_counter() - start < TIME_BOUND_S
+        assert _peak_kb() - peak < RSS_BOUND_KB
