@@ -33,9 +33,9 @@ from .paths import safe_relpath
 from .spec import (
     ACTSTORE_FORMAT_VERSION,
     EXT_PREFIX,
-    KNOWN_EXTENSIONS,
     FLOAT_DTYPES,
     HIDDEN_PATTERN,
+    KNOWN_EXTENSIONS,
     LMPROBE_FORMAT_VERSION,
     MAX_DIM,
     MAX_JSON_DEPTH,

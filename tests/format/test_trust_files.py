@@ -214,7 +214,7 @@ def test_info_reports_the_header_dtype_and_refuses_a_false_claim(valid, tmp_path
             _rewrite_shard(root, f"tensors/hidden_layer{L:03d}_shard{s:03d}.safetensors", "F16", np.float16)
     _rerecord(root)  # metadata still claims float32
     with pytest.raises(actstore.IntegrityError, match=r"header dtype F16 disagrees with the metadata dtype 'float32'"):
-        actstore.open_dataset(str(root)).info
+        _ = actstore.open_dataset(str(root)).info
 
 
 # ---------------------------------------------------------------- reads outside the dataset

@@ -244,7 +244,7 @@ def exercise_full(root: Path, truth: dict[str, Any]) -> None:
     start, peak = time.perf_counter(), _peak_kb()
     try:
         ds = actstore.open_dataset(str(root))
-        ds.info
+        _ = ds.info
         repr(ds)
         X = ds.layer(0)
         t = ds.index
@@ -326,7 +326,7 @@ def test_fuzz_lmprobe_layouts(valid_examples, data):
         start, peak = time.perf_counter(), _peak_kb()
         try:
             ds = actstore.open_dataset(str(root))
-            ds.info
+            _ = ds.info
             for L in ds._view(None).layers:
                 got = ds.layer(L)
                 assert L in expected["X"], f"layer {L} was never written"

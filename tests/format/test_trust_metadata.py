@@ -100,7 +100,7 @@ def shard_header(fn: Callable[[dict], None], rel: str = SHARD0, raw: bytes | Non
 
 def read_all(root: Path) -> None:
     ds = actstore.open_dataset(str(root))
-    ds.info
+    _ = ds.info
     for L in ds.info.layers:
         ds.layer(L)
     ds.logits_topk()
@@ -245,7 +245,7 @@ def test_info_fields_must_have_their_json_types(valid, tmp_path, key, value):
     shutil.copytree(valid / "pooled", root)
     raw_meta(key, value)(root)
     with pytest.raises(actstore.FormatError, match=key.split(":")[1].split(".")[0]):
-        actstore.open_dataset(str(root)).info
+        _ = actstore.open_dataset(str(root)).info
 
 
 @pytest.mark.parametrize("column,values", [
