@@ -51,7 +51,7 @@ def read_index(source: ByteSource, path: str = INDEX_PATH) -> pa.Table:
     Nothing is allocated from a size before it is checked: the file may be at most
     ``spec.MAX_INDEX_BYTES``; its footer may declare at most ``MAX_INDEX_ROWS_PER_BYTE`` rows
     per byte of file and decoded column data at most ``MAX_INDEX_EXPANSION`` times the file
-    (a decompression bomb declares far more); and it is decoded on one thread.
+    (a decompression bomb declares far more).
     """
     try:
         size = source.size(path)
@@ -85,7 +85,7 @@ def read_index(source: ByteSource, path: str = INDEX_PATH) -> pa.Table:
             f"file (more than {spec.MAX_INDEX_EXPANSION}x); it is corrupt or a decompression bomb."
         )
     try:
-        table = pq.read_table(io.BytesIO(data), use_threads=False)
+        table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise FormatError(f"{path}: the index is not a readable Parquet file ({exc}).") from None
     if table.num_rows != rows:
