@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass
 
 from ..errors import IntegrityError
+from .metadata import bounded_json
 from .spec import MAX_HEADER_BYTES, ST_DTYPES
 
 __all__ = ["HEADER_PROBE_BYTES", "TensorEntry", "build_header", "parse_header"]
@@ -75,14 +76,14 @@ def parse_header(raw: bytes, *, path: str, size: int) -> dict[str, TensorEntry]:
         Tensors by key (``__metadata__`` is dropped).
     """
     n = header_length(raw, path=path, size=size)
-    try:
-        doc = json.loads(raw[8 : 8 + n])
-    except ValueError as exc:
-        raise IntegrityError(f"{path}: safetensors header is not valid JSON ({exc}).") from None
+    doc = bounded_json(raw[8 : 8 + n], where=f"{path}: safetensors header", error=IntegrityError,
+                       limit=MAX_HEADER_BYTES)
     if not isinstance(doc, dict):
         raise IntegrityError(f"{path}: safetensors header must be a JSON object.")
     base = 8 + n
     entries: dict[str, TensorEntry] = {}
+    if len(doc) > 100_000:
+        raise IntegrityError(f"{path}: safetensors header lists {len(doc)} tensors; at most 100000.")
     for key, spec in doc.items():
         if key == "__metadata__":
             continue
@@ -91,22 +92,32 @@ def parse_header(raw: bytes, *, path: str, size: int) -> dict[str, TensorEntry]:
 
 
 def _entry(key: str, spec: object, *, base: int, path: str, size: int) -> TensorEntry:
-    try:
-        dtype = spec["dtype"]  # type: ignore[index]
-        shape = tuple(int(d) for d in spec["shape"])  # type: ignore[index]
-        begin, end = (int(v) for v in spec["data_offsets"])  # type: ignore[index]
-    except (TypeError, KeyError, ValueError):
+    dtype = spec.get("dtype") if isinstance(spec, dict) else None
+    shape = spec.get("shape") if isinstance(spec, dict) else None
+    offsets = spec.get("data_offsets") if isinstance(spec, dict) else None
+    if (
+        not isinstance(dtype, str)
+        or not _int_list(shape)
+        or not _int_list(offsets)
+        or len(offsets) != 2  # type: ignore[arg-type]
+    ):
         raise IntegrityError(
-            f"{path}: header entry {key!r} lacks a valid dtype, shape or data_offsets."
-        ) from None
+            f"{path}: header entry {key!r} lacks a valid dtype, shape or data_offsets "
+            "(a string and lists of non-negative integers)."
+        )
     if dtype not in ST_DTYPES:
         raise IntegrityError(
-            f"{path}: tensor {key!r} has dtype {dtype!r}; expected one of {sorted(ST_DTYPES)}."
+            f"{path}: tensor {key!r} has dtype {dtype[:20]!r}; expected one of {sorted(ST_DTYPES)}."
         )
-    expected = math.prod(shape) * ST_DTYPES[dtype][1]
-    if any(d < 0 for d in shape) or begin < 0 or end - begin != expected:
+    shape_t = tuple(shape)  # type: ignore[arg-type]
+    begin, end = offsets  # type: ignore[misc]
+    if len(shape_t) > 8 or any(d > size for d in shape_t):
+        raise IntegrityError(f"{path}: tensor {key!r} claims shape {list(shape_t)[:9]}, impossible "
+                             f"for a file of {size} bytes.")
+    expected = math.prod(shape_t) * ST_DTYPES[dtype][1]
+    if end - begin != expected:
         raise IntegrityError(
-            f"{path}: tensor {key!r} claims shape {list(shape)} {dtype} ({expected} bytes) "
+            f"{path}: tensor {key!r} claims shape {list(shape_t)} {dtype} ({expected} bytes) "
             f"but data_offsets span {end - begin} bytes."
         )
     if base + end > size:
@@ -114,7 +125,14 @@ def _entry(key: str, spec: object, *, base: int, path: str, size: int) -> Tensor
             f"{path}: tensor {key!r} ends at byte {base + end} but the file is {size} bytes; "
             "the file is truncated."
         )
-    return TensorEntry(key, dtype, shape, base + begin, base + end)
+    return TensorEntry(key, dtype, shape_t, base + begin, base + end)
+
+
+def _int_list(value: object) -> bool:
+    """A JSON list of non-negative integers (no bools, no floats such as 2.0, no huge values)."""
+    return isinstance(value, list) and len(value) <= 8 and all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 1 << 62 for v in value
+    )
 
 
 def build_header(

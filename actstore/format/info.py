@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import FormatError
 from .metadata import DatasetInfo, ViewLayout
 
 __all__ = ["build_info"]
@@ -25,9 +26,19 @@ def build_info(
     primary = next(iter(views.values()))
     model = _dict(meta.get("lmprobe:model"))
     ext = _dict(meta.get("actstore:format"))
+    name = model.get("name", "")
+    revision = model.get("revision")
+    description = meta.get("actstore:description")
+    version = ext.get("version")
+    for key, value, optional in (("lmprobe:model.name", name, False),
+                                 ("lmprobe:model.revision", revision, True),
+                                 ("actstore:description", description, True),
+                                 ("actstore:format.version", version, True)):
+        if not (isinstance(value, str) or (optional and value is None)):
+            raise FormatError(f"{key} must be a string{' or null' if optional else ''}; got {value!r:.80}.")
     return DatasetInfo(
-        model=str(model.get("name", "")),
-        revision=model.get("revision"),
+        model=name,
+        revision=revision,
         layers=primary.layers,
         dim=primary.dim,
         dtype=true_dtype,
@@ -36,12 +47,12 @@ def build_info(
         views=tuple(views),
         num_prompts=num_rows,
         format_version=str(meta.get("lmprobe:format_version")),
-        actstore_version=ext.get("version"),
+        actstore_version=version,
         logits_k=int(logits["k"]) if logits and "k" in logits else None,
         extraction=_dict(meta.get("actstore:extraction")),
         provenance=_dict(meta.get("lmprobe:provenance")),
         labels=_dict(meta.get("actstore:labels")),
-        description=meta.get("actstore:description"),
+        description=description,
         tensors=_dict(meta.get("lmprobe:tensors")),
         files=files,
     )

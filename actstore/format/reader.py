@@ -11,7 +11,7 @@ import hashlib
 import io
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -29,9 +29,16 @@ from ..errors import (
 from . import spec
 from .dtypes import bf16_bits
 from .header import HEADER_PROBE_BYTES, TensorEntry, header_length, parse_header
-from .metadata import DatasetInfo, ViewLayout, decode_schema_metadata, parse_files, parse_layout
+from .metadata import (
+    DatasetInfo,
+    ViewLayout,
+    check_num_prompts,
+    decode_schema_metadata,
+    parse_files,
+    parse_layout,
+)
 from .rows import read_rows, storage_numpy
-from .source import ByteSource, source_for_url
+from .source import ByteSource, LocalSource, source_for_url
 
 __all__ = ["Dataset", "open_dataset", "read_index"]
 
@@ -39,7 +46,13 @@ INDEX_PATH = spec.INDEX_FILE.format(split="train", part=0, parts=1)
 
 
 def read_index(source: ByteSource, path: str = INDEX_PATH) -> pa.Table:
-    """Read the Parquet index of a dataset through ``source``."""
+    """Read the Parquet index of a dataset through ``source``.
+
+    Nothing is allocated from a size before it is checked: the file may be at most
+    ``spec.MAX_INDEX_BYTES``; its footer may declare at most ``MAX_INDEX_ROWS_PER_BYTE`` rows
+    per byte of file and decoded column data at most ``MAX_INDEX_EXPANSION`` times the file
+    (a decompression bomb declares far more).
+    """
     try:
         size = source.size(path)
     except FileNotFoundError:
@@ -47,11 +60,66 @@ def read_index(source: ByteSource, path: str = INDEX_PATH) -> pa.Table:
             f"No dataset index at {getattr(source, 'url', '?')}/{path}: a folder without an "
             "index is not a dataset (an unfinished or interrupted write leaves none)."
         ) from None
+    if not isinstance(size, int) or not 0 <= size <= spec.MAX_INDEX_BYTES:
+        raise FormatError(
+            f"{path}: the index is {size} bytes; at most {spec.MAX_INDEX_BYTES} are read "
+            "(spec section 3); refusing to load it."
+        )
     (data,) = source.read_ranges(path, [(0, size)])
     try:
-        return pq.read_table(io.BytesIO(data))
-    except (pa.ArrowInvalid, OSError) as exc:
+        md = pq.ParquetFile(io.BytesIO(data)).metadata
+        rows = md.num_rows
+        decoded = sum(md.row_group(g).column(c).total_uncompressed_size
+                      for g in range(md.num_row_groups) for c in range(md.num_columns))
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise FormatError(f"{path}: the index is not a readable Parquet file ({exc}).") from None
+    if rows < 0 or rows > spec.MAX_INDEX_ROWS_PER_BYTE * size + spec.INDEX_ROWS_SLACK:
+        raise FormatError(
+            f"{path}: the index declares {rows} rows in {size} bytes, more than "
+            f"{spec.MAX_INDEX_ROWS_PER_BYTE} rows per byte allows; it is corrupt or a "
+            "decompression bomb."
+        )
+    if decoded < 0 or decoded > spec.MAX_INDEX_EXPANSION * size + (64 << 20):
+        raise FormatError(
+            f"{path}: the index declares {decoded} bytes of decoded column data in a {size}-byte "
+            f"file (more than {spec.MAX_INDEX_EXPANSION}x); it is corrupt or a decompression bomb."
+        )
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise FormatError(f"{path}: the index is not a readable Parquet file ({exc}).") from None
+    if table.num_rows != rows:
+        raise FormatError(f"{path}: the index footer declares {rows} rows but holds {table.num_rows}.")
+    return table
+
+
+def _check_columns(table: pa.Table) -> None:
+    """Index columns the reader uses must have the types the spec gives them."""
+    t = table.schema
+    if "text" not in t.names:
+        raise FormatError("The index lacks the required 'text' column.")
+    if not (pa.types.is_string(t.field("text").type) or pa.types.is_large_string(t.field("text").type)):
+        raise FormatError(f"The index's 'text' column must hold strings; it holds {t.field('text').type}.")
+    if "label" in t.names:
+        typ = t.field("label").type
+        if not (pa.types.is_integer(typ) or pa.types.is_boolean(typ) or pa.types.is_floating(typ)
+                or pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_null(typ)):
+            raise FormatError(
+                f"The index's 'label' column must hold integers, booleans, floats or strings; "
+                f"it holds {typ}."
+            )
+    for name in ("shard_index", "row_offset", "shard_index_logits", "row_offset_logits"):
+        if name in t.names and not pa.types.is_integer(t.field(name).type):
+            raise FormatError(
+                f"The index's {name!r} column must hold integers; it holds {t.field(name).type} "
+                "(a fractional offset is refused, not truncated)."
+            )
+    for name in ("token_shard_ids", "token_shard_offsets"):
+        if name in t.names:
+            typ = t.field(name).type
+            if not ((pa.types.is_list(typ) or pa.types.is_large_list(typ))
+                    and pa.types.is_integer(typ.value_type)):
+                raise FormatError(f"The index's {name!r} column must hold lists of integers; it holds {typ}.")
 
 
 @dataclass
@@ -72,6 +140,7 @@ class _State:
     headers: dict[str, dict[str, TensorEntry]] = field(default_factory=dict)
     verified: set[str] = field(default_factory=set)
     info: DatasetInfo | None = None
+    present: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
 
 def _locations(table: pa.Table, cols: tuple[str, str], shard_rows: Sequence[int], what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -100,12 +169,21 @@ def _locations(table: pa.Table, cols: tuple[str, str], shard_rows: Sequence[int]
 
 
 def _build_state(source: ByteSource, table: pa.Table, url: str, verify_checksums: bool) -> _State:
-    meta = decode_schema_metadata(table.schema.metadata)
+    try:
+        return _parse_state(source, table, url, verify_checksums)
+    except FormatError as exc:  # every metadata error names the file it came from
+        if str(exc).startswith(INDEX_PATH):
+            raise
+        raise type(exc)(f"{INDEX_PATH}: {exc}") from None
+
+
+def _parse_state(source: ByteSource, table: pa.Table, url: str, verify_checksums: bool) -> _State:
+    meta = decode_schema_metadata(table.schema.metadata, where=INDEX_PATH)
     views, logits = parse_layout(meta)
     if not views:
         raise FormatError("The dataset describes no hidden-state tensors (lmprobe:tensors.hidden_layers).")
-    if "text" not in table.column_names:
-        raise FormatError("The index lacks the required 'text' column.")
+    _check_columns(table)
+    check_num_prompts(meta, table.num_rows)
     primary = next(iter(views.values()))
     loc = _locations(table, ("shard_index", "row_offset"), primary.shard_rows[: primary.last_token_shards], "hidden")
     logit_loc = None
@@ -175,7 +253,8 @@ class Dataset:
         i = self.info
         return (
             f"Dataset({self.url!r}, model={i.model!r}, rows={len(self)}, layers={list(i.layers)}, "
-            f"dim={i.dim}, dtype={i.dtype!r}, views={list(i.views)})"
+            f"dim={i.dim}, dtype={i.dtype!r}, views={list(i.views)}"
+            + (f", not here: layers {list(i.absent_layers)}" if i.absent_layers else "") + ")"
         )
 
     @property
@@ -220,13 +299,39 @@ class Dataset:
         from .info import build_info
 
         primary = next(iter(self._s.views.values()))
-        # actstore records the true dtype; only lmprobe's fixed "float32" claim needs a header.
-        # (A partial pull may lack the first layer's shards, so do not read one needlessly.)
-        trusted = f"{spec.EXT_PREFIX}format" in self._s.meta
-        entry = self._entry(primary, primary.layers[0], 0) if primary.shard_rows and not trusted else None
-        true_dtype = spec.ST_DTYPES[entry.dtype][0] if entry else primary.dtype
-        return build_info(self._s.meta, self._s.views, self._s.logits, self._s.files,
-                          self._s.table.num_rows, true_dtype)
+        # report the stored dtype, read from the first header present (a partial pull may lack
+        # some layers); _entry refuses a header that disagrees with actstore's recorded dtype
+        true_dtype = primary.dtype
+        for layer in self.present_layers(primary.name) if primary.shard_rows else ():
+            true_dtype = spec.ST_DTYPES[self._entry(primary, layer, 0).dtype][0]
+            break
+        try:
+            info = build_info(self._s.meta, self._s.views, self._s.logits, self._s.files,
+                              self._s.table.num_rows, true_dtype)
+        except FormatError as exc:
+            raise type(exc)(f"{INDEX_PATH}: {exc}") from None
+        present = self.present_layers(primary.name)
+        if present != primary.layers:
+            info = replace(info, layers=present,
+                           absent_layers=tuple(L for L in primary.layers if L not in present))
+        return info
+
+    def present_layers(self, view: str | None = None) -> tuple[int, ...]:
+        """The layers of a view whose shard files are all here (a partial pull holds some).
+
+        Only local copies are checked (one ``stat`` per file); remote datasets hold every
+        layer their metadata lists, and a missing file fails its read.
+        """
+        v = self._view(view)
+        if not isinstance(self._s.source, LocalSource):
+            return v.layers
+        cached = self._s.present.get(v.name)
+        if cached is None:
+            cached = tuple(L for L in v.layers if all(
+                os.path.exists(os.path.join(self._s.source.root, v.path(L, sh)))
+                for sh in range(len(v.shard_rows))))
+            self._s.present[v.name] = cached
+        return cached
 
     # -- selections --------------------------------------------------------------------
     def _positions(self, rows: Any) -> np.ndarray:
@@ -301,6 +406,14 @@ class Dataset:
             raise IntegrityError(
                 f"{path}: header dtype {e.dtype} disagrees with the metadata dtype {v.dtype!r}."
             )
+        if shard:  # one dtype per layer: rows of another shard must not be reinterpreted
+            first = self._entry(v, layer, 0)
+            if first.dtype != e.dtype:
+                raise IntegrityError(
+                    f"{path}: header dtype {e.dtype} differs from {first.dtype} in shard 0 of "
+                    f"layer {layer} ({v.path(layer, 0)}); every shard of a layer must share one "
+                    "dtype (spec section 2)."
+                )
         return e
 
     def _header(self, path: str) -> dict[str, TensorEntry]:
@@ -455,8 +568,18 @@ class Dataset:
         self._check_layer(v, layer)
         (r,) = self._positions([row])
         t = self._s.table
-        ids = np.asarray(t.column("token_shard_ids")[int(r)].as_py(), dtype=np.int64)
-        offs = np.asarray(t.column("token_shard_offsets")[int(r)].as_py(), dtype=np.int64)
+        for c in ("token_shard_ids", "token_shard_offsets"):
+            if c not in t.column_names:
+                raise FormatError(f"The index lacks the {c!r} column needed for per-token states.")
+        raw_ids = t.column("token_shard_ids")[int(r)].as_py()
+        raw_offs = t.column("token_shard_offsets")[int(r)].as_py()
+        if not isinstance(raw_ids, list) or not isinstance(raw_offs, list) or any(
+            not isinstance(x, int) or not -(2**62) < x < 2**62 for x in raw_ids + raw_offs
+        ):
+            raise FormatError(f"Index row {int(r)} has invalid token_shard_ids/token_shard_offsets "
+                              "(null, or values out of range).")
+        ids = np.asarray(raw_ids, dtype=np.int64)
+        offs = np.asarray(raw_offs, dtype=np.int64)
         if ids.size == 0 or ids.shape != offs.shape or ids.min() < 0 or ids.max() >= len(v.shard_rows):
             raise FormatError(f"Index row {int(r)} has invalid token_shard_ids/token_shard_offsets.")
         out = np.empty((ids.size, v.dim), dtype=self._out_dtype(v, layer, dtype))
@@ -489,6 +612,12 @@ class Dataset:
                 if e is None or len(e.shape) != 2 or e.shape != (shard["num_prompts"], k):
                     raise IntegrityError(
                         f"{path}: tensor {key!r} missing or not shaped [{shard['num_prompts']}, {k}]."
+                    )
+                allowed = ("F32",) if key == spec.LOGITS_VALUES_KEY else ("I32", "I64")
+                if e.dtype not in allowed:  # another code of the same width would be reinterpreted
+                    raise IntegrityError(
+                        f"{path}: tensor {key!r} has dtype {e.dtype}; expected {' or '.join(allowed)} "
+                        "(spec section 2)."
                     )
         values = np.empty((pos.size, k), dtype=np.float32)
         indices = np.empty((pos.size, k), dtype=np.int64)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import DatasetNotFoundError, IntegrityError
+from ..errors import DatasetNotFoundError, FormatError, IntegrityError
 
 __all__ = ["ByteSource", "FsspecSource", "LocalSource", "pread_exact", "source_for_url", "split_url"]
 
@@ -59,8 +60,11 @@ class LocalSource:
         """The file mapped read-only for random access; it must hold at least ``end`` bytes."""
         m = self._maps.get(path)
         if m is None:
-            with open(self._full(path), "rb") as f:
-                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            fd = self.open_fd(path)
+            try:
+                m = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
             if hasattr(mmap, "MADV_RANDOM"):
                 m.madvise(mmap.MADV_RANDOM)
             self._maps[path] = m
@@ -72,10 +76,10 @@ class LocalSource:
         return os.path.join(self.root, path)
 
     def size(self, path: str) -> int:
-        return os.stat(self._full(path)).st_size
+        return _regular_stat(self._full(path), path).st_size
 
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        fd = os.open(self._full(path), os.O_RDONLY)
+        fd = self.open_fd(path)
         try:
             out = []
             for start, end in ranges:
@@ -96,8 +100,44 @@ class LocalSource:
             os.close(fd)
 
     def open_fd(self, path: str) -> int:
-        """A read-only descriptor of one file, for many :func:`pread_exact` calls (caller closes)."""
-        return os.open(self._full(path), os.O_RDONLY)
+        """A read-only descriptor of one file, for many :func:`pread_exact` calls (caller closes).
+
+        Only regular files are opened: the name is checked first, and the file is opened
+        non-blocking (a FIFO swapped in between cannot hang the open) and checked again.
+        """
+        full = self._full(path)
+        _regular_stat(full, path)
+        try:
+            fd = os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise
+        except OSError as exc:
+            raise FormatError(f"{path}: cannot be opened ({exc.strerror or exc}).") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise FormatError(f"{path}: is not a regular file; refusing to read it.")
+        return fd
+
+
+def _regular_stat(full: str, path: str) -> os.stat_result:
+    """``os.stat`` of a dataset file that must be a regular file (links are followed).
+
+    A FIFO would hang a read forever and a device could be endless, so anything else is
+    refused before it is opened; OS errors other than a missing file (a directory, a name
+    too long, a symlink loop) become :class:`FormatError`.
+    """
+    try:
+        st = os.stat(full)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise FormatError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise FormatError(f"{path}: is {kind}, not a regular file; refusing to read it.")
+    return st
 
 
 def pread_exact(fd: int, path: str, offset: int, buffer: memoryview) -> None:

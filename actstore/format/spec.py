@@ -45,3 +45,20 @@ ST_DTYPES = {
 }
 #: Largest safetensors header accepted (the reference implementation's own limit).
 MAX_HEADER_BYTES = 100_000_000
+
+#: Largest JSON value accepted in the index's schema metadata (all keys together).
+MAX_METADATA_BYTES = 64 << 20
+#: Deepest nesting of ``[``/``{`` accepted in any JSON read from a dataset.
+MAX_JSON_DEPTH = 64
+#: Largest index file read (the whole index is held in memory while it is decoded).
+MAX_INDEX_BYTES = 2 << 30
+#: An index may declare at most this many rows per byte of its file (plus ``INDEX_ROWS_SLACK``);
+#: a real index spends at least a few bits per row, a decompression bomb 100 rows per byte.
+MAX_INDEX_ROWS_PER_BYTE = 16
+INDEX_ROWS_SLACK = 4096
+#: Decoded column data may be at most this many times the index file's size (plus 64 MiB).
+MAX_INDEX_EXPANSION = 64
+#: Largest row count, dimension, shard count and |layer| accepted from metadata.
+MAX_ROWS = 1 << 48
+MAX_DIM = 1 << 24
+MAX_LAYER = 1 << 20

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ..errors import ActstoreError
+from .metadata import bounded_json
 
 if TYPE_CHECKING:
     from .reader import Dataset
@@ -22,6 +24,8 @@ class VerifyReport:
     files_checked: int = 0
     bytes_hashed: int = 0
     problems: list[str] = field(default_factory=list)
+    #: Layers not in this local copy that its pull record says were not asked for.
+    not_pulled: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -30,7 +34,8 @@ class VerifyReport:
     def __str__(self) -> str:
         head = f"{self.url}: {'OK' if self.ok else 'FAILED'} ({self.files_checked} files"
         head += f", {self.bytes_hashed / 1e6:.1f} MB hashed)"
-        return "\n".join([head, *(f"  - {p}" for p in self.problems)])
+        notes = [f"  (not pulled: {n})" for n in self.not_pulled]
+        return "\n".join([head, *(f"  - {p}" for p in self.problems), *notes])
 
 
 def _sha256(ds: Dataset, path: str, size: int) -> str:
@@ -44,6 +49,33 @@ def _sha256(ds: Dataset, path: str, size: int) -> str:
     return h.hexdigest()
 
 
+def _exists(ds: Dataset, path: str) -> bool:
+    try:
+        ds.source.size(path)
+    except FileNotFoundError:
+        return False
+    except ActstoreError:
+        return True
+    return True
+
+
+def _pulled_files(ds: Dataset) -> set[str] | None:
+    """The files a partial ``pull_dataset`` fetched into this local copy, from its record."""
+    from .source import LocalSource
+
+    if not isinstance(ds.source, LocalSource):
+        return None
+    try:
+        with open(os.path.join(ds.source.root, ".actstore", "hub.json"), "rb") as f:
+            record = bounded_json(f.read(1 << 24), where=".actstore/hub.json")
+    except (OSError, ActstoreError):
+        return None
+    files = record.get("files") if isinstance(record, dict) else None
+    if not isinstance(files, list) or not all(isinstance(p, str) for p in files):
+        return None
+    return set(files)
+
+
 def verify_dataset(ds: Dataset, *, checksums: bool = True) -> VerifyReport:
     """Check structure (headers, shapes, dtypes, index ranges) and, by default, sha256.
 
@@ -54,8 +86,26 @@ def verify_dataset(ds: Dataset, *, checksums: bool = True) -> VerifyReport:
     s = ds._s
     report = VerifyReport(ds.url)
     referenced: set[str] = set()
+    pulled = _pulled_files(ds)
+    skipped: set[str] = set()
     for view in s.views.values():
-        for layer in view.layers:
+        present = set(ds.present_layers(view.name))
+        absent = [L for L in view.layers if L not in present]
+        # a layer with no file at all here: one line for all of them, not one per shard
+        absent = [L for L in absent if not any(
+            os.path.exists(os.path.join(ds.source.root, view.path(L, sh)))  # type: ignore[attr-defined]
+            for sh in range(len(view.shard_rows)))]
+        if absent:
+            paths = {view.path(L, sh) for L in absent for sh in range(len(view.shard_rows))}
+            skipped |= paths
+            if pulled is not None and not paths & pulled:
+                report.not_pulled.append(f"view {view.name!r} layers {absent}")
+            else:
+                report.problems.append(
+                    f"view {view.name!r}: layers {absent} have no shard files here "
+                    f"({len(paths)} files missing); re-download them (actstore pull) or restore them."
+                )
+        for layer in (L for L in view.layers if L not in absent):
             for shard in range(len(view.shard_rows)):
                 try:
                     path = view.path(layer, shard)
@@ -70,24 +120,43 @@ def verify_dataset(ds: Dataset, *, checksums: bool = True) -> VerifyReport:
                 ds._header(shard["file"])
             except ActstoreError as exc:
                 report.problems.append(str(exc))
+    if s.logits is not None and pulled is not None:
+        for shard in s.logits["shards"]:  # logits not asked for in a partial pull
+            if shard["file"] not in pulled and not _exists(ds, shard["file"]):
+                skipped.add(shard["file"])
+        report.problems = [p for p in report.problems
+                           if not any(p.startswith(f"{f}: ") for f in skipped)]
+        if any(sh["file"] in skipped for sh in s.logits["shards"]):
+            report.not_pulled.append("top-k logits")
     if s.files:
         for path in sorted(referenced - set(s.files)):
             report.problems.append(f"{path}: used by the metadata but has no checksum in actstore:files.")
     for path, rec in sorted(s.files.items()):
+        if path in skipped:
+            continue
         report.files_checked += 1
         try:
             size = getattr(s.source, "origin_size", s.source.size)(path)  # remote: its real size
         except FileNotFoundError:
-            report.problems.append(f"{path}: listed in actstore:files but missing.")
+            if not any(p.startswith(f"{path}: ") for p in report.problems):  # said once per file
+                report.problems.append(f"{path}: listed in actstore:files but missing.")
+            continue
+        except ActstoreError as exc:  # not a regular file, name too long, a link loop
+            report.problems.append(str(exc))
             continue
         if size != rec["size"]:
             report.problems.append(f"{path}: size {size} != recorded {rec['size']}.")
             continue
         if checksums:
-            digest = _sha256(ds, path, size)
+            try:
+                digest = _sha256(ds, path, size)
+            except ActstoreError as exc:
+                report.problems.append(str(exc))
+                continue
             report.bytes_hashed += size
             if digest != rec["sha256"]:
                 report.problems.append(f"{path}: sha256 {digest} != recorded {rec['sha256']}.")
     if not s.files:
         report.files_checked = len(referenced)
+    report.problems = list(dict.fromkeys(report.problems))  # a shard-0 problem is met per shard
     return report
