@@ -8,7 +8,6 @@ are parsed by hand and checked against the file size and the metadata before use
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ..errors import (
     DatasetNotFoundError,
@@ -27,6 +25,7 @@ from ..errors import (
     require,
 )
 from . import spec
+from .arrowio import read_parquet_bytes
 from .dtypes import bf16_bits
 from .header import HEADER_PROBE_BYTES, TensorEntry, header_length, parse_header
 from .metadata import DatasetInfo, ViewLayout, decode_schema_metadata, parse_files, parse_layout
@@ -49,7 +48,7 @@ def read_index(source: ByteSource, path: str = INDEX_PATH) -> pa.Table:
         ) from None
     (data,) = source.read_ranges(path, [(0, size)])
     try:
-        return pq.read_table(io.BytesIO(data))
+        return read_parquet_bytes(data)  # not BytesIO: see arrowio (the exit-134 crash)
     except (pa.ArrowInvalid, OSError) as exc:
         raise FormatError(f"{path}: the index is not a readable Parquet file ({exc}).") from None
 
