@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import DatasetNotFoundError, IntegrityError
+from ..errors import DatasetChangedError, DatasetNotFoundError, IntegrityError
 
 __all__ = ["ByteSource", "FsspecSource", "LocalSource", "pread_exact", "source_for_url", "split_url"]
 
@@ -48,19 +48,59 @@ class LocalSource:
     For gathers of many small scattered rows it also offers :meth:`mapped`: the file mapped
     read-only with ``MADV_RANDOM``, so a cold page fault reads one page rather than an
     8 MiB read-ahead, while warm pages are copied at memory speed.
+
+    Files are pinned: the identity (device, inode, size, mtime) of each file is recorded when
+    it is first used, and every later open must find the same file, else
+    :class:`~actstore.errors.DatasetChangedError`. The first file used (a dataset's index) is
+    the anchor: when any other file is first used, the anchor must still be the one that was
+    read. Writers remove the old index before they put any new file in place, so a reader
+    never mixes the files of two datasets written to one path.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.fspath(root)
         self.url = self.root
         self._maps: dict[str, mmap.mmap] = {}
+        self._seen: dict[str, tuple[int, int, int, int]] = {}
+        self._anchor: str | None = None
+
+    def _pin(self, path: str, st: os.stat_result) -> None:
+        """Check ``path`` (just opened or stat'ed, giving ``st``) against what was seen."""
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        seen = self._seen.get(path)
+        if seen is not None:
+            if seen != ident:
+                raise _changed(self.root, path)
+            return
+        if self._anchor is None:
+            self._anchor = path
+        else:  # after the open: an unchanged anchor proves no writer had begun replacing files
+            try:
+                anchor = os.stat(self._full(self._anchor))
+            except FileNotFoundError:
+                raise _changed(self.root, self._anchor) from None
+            if (anchor.st_dev, anchor.st_ino, anchor.st_size, anchor.st_mtime_ns) != self._seen[self._anchor]:
+                raise _changed(self.root, self._anchor)
+        self._seen[path] = ident
+
+    def _open(self, path: str) -> int:
+        fd = os.open(self._full(path), os.O_RDONLY)
+        try:
+            self._pin(path, os.fstat(fd))
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def mapped(self, path: str, end: int) -> mmap.mmap:
         """The file mapped read-only for random access; it must hold at least ``end`` bytes."""
         m = self._maps.get(path)
         if m is None:
-            with open(self._full(path), "rb") as f:
-                m = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            fd = self._open(path)
+            try:
+                m = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+            finally:
+                os.close(fd)
             if hasattr(mmap, "MADV_RANDOM"):
                 m.madvise(mmap.MADV_RANDOM)
             self._maps[path] = m
@@ -72,10 +112,12 @@ class LocalSource:
         return os.path.join(self.root, path)
 
     def size(self, path: str) -> int:
-        return os.stat(self._full(path)).st_size
+        st = os.stat(self._full(path))
+        self._pin(path, st)
+        return st.st_size
 
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        fd = os.open(self._full(path), os.O_RDONLY)
+        fd = self._open(path)
         try:
             out = []
             for start, end in ranges:
@@ -97,7 +139,15 @@ class LocalSource:
 
     def open_fd(self, path: str) -> int:
         """A read-only descriptor of one file, for many :func:`pread_exact` calls (caller closes)."""
-        return os.open(self._full(path), os.O_RDONLY)
+        return self._open(path)
+
+
+def _changed(root: str, path: str) -> DatasetChangedError:
+    return DatasetChangedError(
+        f"{os.path.join(root, path)}: the file was replaced or modified after the dataset was "
+        "opened (a writer overwrote the dataset?); its bytes may not match the index read at "
+        "open. Open the dataset again."
+    )
 
 
 def pread_exact(fd: int, path: str, offset: int, buffer: memoryview) -> None:
