@@ -81,7 +81,8 @@ class DatasetWriter:
     description : str, optional
         Free text recorded in the metadata and shown on the dataset card.
     overwrite : bool
-        Replace an existing dataset at ``path`` (its index is removed first).
+        Replace an existing dataset at ``path``: locally at the commit (a failed write keeps
+        the old one), remotely its index is removed first.
     storage_options : dict, optional
         fsspec options for remote paths.
     check_finite : bool

@@ -160,7 +160,7 @@ def test_two_writers_in_two_processes_one_wins(tmp_path):
             env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True, timeout=120)
         assert second.returncode == 3, (second.stdout, second.stderr)
         assert second.stdout.startswith("ConcurrentWriteError")
-        assert f"pid {first.pid}" in second.stdout
+        assert "another writer" in second.stdout
         out, err = first.communicate("go\n", timeout=120)
         assert first.returncode == 0 and "committed" in out, err
     finally:
@@ -171,6 +171,7 @@ def test_two_writers_in_two_processes_one_wins(tmp_path):
     np.testing.assert_array_equal(ds.layer(1)[:, 0], [1.0] * 10 + [2.0] * 10)
     assert ds.verify().ok
     assert not (path / LOCK_FILE).exists()
+    assert sorted(p.name for p in path.iterdir()) == ["index", "tensors"]  # nothing else left
 
 
 def test_lock_is_per_path_in_one_process_and_freed_by_a_killed_writer(tmp_path):
@@ -182,6 +183,7 @@ def test_lock_is_per_path_in_one_process_and_freed_by_a_killed_writer(tmp_path):
     holder = _holder(path)
     holder.send_signal(signal.SIGKILL)
     holder.wait()
+    assert not (path / LOCK_FILE).exists()
     _write(path, seed=4)  # the kernel dropped the dead writer's lock
     assert actstore.open_dataset(str(path)).info.model == "m4"
 
@@ -206,3 +208,28 @@ def test_open_reader_never_mixes_old_texts_with_new_activations(tmp_path):
     assert ds.texts[0] == "s5-0"
     fresh = actstore.open_dataset(str(path))
     assert fresh.texts[0] == "s6-0" and fresh.info.model == "m6"
+
+
+def test_lock_falls_back_to_a_lock_file_where_folders_cannot_be_locked(tmp_path, monkeypatch):
+    import fcntl
+    import stat
+
+    from actstore.format import lock
+
+    real = fcntl.flock
+
+    def nfs_like(fd, op):  # NFS: flock is a byte-range lock, refused on a read-only folder fd
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        return real(fd, op)
+
+    monkeypatch.setattr(lock.fcntl, "flock", nfs_like)
+    path = tmp_path / "ds"
+    w = DatasetWriter(str(path), model="m", layers=[0], dim=4)
+    assert (path / LOCK_FILE).read_text() == str(os.getpid())
+    with pytest.raises(ConcurrentWriteError, match=f"pid {os.getpid()}"):
+        DatasetWriter(str(path), model="m", layers=[0], dim=4)
+    w.add(["a"], hidden={0: np.ones((1, 4))})
+    w.commit()
+    assert not (path / LOCK_FILE).exists()
+    assert actstore.open_dataset(str(path)).layer(0).tolist() == [[1.0] * 4]
