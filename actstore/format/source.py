@@ -84,7 +84,12 @@ class LocalSource:
         self._seen[path] = ident
 
     def _open(self, path: str) -> int:
-        fd = os.open(self._full(path), os.O_RDONLY)
+        try:
+            fd = os.open(self._full(path), os.O_RDONLY)
+        except FileNotFoundError:
+            if path in self._seen:  # it was there when first used: removed since
+                raise _changed(self.root, path) from None
+            raise
         try:
             self._pin(path, os.fstat(fd))
         except BaseException:
@@ -112,7 +117,12 @@ class LocalSource:
         return os.path.join(self.root, path)
 
     def size(self, path: str) -> int:
-        st = os.stat(self._full(path))
+        try:
+            st = os.stat(self._full(path))
+        except FileNotFoundError:
+            if path in self._seen:
+                raise _changed(self.root, path) from None
+            raise
         self._pin(path, st)
         return st.st_size
 

@@ -233,3 +233,19 @@ def test_lock_falls_back_to_a_lock_file_where_folders_cannot_be_locked(tmp_path,
     w.commit()
     assert not (path / LOCK_FILE).exists()
     assert actstore.open_dataset(str(path)).layer(0).tolist() == [[1.0] * 4]
+
+
+def test_open_reader_after_an_overwrite_that_removed_its_shards(tmp_path):
+    path = tmp_path / "ds"
+    X0, _ = _write(path, seed=7, n=40, shard_bytes=20 * DIM * 4)  # two shards per layer
+    ds = actstore.open_dataset(str(path))
+    np.testing.assert_array_equal(ds.layer(0), X0)
+    _write(path, seed=8, n=10, overwrite=True)  # one shard: the old second shards are deleted
+    for read, old in [(lambda: ds.layer(0), X0), (lambda: ds.get([35, 2], layers=[0])[:, 0], X0[[35, 2]])]:
+        try:
+            got = read()
+        except DatasetChangedError:
+            continue
+        np.testing.assert_array_equal(got, old)
+    with pytest.raises(DatasetChangedError, match="Open the dataset again"):
+        ds.layer(1)  # its files were never used: the replaced index is noticed first
