@@ -13,7 +13,7 @@ by its holder notices (the path no longer names its inode) and tries again. Dotf
 never uploaded by ``push_dataset``.
 
 Object stores (``s3://``, ``hf://``, ...) have no such lock: there, one writer per path is
-the caller's rule (see ``specs/format-v2.md``, "Commit, locking and readers").
+the caller's rule (see ``specs/format-v2.md``, section 6b).
 """
 
 from __future__ import annotations

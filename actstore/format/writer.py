@@ -5,7 +5,7 @@ files, so memory is bounded by the batch, not by the dataset. Leaving the ``with
 normally commits (the index is written last, atomically); leaving it with an exception
 aborts and deletes every file the writer made, so no half dataset is ever readable.
 
-Faults and concurrency (``specs/format-v2.md``, "Commit and locking"):
+Faults and concurrency (``specs/format-v2.md``, section 6b):
 
 - A failed or short write never commits. Every write is checked for its full length, every
   finished file's size is checked against the bytes written (again just before the commit),
