@@ -20,7 +20,9 @@ from . import errors
 from .errors import (
     ActstoreError,
     CacheError,
+    ConcurrentWriteError,
     ConfigMismatchError,
+    DatasetChangedError,
     DatasetExistsError,
     DatasetNotFoundError,
     FormatError,
@@ -34,6 +36,7 @@ from .errors import (
     OfflineError,
     UnsafePathError,
     UnsupportedVersionError,
+    WriteError,
 )
 
 __version__ = "0.1.0"

@@ -11,9 +11,12 @@ working for code that does not know actstore::
     │   ├── UnsupportedVersionError                  format version newer than this reader
     │   ├── UnsafePathError                          a path in metadata escapes the dataset root
     │   └── IntegrityError                           size or sha256 disagrees with the metadata
+    │       └── DatasetChangedError                  a file changed after the dataset was opened
     ├── LayerNotFoundError     (LookupError)        layer or view the dataset does not hold
     ├── DatasetNotFoundError   (FileNotFoundError)  no dataset (index) at that URL / repo / revision
     ├── DatasetExistsError     (FileExistsError)    refusing to overwrite an existing dataset
+    │   └── ConcurrentWriteError                     another writer holds the dataset's lock
+    ├── WriteError             (OSError)            a write failed (disk full, size limit); nothing committed
     ├── MissingDependencyError (ImportError)        an optional extra is not installed
     ├── NotFittedError         (ValueError, AttributeError)  probe used before ``fit``
     ├── HubError               (RuntimeError)       the Hub refused or failed a request
@@ -29,7 +32,9 @@ from __future__ import annotations
 __all__ = [
     "ActstoreError",
     "CacheError",
+    "ConcurrentWriteError",
     "ConfigMismatchError",
+    "DatasetChangedError",
     "DatasetExistsError",
     "DatasetNotFoundError",
     "FormatError",
@@ -43,6 +48,7 @@ __all__ = [
     "OfflineError",
     "UnsafePathError",
     "UnsupportedVersionError",
+    "WriteError",
 ]
 
 
@@ -74,6 +80,10 @@ class IntegrityError(FormatError):
     """A file's size, header or sha256 disagrees with what the metadata records."""
 
 
+class DatasetChangedError(IntegrityError):
+    """A dataset file was replaced or modified after the dataset was opened (reopen it)."""
+
+
 class LayerNotFoundError(ActstoreError, LookupError):
     """A requested layer, view or tensor is not stored in the dataset."""
 
@@ -84,6 +94,14 @@ class DatasetNotFoundError(ActstoreError, FileNotFoundError):
 
 class DatasetExistsError(ActstoreError, FileExistsError):
     """The output location already holds a dataset and overwriting was not asked for."""
+
+
+class ConcurrentWriteError(DatasetExistsError):
+    """Another writer is writing the same dataset location (it holds the write lock)."""
+
+
+class WriteError(ActstoreError, OSError):
+    """Writing a dataset file failed or came out short; nothing was committed."""
 
 
 class MissingDependencyError(ActstoreError, ImportError):

@@ -16,13 +16,14 @@ def test_all_is_sorted_and_resolvable() -> None:
 
 def test_exported_members_are_pinned() -> None:
     assert set(actstore.__all__) == {
-        "ActstoreError", "CacheError", "ConfigMismatchError", "Dataset", "DatasetExistsError",
+        "ActstoreError", "CacheError", "ConcurrentWriteError", "ConfigMismatchError", "Dataset",
+        "DatasetChangedError", "DatasetExistsError",
         "DatasetInfo", "DatasetNotFoundError", "DatasetWriter", "FormatError", "HubAuthError",
         "HubError", "IntegrityError", "InvalidArgumentError", "LayerNotFoundError",
         "MissingDependencyError", "NotFittedError", "OfflineError", "Probe", "UnifiedCache",
         "UnsafePathError", "UnsupportedVersionError", "VerifyReport", "__version__",
         "control_task", "cross_validate", "errors", "extract", "fetch_metadata", "mdl_probe",
-        "merge", "open_dataset", "pull_dataset", "push_dataset", "sweep_layers",
+        "merge", "open_dataset", "pull_dataset", "push_dataset", "sweep_layers", "WriteError",
     }
 
 

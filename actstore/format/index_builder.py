@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import platform
 import sys
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, WriteError
 from . import spec
 from .columns import label_array
 
@@ -208,8 +209,22 @@ class IndexBuilder:
             "token_shard_offsets": pa.array(offsets, type=pa.list_(pa.int64())),
         }
 
-    def write(self, path: str) -> None:
-        """Write the index Parquet file with all metadata in its schema."""
+    def write(self, path: str) -> int:
+        """Write the index Parquet file with all metadata in its schema; returns its size.
+
+        The file's footer is read back (natively, no Python file object) and must hold every
+        row, so a short or failed write raises :class:`~actstore.errors.WriteError`.
+        """
         table = self.table()
         encoded = {k.encode(): json.dumps(v).encode() for k, v in self.metadata().items()}
-        pq.write_table(table.replace_schema_metadata(encoded), path)
+        try:
+            pq.write_table(table.replace_schema_metadata(encoded), path)
+            rows = pq.read_metadata(path).num_rows
+        except (OSError, pa.ArrowException) as exc:
+            raise WriteError(
+                f"{path}: writing the index failed ({exc}); disk full or a file-size limit? "
+                "Nothing was committed."
+            ) from exc
+        if rows != table.num_rows:
+            raise WriteError(f"{path}: the written index holds {rows} rows, not {table.num_rows}.")
+        return os.path.getsize(path)

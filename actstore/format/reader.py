@@ -8,7 +8,6 @@ are parsed by hand and checked against the file size and the metadata before use
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +26,7 @@ from ..errors import (
     require,
 )
 from . import spec
+from .arrowio import arrow_buffer
 from .dtypes import bf16_bits
 from .header import HEADER_PROBE_BYTES, TensorEntry, header_length, parse_header
 from .metadata import (
@@ -67,7 +67,8 @@ def read_index(source: ByteSource, path: str = INDEX_PATH) -> pa.Table:
         )
     (data,) = source.read_ranges(path, [(0, size)])
     try:
-        md = pq.ParquetFile(io.BytesIO(data)).metadata
+        buf = arrow_buffer(data)  # not BytesIO: see arrowio (the exit-134 crash)
+        md = pq.ParquetFile(pa.BufferReader(buf)).metadata
         rows = md.num_rows
         decoded = sum(md.row_group(g).column(c).total_uncompressed_size
                       for g in range(md.num_row_groups) for c in range(md.num_columns))
@@ -85,7 +86,7 @@ def read_index(source: ByteSource, path: str = INDEX_PATH) -> pa.Table:
             f"file (more than {spec.MAX_INDEX_EXPANSION}x); it is corrupt or a decompression bomb."
         )
     try:
-        table = pq.read_table(io.BytesIO(data))
+        table = pq.read_table(pa.BufferReader(buf))
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise FormatError(f"{path}: the index is not a readable Parquet file ({exc}).") from None
     if table.num_rows != rows:

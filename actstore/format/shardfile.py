@@ -10,11 +10,13 @@ width for that — and the file is hashed again from disk.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
+from ..errors import WriteError
 from .header import build_header
 
 __all__ = ["StreamingTensorFile", "hash_file", "write_tensor_file"]
@@ -72,7 +74,9 @@ class StreamingTensorFile:
         self._pending: list[Future[None]] = []
         self._file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()/discard()
         header = self._header(planned_rows or 0)
-        self._file.write(header)
+        self._data_bytes = 0
+        self._header_bytes = len(header)
+        _write_all(self._file, header, path)
         if planned_rows is not None:
             self._sha.update(header)
 
@@ -84,7 +88,8 @@ class StreamingTensorFile:
         view = memoryview(block).cast("B")
         if self.planned is not None:
             self._pending.append(self._pool.submit(self._sha.update, view))
-        self._file.write(view)
+        _write_all(self._file, view, self.path)
+        self._data_bytes += view.nbytes
         self.rows += block.shape[0]
 
     def wait(self) -> None:
@@ -98,9 +103,14 @@ class StreamingTensorFile:
         self.wait()
         if self.planned != self.rows:
             self._file.seek(0)
-            self._file.write(self._header(self.rows))
+            _write_all(self._file, self._header(self.rows), self.path)
         size = self._file.seek(0, os.SEEK_END)
         self._file.close()
+        if size != self._header_bytes + self._data_bytes:
+            raise WriteError(
+                f"{self.path}: holds {size} bytes after writing {self._header_bytes} header and "
+                f"{self._data_bytes} data bytes; the write came out short."
+            )
         if self.planned != self.rows:
             return size, hash_file(self.path)
         return size, self._sha.hexdigest()
@@ -111,6 +121,25 @@ class StreamingTensorFile:
         self._file.close()
         if os.path.exists(self.path):
             os.remove(self.path)
+
+
+def _write_all(f: io.RawIOBase, data: bytes | memoryview, path: str) -> None:
+    """Write every byte: an unbuffered ``write`` may write fewer (a file-size limit or a
+    full disk reached part-way) and says so only in its return value; the retry then raises
+    the real ``OSError`` (EFBIG, ENOSPC), which is raised as :class:`WriteError`."""
+    view = memoryview(data).cast("B")
+    done = 0
+    try:
+        while done < view.nbytes:
+            n = f.write(view[done:])
+            if not n:
+                raise OSError(f"write() wrote nothing at byte {done} of {view.nbytes}")
+            done += n
+    except OSError as exc:
+        raise WriteError(
+            f"{path}: writing failed after {done} of {view.nbytes} bytes ({exc}); disk full "
+            "or a file-size limit? Nothing was committed."
+        ) from exc
 
 
 def write_tensor_file(path: str, tensors: list[tuple[str, str, np.ndarray]]) -> tuple[int, str]:

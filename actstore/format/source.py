@@ -14,7 +14,7 @@ import stat
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from ..errors import DatasetNotFoundError, FormatError, IntegrityError
+from ..errors import DatasetChangedError, DatasetNotFoundError, FormatError, IntegrityError
 
 __all__ = ["ByteSource", "FsspecSource", "LocalSource", "pread_exact", "source_for_url", "split_url"]
 
@@ -49,18 +49,46 @@ class LocalSource:
     For gathers of many small scattered rows it also offers :meth:`mapped`: the file mapped
     read-only with ``MADV_RANDOM``, so a cold page fault reads one page rather than an
     8 MiB read-ahead, while warm pages are copied at memory speed.
+
+    Files are pinned: the identity (device, inode, size, mtime) of each file is recorded when
+    it is first used, and every later open must find the same file, else
+    :class:`~actstore.errors.DatasetChangedError`. The first file used (a dataset's index) is
+    the anchor: when any other file is first used, the anchor must still be the one that was
+    read. Writers remove the old index before they put any new file in place, so a reader
+    never mixes the files of two datasets written to one path.
     """
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.fspath(root)
         self.url = self.root
         self._maps: dict[str, mmap.mmap] = {}
+        self._seen: dict[str, tuple[int, int, int, int]] = {}
+        self._anchor: str | None = None
+
+    def _pin(self, path: str, st: os.stat_result) -> None:
+        """Check ``path`` (just opened or stat'ed, giving ``st``) against what was seen."""
+        ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        seen = self._seen.get(path)
+        if seen is not None:
+            if seen != ident:
+                raise _changed(self.root, path)
+            return
+        if self._anchor is None:
+            self._anchor = path
+        else:  # after the open: an unchanged anchor proves no writer had begun replacing files
+            try:
+                anchor = os.stat(self._full(self._anchor))
+            except FileNotFoundError:
+                raise _changed(self.root, self._anchor) from None
+            if (anchor.st_dev, anchor.st_ino, anchor.st_size, anchor.st_mtime_ns) != self._seen[self._anchor]:
+                raise _changed(self.root, self._anchor)
+        self._seen[path] = ident
 
     def mapped(self, path: str, end: int) -> mmap.mmap:
         """The file mapped read-only for random access; it must hold at least ``end`` bytes."""
         m = self._maps.get(path)
         if m is None:
-            fd = self.open_fd(path)
+            fd = self._open(path)
             try:
                 m = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
             finally:
@@ -76,10 +104,17 @@ class LocalSource:
         return os.path.join(self.root, path)
 
     def size(self, path: str) -> int:
-        return _regular_stat(self._full(path), path).st_size
+        try:
+            st = _regular_stat(self._full(path), path)
+        except FileNotFoundError:
+            if path in self._seen:
+                raise _changed(self.root, path) from None
+            raise
+        self._pin(path, st)
+        return st.st_size
 
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        fd = self.open_fd(path)
+        fd = self._open(path)
         try:
             out = []
             for start, end in ranges:
@@ -100,22 +135,34 @@ class LocalSource:
             os.close(fd)
 
     def open_fd(self, path: str) -> int:
-        """A read-only descriptor of one file, for many :func:`pread_exact` calls (caller closes).
+        """A read-only descriptor of one file, for many :func:`pread_exact` calls (caller closes)."""
+        return self._open(path)
+
+    def _open(self, path: str) -> int:
+        """Open one dataset file, refusing anything but a regular file, and pin its identity.
 
         Only regular files are opened: the name is checked first, and the file is opened
         non-blocking (a FIFO swapped in between cannot hang the open) and checked again.
         """
         full = self._full(path)
-        _regular_stat(full, path)
         try:
+            _regular_stat(full, path)
             fd = os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
+            if path in self._seen:  # it was there when first used: removed since
+                raise _changed(self.root, path) from None
             raise
         except OSError as exc:
             raise FormatError(f"{path}: cannot be opened ({exc.strerror or exc}).") from None
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise FormatError(f"{path}: is not a regular file; refusing to read it.")
+        try:
+            self._pin(path, st)
+        except BaseException:
+            os.close(fd)
+            raise
         return fd
 
 
@@ -138,6 +185,14 @@ def _regular_stat(full: str, path: str) -> os.stat_result:
                 else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
         raise FormatError(f"{path}: is {kind}, not a regular file; refusing to read it.")
     return st
+
+
+def _changed(root: str, path: str) -> DatasetChangedError:
+    return DatasetChangedError(
+        f"{os.path.join(root, path)}: the file was replaced or modified after the dataset was "
+        "opened (a writer overwrote the dataset?); its bytes may not match the index read at "
+        "open. Open the dataset again."
+    )
 
 
 def pread_exact(fd: int, path: str, offset: int, buffer: memoryview) -> None:

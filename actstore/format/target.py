@@ -1,8 +1,13 @@
 """Where a writer puts files: staged locally, then published under their final names.
 
-Local datasets stage inside the dataset folder and publish with an atomic ``os.replace``;
-remote ones (any fsspec URL) stage in a temporary folder and publish by uploading the
-finished file. Either way a file appears under its final name only once it is complete.
+Local datasets stage inside the dataset folder, hold the folder's write lock
+(:class:`~actstore.format.lock.WriteLock`) and publish nothing before the commit: every
+finished file waits in the staging folder, and :meth:`Target.commit_files` moves them all
+into place with atomic ``os.replace`` calls at the commit, so a failed write leaves a
+previous dataset at the path untouched. Remote ones (any fsspec URL) stage in a temporary
+folder and publish by uploading each finished file at once (the local disk need not hold the
+whole dataset), checking the uploaded size. Either way a file appears under its final name
+only once it is complete, and every file's size is checked against what was written.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import tempfile
 import uuid
 from typing import Any
 
+from ..errors import WriteError
+from .lock import WriteLock
 from .source import split_url
 
 __all__ = ["Target"]
@@ -25,12 +32,16 @@ class Target:
         text = os.fspath(url)
         self.url = text
         self.remote = "://" in text and not text.startswith("file://")
+        self.lock: WriteLock | None = None
+        self._pending: list[tuple[str, str, int]] = []  # (staged, rel, size), local only
+        self.published: list[str] = []  # files this writer put under their final names
         if self.remote:
             self.fs, self.root = split_url(text, storage_options)
             self.staging = tempfile.mkdtemp(prefix="actstore-write-")
         else:
             self.fs, self.root = None, text.removeprefix("file://")
             os.makedirs(self.root, exist_ok=True)
+            self.lock = WriteLock(self.root, text)
             self.staging = os.path.join(self.root, f".actstore-tmp-{uuid.uuid4().hex[:12]}")
             os.makedirs(self.staging)
 
@@ -38,16 +49,48 @@ class Target:
         """A fresh local path in the staging area."""
         return os.path.join(self.staging, name.replace("/", "__"))
 
-    def publish(self, staged: str, rel: str) -> None:
-        """Move a finished staged file to its final relative path."""
+    def publish(self, staged: str, rel: str, size: int) -> None:
+        """Hand over a finished staged file of ``size`` bytes for its final relative path.
+
+        Remote: uploaded now. Local: kept staged until :meth:`commit_files`. Either way a
+        file whose size on disk is not ``size`` raises :class:`WriteError`.
+        """
+        self.check_size(staged, rel, size)
         if self.remote:
-            self.fs.makedirs(os.path.dirname(f"{self.root}/{rel}"), exist_ok=True)
-            self.fs.put_file(staged, f"{self.root}/{rel}")
+            full = f"{self.root}/{rel}"
+            self.fs.makedirs(os.path.dirname(full), exist_ok=True)
+            self.published.append(rel)
+            self.fs.put_file(staged, full)
+            got = int(self.fs.size(full))
+            if got != size:
+                raise WriteError(
+                    f"{self.url}/{rel}: the upload holds {got} bytes but {size} were written; "
+                    "the store truncated it. Nothing was committed; write again."
+                )
             os.remove(staged)
         else:
+            self._pending.append((staged, rel, size))
+
+    def check_size(self, staged: str, rel: str, size: int) -> None:
+        """Raise :class:`WriteError` unless the staged file holds exactly ``size`` bytes."""
+        got = os.stat(staged).st_size
+        if got != size:
+            raise WriteError(
+                f"{rel}: the written file holds {got} bytes but {size} were expected (a short "
+                "write: disk full or a file-size limit?). Nothing was committed; free space "
+                "and write again."
+            )
+
+    def commit_files(self) -> None:
+        """Local: check every staged file's size again, then move each into place."""
+        for staged, rel, size in self._pending:
+            self.check_size(staged, rel, size)
+        for staged, rel, _ in self._pending:
             final = os.path.join(self.root, rel)
             os.makedirs(os.path.dirname(final), exist_ok=True)
+            self.published.append(rel)
             os.replace(staged, final)
+        self._pending.clear()
 
     def exists(self, rel: str) -> bool:
         if self.remote:
@@ -77,5 +120,8 @@ class Target:
         return out
 
     def cleanup(self) -> None:
-        """Delete the staging area."""
+        """Delete the staging area and drop the write lock."""
         shutil.rmtree(self.staging, ignore_errors=True)
+        self._pending.clear()
+        if self.lock is not None:
+            self.lock.release()

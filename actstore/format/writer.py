@@ -4,6 +4,25 @@ Rows arrive in batches through :meth:`DatasetWriter.add` and go straight to per-
 files, so memory is bounded by the batch, not by the dataset. Leaving the ``with`` block
 normally commits (the index is written last, atomically); leaving it with an exception
 aborts and deletes every file the writer made, so no half dataset is ever readable.
+
+Faults and concurrency (``specs/format-v2.md``, section 6b):
+
+- A failed or short write never commits. Every write is checked for its full length, every
+  finished file's size is checked against the bytes written (again just before the commit),
+  and the index is read back; an ``OSError`` (disk full, file-size limit) or a short file
+  aborts the writer and raises :class:`~actstore.errors.WriteError`. A writer whose
+  :meth:`~DatasetWriter.add` failed part-way is aborted: it cannot commit a half batch.
+- One writer per local path: the writer holds an exclusive lock on the folder from
+  construction to commit/abort; a second one raises
+  :class:`~actstore.errors.ConcurrentWriteError`.
+- Local overwrite keeps the old dataset until the commit: new files wait in the staging
+  folder, and the commit removes the old index, renames the new files into place (new
+  inodes: an open reader keeps or refuses the old ones, never mixes) and writes the new
+  index last. A failed overwrite leaves the old dataset as it was.
+- Object stores have no lock and no rename. A remote writer uploads each finished file at
+  once and checks its size; with ``overwrite=True`` the old index is deleted first, so a
+  failed remote overwrite leaves no dataset (never a mixed one). Two concurrent writers
+  into one remote path are not detected: keep to one writer per remote path.
 """
 
 from __future__ import annotations
@@ -16,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import DatasetExistsError, InvalidArgumentError, LayerNotFoundError
+from ..errors import DatasetExistsError, InvalidArgumentError, LayerNotFoundError, WriteError
 from . import spec
 from .checks import check_counts, check_finite, check_layers, check_texts, check_views, positive_int
 from .columns import normalize_labels, normalize_metadata
@@ -62,7 +81,8 @@ class DatasetWriter:
     description : str, optional
         Free text recorded in the metadata and shown on the dataset card.
     overwrite : bool
-        Replace an existing dataset at ``path`` (its index is removed first).
+        Replace an existing dataset at ``path``: locally at the commit (a failed write keeps
+        the old one), remotely its index is removed first.
     storage_options : dict, optional
         fsspec options for remote paths.
     check_finite : bool
@@ -127,7 +147,8 @@ class DatasetWriter:
                     f"{self.url!r} already holds a dataset; pass overwrite=True to replace it "
                     "or choose another path."
                 )
-            self._target.remove(self._index_rel)  # the old dataset stops existing first
+            if self._target.remote:  # uploads replace files in place: the old index goes first
+                self._target.remove(self._index_rel)
         self._overwrite = overwrite
         # one single-thread lane per core: a file's blocks hash in order on its lane, while
         # the files of other layers and shards hash on the others
@@ -211,13 +232,27 @@ class DatasetWriter:
             tok = [len(primary[self.layers[0]][i]) for i in range(n)]
         else:
             tok = check_counts(num_tokens, n)
-        self.index.add_rows(texts, labels=lab, metadata=meta, num_tokens=tok)
-        if self.full_sequence:
-            self._write_full(primary, extra, n)
-        else:
-            self._write_pooled({self.views[0]: primary, **extra}, n)
-        if logits is not None:
-            self._write_logits(*logits)
+        try:  # from here on a failure leaves half a batch behind: the writer is aborted
+            self.index.add_rows(texts, labels=lab, metadata=meta, num_tokens=tok)
+            if self.full_sequence:
+                self._write_full(primary, extra, n)
+            else:
+                self._write_pooled({self.views[0]: primary, **extra}, n)
+            if logits is not None:
+                self._write_logits(*logits)
+        except BaseException as exc:
+            self._fail(exc)
+            raise
+
+    def _fail(self, exc: BaseException) -> None:
+        """Abort after a failure while writing; an ``OSError`` becomes a ``WriteError``."""
+        self.abort()
+        if isinstance(exc, OSError) and not isinstance(exc, WriteError):
+            raise WriteError(
+                f"Writing {self.url!r} failed ({exc}); nothing was committed and the files "
+                "written so far were removed. Free space (or raise the file-size limit) and "
+                "write again."
+            ) from exc
 
     # -- validation of one batch -------------------------------------------------------
     def _check_open(self) -> None:
@@ -356,7 +391,7 @@ class DatasetWriter:
 
     def _publish(self, f: StreamingTensorFile, rel: str) -> None:
         size, sha = f.close()
-        self._target.publish(f.path, rel)
+        self._target.publish(f.path, rel, size)
         self.index.add_file(rel, size, sha)
 
     def _write_full(self, seqs: dict[int, list[np.ndarray]], extra: dict[str, Any], n: int) -> None:
@@ -416,7 +451,7 @@ class DatasetWriter:
             (spec.LOGITS_VALUES_KEY, "F32", np.concatenate([v for v, _ in self._logits])),
             (spec.LOGITS_INDICES_KEY, "I32", np.concatenate([i for _, i in self._logits])),
         ])
-        self._target.publish(staged, rel)
+        self._target.publish(staged, rel, size)
         self.index.add_file(rel, size, sha)
         self.index.add_logits_shard(rel, self._logits_fill)
         self._logits, self._logits_fill = [], 0
@@ -437,12 +472,17 @@ class DatasetWriter:
             if self.full_sequence:
                 self._publish_rest()
             staged = self._target.stage("index.parquet")
-            self.index.write(staged)
+            size = self.index.write(staged)
+            self._target.check_size(staged, self._index_rel, size)
+            if self._overwrite and not self._target.remote:
+                self._target.remove(self._index_rel)  # the old dataset stops existing here
+            self._target.commit_files()  # local: every shard into place, sizes checked again
             if self._overwrite:
                 self._remove_stale()
-            self._target.publish(staged, self._index_rel)  # the commit point
-        except BaseException:
-            self.abort()
+            self._target.publish(staged, self._index_rel, size)
+            self._target.commit_files()  # the commit point
+        except BaseException as exc:
+            self._fail(exc)
             raise
         self._finish()
         return self.url
@@ -471,8 +511,11 @@ class DatasetWriter:
         for files in self._rest_done:
             for f in files.values():
                 f.discard()
-        for rel in self.index.files:
-            self._target.remove(rel)
+        for rel in self._target.published:  # only what this writer put in place
+            try:
+                self._target.remove(rel)
+            except OSError:
+                pass  # best effort: the index is what makes a dataset, and it is not written
         self._finish()
 
     def _finish(self) -> None:
