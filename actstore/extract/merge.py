@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import DatasetNotFoundError, InvalidArgumentError
 from ..format.index_builder import RESERVED_COLUMNS
+from ..format.layersel import request
 from ..format.reader import Dataset, open_dataset
 from ..format.writer import DatasetWriter
 from .layout import CONFIG, PARTS, RunDir
@@ -24,7 +25,7 @@ def _part_rows(ds: Dataset) -> dict[str, Any]:
     """Everything ``DatasetWriter.add`` needs to write a part's rows again."""
     info = ds.info
     if info.storage == "full_sequence":
-        hidden: dict[int, Any] = {L: [ds.tokens(i, L) for i in range(len(ds))] for L in info.layers}
+        hidden: dict[int, Any] = {L: [ds.tokens(i, request(L)) for i in range(len(ds))] for L in info.layers}
     else:
         hidden = {L: _stored(ds, L, None) for L in info.layers}
     extra_cols = [c for c in ds.index.column_names if c not in RESERVED_COLUMNS]
@@ -43,8 +44,8 @@ def _stored(ds: Dataset, layer: int, view: str | None) -> Any:
     """One layer in its stored dtype: bfloat16 comes as a torch tensor, whose bits the writer
     keeps (no widening to float32 and rounding back)."""
     if ds.info.dtype == "bfloat16":
-        return ds.torch(layer, view=view)
-    return ds.layer(layer, view=view)
+        return ds.torch(request(layer), view=view)
+    return ds.layer(request(layer), view=view)
 
 
 def merge(out: str, *, keep_parts: bool = False, work_dir: str | None = None,
