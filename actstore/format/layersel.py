@@ -64,8 +64,8 @@ def request(stored: int) -> int | str:
 
 def _describe(avail: Sequence[int], where: str) -> str:
     blocks = blocks_of(avail)
-    extra = " and the embeddings ('embeddings')" if EMBEDDINGS_STORED in avail else ""
-    return f"{where} holds blocks {blocks}{extra}"
+    extra = " and 'embeddings'" if EMBEDDINGS_STORED in avail else ""
+    return f"in {where}, stored layers are {blocks}{extra}"
 
 
 def _one_item(item: object, avail: Sequence[int], blocks: list[int], where: str) -> list[int]:
@@ -74,13 +74,13 @@ def _one_item(item: object, avail: Sequence[int], blocks: list[int], where: str)
         if text == EMBEDDINGS:
             if EMBEDDINGS_STORED not in avail:
                 raise LayerNotFoundError(
-                    f"Layer 'embeddings' is not available: {_describe(avail, where)}. Extract "
+                    f"Layer 'embeddings' is not available {_describe(avail, where)}. Extract "
                     "with layers=['embeddings', ...] to store the embedding output."
                 )
             return [EMBEDDINGS_STORED]
         if text in _WORDS:
             if not blocks:
-                raise LayerNotFoundError(f"Layer {item!r} needs at least one block: {_describe(avail, where)}.")
+                raise LayerNotFoundError(f"Layer {item!r} needs at least one block; {_describe(avail, where)}.")
             if text == "all":
                 return list(blocks)
             return [blocks[-1]] if text == "last" else [blocks[(len(blocks) - 1) // 2]]
@@ -99,7 +99,7 @@ def _one_item(item: object, avail: Sequence[int], blocks: list[int], where: str)
         # negatives index the blocks in numeric order; -1 is never the embeddings
         if -value > len(blocks):
             valid = f" (valid negatives: -{len(blocks)}..-1)" if blocks else ""
-            raise LayerNotFoundError(f"Layer {value} is out of range: {_describe(avail, where)}{valid}.")
+            raise LayerNotFoundError(f"Layer {value} is out of range{valid}: {_describe(avail, where)}.")
         return [blocks[value]]
     if value not in blocks:
         if where.startswith("a model"):
@@ -107,7 +107,7 @@ def _one_item(item: object, avail: Sequence[int], blocks: list[int], where: str)
                 f"Layer {value} is out of range for {where} (valid: 0..{len(blocks) - 1} or "
                 f"-{len(blocks)}..-1, or 'embeddings')."
             )
-        raise LayerNotFoundError(f"Layer {value} is not stored: {_describe(avail, where)}.")
+        raise LayerNotFoundError(f"Layer {value} is not stored {_describe(avail, where)}.")
     return [value]
 
 
