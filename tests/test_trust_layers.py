@@ -75,7 +75,10 @@ def test_middle_is_one_block_the_lower_central_one(blocks, middle):
 
 def test_reader_minus_one_is_the_deepest_block_and_embeddings_by_name(embeddings_ds):
     ds, hidden, _ = embeddings_ds
-    assert ds.info.layers == (-1, 0, 1)                             # lmprobe's number on disk
+    assert ds.info.layers == ("embeddings", 0, 1)                   # listed by name ...
+    assert ds._s.views["last_token"].layers == (-1, 0, 1)           # ... lmprobe's -1 on disk
+    for L in ds.info.layers:                                        # every listed entry reads as itself
+        np.testing.assert_array_equal(ds.layer(L), hidden[-1 if L == "embeddings" else L])
     np.testing.assert_array_equal(ds.layer(-1), hidden[1])
     np.testing.assert_array_equal(ds.layer("embeddings"), hidden[-1])
     np.testing.assert_array_equal(ds.layer("last"), hidden[1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .layersel import request
 from .metadata import DatasetInfo, ViewLayout
 
 __all__ = ["build_info"]
@@ -28,7 +29,7 @@ def build_info(
     return DatasetInfo(
         model=str(model.get("name", "")),
         revision=model.get("revision"),
-        layers=primary.layers,
+        layers=tuple(request(L) for L in primary.layers),  # "embeddings", never -1 (layersel)
         dim=primary.dim,
         dtype=true_dtype,
         storage=primary.storage,

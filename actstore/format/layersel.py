@@ -22,7 +22,9 @@ its embedding output), or the layers a dataset stores:
 
 The result is a list of *stored layer numbers* (``-1`` for the embeddings), the numbers
 used in file names and metadata. Pass them back to the reader through :func:`request`,
-which turns ``-1`` into ``"embeddings"``.
+which turns ``-1`` into ``"embeddings"``. ``DatasetInfo.layers`` lists the stored layers
+the same way (``"embeddings"``, never ``-1``), so every entry of it can be passed to the
+reader as it is; :func:`stored` gives the number back.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Union
 from ..errors import InvalidArgumentError, LayerNotFoundError
 
 __all__ = ["EMBEDDINGS", "EMBEDDINGS_STORED", "LayerSpec", "blocks_of", "model_layers", "request",
-           "resolve_layer", "resolve_layers"]
+           "resolve_layer", "resolve_layers", "stored"]
 
 #: The name that asks for the embedding output.
 EMBEDDINGS = "embeddings"
@@ -46,9 +48,9 @@ LayerItem = Union[int, str]  # noqa: UP007 (a runtime alias on Python 3.10)
 LayerSpec = Union[int, str, Sequence[LayerItem]]  # noqa: UP007
 
 
-def blocks_of(available: Iterable[int]) -> list[int]:
+def blocks_of(available: Iterable[int | str]) -> list[int]:
     """The available block numbers (not the embeddings), in numeric order."""
-    return sorted({int(v) for v in available if int(v) >= 0})
+    return sorted({stored(v) for v in available if stored(v) >= 0})
 
 
 def request(stored: int) -> int | str:
@@ -60,6 +62,17 @@ def request(stored: int) -> int | str:
     ('embeddings', 7)
     """
     return EMBEDDINGS if stored == EMBEDDINGS_STORED else stored
+
+
+def stored(layer: int | str) -> int:
+    """The stored layer number of an entry of ``DatasetInfo.layers`` (``"embeddings"`` -> ``-1``).
+
+    Examples
+    --------
+    >>> stored("embeddings"), stored(3)
+    (-1, 3)
+    """
+    return EMBEDDINGS_STORED if layer == EMBEDDINGS else int(layer)
 
 
 def _describe(avail: Sequence[int], where: str) -> str:
@@ -111,15 +124,16 @@ def _one_item(item: object, avail: Sequence[int], blocks: list[int], where: str)
     return [value]
 
 
-def resolve_layers(spec: LayerSpec, available: Iterable[int], *, where: str = "the data") -> list[int]:
+def resolve_layers(spec: LayerSpec, available: Iterable[int | str], *, where: str = "the data") -> list[int]:
     """Resolve a layer specification to stored layer numbers (``-1`` = the embeddings).
 
     Parameters
     ----------
     spec : int, str or sequence of int/str
         See the module docstring.
-    available : iterable of int
-        The stored layer numbers available (``-1`` when the embeddings are).
+    available : iterable of int or str
+        The layers available: stored numbers (``-1`` = the embeddings) or the entries of
+        ``DatasetInfo.layers`` (which name the embeddings ``"embeddings"``).
     where : str
         Named in error messages ("the dataset", "the model").
 
@@ -130,7 +144,7 @@ def resolve_layers(spec: LayerSpec, available: Iterable[int], *, where: str = "t
     >>> resolve_layers([-1, "embeddings", -2], [-1, 0, 3, 6])
     [6, -1, 3]
     """
-    avail = [int(v) for v in available]
+    avail = [stored(v) for v in available]
     blocks = blocks_of(avail)
     if isinstance(spec, (str, numbers.Integral)):
         items: list[object] = [spec]
@@ -149,7 +163,7 @@ def resolve_layers(spec: LayerSpec, available: Iterable[int], *, where: str = "t
     return out
 
 
-def resolve_layer(spec: LayerItem, available: Iterable[int], *, where: str = "the data") -> int:
+def resolve_layer(spec: LayerItem, available: Iterable[int | str], *, where: str = "the data") -> int:
     """Resolve a specification that must name exactly one layer (``"all"`` is refused).
 
     Examples

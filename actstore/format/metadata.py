@@ -62,7 +62,7 @@ class DatasetInfo:
 
     model: str
     revision: str | None
-    layers: tuple[int, ...]
+    layers: tuple[int | str, ...]  # stored layers; the embedding output as "embeddings" (layersel)
     dim: int
     dtype: str
     storage: str

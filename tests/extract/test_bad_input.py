@@ -108,7 +108,7 @@ def test_layer_specs():
 
 def test_embedding_output_is_layer_minus_one(gpt2, tmp_path):
     ds = _run(gpt2, ["hello world"], tmp_path, layers=["embeddings"])
-    assert ds.info.layers == (-1,)
+    assert ds.info.layers == ("embeddings",)  # stored as -1, listed by name
     assert np.isfinite(ds.layer("embeddings")).all()
 
 
