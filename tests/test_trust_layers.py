@@ -111,8 +111,17 @@ def test_probe_minus_one_is_never_the_embeddings(embeddings_ds):
     p = Probe().fit(ds)
     assert p.layers_ == [1] and p.score(ds) > 0.9
     e = Probe(layers="embeddings").fit(ds)
-    assert e.layers_ == [-1]
+    assert e.layers_ == ["embeddings"]                              # by name, so that ...
+    rows = np.arange(N)
+    np.testing.assert_array_equal(e.predict(ds), e.predict(ds.get(rows, layers=e.layers_)))  # ... reads them
     np.testing.assert_array_equal(e.predict(ds), e.predict(hidden[-1]))
+    both = Probe(layers=["embeddings", 1], random_state=0).fit(ds)
+    X = ds.get(rows, layers=[0, 1, "embeddings"])
+    np.testing.assert_array_equal(both.predict(X, layers=[0, 1, "embeddings"]), both.predict(ds))
+    assert set(both.compute_layer_importance()) == {"embeddings", 1}
+    sweep = sweep_layers(ds, layers=["embeddings"], cv=2)
+    assert sweep.best_layer == "embeddings"
+    assert control_task(ds, layers="embeddings", cv=2, seeds=[0])["layers"] == ["embeddings"]
 
 
 def test_cross_validate_mdl_and_control_defaults_use_the_deepest_block(reversed_ds):
@@ -123,6 +132,16 @@ def test_cross_validate_mdl_and_control_defaults_use_the_deepest_block(reversed_
     assert mdl_probe(ds).codelength == mdl_probe(ds, layer=8).codelength
     assert mdl_probe(ds).codelength != mdl_probe(ds, layer=0).codelength
     assert sorted(sweep_layers(ds, cv=2).results["layer"].unique()) == [0, 2, 4, 8]
+
+
+def test_saved_probe_on_the_embeddings_reads_the_embeddings(embeddings_ds, tmp_path):
+    ds, hidden, _ = embeddings_ds
+    p = Probe(layers="embeddings").fit(ds)
+    p.save(str(tmp_path / "p"))
+    q = Probe.load(str(tmp_path / "p"))
+    assert q.layers_ == ["embeddings"]
+    assert json.loads((tmp_path / "p" / "probe.json").read_text())["layers_"] == [-1]  # stored number
+    np.testing.assert_array_equal(q.predict(ds), p.predict(hidden[-1]))
 
 
 def test_cli_probe_without_layer_says_which_it_chose(reversed_ds, capsys):

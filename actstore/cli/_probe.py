@@ -71,7 +71,7 @@ def _probe(args: argparse.Namespace) -> int:
         rows = []
         for r in frame.to_dict("records"):
             single = "," not in r["layers"]
-            rows.append({**ctx, "layer": int(r["layers"]) if single else None, **r})
+            rows.append({**ctx, "layer": int(r["layers"]) if single and r["layers"] != "embeddings" else None, **r})
         append_results(args.results, rows)
     if args.save:
         Probe(layers=layers, view=args.view, classifier=args.classifier, task=args.task,

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError, LayerNotFoundError
-from .layers import EMBEDDINGS, LayerSpec, request, resolve_layers
+from .layers import EMBEDDINGS, LayerSpec, request, resolve_layers, stored
 
 __all__ = ["as_dense", "held_layers", "is_dataset", "labels_for", "load_features", "read_layers",
            "select_held", "stored_layers"]
@@ -109,7 +109,7 @@ def load_features(data: Any, layers: LayerSpec, view: str | None = None, *,
     return X, chosen
 
 
-def read_layers(data: Any, layers: list[int], view: str | None = None) -> np.ndarray:
+def read_layers(data: Any, layers: list[int | str], view: str | None = None) -> np.ndarray:
     """Stored layers ``layers`` (already resolved) of a Dataset as ``(n, len(layers), dim)``."""
     X = np.empty((len(data), len(layers), data.info.dim), dtype=np.float32)
     for j, L in enumerate(layers):
@@ -118,8 +118,9 @@ def read_layers(data: Any, layers: list[int], view: str | None = None) -> np.nda
     return X
 
 
-def select_held(arr: np.ndarray, held: list[int], layers: list[int]) -> np.ndarray:
-    """The columns of ``arr`` (holding ``held`` on axis 1) for the stored layers ``layers``."""
+def select_held(arr: np.ndarray, held: list[int], layers: list[int | str]) -> np.ndarray:
+    """The columns of ``arr`` (holding the stored layers ``held`` on axis 1) for ``layers``."""
+    layers = [stored(L) for L in layers]
     missing = [L for L in layers if L not in held]
     if missing:
         raise LayerNotFoundError(

@@ -19,7 +19,7 @@ from sklearn.utils.metaestimators import available_if
 from ..errors import InvalidArgumentError, NotFittedError
 from .classifiers import make_estimator
 from .data import is_dataset, labels_for, load_features
-from .layers import LayerSpec
+from .layers import LayerSpec, request
 from .metrics import classification_metrics, regression_metrics
 
 __all__ = ["Probe", "ProbeNotFittedError"]
@@ -141,7 +141,7 @@ class Probe(BaseEstimator):
         if feats.shape[0] == 0:
             raise InvalidArgumentError("The data has 0 rows; a probe needs at least one.")
         if fitting:
-            self.layers_ = chosen
+            self.layers_ = [request(L) for L in chosen]  # the embeddings by name, never -1
             # True when layers_ are real layer numbers, False when they are positions on axis 1
             # of an array whose layers were not named (such a probe cannot read a Dataset)
             self.layers_named_ = bool(is_dataset(X) or held is not None)
@@ -282,7 +282,7 @@ class Probe(BaseEstimator):
             self.fit(both, y)
         finally:
             self.layers = spec
-        self.layers_, self.layers_named_ = layers, is_dataset(positive)
+        self.layers_, self.layers_named_ = [request(L) for L in layers], is_dataset(positive)
         return self
 
     @staticmethod
@@ -355,7 +355,7 @@ class Probe(BaseEstimator):
         m = self.evaluate(X, y, layers=layers)
         return m["r2"] if self.task == "regression" else m["accuracy"]
 
-    def compute_layer_importance(self) -> dict[int, float]:
+    def compute_layer_importance(self) -> dict[int | str, float]:
         """Share of the probe's weight norm that falls on each layer (sums to 1)."""
         self._check_fitted()
         from .head import collapse_pipeline

@@ -22,6 +22,7 @@ from safetensors.numpy import load, save_file
 from ..errors import FormatError, IntegrityError, InvalidArgumentError, UnsupportedVersionError
 from .classifiers import CLASSIFIERS
 from .head import LinearHead, collapse_pipeline
+from .layers import request, stored
 
 __all__ = ["PROBE_FORMAT_VERSION", "load_probe", "save_probe"]
 
@@ -60,7 +61,7 @@ def save_probe(probe: Any, path: str) -> None:
         "format": "actstore-probe",
         "format_version": PROBE_FORMAT_VERSION,
         "params": params,
-        "layers_": [int(v) for v in probe.layers_],
+        "layers_": [stored(v) for v in probe.layers_],  # stored numbers (-1 = the embeddings)
         "layers_named_": bool(getattr(probe, "layers_named_", True)),
         "dim_": int(probe.dim_),
         "kind": head.kind,
@@ -228,7 +229,7 @@ def load_probe(path: str) -> Any:
                                                  "classifier_kwargs", "random_state")
                      if k in params})
     probe.pipeline_ = LinearHead(W, b, kind, None if classes is None else np.asarray(classes))
-    probe.layers_, probe.dim_ = layers, dim
+    probe.layers_, probe.dim_ = [request(L) for L in layers], dim
     probe.layers_named_ = cfg.get("layers_named_", True)
     probe.layer_scale_ = arrays["layer_scale"].astype(np.float64)
     probe.n_features_in_ = W.shape[0]
