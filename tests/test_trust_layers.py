@@ -150,3 +150,16 @@ def test_cli_probe_without_layer_says_which_it_chose(reversed_ds, capsys):
     out, err = capsys.readouterr()
     assert "using layer 8" in err
     assert json.loads(out)["layers"] == "8"
+
+
+def test_pull_minus_one_is_the_deepest_block(tmp_path):
+    # which files pull_dataset(layers=...) downloads; the Hub round trip itself is in tests/hub
+    from actstore.hub import _wanted_files
+
+    path = str(tmp_path / "src")
+    _write(path, [-1, 0, 1], carrier=1)
+    views = actstore.open_dataset(path)._s.views
+    deepest = _wanted_files(views, None, [-1], ["last_token"], False)
+    embeddings = _wanted_files(views, None, ["embeddings"], ["last_token"], False)
+    assert deepest == [views["last_token"].path(1, s) for s in range(len(views["last_token"].shard_rows))]
+    assert embeddings == [views["last_token"].path(-1, s) for s in range(len(views["last_token"].shard_rows))]
