@@ -163,3 +163,12 @@ def test_pull_minus_one_is_the_deepest_block(tmp_path):
     embeddings = _wanted_files(views, None, ["embeddings"], ["last_token"], False)
     assert deepest == [views["last_token"].path(1, s) for s in range(len(views["last_token"].shard_rows))]
     assert embeddings == [views["last_token"].path(-1, s) for s in range(len(views["last_token"].shard_rows))]
+
+
+def test_dataset_card_of_a_dataset_with_embeddings(embeddings_ds):
+    from actstore.hub.card import build_dataset_card
+
+    ds, _, _ = embeddings_ds
+    card = build_dataset_card(ds.info, "org/emb")
+    assert "embeddings, 0, 1" in card                                # the layers column
+    assert "ds.layer(0)" in card and "hidden_layer000_shard000" in card
