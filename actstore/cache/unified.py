@@ -184,6 +184,7 @@ class UnifiedCache(ActivationsMixin):
         """
         from ..extract import LoadedModel, extract, load_model, resolve_model_layers
         from ..extract.cached import cache_space  # the keys extract(..., cache=) uses too
+        from ..format.layersel import request  # stored -1 is asked for as 'embeddings'
 
         lm = model
         if isinstance(model, (str, os.PathLike)):
@@ -200,11 +201,11 @@ class UnifiedCache(ActivationsMixin):
             return []
         with tempfile.TemporaryDirectory(prefix="actstore-warmup-") as tmp:
             out = os.path.join(tmp, f"run-{time.time_ns()}")
-            ds = extract(lm, [prompts[i] for i in todo], out, layers=chosen, pooling=views,
+            ds = extract(lm, [prompts[i] for i in todo], out, layers=[request(L) for L in chosen], pooling=views,
                          dtype=dtype, max_length=max_length, template=template, progress=False,
                          **extract_kwargs)
             texts = [prompts[i] for i in todo]  # the untemplated prompts are the cache keys
-            vectors = {v: {L: ds.layer(L, view=None if j == 0 else v) for L in chosen}
+            vectors = {v: {L: ds.layer(request(L), view=None if j == 0 else v) for L in chosen}
                        for j, v in enumerate(views)}
             self.put(name, texts, vectors, revision=rev, config=cfg, dtype=dtype)
         self.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 
@@ -11,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the probe commands to the ``actstore`` parser."""
     p = sub.add_parser("probe", help="cross-validate (and save) a probe on one layer of a dataset")
     _common(p)
-    p.add_argument("--layer", default="-1", help="layer, comma list, 'all', 'middle' or 'last'")
+    p.add_argument("--layer", default=None, help="layer, comma list, 'all', 'middle', 'last' or "
+                   "'embeddings' (default: the deepest stored block, printed)")
     p.add_argument("--save", help="fit on all rows and save the probe to this folder")
     p.set_defaults(handler=_probe)
     p = sub.add_parser("sweep", help="fit one probe per layer with k-fold CV; table and plot")
@@ -39,7 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def _layers(text: str) -> Any:
-    return text if text in ("all", "middle", "last") else [int(v) for v in text.split(",")]
+    return text if text in ("all", "middle", "last", "embeddings") else [
+        v.strip() if v.strip() == "embeddings" else int(v) for v in text.split(",")]
 
 
 def _context(args: argparse.Namespace, ds: Any) -> dict[str, Any]:
@@ -52,7 +55,13 @@ def _probe(args: argparse.Namespace) -> int:
     from ..probe import Probe, append_results, cross_validate
 
     ds = open_dataset(args.url)
-    layers = _layers(args.layer)
+    if args.layer is None:  # say which layer the default picked (-1: the deepest stored block)
+        from ..format.layersel import resolve_layer
+
+        layers = [resolve_layer("last", ds.info.layers)]
+        print(f"no --layer given: using layer {layers[0]} (the deepest stored block)", file=sys.stderr)
+    else:
+        layers = _layers(args.layer)
     frame = cross_validate(ds, args.label_column, layers=layers, cv=args.cv, seeds=[args.seed],
                            groups=args.groups, view=args.view, classifier=args.classifier, task=args.task)
     metrics = frame.drop(columns=["layers", "seed", "fold"]).mean(numeric_only=True)
@@ -62,7 +71,7 @@ def _probe(args: argparse.Namespace) -> int:
         rows = []
         for r in frame.to_dict("records"):
             single = "," not in r["layers"]
-            rows.append({**ctx, "layer": int(r["layers"]) if single else None, **r})
+            rows.append({**ctx, "layer": int(r["layers"]) if single and r["layers"] != "embeddings" else None, **r})
         append_results(args.results, rows)
     if args.save:
         Probe(layers=layers, view=args.view, classifier=args.classifier, task=args.task,

@@ -9,7 +9,7 @@ workers, resume), :mod:`.layout` (where parts live), :mod:`.merge`.
 
 Layer ``i`` is the output of block ``i`` (lmprobe's numbering; the last block's output is
 taken before any final norm); ``"embeddings"`` asks for the embedding output, stored as
-layer ``-1``.
+layer ``-1``; ``-1`` itself is the deepest block (:mod:`actstore.format.layersel`).
 
 Several workers: each process gets its rank from ``RANK``/``WORLD_SIZE`` (torchrun,
 accelerate), ``SLURM_ARRAY_TASK_ID``/``SLURM_ARRAY_TASK_COUNT`` (a SLURM array),
@@ -126,7 +126,8 @@ def extract(
         A list, or a ``.txt`` (one prompt per line), ``.jsonl``, ``.csv`` or ``.parquet``
         file; ``text_column``/``label_column`` pick columns and the rest become metadata.
     layers : int, list, "all", "middle", "last"
-        Block outputs to keep (negatives from the end; ``"embeddings"`` = embedding output).
+        Block outputs to keep (negatives from the deepest block; ``"middle"`` is one block,
+        ``(n - 1) // 2``; ``"embeddings"`` = embedding output).
     pooling : str or list
         ``last_token``, ``first_token``, ``mean``, ``all`` (full sequence); several become views.
     dtype : {"float32", "float16", "bfloat16"}

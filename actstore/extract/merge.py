@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import DatasetNotFoundError, InvalidArgumentError
 from ..format.index_builder import RESERVED_COLUMNS
+from ..format.layersel import request, stored
 from ..format.reader import Dataset, open_dataset
 from ..format.writer import DatasetWriter
 from .layout import CONFIG, PARTS, RunDir
@@ -23,15 +24,16 @@ __all__ = ["merge"]
 def _part_rows(ds: Dataset) -> dict[str, Any]:
     """Everything ``DatasetWriter.add`` needs to write a part's rows again."""
     info = ds.info
+    layers = [stored(L) for L in info.layers]  # the writer keys layers by stored number
     if info.storage == "full_sequence":
-        hidden: dict[int, Any] = {L: [ds.tokens(i, L) for i in range(len(ds))] for L in info.layers}
+        hidden: dict[int, Any] = {L: [ds.tokens(i, request(L)) for i in range(len(ds))] for L in layers}
     else:
-        hidden = {L: _stored(ds, L, None) for L in info.layers}
+        hidden = {L: _stored(ds, L, None) for L in layers}
     extra_cols = [c for c in ds.index.column_names if c not in RESERVED_COLUMNS]
     return {
         "texts": ds.texts,
         "hidden": hidden,
-        "views": {v: {L: _stored(ds, L, v) for L in info.layers} for v in info.views[1:]},
+        "views": {v: {L: _stored(ds, L, v) for L in layers} for v in info.views[1:]},
         "labels": None if ds.labels is None else ds.labels.tolist(),
         "metadata": {c: ds.index.column(c).to_pylist() for c in extra_cols},
         "num_tokens": None if info.storage == "full_sequence" else ds.column("num_tokens").tolist(),
@@ -43,8 +45,8 @@ def _stored(ds: Dataset, layer: int, view: str | None) -> Any:
     """One layer in its stored dtype: bfloat16 comes as a torch tensor, whose bits the writer
     keeps (no widening to float32 and rounding back)."""
     if ds.info.dtype == "bfloat16":
-        return ds.torch(layer, view=view)
-    return ds.layer(layer, view=view)
+        return ds.torch(request(layer), view=view)
+    return ds.layer(request(layer), view=view)
 
 
 def merge(out: str, *, keep_parts: bool = False, work_dir: str | None = None,
@@ -94,7 +96,7 @@ def _write(run: RunDir, n_shards: int, storage_options: dict[str, Any] | None) -
     first = open_dataset(run.part(0)).info
     # one part open at a time: a run may have thousands
     rows = sum(open_dataset(run.part(s)).info.num_prompts for s in range(n_shards))
-    with DatasetWriter(run.out, model=first.model, revision=first.revision, layers=list(first.layers),
+    with DatasetWriter(run.out, model=first.model, revision=first.revision, layers=[stored(L) for L in first.layers],
                        dim=first.dim, dtype=first.dtype, pooling=list(first.views),
                        logits_k=first.logits_k, extraction=first.extraction, overwrite=True,
                        num_rows=rows, storage_options=storage_options) as w:

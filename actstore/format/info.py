@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import FormatError
+from .layersel import request
 from .metadata import DatasetInfo, ViewLayout
 
 __all__ = ["build_info"]
@@ -39,7 +40,7 @@ def build_info(
     return DatasetInfo(
         model=name,
         revision=revision,
-        layers=primary.layers,
+        layers=tuple(request(L) for L in primary.layers),  # "embeddings", never -1 (layersel)
         dim=primary.dim,
         dtype=true_dtype,
         storage=primary.storage,

@@ -97,7 +97,7 @@ class DatasetInfo:
 
     model: str
     revision: str | None
-    layers: tuple[int, ...]
+    layers: tuple[int | str, ...]  # stored layers; the embedding output as "embeddings" (layersel)
     dim: int
     dtype: str
     storage: str
@@ -114,7 +114,7 @@ class DatasetInfo:
     tensors: dict[str, Any] = field(default_factory=dict, repr=False)
     files: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     #: Layers the metadata lists whose files are not in this (partially pulled) local copy.
-    absent_layers: tuple[int, ...] = ()
+    absent_layers: tuple[int | str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""

@@ -29,6 +29,7 @@ from . import spec
 from .arrowio import arrow_buffer
 from .dtypes import bf16_bits
 from .header import HEADER_PROBE_BYTES, TensorEntry, header_length, parse_header
+from .layersel import request, resolve_layer, resolve_layers
 from .metadata import (
     DatasetInfo,
     ViewLayout,
@@ -313,8 +314,8 @@ class Dataset:
             raise type(exc)(f"{INDEX_PATH}: {exc}") from None
         present = self.present_layers(primary.name)
         if present != primary.layers:
-            info = replace(info, layers=present,
-                           absent_layers=tuple(L for L in primary.layers if L not in present))
+            info = replace(info, layers=tuple(request(L) for L in present),
+                           absent_layers=tuple(request(L) for L in primary.layers if L not in present))
         return info
 
     def present_layers(self, view: str | None = None) -> tuple[int, ...]:
@@ -382,11 +383,11 @@ class Dataset:
             raise LayerNotFoundError(f"The dataset has no view {view!r}; it holds views {list(views)}.")
         return views[view]
 
-    def _check_layer(self, v: ViewLayout, layer: int) -> None:
-        if layer not in v.layers:
-            raise LayerNotFoundError(
-                f"Layer {layer} is not stored in view {v.name!r}; stored layers are {list(v.layers)}."
-            )
+    def _check_layer(self, v: ViewLayout, layer: int | str) -> int:
+        """The stored number of ``layer`` (rules of :mod:`.layersel`: ``-1`` = the deepest block)."""
+        if type(layer) is int and layer >= 0 and layer in v.layers:  # the common case, fast
+            return layer
+        return resolve_layer(layer, v.layers, where=f"view {v.name!r} of the dataset")
 
     def _entry(self, v: ViewLayout, layer: int, shard: int) -> TensorEntry:
         path = v.path(layer, shard)
@@ -480,7 +481,7 @@ class Dataset:
             read_rows(self._s.source, v.path(layer, sh), entry, o[group], group,
                       out if bits is None else bits, max_gap_bytes=self._s.max_gap_bytes)
 
-    def layer(self, layer: int, *, view: str | None = None, dtype: Any = None,
+    def layer(self, layer: int | str, *, view: str | None = None, dtype: Any = None,
               out: np.ndarray | None = None) -> np.ndarray:
         """All rows of one layer as one ``(n, dim)`` array (the fast path).
 
@@ -488,6 +489,8 @@ class Dataset:
         float16, unless ``dtype`` asks for another: ``dtype="bfloat16"`` gives numpy bfloat16
         (``ml_dtypes``, as JAX uses), bfloat16 shards then read bit for bit at half the memory.
         Pass ``out`` (C-contiguous, right shape) to read into a preallocated array.
+        ``layer`` is a block number (negatives count from the deepest stored block, ``"last"``
+        and ``"middle"`` work too) or ``"embeddings"`` (stored as lmprobe's layer ``-1``).
 
         Examples
         --------
@@ -495,7 +498,7 @@ class Dataset:
         >>> B = ds.layer(16, dtype="bfloat16")       # doctest: +SKIP
         """
         v = self._view(view)
-        self._check_layer(v, layer)
+        layer = self._check_layer(v, layer)
         shape = (len(self), v.dim)
         if out is None:
             out = np.empty(shape, dtype=self._out_dtype(v, layer, dtype))
@@ -506,17 +509,20 @@ class Dataset:
         self._fill(v, layer, self._abs, out)
         return out
 
-    def get(self, rows: Any, layers: Sequence[int] | None = None, *, view: str | None = None,
+    def get(self, rows: Any, layers: int | str | Sequence[int | str] | None = None, *, view: str | None = None,
             dtype: Any = None) -> np.ndarray:
         """Gather rows across layers: an array of shape ``(len(rows), len(layers), dim)``.
 
         Only those rows' bytes are read. ``dtype`` as in :meth:`layer` (``"bfloat16"`` keeps
-        bfloat16 shards' bits).
+        bfloat16 shards' bits). ``layers`` as in :meth:`layer`, or a list (kept in the order
+        given); by default every stored layer in ``info.layers`` order.
         """
         v = self._view(view)
-        layers = list(v.layers) if layers is None else [int(x) for x in np.atleast_1d(layers)]
-        for L in layers:
-            self._check_layer(v, L)
+        if layers is None:
+            layers = list(v.layers)
+        else:  # one meaning of a layer: see .layersel (-1 = deepest block, "embeddings" by name)
+            spec = layers if isinstance(layers, (str, int, np.integer)) else list(np.atleast_1d(layers).tolist())
+            layers = resolve_layers(spec, v.layers, where=f"view {v.name!r} of the dataset")
         pos = self._positions(rows)
         out = np.empty((pos.size, len(layers), v.dim), dtype=self._out_dtype(v, layers[0], dtype))
         if len(layers) == 1:  # out[:, 0] is contiguous: fill it in place
@@ -528,7 +534,7 @@ class Dataset:
             out[:, j] = tmp
         return out
 
-    def iter_batches(self, layer: int, batch_size: int = 1024, *, shuffle: bool = False,
+    def iter_batches(self, layer: int | str, batch_size: int = 1024, *, shuffle: bool = False,
                      seed: int | None = None, view: str | None = None,
                      dtype: Any = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(X, positions)`` batches of one layer, optionally in a seeded shuffled order
@@ -537,7 +543,7 @@ class Dataset:
             raise InvalidArgumentError(f"batch_size must be positive; got {batch_size}.")
         order = np.random.default_rng(seed).permutation(len(self)) if shuffle else np.arange(len(self))
         v = self._view(view)
-        self._check_layer(v, layer)
+        layer = self._check_layer(v, layer)
         out_dtype = self._out_dtype(v, layer, dtype)
         for start in range(0, len(self), batch_size):
             pos = order[start : start + batch_size]
@@ -545,20 +551,20 @@ class Dataset:
             self._fill(v, layer, self._abs[pos], X)
             yield X, pos
 
-    def torch(self, layer: int, *, view: str | None = None, dtype: Any = None) -> Any:
+    def torch(self, layer: int | str, *, view: str | None = None, dtype: Any = None) -> Any:
         """One layer as a torch tensor; bfloat16 shards stay bfloat16 unless ``dtype`` is given."""
         torch = require("torch", "extract")
         v = self._view(view)
-        self._check_layer(v, layer)
+        layer = self._check_layer(v, layer)
         code = self._entry(v, layer, 0).dtype
         if dtype is None and code == "BF16":
             raw = np.empty((len(self), v.dim), dtype=np.uint16)
             self._fill(v, layer, self._abs, raw)
             return torch.from_numpy(raw.view(np.int16)).view(torch.bfloat16)
-        t = torch.from_numpy(self.layer(layer, view=view))
+        t = torch.from_numpy(self.layer(request(layer), view=view))
         return t if dtype is None else t.to(dtype)
 
-    def tokens(self, row: int, layer: int, *, dtype: Any = None) -> np.ndarray:
+    def tokens(self, row: int, layer: int | str, *, dtype: Any = None) -> np.ndarray:
         """Every token's hidden state of one row, ``(n_tokens, dim)`` (full-sequence datasets)."""
         v = self._view(None)
         if v.storage != spec.STORAGE_FULL:
@@ -566,7 +572,7 @@ class Dataset:
                 f"Per-token states need a full-sequence dataset; this one stores {v.storage!r} "
                 f"views {list(self._s.views)}."
             )
-        self._check_layer(v, layer)
+        layer = self._check_layer(v, layer)
         (r,) = self._positions([row])
         t = self._s.table
         for c in ("token_shard_ids", "token_shard_offsets"):

@@ -30,6 +30,7 @@ from ..errors import (
     require,
 )
 from ..format import spec
+from ..format.layersel import resolve_layers
 from ..format.metadata import (
     DatasetInfo,
     ViewLayout,
@@ -165,13 +166,15 @@ def _wanted_files(views: dict[str, ViewLayout], logits: dict[str, Any] | None,
     out: list[str] = []
     for name in names:
         v = views[name]
-        missing = sorted(set(layers or ()) - set(v.layers))
+        missing = sorted(L for L in (layers or ()) if isinstance(L, int) and L >= 0 and L not in v.layers)
         if missing:
             raise LayerNotFoundError(
                 f"Layers {missing} are not in view {name!r} of the dataset; it holds layers "
                 f"{list(v.layers)}. Pass layers from that list."
             )
-        for layer in layers if layers is not None else v.layers:
+        # the one meaning of a layer (format/layersel): -1 = deepest block, "embeddings" by name
+        chosen = v.layers if layers is None else resolve_layers(layers, v.layers, where=f"view {name!r} of the dataset")
+        for layer in chosen:
             out += [v.path(layer, s) for s in range(len(v.shard_rows))]
     if want_logits and logits is not None:
         out += [s["file"] for s in logits["shards"]]

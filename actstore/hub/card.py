@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..format.layersel import request, stored
 from ..format.metadata import DatasetInfo
 
 __all__ = ["build_dataset_card"]
@@ -30,8 +31,9 @@ def _front_matter(info: DatasetInfo, license: str, tags: list[str]) -> str:
     return "---\n" + "\n".join(lines) + "\n---\n"
 
 
-def _layers(layers: tuple[int, ...]) -> str:
-    if len(layers) > 2 and list(layers) == list(range(layers[0], layers[-1] + 1)):
+def _layers(layers: tuple[int | str, ...]) -> str:
+    ints = all(isinstance(v, int) for v in layers)  # "embeddings" breaks a range
+    if ints and len(layers) > 2 and list(layers) == list(range(layers[0], layers[-1] + 1)):
         return f"{layers[0]}–{layers[-1]}"
     return ", ".join(map(str, layers))
 
@@ -54,13 +56,13 @@ def _contents(info: DatasetInfo) -> list[str]:
 
 
 def _snippets(repo_id: str, info: DatasetInfo) -> list[str]:
-    layer = info.layers[len(info.layers) // 2]
+    layer = stored(info.layers[len(info.layers) // 2])  # file names use the stored number
     name = f"tensors/hidden_layer{layer:03d}_shard000.safetensors"
     return [
         "## Load it", "", "With actstore (downloads only the index and the layers asked for):", "",
         "```python", "import actstore",
         f'ds = actstore.pull_dataset("{repo_id}", layers=[{layer}])',
-        f"X, y = ds.layer({layer}), ds.labels", "```", "",
+        f"X, y = ds.layer({request(layer)!r}), ds.labels", "```", "",
         "Lazily, without downloading whole shards:", "",
         "```python", f'ds = actstore.open_dataset("hf://datasets/{repo_id}")', "```", "",
         "With plain pyarrow + safetensors:", "",

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from .data import is_dataset, labels_for, load_features
 from .estimator import check_targets
-from .layers import LayerSpec
+from .layers import LayerSpec, request
 from .sweep import cross_validate
 
 __all__ = ["control_labels", "control_task"]
@@ -70,4 +70,4 @@ def control_task(
     task_score = float(task["accuracy"].mean())
     control_score = float(np.mean([c["accuracy"].mean() for c in control]))
     return {"task_score": task_score, "control_score": control_score,
-            "selectivity": task_score - control_score, "layers": chosen}
+            "selectivity": task_score - control_score, "layers": [request(L) for L in chosen]}

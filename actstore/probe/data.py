@@ -6,10 +6,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgumentError
-from .layers import LayerSpec, resolve_layers
+from ..errors import InvalidArgumentError, LayerNotFoundError
+from .layers import EMBEDDINGS, LayerSpec, request, resolve_layers, stored
 
-__all__ = ["as_dense", "is_dataset", "labels_for", "load_features", "stored_layers"]
+__all__ = ["as_dense", "held_layers", "is_dataset", "labels_for", "load_features", "read_layers",
+           "select_held", "stored_layers"]
 
 
 def is_dataset(data: Any) -> bool:
@@ -46,6 +47,36 @@ def stored_layers(data: Any) -> list[int]:
     return list(range(arr.shape[1])) if arr.ndim == 3 else [0]
 
 
+def held_layers(layers: Any, arr: np.ndarray) -> list[int]:
+    """Stored numbers of the layers an array holds along axis 1, as the caller names them.
+
+    Each must be a block number (``>= 0``) or ``"embeddings"``; a negative number is refused,
+    because without the dataset it cannot be told which block it counts from (and ``-1`` is
+    also lmprobe's stored number of the embeddings).
+    """
+    items = [layers] if isinstance(layers, (int, str, np.integer)) else list(layers)
+    out: list[int] = []
+    for item in items:
+        if item == EMBEDDINGS:
+            out.append(-1)
+        elif isinstance(item, (int, np.integer)) and not isinstance(item, bool) and int(item) >= 0:
+            out.append(int(item))
+        else:
+            raise InvalidArgumentError(
+                f"layers= names the layers the array holds; each must be a block number >= 0 or "
+                f"'embeddings', got {item!r} (take the numbers from the resolved list, e.g. "
+                "probe.layers_, not a relative spec such as -1)."
+            )
+    if len(set(out)) != len(out):
+        raise InvalidArgumentError(f"layers={list(items)} names a layer twice; an array holds each layer once.")
+    k = arr.shape[1] if arr.ndim == 3 else 1
+    if arr.ndim == 3 and len(out) != k:
+        raise InvalidArgumentError(
+            f"layers={list(items)} names {len(out)} layers but X holds {k} (shape {arr.shape})."
+        )
+    return out
+
+
 def _check_finite(X: np.ndarray) -> None:
     # NaN or inf would pass silently through the mass-mean probe and unscaled pipelines
     if not np.isfinite(X).all():
@@ -55,20 +86,48 @@ def _check_finite(X: np.ndarray) -> None:
         )
 
 
-def load_features(data: Any, layers: LayerSpec, view: str | None = None) -> tuple[np.ndarray, list[int]]:
-    """Features for the chosen layers as ``(n, len(layers), dim)`` float32, and the layers."""
-    if not is_dataset(data):
-        arr = as_dense(data)
-        chosen = resolve_layers(layers, stored_layers(arr))
+def load_features(data: Any, layers: LayerSpec, view: str | None = None, *,
+                  held: Any = None) -> tuple[np.ndarray, list[int]]:
+    """Features for the chosen layers as ``(n, len(layers), dim)`` float32, and the layers.
+
+    ``layers`` is resolved by :mod:`actstore.format.layersel` against the layers the data
+    holds: a Dataset's stored layers; for an array, the layers ``held`` names (see
+    :func:`held_layers`) or, without it, the positions ``0..k-1`` along axis 1.
+    """
+    if is_dataset(data):
+        chosen = resolve_layers(layers, stored_layers(data), where="the dataset")
+        return read_layers(data, chosen, view), chosen
+    arr = as_dense(data)
+    if held is None:
+        chosen = resolve_layers(layers, stored_layers(arr), where="the array (layers = positions on axis 1)")
         X = arr[:, None, :] if arr.ndim == 2 else arr[:, chosen]
-        _check_finite(X)
-        return X, chosen
-    chosen = resolve_layers(layers, stored_layers(data))
-    X = np.empty((len(data), len(chosen), data.info.dim), dtype=np.float32)
-    for j, L in enumerate(chosen):
-        X[:, j] = data.layer(L, view=view, dtype=np.float32)
+    else:
+        ids = held_layers(held, arr)
+        chosen = resolve_layers(layers, ids, where=f"the array (holding layers {ids})")
+        X = arr[:, None, :] if arr.ndim == 2 else arr[:, [ids.index(L) for L in chosen]]
     _check_finite(X)
     return X, chosen
+
+
+def read_layers(data: Any, layers: list[int | str], view: str | None = None) -> np.ndarray:
+    """Stored layers ``layers`` (already resolved) of a Dataset as ``(n, len(layers), dim)``."""
+    X = np.empty((len(data), len(layers), data.info.dim), dtype=np.float32)
+    for j, L in enumerate(layers):
+        X[:, j] = data.layer(request(L), view=view, dtype=np.float32)
+    _check_finite(X)
+    return X
+
+
+def select_held(arr: np.ndarray, held: list[int], layers: list[int | str]) -> np.ndarray:
+    """The columns of ``arr`` (holding the stored layers ``held`` on axis 1) for ``layers``."""
+    layers = [stored(L) for L in layers]
+    missing = [L for L in layers if L not in held]
+    if missing:
+        raise LayerNotFoundError(
+            f"X holds layers {held} but the probe needs layers {layers} ({missing} missing); pass "
+            "activations of the layers the probe was fitted on."
+        )
+    return arr[:, [held.index(L) for L in layers]]
 
 
 def labels_for(data: Any, y: Any, n: int) -> np.ndarray:

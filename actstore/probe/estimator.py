@@ -19,7 +19,7 @@ from sklearn.utils.metaestimators import available_if
 from ..errors import InvalidArgumentError, NotFittedError
 from .classifiers import make_estimator
 from .data import is_dataset, labels_for, load_features
-from .layers import LayerSpec
+from .layers import LayerSpec, request
 from .metrics import classification_metrics, regression_metrics
 
 __all__ = ["Probe", "ProbeNotFittedError"]
@@ -65,9 +65,12 @@ class Probe(BaseEstimator):
 
     Parameters
     ----------
-    layers : int, list of int, "all", "middle" or "last"
+    layers : int, str or list
         Layers to use; several are concatenated, each scaled to unit mean row norm first.
-        Negative values count from the deepest stored layer.
+        Negative values count from the deepest stored *block* in numeric order (``-1``, the
+        default, is the deepest block, never the embeddings); ``"last"``, ``"middle"`` (one
+        block: the lower central one, ``blocks[(n - 1) // 2]``), ``"all"`` and
+        ``"embeddings"`` (the embedding output) work too (:mod:`actstore.format.layersel`).
     view : str, optional
         Which pooled view of the dataset (default: its primary view).
     classifier : str or estimator
@@ -130,16 +133,18 @@ class Probe(BaseEstimator):
         return tags
 
     # -- features ----------------------------------------------------------------------
-    def _features(self, X: Any, fitting: bool) -> np.ndarray:
-        if not fitting and not is_dataset(X):
-            X = self._as_selected_layers(X)
-        # arrays at predict time were narrowed to the fitted layers by _as_selected_layers
-        layers = self.layers if fitting else self.layers_ if is_dataset(X) else list(range(len(self.layers_)))
-        feats, chosen = load_features(X, layers, self.view)
+    def _features(self, X: Any, fitting: bool, held: Any = None) -> np.ndarray:
+        if fitting:
+            feats, chosen = load_features(X, self.layers, self.view, held=held)
+        else:
+            feats, chosen = self._predict_features(X, held), self.layers_
         if feats.shape[0] == 0:
             raise InvalidArgumentError("The data has 0 rows; a probe needs at least one.")
         if fitting:
-            self.layers_ = chosen
+            self.layers_ = [request(L) for L in chosen]  # the embeddings by name, never -1
+            # True when layers_ are real layer numbers, False when they are positions on axis 1
+            # of an array whose layers were not named (such a probe cannot read a Dataset)
+            self.layers_named_ = bool(is_dataset(X) or held is not None)
             norms = np.linalg.norm(feats, axis=2).mean(0)
             self.layer_scale_ = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-12), 1.0)
             if len(chosen) == 1:
@@ -154,26 +159,72 @@ class Probe(BaseEstimator):
             feats = feats * self.layer_scale_[None, :, None].astype(np.float32)
         return feats.reshape(feats.shape[0], -1)
 
-    def _as_selected_layers(self, X: Any) -> np.ndarray:
-        """Arrays at predict time: ``(n, n_stored_layers, dim)`` is indexed by the fitted layer
-        positions; ``(n, dim)`` or ``(n, len(layers_) * dim)`` holds the fitted layers already."""
-        from .data import as_dense
+    def _predict_features(self, X: Any, held: Any) -> np.ndarray:
+        """The fitted layers of ``X`` as ``(n, len(layers_), dim)``, refusing guesses.
 
+        A Dataset is read by layer number. An array ``(n, k, dim)`` must say which layers
+        it holds (``held``, e.g. the ``layers`` given to ``ds.get``), or hold exactly the
+        fitted layers in the fitted order (``k == len(layers_)``); ``(n, dim)`` or
+        ``(n, len(layers_) * dim)`` holds the fitted layers already.
+        """
+        from .data import as_dense, held_layers, read_layers, select_held
+
+        named = getattr(self, "layers_named_", True)
+        if is_dataset(X):
+            if not named:
+                raise InvalidArgumentError(
+                    f"This probe was fitted on an array whose layers were not named (layers_ "
+                    f"{self.layers_} are positions in that array), so it cannot tell which "
+                    "layers of a Dataset to read. Fit on the Dataset, or pass layers= to fit."
+                )
+            return read_layers(X, self.layers_, self.view)
         arr = as_dense(X)
-        if arr.ndim == 3:
-            stored = list(range(arr.shape[1]))
+        n_fit = len(self.layers_)
+        if arr.ndim == 2 and held is None:
+            if arr.shape[1] == n_fit * self.dim_:
+                arr = arr.reshape(arr.shape[0], n_fit, self.dim_)
+            elif n_fit != 1:
+                raise InvalidArgumentError(
+                    f"X has {arr.shape[1]} features, but Probe is expecting {n_fit * self.dim_} "
+                    f"features as input (layers {self.layers_} of dim {self.dim_}); pass (n, "
+                    "n_layers, dim) activations with layers=, or the fitted layers' columns."
+                )
+            else:
+                arr = arr[:, None, :]
+        elif arr.ndim == 2:  # (n, len(held) * dim) columns of the named layers
+            ids = held_layers(held, arr)
+            if arr.shape[1] % len(ids):
+                raise InvalidArgumentError(
+                    f"X has {arr.shape[1]} columns, not a multiple of the {len(ids)} layers named by layers=."
+                )
+            arr = arr.reshape(arr.shape[0], len(ids), -1)
+            arr = select_held(arr, ids, self.layers_) if named else self._refuse_named()
+        elif held is not None:
+            ids = held_layers(held, arr)
+            arr = select_held(arr, ids, self.layers_) if named else self._refuse_named()
+        elif not named:
+            # fitted on an unnamed array: layers_ are positions on its axis 1, as at fit time
             from .layers import resolve_layers
 
-            return arr[:, resolve_layers(self.layers_, stored)]
-        if arr.ndim == 2 and arr.shape[1] == len(self.layers_) * self.dim_:
-            return arr.reshape(arr.shape[0], len(self.layers_), self.dim_)
-        if arr.ndim == 2:
+            arr = arr[:, resolve_layers(self.layers_, range(arr.shape[1]), where="X (positions on axis 1)")]
+        elif arr.shape[1] != n_fit:
             raise InvalidArgumentError(
-                f"X has {arr.shape[1]} features, but Probe is expecting "
-                f"{len(self.layers_) * self.dim_} features as input (layers {self.layers_} of dim "
-                f"{self.dim_}); pass (n, n_layers, dim) activations or the fitted layers' columns."
+                f"X holds {arr.shape[1]} layers (shape {arr.shape}) but the probe was fitted on "
+                f"layers {self.layers_}, and an array does not say which layers it holds. Pass "
+                "layers= naming them (e.g. probe.score(ds.get(rows, layers=L), y, layers=L)), or "
+                "pass ds.get(rows, layers=probe.layers_)."
             )
+        from .data import _check_finite
+
+        _check_finite(arr)
         return arr
+
+    def _refuse_named(self) -> np.ndarray:
+        raise InvalidArgumentError(
+            f"This probe was fitted on an array whose layers were not named (layers_ {self.layers_} "
+            "are positions in it), so layers= at prediction cannot be matched. Pass layers= to "
+            "fit as well, or pass arrays laid out as at fit time."
+        )
 
     def _steps(self) -> list[tuple[str, Any]]:
         if self.preprocessing not in (None, "standard", "pca"):
@@ -196,9 +247,15 @@ class Probe(BaseEstimator):
         return [*steps, ("model", est)]
 
     # -- fitting -----------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None) -> Probe:
-        """Fit on a Dataset (``y`` = label column name or array; default its labels) or arrays."""
-        Xf = self._features(X, fitting=True)
+    def fit(self, X: Any, y: Any = None, *, layers: Any = None) -> Probe:
+        """Fit on a Dataset (``y`` = label column name or array; default its labels) or arrays.
+
+        ``layers`` (arrays only) names the layers an ``(n, k, dim)`` array holds along axis 1
+        (block numbers ``>= 0`` or ``"embeddings"``, e.g. those given to ``ds.get``); the
+        probe's own ``layers`` spec is then resolved against them, and ``layers_`` holds real
+        layer numbers. Without it the array's layers are its positions ``0..k-1``.
+        """
+        Xf = self._features(X, fitting=True, held=self._held(X, layers))
         yv = labels_for(X, y, Xf.shape[0])
         check_targets(yv, self.task)
         self.pipeline_ = Pipeline(self._steps()).fit(Xf, yv)
@@ -209,8 +266,11 @@ class Probe(BaseEstimator):
 
     def fit_contrastive(self, positive: Any, negative: Any) -> Probe:
         """Fit on contrast pairs: rows of ``positive`` are class 1, rows of ``negative`` class 0."""
+        from .data import read_layers
+
         pos, layers = load_features(positive, self.layers, self.view)
-        neg, _ = load_features(negative, layers, self.view)
+        neg = (read_layers(negative, layers, self.view) if is_dataset(negative)
+               else load_features(negative, layers, self.view)[0])
         if pos.shape != neg.shape:
             raise InvalidArgumentError(
                 f"positive and negative must be paired: shapes {pos.shape} and {neg.shape} differ."
@@ -222,8 +282,17 @@ class Probe(BaseEstimator):
             self.fit(both, y)
         finally:
             self.layers = spec
-        self.layers_ = layers
+        self.layers_, self.layers_named_ = [request(L) for L in layers], is_dataset(positive)
         return self
+
+    @staticmethod
+    def _held(X: Any, layers: Any) -> Any:
+        if layers is not None and is_dataset(X):
+            raise InvalidArgumentError(
+                "layers= names the layers an array holds; a Dataset names its own (choose them "
+                "with Probe(layers=...))."
+            )
+        return layers
 
     # -- prediction --------------------------------------------------------------------
     def _has(self, method: str) -> bool:
@@ -244,19 +313,22 @@ class Probe(BaseEstimator):
                 "This Probe is not fitted yet; call fit(...) before predicting or evaluating."
             )
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, *, layers: Any = None) -> np.ndarray:
+        """``layers`` (arrays only): the layers X holds, as for :meth:`fit`."""
         self._check_fitted()
-        return self.pipeline_.predict(self._features(X, fitting=False))
+        return self.pipeline_.predict(self._features(X, fitting=False, held=self._held(X, layers)))
 
     @available_if(lambda self: self._has("predict_proba"))
-    def predict_proba(self, X: Any) -> np.ndarray:
+    def predict_proba(self, X: Any, *, layers: Any = None) -> np.ndarray:
+        """``layers`` (arrays only): the layers X holds, as for :meth:`fit`."""
         self._check_fitted()
-        return self.pipeline_.predict_proba(self._features(X, fitting=False))
+        return self.pipeline_.predict_proba(self._features(X, fitting=False, held=self._held(X, layers)))
 
     @available_if(lambda self: self._has("decision_function"))
-    def decision_function(self, X: Any) -> np.ndarray:
+    def decision_function(self, X: Any, *, layers: Any = None) -> np.ndarray:
+        """``layers`` (arrays only): the layers X holds, as for :meth:`fit`."""
         self._check_fitted()
-        return self.pipeline_.decision_function(self._features(X, fitting=False))
+        return self.pipeline_.decision_function(self._features(X, fitting=False, held=self._held(X, layers)))
 
     def _scores(self, Xf: np.ndarray) -> tuple[np.ndarray | None, bool]:
         """Probabilities if the classifier has them, else margins; and which it was."""
@@ -265,11 +337,12 @@ class Probe(BaseEstimator):
                 return getattr(self.pipeline_, method)(Xf), method == "predict_proba"
         return None, False
 
-    def evaluate(self, X: Any, y: Any = None) -> dict[str, Any]:
+    def evaluate(self, X: Any, y: Any = None, *, layers: Any = None) -> dict[str, Any]:
         """Metrics on held-out data: classification (accuracy, balanced accuracy, AUROC, F1,
-        precision, recall, n) or regression (R², Pearson r, Spearman ρ, MSE, MAE, n)."""
+        precision, recall, n) or regression (R², Pearson r, Spearman ρ, MSE, MAE, n).
+        ``layers`` (arrays only): the layers X holds, as for :meth:`fit`."""
         self._check_fitted()
-        Xf = self._features(X, fitting=False)
+        Xf = self._features(X, fitting=False, held=self._held(X, layers))
         yv = labels_for(X, y, Xf.shape[0])
         pred = self.pipeline_.predict(Xf)
         if self.task == "regression":
@@ -277,12 +350,12 @@ class Probe(BaseEstimator):
         scores, is_proba = self._scores(Xf)
         return classification_metrics(yv, pred, scores, self.classes_, scores_are_proba=is_proba)
 
-    def score(self, X: Any, y: Any = None) -> float:
-        """Accuracy (classification) or R² (regression)."""
-        m = self.evaluate(X, y)
+    def score(self, X: Any, y: Any = None, *, layers: Any = None) -> float:
+        """Accuracy (classification) or R² (regression); ``layers`` as for :meth:`evaluate`."""
+        m = self.evaluate(X, y, layers=layers)
         return m["r2"] if self.task == "regression" else m["accuracy"]
 
-    def compute_layer_importance(self) -> dict[int, float]:
+    def compute_layer_importance(self) -> dict[int | str, float]:
         """Share of the probe's weight norm that falls on each layer (sums to 1)."""
         self._check_fitted()
         from .head import collapse_pipeline

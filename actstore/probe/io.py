@@ -22,6 +22,7 @@ from safetensors.numpy import load, save_file
 from ..errors import FormatError, IntegrityError, InvalidArgumentError, UnsupportedVersionError
 from .classifiers import CLASSIFIERS
 from .head import LinearHead, collapse_pipeline
+from .layers import request, stored
 
 __all__ = ["PROBE_FORMAT_VERSION", "load_probe", "save_probe"]
 
@@ -60,7 +61,8 @@ def save_probe(probe: Any, path: str) -> None:
         "format": "actstore-probe",
         "format_version": PROBE_FORMAT_VERSION,
         "params": params,
-        "layers_": [int(v) for v in probe.layers_],
+        "layers_": [stored(v) for v in probe.layers_],  # stored numbers (-1 = the embeddings)
+        "layers_named_": bool(getattr(probe, "layers_named_", True)),
         "dim_": int(probe.dim_),
         "kind": head.kind,
         "classes_": _jsonable_classes(head.classes_),
@@ -126,11 +128,80 @@ def _read_config(path: str) -> dict[str, Any]:
     return cfg
 
 
+_KINDS = ("proba", "margin", "regression")
+_ARRAYS = ("W", "b", "layer_scale")
+
+
+def _bad(file: str, what: str) -> IntegrityError:
+    return IntegrityError(
+        f"{file}: {what}; the saved probe is damaged or was edited. Save it again from the "
+        "fitted probe, or download it again."
+    )
+
+
+def _check_config(cfg: dict[str, Any], file: str) -> tuple[list[int], int, str, list[Any] | None]:
+    """Types and ranges of the config's fitted fields: ``layers_``, ``dim_``, ``kind``, ``classes_``."""
+    layers, dim, kind, classes = cfg.get("layers_"), cfg.get("dim_"), cfg.get("kind"), cfg.get("classes_")
+    if (not isinstance(layers, list) or not layers
+            or any(type(v) is not int or v < -1 for v in layers) or len(set(layers)) != len(layers)):
+        raise _bad(file, f"'layers_' must be a non-empty list of distinct layer numbers (>= -1); got {layers!r}")
+    if type(dim) is not int or dim <= 0:
+        raise _bad(file, f"'dim_' must be a positive int; got {dim!r}")
+    if kind not in _KINDS:
+        raise _bad(file, f"'kind' must be one of {_KINDS}; got {kind!r}")
+    if not isinstance(cfg.get("params", {}), dict) or type(cfg.get("layers_named_", True)) is not bool:
+        raise _bad(file, "'params' must be an object and 'layers_named_' a bool")
+    if kind == "regression":
+        if classes is not None:
+            raise _bad(file, f"a regression head has no classes; 'classes_' is {classes!r}")
+        return layers, dim, kind, None
+    if (not isinstance(classes, list) or len(classes) < 2
+            or any(isinstance(c, (dict, list)) or c is None for c in classes)):
+        raise _bad(file, f"a classifier needs 'classes_' with at least two labels; got {classes!r}")
+    if len({json.dumps(c) for c in classes}) != len(classes) or np.asarray(classes).ndim != 1:
+        raise _bad(file, f"'classes_' must be distinct scalar labels; got {classes!r}")
+    return layers, dim, kind, classes
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], layers: list[int], dim: int,
+                  classes: list[Any] | None, file: str) -> None:
+    """Every array the config implies, of the right shape, finite; nothing else."""
+    if sorted(arrays) != sorted(_ARRAYS):
+        raise _bad(file, f"holds tensors {sorted(arrays)}; a saved probe holds exactly {list(_ARRAYS)}")
+    scale = arrays["layer_scale"]
+    for name in _ARRAYS:
+        if arrays[name].dtype.kind != "f":
+            raise _bad(file, f"tensor {name!r} has dtype {arrays[name].dtype}; expected floating point")
+    # one score column for binary and regression heads, one per class otherwise
+    outputs = 1 if classes is None or len(classes) == 2 else len(classes)
+    expect = {"W": (len(layers) * dim, outputs), "b": (outputs,), "layer_scale": (len(layers),)}
+    for name, shape in expect.items():
+        if arrays[name].shape != shape:
+            raise _bad(file, f"tensor {name!r} has shape {arrays[name].shape}; the config "
+                             f"({len(layers)} layers of dim {dim}, {outputs} outputs) implies {shape}")
+    for name in _ARRAYS:
+        if not np.isfinite(arrays[name]).all():
+            raise _bad(file, f"tensor {name!r} holds NaN or infinite values")
+    if not (scale > 0).all():
+        raise _bad(file, "tensor 'layer_scale' holds values <= 0")
+
+
 def load_probe(path: str) -> Any:
-    """Load a probe saved with :func:`save_probe`."""
+    """Load a probe saved with :func:`save_probe`.
+
+    Beyond the two checksums (which whoever made the files controls), the content is
+    checked: the config's types, classes that fit the head, every array the config implies
+    with its exact shape and finite values, and no other array.
+
+    Raises
+    ------
+    IntegrityError
+        Naming the file, when the files disagree with each other or with themselves.
+    """
     from .estimator import Probe
 
     cfg = _read_config(path)
+    cfg_file = os.path.join(path, CONFIG)
     weights = os.path.join(path, WEIGHTS)
     blob = open(weights, "rb").read() if os.path.exists(weights) else b""
     if hashlib.sha256(blob).hexdigest() != cfg.get("weights_sha256"):
@@ -140,17 +211,16 @@ def load_probe(path: str) -> Any:
         )
     if _safetensors_metadata(blob, weights).get("config_sha256") != _config_sha256(cfg):
         raise IntegrityError(
-            f"{os.path.join(path, CONFIG)} was modified after saving: it no longer matches the "
+            f"{cfg_file} was modified after saving: it no longer matches the "
             f"checksum stored in {WEIGHTS}. Save the probe again instead of editing its config."
         )
-    arrays = load(blob)
-    layers, dim, kind = cfg.get("layers_"), cfg.get("dim_"), cfg.get("kind")
-    W, b = arrays.get("W"), arrays.get("b")
-    if (
-        not isinstance(layers, list) or not isinstance(dim, int) or kind not in ("proba", "margin", "regression")
-        or W is None or b is None or W.ndim != 2 or W.shape[0] != len(layers) * dim or b.shape != (W.shape[1],)
-    ):
-        raise FormatError(f"{path}: probe config and weights disagree (layers, dim, W or b shape).")
+    layers, dim, kind, classes = _check_config(cfg, cfg_file)
+    try:
+        arrays = load(blob)
+    except Exception as exc:  # safetensors raises its own error types for a malformed file
+        raise _bad(weights, f"is not a readable safetensors file ({exc})") from None
+    _check_arrays(arrays, layers, dim, classes, weights)
+    W, b = arrays["W"].astype(np.float64), arrays["b"].astype(np.float64)
     params = dict(cfg.get("params") or {})
     if params.get("classifier") not in (None, *CLASSIFIERS):
         params["classifier"] = "logistic_regression"  # the fitted head is what predicts
@@ -158,10 +228,10 @@ def load_probe(path: str) -> Any:
                                                  "preprocessing", "pca_components",
                                                  "classifier_kwargs", "random_state")
                      if k in params})
-    classes = cfg.get("classes_")
     probe.pipeline_ = LinearHead(W, b, kind, None if classes is None else np.asarray(classes))
-    probe.layers_, probe.dim_ = layers, dim
-    probe.layer_scale_ = arrays.get("layer_scale", np.ones(len(layers)))
+    probe.layers_, probe.dim_ = [request(L) for L in layers], dim
+    probe.layers_named_ = cfg.get("layers_named_", True)
+    probe.layer_scale_ = arrays["layer_scale"].astype(np.float64)
     probe.n_features_in_ = W.shape[0]
     if kind != "regression":
         probe.classes_ = probe.pipeline_.classes_

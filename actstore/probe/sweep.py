@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from ..errors import InvalidArgumentError
 from .data import is_dataset, labels_for, load_features, stored_layers
 from .estimator import Probe, check_targets
-from .layers import LayerSpec, resolve_layers
+from .layers import LayerSpec, request, resolve_layers
 
 __all__ = ["SweepResult", "cross_validate", "make_folds", "sweep_layers"]
 
@@ -92,10 +92,11 @@ class SweepResult:
         return out.reset_index()
 
     @property
-    def best_layer(self) -> int:
-        """Layer with the best mean validation score (ties: the shallower layer)."""
+    def best_layer(self) -> int | str:
+        """Layer with the best mean validation score (ties: the shallower layer);
+        ``"embeddings"`` for the embedding output (the ``layer`` column's ``-1``)."""
         summary = self.to_frame()
-        return int(summary.loc[summary[f"{self.metric}_mean"].idxmax(), "layer"])
+        return request(int(summary.loc[summary[f"{self.metric}_mean"].idxmax(), "layer"]))
 
     def plot(self, path: str, title: str | None = None) -> str:
         """Write a PNG of the metric per layer with ±1 std error bars; returns the path."""
@@ -200,7 +201,7 @@ def cross_validate(
     def one(seed: int, k: int, tr: np.ndarray, va: np.ndarray) -> dict[str, Any]:
         probe = Probe(layers=list(range(len(chosen))), **{**probe_params, "random_state": seed})
         probe.fit(X[tr], yv[tr])
-        return {"layers": ",".join(map(str, chosen)), "seed": seed, "fold": k, **probe.evaluate(X[va], yv[va])}
+        return {"layers": ",".join(str(request(L)) for L in chosen), "seed": seed, "fold": k, **probe.evaluate(X[va], yv[va])}
 
     with threadpool_limits(limits=1, user_api="blas"):  # see sweep_layers
         rows = Parallel(n_jobs=_jobs(None, *X.shape[:1], X.shape[1] * X.shape[2]), prefer="threads")(

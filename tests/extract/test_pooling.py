@@ -34,13 +34,13 @@ def test_pooled_views_match_unbatched_forward(name, layers, request, tmp_path, p
     spec = ["embeddings", *layers]
     ds = actstore.extract(lm, prompts, out=str(tmp_path / "ds"), layers=spec, batch_size=3,
                           pooling=["last_token", "mean", "first_token"], progress=False)
-    assert ds.info.layers == (-1, *layers)
+    assert ds.info.layers == ("embeddings", *layers)  # stored as lmprobe's -1, listed by name
     worst = 0.0
     for row, text in enumerate(prompts):
         hs, n_tok = _reference(lm, text)
         assert ds.column("num_tokens")[row] == n_tok
         for L in ds.info.layers:
-            want = _pooled(hs[L + 1])
+            want = _pooled(hs[0 if L == "embeddings" else L + 1])
             for view in ("last_token", "mean", "first_token"):
                 got = ds.get([row], layers=[L], view=view)[0, 0]
                 worst = max(worst, float(np.abs(got - want[view]).max()))
