@@ -21,6 +21,7 @@ from .errors import (
     ActstoreError,
     CacheError,
     ConfigMismatchError,
+    CredentialsError,
     DatasetExistsError,
     DatasetNotFoundError,
     FormatError,

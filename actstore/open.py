@@ -11,17 +11,72 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .errors import InvalidArgumentError
+from .errors import CredentialsError, InvalidArgumentError, MissingDependencyError
 from .format.reader import Dataset
 from .format.reader import open_dataset as _open_format
 
 __all__ = ["open_dataset"]
 
 _IN_PROCESS = ("file", "local", "memory")
+# the actstore extra that installs a protocol's filesystem (others: the package fsspec names)
+_EXTRA_FOR = {"s3": "s3", "s3a": "s3", "hf": "hub", "http": "http", "https": "http"}
+_CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError")
+_CREDENTIAL_FIX = {
+    "s3": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass "
+          "storage_options={'anon': True} for a public bucket",
+    "gs": "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS, "
+          "or pass storage_options={'token': 'anon'} for a public bucket",
+}
 
 
 def _protocol(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else "file"
+
+
+def check_protocol(url: str) -> None:
+    """Refuse a URL whose scheme no filesystem handles, or whose filesystem is not installed.
+
+    Raises
+    ------
+    InvalidArgumentError
+        The scheme is unknown (a typo such as ``htp://``).
+    MissingDependencyError
+        The scheme is known but its package is missing; the message names what to install.
+    """
+    protocol = _protocol(url)
+    if protocol in _IN_PROCESS:
+        return
+    import fsspec
+    from fsspec.registry import known_implementations
+
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ValueError:
+        common = "s3://, gs://, hf://datasets/org/name, https://, memory://"
+        raise InvalidArgumentError(
+            f"Unknown URL scheme {protocol + '://'!r} in {url!r}; give a local path or a URL "
+            f"fsspec knows ({common}, ...)."
+        ) from None
+    except ImportError:
+        extra = _EXTRA_FOR.get(protocol)
+        package = known_implementations.get(protocol, {}).get("class", protocol).split(".")[0]
+        fix = f'pip install "actstore[{extra}]"' if extra else f"pip install {package}"
+        raise MissingDependencyError(
+            f"Reading {protocol}:// URLs needs the package {package!r}, which is not installed; "
+            f"install it with: {fix}"
+        ) from None
+
+
+def _credential_failure(exc: BaseException) -> BaseException | None:
+    """The missing-credentials error somewhere in ``exc``'s chain, if there is one."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if type(cur).__name__ in _CREDENTIAL_ERRORS:
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
 
 
 def _with_revision(url: str, revision: str | None) -> str:
@@ -79,12 +134,24 @@ def open_dataset(
     >>> X = ds.get(range(0, 1000, 10), layers=[16])                 # doctest: +SKIP
     """
     text = _with_revision(os.fspath(url), revision)
-    if _protocol(text) in _IN_PROCESS or cache is False:
-        return _open_format(text, storage_options=storage_options, verify_checksums=verify_checksums)
-    from .cache import UnifiedCache
-    from .cache.opening import open_remote
+    check_protocol(text)
+    try:
+        if _protocol(text) in _IN_PROCESS or cache is False:
+            return _open_format(text, storage_options=storage_options,
+                                verify_checksums=verify_checksums)
+        from .cache import UnifiedCache
+        from .cache.opening import open_remote
 
-    if not isinstance(cache, UnifiedCache):
-        cache = UnifiedCache(cache)
-    return open_remote(text, cache, storage_options=storage_options,
-                       verify_checksums=verify_checksums)
+        if not isinstance(cache, UnifiedCache):
+            cache = UnifiedCache(cache)
+        return open_remote(text, cache, storage_options=storage_options,
+                           verify_checksums=verify_checksums)
+    except Exception as exc:
+        missing = _credential_failure(exc)
+        if missing is None:
+            raise
+        protocol = _protocol(text)
+        fix = _CREDENTIAL_FIX.get(protocol, "configure credentials for this store")
+        raise CredentialsError(
+            f"No credentials to read {text!r} ({type(missing).__name__}: {missing}); {fix}."
+        ) from exc

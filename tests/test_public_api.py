@@ -16,7 +16,8 @@ def test_all_is_sorted_and_resolvable() -> None:
 
 def test_exported_members_are_pinned() -> None:
     assert set(actstore.__all__) == {
-        "ActstoreError", "CacheError", "ConfigMismatchError", "Dataset", "DatasetExistsError",
+        "ActstoreError", "CacheError", "ConfigMismatchError", "CredentialsError", "Dataset",
+        "DatasetExistsError",
         "DatasetInfo", "DatasetNotFoundError", "DatasetWriter", "FormatError", "HubAuthError",
         "HubError", "IntegrityError", "InvalidArgumentError", "LayerNotFoundError",
         "MissingDependencyError", "NotFittedError", "OfflineError", "Probe", "UnifiedCache",
