@@ -23,12 +23,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", required=True, help="output dataset folder")
     p.add_argument("--layers", default="all", help="e.g. 4,8,-1 | all | middle | last | embeddings,0")
     p.add_argument("--pooling", default="last_token", help="comma list of last_token, first_token, mean, all")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default=None)
+    p.add_argument("--text-column", default="text", help="column holding the prompts (.jsonl/.csv/.parquet)")
+    p.add_argument("--label-column", default=None, help="column holding the labels (default: none)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="storage dtype")
     p.add_argument("--model-dtype", default="auto", help="dtype to load the model in (auto = its own)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass")
     p.add_argument("--max-length", type=int, default=None, help="truncate longer prompts (flagged)")
     p.add_argument("--shard-size", type=int, default=None,
                    help="prompts per resumable shard (default 1024; 64 with --pooling all)")
@@ -39,13 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--generate", default=None, metavar="JSON",
                    help='generate first, e.g. \'{"max_new_tokens": 20, "num_return_sequences": 4}\'')
     p.add_argument("--revision", default=None, help="model revision (branch, tag or commit)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (a GPU if there is one)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own Python code to run")
     p.add_argument("--rank", type=int, default=None, help="this worker (default: from the environment)")
     p.add_argument("--world-size", type=int, default=None, help="number of workers")
     p.add_argument("--work-dir", default=None,
                    help="where per-shard parts live until the merge (default: OUT/_parts)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_extract)
     p = sub.add_parser("merge", help="join the finished shards of a multi-worker extraction")
     p.add_argument("out", help="the --out folder of the extraction")
