@@ -11,7 +11,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .errors import CredentialsError, InvalidArgumentError, MissingDependencyError
+from .errors import (
+    ActstoreError,
+    CredentialsError,
+    DatasetNotFoundError,
+    HubError,
+    InvalidArgumentError,
+    MissingDependencyError,
+)
 from .format.reader import Dataset
 from .format.reader import open_dataset as _open_format
 
@@ -67,15 +74,63 @@ def check_protocol(url: str) -> None:
         ) from None
 
 
-def _credential_failure(exc: BaseException) -> BaseException | None:
-    """The missing-credentials error somewhere in ``exc``'s chain, if there is one."""
+def _in_chain(exc: BaseException, names: tuple[str, ...]) -> BaseException | None:
+    """The first error named in ``names`` in ``exc``'s cause/context chain, if any.
+
+    The context is followed even where ``raise ... from None`` hid it from tracebacks.
+    """
     seen: set[int] = set()
     cur: BaseException | None = exc
     while cur is not None and id(cur) not in seen:
         seen.add(id(cur))
-        if type(cur).__name__ in _CREDENTIAL_ERRORS:
+        if type(cur).__name__ in names:
             return cur
         cur = cur.__cause__ or cur.__context__
+    return None
+
+
+_CONNECT_ERRORS = ("ConnectError", "ConnectTimeout", "ConnectionRefusedError", "ClientConnectorError")
+
+
+def _hf_parts(url: str) -> tuple[str, str | None]:
+    """``hf://datasets/org/name@rev/...`` -> ``("org/name", "rev")``."""
+    rest = url[len("hf://"):].removeprefix("datasets/")
+    org, _, tail = rest.partition("/")
+    name = tail.split("/", 1)[0]
+    name, _, rev = name.partition("@")
+    return f"{org}/{name}", (rev or None)
+
+
+def _explain(exc: Exception, url: str) -> Exception | None:
+    """An error that says what really went wrong opening ``url``, or None to keep ``exc``."""
+    protocol = _protocol(url)
+    missing = _in_chain(exc, _CREDENTIAL_ERRORS)
+    if missing is not None:
+        fix = _CREDENTIAL_FIX.get(protocol, "configure credentials for this store")
+        return CredentialsError(
+            f"No credentials to read {url!r} ({type(missing).__name__}: {missing}); {fix}."
+        )
+    if protocol != "hf" or (isinstance(exc, ActstoreError)
+                            and not isinstance(exc, DatasetNotFoundError)):
+        return None
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    repo, rev = _hf_parts(url)
+    refused = _in_chain(exc, _CONNECT_ERRORS)
+    if refused is not None:
+        return HubError(
+            f"Could not connect to the Hub at {endpoint} to open {url!r} ({refused}); check your "
+            "network and HF_ENDPOINT, or set ACTSTORE_OFFLINE=1 to read what is cached."
+        )
+    if _in_chain(exc, ("RevisionNotFoundError",)) is not None:
+        return DatasetNotFoundError(
+            f"Revision {rev!r} does not exist in dataset repo {repo!r}; pass a branch, tag or "
+            "commit sha the repo has (see its commit history)."
+        )
+    if _in_chain(exc, ("RepositoryNotFoundError",)) is not None:
+        return DatasetNotFoundError(
+            f"Dataset repo {repo!r} was not found on the Hub ({endpoint}), or it is private and "
+            "no token can read it; check the name, or log in (hf auth login / HF_TOKEN)."
+        )
     return None
 
 
@@ -147,11 +202,7 @@ def open_dataset(
         return open_remote(text, cache, storage_options=storage_options,
                            verify_checksums=verify_checksums)
     except Exception as exc:
-        missing = _credential_failure(exc)
-        if missing is None:
+        better = _explain(exc, text)
+        if better is None:
             raise
-        protocol = _protocol(text)
-        fix = _CREDENTIAL_FIX.get(protocol, "configure credentials for this store")
-        raise CredentialsError(
-            f"No credentials to read {text!r} ({type(missing).__name__}: {missing}); {fix}."
-        ) from exc
+        raise better from exc

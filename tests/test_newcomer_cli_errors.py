@@ -195,3 +195,79 @@ def test_every_option_has_help_and_names_its_default():
             assert action.help and action.help.strip(), f"{label} has no help text"
             if action.option_strings and action.default not in (None, False):
                 assert "default" in action.help, f"{label} does not name its default"
+
+
+# -- extract: the model argument, before anything is loaded -----------------------------------
+
+def _prompts(tmp_path: Path) -> str:
+    path = tmp_path / "p.txt"
+    path.write_text("one\ntwo\n")
+    return str(path)
+
+
+def test_extract_missing_local_folder_is_not_treated_as_a_hub_id(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    line = _error(capsys, ["extract", "./no-such-dir", _prompts(tmp_path), "--out", "o"])
+    assert "No model folder at './no-such-dir'" in line and "Repo id" not in line
+
+
+def test_extract_folder_without_config_is_not_a_model(capsys, tmp_path):
+    (tmp_path / "notes").mkdir()
+    line = _error(capsys, ["extract", str(tmp_path / "notes"), _prompts(tmp_path), "--out",
+                           str(tmp_path / "o")])
+    assert "is not a model folder: it has no config.json" in line
+
+
+@pytest.mark.hub
+def test_extract_unknown_hub_model(capsys, hub, tmp_path):
+    line = _error(capsys, ["extract", "no-such-model", _prompts(tmp_path), "--out",
+                           str(tmp_path / "o")])
+    assert "'no-such-model' is not a local folder and was not found on the Hub" in line
+
+
+def test_extract_cuda_on_cpu_torch(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    line = _error(capsys, ["extract", "whatever", _prompts(tmp_path), "--out", str(tmp_path / "o"),
+                           "--device", "cuda"])
+    assert "--device cuda" in line and "--device cpu" in line
+    assert not (tmp_path / "o").exists()
+
+
+# -- hf:// URLs: an unknown revision and an unreachable Hub are different problems --------------
+
+@pytest.mark.hub
+def test_unknown_revision_and_connection_refused_differ(capsys, hub, tmp_path, monkeypatch):
+    from actstore.hub import push_dataset
+
+    monkeypatch.setenv("HF_TOKEN", "hf_test_write")
+    push_dataset(str(_tiny_dataset(tmp_path / "ds")), "me/revs")
+    bad_rev = _error(capsys, ["info", "hf://datasets/me/revs@no-such-branch"])
+    assert "no-such-branch" in bad_rev and "revision" in bad_rev.lower()
+    assert "credentials" not in bad_rev
+
+
+def test_connection_refused_is_not_called_a_missing_revision(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    line = _one_line(_run(["info", "hf://datasets/me/revs@v1"],
+                          env={"HF_ENDPOINT": f"http://127.0.0.1:{port}",
+                               "ACTSTORE_CACHE_DIR": str(tmp_path / "cache")}))
+    assert "Could not connect to the Hub" in line and "revision" not in line.replace("HF_ENDPOINT", "")
+
+
+@pytest.mark.hub
+def test_a_404_does_not_say_rerun_to_resume(capsys, hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_test_write")
+    ds = _tiny_dataset(tmp_path / "ds")
+    hub.fail_uploads(1, times=100, status=404)
+    try:
+        line = _error(capsys, ["push", str(ds), "me/gone-404"])
+    finally:
+        hub.clear_faults()
+    assert "404" in line and "rerun" not in line.lower() and "resume" not in line.lower()
