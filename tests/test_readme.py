@@ -21,9 +21,12 @@ def test_quickstart_snippet_runs_verbatim(tmp_path, monkeypatch, capsys):
 
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
-    command = "python -m pytest -q"
-    assert f"```bash\n{command}\n```" in README
-    assert ci.strip().splitlines()[-1] == command
+    block = README.split("<!-- newcomer:test -->", 1)[1]
+    command = re.search(r"```bash\n(.*?)\n```", block, re.S).group(1)
+    install, _, tests = command.partition(" && ")
+    assert install == 'pip install -e ".[all,test]"' and tests == "python -m pytest -q"
+    assert ci.strip().splitlines()[-1] == tests
+    assert "set -euo pipefail" in ci  # pytest's exit 5 (nothing collected) fails CI
 
 
 def test_readme_documents_every_cli_command():
