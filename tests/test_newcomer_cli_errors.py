@@ -102,6 +102,8 @@ def test_s3_without_credentials_says_what_to_set():
 def test_debug_flag_shows_the_traceback(capsys):
     with pytest.raises(Exception, match="Unknown URL scheme"):
         main(["--debug", "info", "htp://typo/ds"])
+    with pytest.raises(Exception, match="Unknown URL scheme"):
+        main(["info", "htp://typo/ds", "--debug"])
 
 
 # -- sweep / report ---------------------------------------------------------------------------
@@ -193,7 +195,7 @@ def test_every_option_has_help_and_names_its_default():
                 continue
             label = f"{name} {'/'.join(action.option_strings) or action.dest}"
             assert action.help and action.help.strip(), f"{label} has no help text"
-            if action.option_strings and action.default not in (None, False):
+            if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
                 assert "default" in action.help, f"{label} does not name its default"
 
 

@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _GROUPS:
         importlib.import_module(f"{__name__}.{name}").register(sub)
+    for p in _subparsers(parser)[1:]:  # `actstore info URL --debug` works too
+        if not any(isinstance(a, argparse._SubParsersAction) for a in p._actions):
+            p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                           help="show the full traceback of an error")
     _show_defaults(parser)
     return parser
 
