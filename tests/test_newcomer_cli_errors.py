@@ -273,3 +273,11 @@ def test_a_404_does_not_say_rerun_to_resume(capsys, hub, tmp_path, monkeypatch):
     finally:
         hub.clear_faults()
     assert "404" in line and "rerun" not in line.lower() and "resume" not in line.lower()
+
+
+def test_extract_folder_with_a_config_of_no_known_model(capsys, tmp_path):
+    folder = tmp_path / "weird"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"hello": 1}')
+    line = _error(capsys, ["extract", str(folder), _prompts(tmp_path), "--out", str(tmp_path / "o")])
+    assert "is not a transformers model" in line

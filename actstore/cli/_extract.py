@@ -158,6 +158,11 @@ def _model_error(exc: BaseException, model: str, revision: str | None) -> Except
         return InvalidArgumentError(
             f"Model {model!r} is gated; accept its terms on the Hub and log in (HF_TOKEN)."
         )
+    if "trust_remote_code" in text:
+        return InvalidArgumentError(
+            f"Model {model!r} ships its own Python code; rerun with --trust-remote-code if you "
+            "trust its repo."
+        )
     if "Unrecognized model" in text or "model_type" in text:
         return InvalidArgumentError(
             f"{model!r} is not a transformers model: its config.json has no known model_type."
