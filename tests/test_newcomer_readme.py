@@ -117,3 +117,31 @@ def test_test_session_removes_its_temp_dir(tmp_path):
     session_tmp = marker.read_text()
     assert os.path.basename(session_tmp).startswith("actstore-tests-")
     assert not os.path.exists(session_tmp), f"{session_tmp} was left behind"
+
+
+def _ci_with_fake_python(tmp_path: Path, pytest_rc: int, newcomer_rc: int) -> int:
+    """Run .ci/run with a stand-in ``python`` (installs succeed; pytest/newcomer exit as told)."""
+    fake = tmp_path / "bin"
+    fake.mkdir(exist_ok=True)
+    shim = fake / "python"
+    shim.write_text(
+        "#!/usr/bin/env bash\n"
+        'case "$*" in\n'
+        f'  *"-m pytest"*) exit {pytest_rc};;\n'
+        f'  *newcomer.py*) exit {newcomer_rc};;\n'
+        "  *) exit 0;;\n"
+        "esac\n"
+    )
+    shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(["bash", str(ROOT / ".ci" / "run")], env=env, capture_output=True,
+                          text=True, timeout=60).returncode
+
+
+def test_ci_fails_when_pytest_collects_nothing(tmp_path):
+    assert _ci_with_fake_python(tmp_path, pytest_rc=5, newcomer_rc=0) == 5
+    assert _ci_with_fake_python(tmp_path, pytest_rc=0, newcomer_rc=0) == 0
+
+
+def test_ci_fails_when_the_newcomer_check_fails(tmp_path):
+    assert _ci_with_fake_python(tmp_path, pytest_rc=0, newcomer_rc=3) == 3

@@ -25,8 +25,10 @@ def test_ci_runs_the_readme_test_command():
     command = re.search(r"```bash\n(.*?)\n```", block, re.S).group(1)
     install, _, tests = command.partition(" && ")
     assert install == 'pip install -e ".[all,test]"' and tests == "python -m pytest -q"
-    assert ci.strip().splitlines()[-1] == tests
+    lines = [line.strip() for line in ci.splitlines()]
+    assert tests in lines  # as its own line: no `|| true` after it
     assert "set -euo pipefail" in ci  # pytest's exit 5 (nothing collected) fails CI
+    assert 'wait "$newcomer_pid"' in ci and 'exit "$newcomer_status"' in ci
 
 
 def test_readme_documents_every_cli_command():
