@@ -50,9 +50,15 @@ def check_protocol(url: str) -> None:
     MissingDependencyError
         The scheme is known but its package is missing; the message names what to install.
     """
-    protocol = _protocol(url)
-    if protocol in _IN_PROCESS:
-        return
+    parts = url.split("::")  # chained URLs: "simplecache::s3://bucket/ds"
+    protocols = [p.split("://", 1)[0].lower() if "://" in p else p.lower() for p in parts[:-1]]
+    protocols.append(_protocol(parts[-1]))
+    for protocol in protocols:
+        if protocol not in _IN_PROCESS:
+            _check_one_protocol(protocol, url)
+
+
+def _check_one_protocol(protocol: str, url: str) -> None:
     import fsspec
     from fsspec.registry import known_implementations
 

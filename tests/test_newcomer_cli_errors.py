@@ -281,3 +281,13 @@ def test_extract_folder_with_a_config_of_no_known_model(capsys, tmp_path):
     (folder / "config.json").write_text('{"hello": 1}')
     line = _error(capsys, ["extract", str(folder), _prompts(tmp_path), "--out", str(tmp_path / "o")])
     assert "is not a transformers model" in line
+
+
+def test_scheme_check_follows_chained_urls():
+    from actstore.errors import InvalidArgumentError
+    from actstore.open import check_protocol
+
+    check_protocol("simplecache::memory://bucket/ds")  # valid chains pass
+    check_protocol("relative/folder")
+    with pytest.raises(InvalidArgumentError, match="'htp://'"):
+        check_protocol("simplecache::htp://bucket/ds")
