@@ -22,6 +22,7 @@ from .errors import (
     CacheError,
     ConcurrentWriteError,
     ConfigMismatchError,
+    CredentialsError,
     DatasetChangedError,
     DatasetExistsError,
     DatasetNotFoundError,

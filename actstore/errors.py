@@ -21,6 +21,7 @@ working for code that does not know actstore::
     ├── NotFittedError         (ValueError, AttributeError)  probe used before ``fit``
     ├── HubError               (RuntimeError)       the Hub refused or failed a request
     │   └── HubAuthError       (PermissionError)    missing, wrong or read-only token
+    ├── CredentialsError       (PermissionError)    a store (S3, GCS) found no credentials
     ├── OfflineError           (ConnectionError)    offline mode and the bytes are not cached
     └── CacheError             (RuntimeError)       the cache cannot serve or store an entry
 
@@ -34,6 +35,7 @@ __all__ = [
     "CacheError",
     "ConcurrentWriteError",
     "ConfigMismatchError",
+    "CredentialsError",
     "DatasetChangedError",
     "DatasetExistsError",
     "DatasetNotFoundError",
@@ -118,6 +120,10 @@ class HubError(ActstoreError, RuntimeError):
 
 class HubAuthError(HubError, PermissionError):
     """The Hub token is missing, invalid, or lacks write access."""
+
+
+class CredentialsError(ActstoreError, PermissionError):
+    """A remote store (S3, GCS, ...) needs credentials and none were found."""
 
 
 class OfflineError(ActstoreError, ConnectionError):

@@ -11,17 +11,133 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .errors import InvalidArgumentError
+from .errors import (
+    ActstoreError,
+    CredentialsError,
+    DatasetNotFoundError,
+    HubError,
+    InvalidArgumentError,
+    MissingDependencyError,
+)
 from .format.reader import Dataset
 from .format.reader import open_dataset as _open_format
 
 __all__ = ["open_dataset"]
 
 _IN_PROCESS = ("file", "local", "memory")
+# the actstore extra that installs a protocol's filesystem (others: the package fsspec names)
+_EXTRA_FOR = {"s3": "s3", "s3a": "s3", "hf": "hub", "http": "http", "https": "http"}
+_CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError")
+_CREDENTIAL_FIX = {
+    "s3": "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or pass "
+          "storage_options={'anon': True} for a public bucket",
+    "gs": "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS, "
+          "or pass storage_options={'token': 'anon'} for a public bucket",
+}
 
 
 def _protocol(url: str) -> str:
     return url.split("://", 1)[0].lower() if "://" in url else "file"
+
+
+def check_protocol(url: str) -> None:
+    """Refuse a URL whose scheme no filesystem handles, or whose filesystem is not installed.
+
+    Raises
+    ------
+    InvalidArgumentError
+        The scheme is unknown (a typo such as ``htp://``).
+    MissingDependencyError
+        The scheme is known but its package is missing; the message names what to install.
+    """
+    parts = url.split("::")  # chained URLs: "simplecache::s3://bucket/ds"
+    protocols = [p.split("://", 1)[0].lower() if "://" in p else p.lower() for p in parts[:-1]]
+    protocols.append(_protocol(parts[-1]))
+    for protocol in protocols:
+        if protocol not in _IN_PROCESS:
+            _check_one_protocol(protocol, url)
+
+
+def _check_one_protocol(protocol: str, url: str) -> None:
+    import fsspec
+    from fsspec.registry import known_implementations
+
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ValueError:
+        common = "s3://, gs://, hf://datasets/org/name, https://, memory://"
+        raise InvalidArgumentError(
+            f"Unknown URL scheme {protocol + '://'!r} in {url!r}; give a local path or a URL "
+            f"fsspec knows ({common}, ...)."
+        ) from None
+    except ImportError:
+        extra = _EXTRA_FOR.get(protocol)
+        package = known_implementations.get(protocol, {}).get("class", protocol).split(".")[0]
+        fix = f'pip install "actstore[{extra}]"' if extra else f"pip install {package}"
+        raise MissingDependencyError(
+            f"Reading {protocol}:// URLs needs the package {package!r}, which is not installed; "
+            f"install it with: {fix}"
+        ) from None
+
+
+def _in_chain(exc: BaseException, names: tuple[str, ...]) -> BaseException | None:
+    """The first error named in ``names`` in ``exc``'s cause/context chain, if any.
+
+    The context is followed even where ``raise ... from None`` hid it from tracebacks.
+    """
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if type(cur).__name__ in names:
+            return cur
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+_CONNECT_ERRORS = ("ConnectError", "ConnectTimeout", "ConnectionRefusedError", "ClientConnectorError")
+
+
+def _hf_parts(url: str) -> tuple[str, str | None]:
+    """``hf://datasets/org/name@rev/...`` -> ``("org/name", "rev")``."""
+    rest = url[len("hf://"):].removeprefix("datasets/")
+    org, _, tail = rest.partition("/")
+    name = tail.split("/", 1)[0]
+    name, _, rev = name.partition("@")
+    return f"{org}/{name}", (rev or None)
+
+
+def _explain(exc: Exception, url: str) -> Exception | None:
+    """An error that says what really went wrong opening ``url``, or None to keep ``exc``."""
+    protocol = _protocol(url)
+    missing = _in_chain(exc, _CREDENTIAL_ERRORS)
+    if missing is not None:
+        fix = _CREDENTIAL_FIX.get(protocol, "configure credentials for this store")
+        return CredentialsError(
+            f"No credentials to read {url!r} ({type(missing).__name__}: {missing}); {fix}."
+        )
+    if protocol != "hf" or (isinstance(exc, ActstoreError)
+                            and not isinstance(exc, DatasetNotFoundError)):
+        return None
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    repo, rev = _hf_parts(url)
+    refused = _in_chain(exc, _CONNECT_ERRORS)
+    if refused is not None:
+        return HubError(
+            f"Could not connect to the Hub at {endpoint} to open {url!r} ({refused}); check your "
+            "network and HF_ENDPOINT, or set ACTSTORE_OFFLINE=1 to read what is cached."
+        )
+    if _in_chain(exc, ("RevisionNotFoundError",)) is not None:
+        return DatasetNotFoundError(
+            f"Revision {rev!r} does not exist in dataset repo {repo!r}; pass a branch, tag or "
+            "commit sha the repo has (see its commit history)."
+        )
+    if _in_chain(exc, ("RepositoryNotFoundError",)) is not None:
+        return DatasetNotFoundError(
+            f"Dataset repo {repo!r} was not found on the Hub ({endpoint}), or it is private and "
+            "no token can read it; check the name, or log in (hf auth login / HF_TOKEN)."
+        )
+    return None
 
 
 def _with_revision(url: str, revision: str | None) -> str:
@@ -80,12 +196,20 @@ def open_dataset(
     >>> X = ds.get(range(0, 1000, 10), layers=[16])                 # doctest: +SKIP
     """
     text = _with_revision(os.fspath(url), revision)
-    if _protocol(text) in _IN_PROCESS or cache is False:
-        return _open_format(text, storage_options=storage_options, verify_checksums=verify_checksums)
-    from .cache import UnifiedCache
-    from .cache.opening import open_remote
+    check_protocol(text)
+    try:
+        if _protocol(text) in _IN_PROCESS or cache is False:
+            return _open_format(text, storage_options=storage_options,
+                                verify_checksums=verify_checksums)
+        from .cache import UnifiedCache
+        from .cache.opening import open_remote
 
-    if not isinstance(cache, UnifiedCache):
-        cache = UnifiedCache(cache)
-    return open_remote(text, cache, storage_options=storage_options,
-                       verify_checksums=verify_checksums)
+        if not isinstance(cache, UnifiedCache):
+            cache = UnifiedCache(cache)
+        return open_remote(text, cache, storage_options=storage_options,
+                           verify_checksums=verify_checksums)
+    except Exception as exc:
+        better = _explain(exc, text)
+        if better is None:
+            raise
+        raise better from exc

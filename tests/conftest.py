@@ -8,7 +8,9 @@ the port chosen here (``ACTSTORE_TEST_HUB_PORT``).
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import tempfile
 
@@ -20,6 +22,8 @@ def _free_port() -> int:
 
 
 _SESSION_TMP = tempfile.mkdtemp(prefix="actstore-tests-")
+# removed when the session ends (pytest_unconfigure), and at exit if pytest never got there
+atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 _HUB_PORT = _free_port()
 
 os.environ["ACTSTORE_TEST_HUB_PORT"] = str(_HUB_PORT)
@@ -36,6 +40,11 @@ os.environ["ACTSTORE_CACHE_DIR"] = os.path.join(_SESSION_TMP, "actstore_cache")
 os.environ["LMPROBE_CACHE_DIR"] = os.path.join(_SESSION_TMP, "lmprobe_cache")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def pytest_unconfigure(config) -> None:  # noqa: ARG001 - pytest hook signature
+    """Remove the session's HF home and caches (about 13 MB a run otherwise left in /tmp)."""
+    shutil.rmtree(_SESSION_TMP, ignore_errors=True)
 
 
 # -- the loopback Hub server (one per session, on the port chosen above) ------------------

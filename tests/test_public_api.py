@@ -16,8 +16,8 @@ def test_all_is_sorted_and_resolvable() -> None:
 
 def test_exported_members_are_pinned() -> None:
     assert set(actstore.__all__) == {
-        "ActstoreError", "CacheError", "ConcurrentWriteError", "ConfigMismatchError", "Dataset",
-        "DatasetChangedError", "DatasetExistsError",
+        "ActstoreError", "CacheError", "ConcurrentWriteError", "ConfigMismatchError",
+        "CredentialsError", "Dataset", "DatasetChangedError", "DatasetExistsError",
         "DatasetInfo", "DatasetNotFoundError", "DatasetWriter", "FormatError", "HubAuthError",
         "HubError", "IntegrityError", "InvalidArgumentError", "LayerNotFoundError",
         "MissingDependencyError", "NotFittedError", "OfflineError", "Probe", "UnifiedCache",

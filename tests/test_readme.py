@@ -21,9 +21,14 @@ def test_quickstart_snippet_runs_verbatim(tmp_path, monkeypatch, capsys):
 
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
-    command = "python -m pytest -q"
-    assert f"```bash\n{command}\n```" in README
-    assert ci.strip().splitlines()[-1] == command
+    block = README.split("<!-- newcomer:test -->", 1)[1]
+    command = re.search(r"```bash\n(.*?)\n```", block, re.S).group(1)
+    install, _, tests = command.partition(" && ")
+    assert install == 'pip install -e ".[all,test]"' and tests == "python -m pytest -q"
+    lines = [line.strip() for line in ci.splitlines()]
+    assert tests in lines  # as its own line: no `|| true` after it
+    assert "set -euo pipefail" in ci  # pytest's exit 5 (nothing collected) fails CI
+    assert 'wait "$newcomer_pid"' in ci and 'exit "$newcomer_status"' in ci
 
 
 def test_readme_documents_every_cli_command():

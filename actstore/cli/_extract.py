@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 from typing import Any
 
-from ..errors import InvalidArgumentError
+from ..errors import HubError, InvalidArgumentError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -23,12 +24,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--out", required=True, help="output dataset folder")
     p.add_argument("--layers", default="all", help="e.g. 4,8,-1 | all | middle | last | embeddings,0")
     p.add_argument("--pooling", default="last_token", help="comma list of last_token, first_token, mean, all")
-    p.add_argument("--text-column", default="text")
-    p.add_argument("--label-column", default=None)
+    p.add_argument("--text-column", default="text", help="column holding the prompts (.jsonl/.csv/.parquet)")
+    p.add_argument("--label-column", default=None, help="column holding the labels (default: none)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                    help="storage dtype")
     p.add_argument("--model-dtype", default="auto", help="dtype to load the model in (auto = its own)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass")
     p.add_argument("--max-length", type=int, default=None, help="truncate longer prompts (flagged)")
     p.add_argument("--shard-size", type=int, default=None,
                    help="prompts per resumable shard (default 1024; 64 with --pooling all)")
@@ -39,13 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--generate", default=None, metavar="JSON",
                    help='generate first, e.g. \'{"max_new_tokens": 20, "num_return_sequences": 4}\'')
     p.add_argument("--revision", default=None, help="model revision (branch, tag or commit)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (a GPU if there is one)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow the model repo's own Python code to run")
     p.add_argument("--rank", type=int, default=None, help="this worker (default: from the environment)")
     p.add_argument("--world-size", type=int, default=None, help="number of workers")
     p.add_argument("--work-dir", default=None,
                    help="where per-shard parts live until the merge (default: OUT/_parts)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_extract)
     p = sub.add_parser("merge", help="join the finished shards of a multi-worker extraction")
     p.add_argument("out", help="the --out folder of the extraction")
@@ -77,7 +78,108 @@ def _lib() -> Any:
     return importlib.import_module("actstore.extract")
 
 
+# -- errors a newcomer hits before anything runs (one line each, with the fix) ---------------
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and its causes/contexts, outermost first."""
+    found: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and all(cur is not e for e in found):
+        found.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return found
+
+
+def check_device(device: str) -> None:
+    """Refuse ``--device cuda``/``mps`` that this torch cannot use (before loading anything)."""
+    kind = device.split(":", 1)[0]
+    if kind not in ("cuda", "mps"):
+        return
+    import torch
+
+    if kind == "cuda" and not torch.cuda.is_available():
+        why = ("this torch is a CPU-only build" if torch.version.cuda is None
+               else "torch sees no CUDA device")
+        raise InvalidArgumentError(
+            f"--device {device}: {why} (torch {torch.__version__}); use --device cpu (or auto), "
+            "or install a CUDA build of torch on a machine with a GPU."
+        )
+    if kind == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise InvalidArgumentError(f"--device {device}: MPS is not available here; use --device cpu.")
+
+
+def _looks_local(model: str) -> bool:
+    """A path, not a Hub id (``name`` or ``org/name``)."""
+    return model.startswith((".", "/", "~")) or os.path.exists(model) or model.count("/") > 1
+
+
+def check_model(model: str, revision: str | None = None, trust_remote_code: bool = False) -> None:
+    """Refuse a model argument that is neither a model folder nor a model on the Hub.
+
+    A local path must be a folder holding ``config.json``; a Hub id's config is fetched (it is
+    cached, so the model load that follows does not fetch it again).
+    """
+    if _looks_local(model):
+        path = os.path.expanduser(model)
+        if not os.path.exists(path):
+            raise InvalidArgumentError(
+                f"No model folder at {model!r}; give an existing folder holding config.json and "
+                "the weights, or a Hub model id such as sentence-transformers/all-MiniLM-L6-v2."
+            )
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise InvalidArgumentError(
+                f"{model!r} is not a model folder: it has no config.json; point at the folder "
+                "that holds config.json and the weights (what save_pretrained writes)."
+            )
+    import transformers
+
+    try:
+        transformers.AutoConfig.from_pretrained(model, revision=revision,
+                                                trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _model_error(exc, model, revision) from exc
+
+
+def _model_error(exc: BaseException, model: str, revision: str | None) -> Exception:
+    names = {type(e).__name__ for e in _chain(exc)}
+    text = " ".join(str(e) for e in _chain(exc))
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if "RevisionNotFoundError" in names or "is not a valid git identifier" in text:
+        return InvalidArgumentError(
+            f"Model {model!r} has no revision {revision!r}; pass a branch, tag or commit it has."
+        )
+    statuses = {getattr(getattr(e, "response", None), "status_code", None) for e in _chain(exc)}
+    if "RepositoryNotFoundError" in names or "not a valid model identifier" in text or 404 in statuses:
+        return InvalidArgumentError(
+            f"Model {model!r} is not a local folder and was not found on the Hub ({endpoint}); "
+            "check the name, or log in (hf auth login / HF_TOKEN) if it is private or gated."
+        )
+    if "GatedRepoError" in names:
+        return InvalidArgumentError(
+            f"Model {model!r} is gated; accept its terms on the Hub and log in (HF_TOKEN)."
+        )
+    if "trust_remote_code" in text:
+        return InvalidArgumentError(
+            f"Model {model!r} ships its own Python code; rerun with --trust-remote-code if you "
+            "trust its repo."
+        )
+    if "Unrecognized model" in text or "model_type" in text:
+        return InvalidArgumentError(
+            f"{model!r} is not a transformers model: its config.json has no known model_type."
+        )
+    if "couldn't connect" in text.lower() or names & {"ConnectError", "ConnectionError",
+                                                       "LocalEntryNotFoundError", "ConnectTimeout"}:
+        return HubError(
+            f"Could not reach the Hub ({endpoint}) to load {model!r}, and it is not in the local "
+            "cache; check your network, or use a local model folder."
+        )
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return InvalidArgumentError(f"Could not load the model {model!r}: {first}")
+
+
 def _extract(args: argparse.Namespace) -> int:
+    check_device(args.device)
+    check_model(args.model, args.revision, args.trust_remote_code)
     ex = _lib()
 
     ds = ex.extract(

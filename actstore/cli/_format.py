@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(handler=_info)
     p = sub.add_parser("verify", help="check every file's size, header and sha256; exit 1 on problems")
-    p.add_argument("url")
+    p.add_argument("url", help="local path or fsspec URL of the dataset")
     p.add_argument("--no-checksums", action="store_true", help="check structure and sizes only")
     p.set_defaults(handler=_verify)
 

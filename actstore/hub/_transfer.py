@@ -114,6 +114,9 @@ def _http_error(exc: Any, repo_id: str, action: str, need: str) -> HubError:
             f"namespace (read-only token or another namespace; HTTP 403). Nothing was committed "
             f"by this request. Fix: {_TOKEN_FIX.format(need=need)}."
         )
+    if status == 404:  # not found: rerunning cannot help
+        return HubError(f"Could not {action} {repo_id!r}: the Hub answered HTTP 404, not found "
+                        f"({str(exc).splitlines()[0]}); check the repo id and the revision.")
     return HubError(f"Could not {action} {repo_id!r}: the Hub answered HTTP {status} "
                     f"({str(exc).splitlines()[0]}). Rerun to resume; files already uploaded "
                     "are not sent again.")

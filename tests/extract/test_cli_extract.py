@@ -43,7 +43,7 @@ def test_cli_errors_are_one_line(gpt2_path, tmp_path, capsys):
     code = main(["extract", gpt2_path, str(src), "--out", str(tmp_path / "o"), "--layers", "9",
                  "--device", "cpu", "--no-progress"])
     assert code == 2
-    assert capsys.readouterr().err.startswith("error: Layer 9 is out of range")
+    assert capsys.readouterr().err.startswith("actstore: error: Layer 9 is out of range")
     code = main(["extract", gpt2_path, str(src), "--out", str(tmp_path / "o"), "--generate", "[1]",
                  "--device", "cpu", "--no-progress"])
     assert code == 2 and "--generate must be a JSON object" in capsys.readouterr().err

@@ -37,4 +37,4 @@ def test_verify_exit_codes(tmp_path, capsys):
 def test_missing_dataset_is_one_line_error(tmp_path, capsys):
     assert main(["info", str(tmp_path / "nope")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "nope" in err
+    assert err.startswith("actstore: error: ") and "nope" in err
