@@ -1,0 +1,132 @@
+"""Extraction checks what it can before the model loads, says how to start over, and says
+when it resumes (issue 12, scope 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+import actstore
+from actstore.errors import ConfigMismatchError, InvalidArgumentError
+
+PROMPTS = ["the cat sat", "hello world", "two plus two is four", "why is the sky blue",
+           "the lazy dog"]
+
+
+@pytest.fixture
+def no_model_load(monkeypatch):
+    """Any attempt to load a model fails the test: the check must come first."""
+    import actstore.extract as ex
+
+    def boom(*a, **k):  # pragma: no cover - reached only on failure
+        raise AssertionError("the model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(ex, "load_model", boom)
+
+
+def _csv(path, rows, header):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(",".join(header) + "\n")
+        for r in rows:
+            f.write(",".join(map(str, r)) + "\n")
+    return str(path)
+
+
+def test_label_column_without_the_flag_fails_before_the_model_loads(tmp_path, gpt2_path,
+                                                                      no_model_load):
+    data = _csv(tmp_path / "p.csv", [(t, i % 2) for i, t in enumerate(PROMPTS)], ["text", "label"])
+    with pytest.raises(InvalidArgumentError, match="--label-column label"):
+        actstore.extract(gpt2_path, data, out=str(tmp_path / "ds"), progress=False)
+    assert not os.path.exists(tmp_path / "ds" / "_parts" / "config.json")
+
+
+def test_reserved_metadata_column_fails_before_the_model_loads(tmp_path, gpt2_path, no_model_load):
+    with pytest.raises(InvalidArgumentError, match="'truncated'.*rename"):
+        actstore.extract(gpt2_path, PROMPTS, out=str(tmp_path / "ds"), progress=False,
+                         metadata={"truncated": [0] * len(PROMPTS)})
+
+
+def test_bad_template_and_unwritable_out_fail_before_the_model_loads(tmp_path, gpt2_path,
+                                                                      no_model_load):
+    with pytest.raises(InvalidArgumentError, match="template must contain"):
+        actstore.extract(gpt2_path, PROMPTS, out=str(tmp_path / "ds"), template="Q:",
+                         progress=False)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(InvalidArgumentError, match="Cannot write to the output folder"):
+        actstore.extract(gpt2_path, PROMPTS, out=str(blocker / "ds"), progress=False)
+
+
+def test_changed_settings_fail_before_the_model_loads_and_name_the_way_out(tmp_path, gpt2_path,
+                                                                            monkeypatch):
+    out = str(tmp_path / "ds")
+    actstore.extract(gpt2_path, PROMPTS, out=out, layers=[0], shard_size=2, progress=False)
+    import actstore.extract as ex
+
+    monkeypatch.setattr(ex, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
+    with pytest.raises(ConfigMismatchError, match="dtype.*--overwrite") as err:
+        actstore.extract(gpt2_path, PROMPTS, out=out, layers=[0], shard_size=2, dtype="float16",
+                         progress=False)
+    assert "deletes the dataset at" in str(err.value)
+
+
+def test_overwrite_starts_over(tmp_path, gpt2_path):
+    out = str(tmp_path / "ds")
+    actstore.extract(gpt2_path, PROMPTS, out=out, layers=[0], progress=False)
+    ds = actstore.extract(gpt2_path, PROMPTS[:3], out=out, layers=[1, 2], progress=False,
+                          overwrite=True)
+    assert len(ds) == 3 and ds.info.layers == (1, 2)
+    assert actstore.open_dataset(out).info.layers == (1, 2)
+
+
+def test_overwrite_removes_parts_of_an_unfinished_run(tmp_path, gpt2_path):
+    out = tmp_path / "ds"
+    parts = out / "_parts"
+    parts.mkdir(parents=True)
+    (parts / "config.json").write_text(json.dumps({"dtype": "float16", "num_prompts": 99}))
+    with pytest.raises(ConfigMismatchError, match="deletes the parts in .*_parts"):
+        actstore.extract(gpt2_path, PROMPTS, out=str(out), layers=[0], progress=False)
+    ds = actstore.extract(gpt2_path, PROMPTS, out=str(out), layers=[0], progress=False,
+                          overwrite=True)
+    assert len(ds) == len(PROMPTS) and not parts.exists()
+
+
+def test_resumed_run_says_so_and_its_bar_starts_where_it_is(tmp_path, gpt2, capsys, monkeypatch):
+    out = str(tmp_path / "ds")
+    import actstore.extract.runner as runner
+
+    real = runner._write_part
+    calls = []
+
+    def die_on_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real(*a, **k)
+
+    monkeypatch.setattr(runner, "_write_part", die_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        actstore.extract(gpt2, PROMPTS, out=out, layers=[0], shard_size=1, progress=False)
+    monkeypatch.setattr(runner, "_write_part", real)
+    starts = []
+    import tqdm.auto
+
+    class Bar(tqdm.auto.tqdm):
+        def __init__(self, *a, **k):
+            starts.append((k.get("initial"), k.get("total")))
+            super().__init__(*a, **k)
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    capsys.readouterr()
+    ds = actstore.extract(gpt2, PROMPTS, out=out, layers=[0], shard_size=1, progress=True)
+    assert len(ds) == len(PROMPTS)
+    assert "resuming: 2 of 5 prompts done" in capsys.readouterr().err
+    assert starts == [(2, 5)]
+
+
+def test_progress_false_silences_the_loading_weights_bar(tmp_path, minilm_path, capfd):
+    actstore.extract(minilm_path, PROMPTS[:2], out=str(tmp_path / "ds"), layers=[0],
+                     progress=False)
+    assert "Loading weights" not in capfd.readouterr().err
