@@ -219,7 +219,7 @@ def extract(
         known["model"] = public_name(os.fspath(model), model_name)
     if not chat_template:
         known["prompts_sha256"] = _fingerprint(_templated(ps, template, None, False))
-    precheck_config(run, known)  # before the model loads: a mistake costs seconds, not hours
+    precheck_config(run, known, world_size)  # before the model loads: a mistake costs seconds, not hours
     lm = _as_loaded(model, tokenizer, revision=revision, device=device, dtype=model_dtype,
                     trust_remote_code=trust_remote_code,
                     with_lm_head=bool(logits_k or perplexity or generate), model_name=model_name,

@@ -73,8 +73,15 @@ def fingerprint(prompts: PromptSet) -> str:
     return h.hexdigest()
 
 
-def _recorded_config(run: RunDir) -> dict[str, Any] | None:
-    """The configuration of an earlier run into ``out`` (parts first, else the merged dataset)."""
+def _recorded_config(run: RunDir, world_size: int = 1) -> dict[str, Any] | None:
+    """The configuration of an earlier run into ``out`` (parts first, else the merged dataset).
+
+    A single-worker run that committed no shard left nothing to resume (it failed on its
+    first shard, say): its configuration does not bind the corrected rerun. With several
+    workers it does, since another worker may be computing under it right now.
+    """
+    if os.path.exists(run.config_path) and world_size == 1 and not run.any_part_done():
+        return None
     if os.path.exists(run.config_path):
         with open(run.config_path) as f:
             return dict(json.load(f))
@@ -96,13 +103,13 @@ def _mismatch(run: RunDir, old: dict[str, Any], config: dict[str, Any], keys: An
     )
 
 
-def precheck_config(run: RunDir, partial: dict[str, Any]) -> None:
+def precheck_config(run: RunDir, partial: dict[str, Any], world_size: int = 1) -> None:
     """Refuse early (before the model loads) a rerun whose known settings differ.
 
     ``partial`` holds the configuration entries that are known without the model; the full
     comparison still happens in :func:`run_shards`.
     """
-    old = _recorded_config(run)
+    old = _recorded_config(run, world_size)
     if old is not None and any(old.get(k) != v for k, v in partial.items()):
         raise _mismatch(run, old, partial, partial)
     check_writable(run)
@@ -148,13 +155,13 @@ def resumed_prompts(run: RunDir, n: int, shard_size: int, rank: int, world_size:
     return done, mine
 
 
-def _check_config(run: RunDir, config: dict[str, Any]) -> bool:
+def _check_config(run: RunDir, config: dict[str, Any], world_size: int = 1) -> bool:
     """Refuse a rerun whose configuration differs; True when ``out`` is already merged.
 
     The configuration is recorded before any shard is written, so every worker of a run
     (and every rerun) is compared with the first one.
     """
-    old = _recorded_config(run)
+    old = _recorded_config(run, world_size)
     if old is not None and old != config:
         raise _mismatch(run, old, config, set(old) | set(config))
     if run.final_exists():
@@ -209,7 +216,7 @@ def run_shards(lm: LoadedModel, prompts: PromptSet, run: RunDir, spec: RunSpec, 
                                     bool(rec.get("chat_template"))))
     config = {**(record or {}), **asdict(spec), "prompts_sha256": fingerprint(prompts),
               "num_prompts": len(prompts.texts)}
-    if _check_config(run, config):
+    if _check_config(run, config, world_size):
         run.remove_parts()  # a merge that was killed while deleting the parts
         return []
     n, done = len(prompts.texts), []

@@ -81,35 +81,50 @@ def test_overwrite_starts_over(tmp_path, gpt2_path):
     assert actstore.open_dataset(out).info.layers == (1, 2)
 
 
-def test_overwrite_removes_parts_of_an_unfinished_run(tmp_path, gpt2_path):
-    out = tmp_path / "ds"
-    parts = out / "_parts"
-    parts.mkdir(parents=True)
-    (parts / "config.json").write_text(json.dumps({"dtype": "float16", "num_prompts": 99}))
-    with pytest.raises(ConfigMismatchError, match="deletes the parts in .*_parts"):
-        actstore.extract(gpt2_path, PROMPTS, out=str(out), layers=[0], progress=False)
-    ds = actstore.extract(gpt2_path, PROMPTS, out=str(out), layers=[0], progress=False,
-                          overwrite=True)
-    assert len(ds) == len(PROMPTS) and not parts.exists()
-
-
-def test_resumed_run_says_so_and_its_bar_starts_where_it_is(tmp_path, gpt2, capsys, monkeypatch):
-    out = str(tmp_path / "ds")
+def _killed_run(gpt2, out, monkeypatch, after=2):
+    """An extraction killed once ``after`` shards (of one prompt each) are committed."""
     import actstore.extract.runner as runner
 
     real = runner._write_part
     calls = []
 
-    def die_on_third(*a, **k):
+    def die(*a, **k):
         calls.append(1)
-        if len(calls) == 3:
+        if len(calls) > after:
             raise KeyboardInterrupt
         real(*a, **k)
 
-    monkeypatch.setattr(runner, "_write_part", die_on_third)
+    monkeypatch.setattr(runner, "_write_part", die)
     with pytest.raises(KeyboardInterrupt):
         actstore.extract(gpt2, PROMPTS, out=out, layers=[0], shard_size=1, progress=False)
     monkeypatch.setattr(runner, "_write_part", real)
+
+
+def test_overwrite_removes_parts_of_an_unfinished_run(tmp_path, gpt2, monkeypatch):
+    out = tmp_path / "ds"
+    _killed_run(gpt2, str(out), monkeypatch)
+    with pytest.raises(ConfigMismatchError, match="deletes the parts in .*_parts"):
+        actstore.extract(gpt2, PROMPTS, out=str(out), layers=[0], shard_size=1, dtype="float16",
+                         progress=False)
+    ds = actstore.extract(gpt2, PROMPTS, out=str(out), layers=[0], progress=False,
+                          dtype="float16", overwrite=True)
+    assert len(ds) == len(PROMPTS) and ds.info.dtype == "float16"
+    assert not (out / "_parts").exists()
+
+
+def test_a_run_that_committed_nothing_does_not_bind_the_corrected_rerun(tmp_path, gpt2):
+    out = str(tmp_path / "ds")
+    long = " ".join(["the cat sat on the mat"] * 12)  # longer than the model takes
+    with pytest.raises(InvalidArgumentError, match="pass max_length"):
+        actstore.extract(gpt2, ["hello", long], out=out, layers=[0], progress=False)
+    ds = actstore.extract(gpt2, ["hello", long], out=out, layers=[0], max_length=32,
+                          progress=False)
+    assert len(ds) == 2
+
+
+def test_resumed_run_says_so_and_its_bar_starts_where_it_is(tmp_path, gpt2, capsys, monkeypatch):
+    out = str(tmp_path / "ds")
+    _killed_run(gpt2, out, monkeypatch)
     starts = []
     import tqdm.auto
 
