@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _common(p)
     p.add_argument("--layers", default="all")
     p.add_argument("--plot", help="write a PNG of the metric per layer")
+    p.add_argument("--no-progress", action="store_true", help="no bar of the layers done")
     p.set_defaults(handler=_sweep)
     p = sub.add_parser("report", help="aggregate a results file (mean ± std per group)")
     p.add_argument("results")
@@ -176,7 +177,7 @@ def _sweep(args: argparse.Namespace) -> int:
     ds = open_dataset(args.url)
     sweep = sweep_layers(ds, args.label_column, layers=_layers(args.layers), cv=args.cv,
                          groups=args.groups, classifier=args.classifier, task=args.task,
-                         view=args.view, seed=args.seed)
+                         view=args.view, seed=args.seed, progress=not args.no_progress)
     cols = ["layer", f"{sweep.metric}_mean", f"{sweep.metric}_std"]
     print(sweep.to_frame()[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"best layer (validation folds): {sweep.best_layer}")
@@ -211,8 +212,13 @@ def _plot_report(table: Any, path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     groups = [c for c in ("dataset", "classifier") if c in table.columns]
     for key, part in (table.groupby(groups) if groups else [("all", table)]):
-        ax.errorbar(part["layer"], part[f"{metric}_mean"], yerr=part[f"{metric}_std"],
+        mean, std = part[f"{metric}_mean"], part[f"{metric}_std"]
+        low = std.clip(upper=mean) if metric == "accuracy" else std  # bars stay in the range
+        ax.errorbar(part["layer"], mean, yerr=[low.clip(lower=0), std.clip(upper=1 - mean).clip(lower=0)],
                     marker="o", capsize=3, label=str(key))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer")
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)
