@@ -145,3 +145,22 @@ def test_progress_false_silences_the_loading_weights_bar(tmp_path, minilm_path, 
     actstore.extract(minilm_path, PROMPTS[:2], out=str(tmp_path / "ds"), layers=[0],
                      progress=False)
     assert "Loading weights" not in capfd.readouterr().err
+
+
+def test_cli_label_column_mistake_costs_one_line_then_overwrite(tmp_path, gpt2_path, capfd):
+    from actstore.cli import main
+
+    data = _csv(tmp_path / "p.csv", [(t, i % 2) for i, t in enumerate(PROMPTS)], ["text", "label"])
+    out = str(tmp_path / "ds")
+    base = ["extract", gpt2_path, data, "--out", out, "--layers", "0", "--no-progress"]
+    assert main(base) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "pass --label-column label" in err
+    assert "Loading weights" not in err
+    assert main(base + ["--label-column", "label"]) == 0
+    capfd.readouterr()
+    assert main(base + ["--label-column", "label", "--dtype", "float16"]) == 2
+    assert "--overwrite" in capfd.readouterr().err
+    assert main(base + ["--label-column", "label", "--dtype", "float16", "--overwrite"]) == 0
+    ds = actstore.open_dataset(out)
+    assert ds.info.dtype == "float16" and ds.labels.tolist() == [i % 2 for i in range(5)]
