@@ -141,10 +141,33 @@ def test_resumed_run_says_so_and_its_bar_starts_where_it_is(tmp_path, gpt2, caps
     assert starts == [(2, 5)]
 
 
-def test_progress_false_silences_the_loading_weights_bar(tmp_path, minilm_path, capfd):
-    actstore.extract(minilm_path, PROMPTS[:2], out=str(tmp_path / "ds"), layers=[0],
+@pytest.fixture
+def weight_bars(monkeypatch):
+    """transformers' bars on (the test session sets HF_HUB_DISABLE_PROGRESS_BARS=1, which the
+    Hub client read at import)."""
+    import sys
+
+    import huggingface_hub.utils
+    from transformers.utils import logging
+
+    bars = sys.modules[huggingface_hub.utils.are_progress_bars_disabled.__module__]
+    monkeypatch.setattr(bars, "HF_HUB_DISABLE_PROGRESS_BARS", None)
+    was = logging.is_progress_bar_enabled()
+    logging.enable_progress_bar()
+    yield
+    if not was:
+        logging.disable_progress_bar()
+
+
+def test_progress_false_silences_the_loading_weights_bar(tmp_path, gpt2_path, capfd, weight_bars):
+    actstore.extract(gpt2_path, PROMPTS[:2], out=str(tmp_path / "a"), layers=[0], progress=True)
+    assert "Loading weights" in capfd.readouterr().err  # the bar is there when asked for
+    actstore.extract(gpt2_path, PROMPTS[:2], out=str(tmp_path / "ds"), layers=[0],
                      progress=False)
     assert "Loading weights" not in capfd.readouterr().err
+    from transformers.utils import logging
+
+    assert logging.is_progress_bar_enabled()  # and the setting is put back
 
 
 def test_cli_label_column_mistake_costs_one_line_then_overwrite(tmp_path, gpt2_path, capfd):
