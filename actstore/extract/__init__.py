@@ -52,6 +52,7 @@ from .models import LoadedModel, is_causal, load_model, prepare_tokenizer, publi
 from .pooling import POOLINGS  # noqa: E402
 from .runner import (  # noqa: E402
     RunSpec,
+    check_writable,
     fingerprint as _fingerprint,
     precheck_config,
     resumed_prompts,
@@ -200,14 +201,12 @@ def extract(
         apply_template([], template, None, False)  # refuse a template without {prompt} now
     rank, world_size = worker_from_env(rank, world_size)
     run = RunDir(os.fspath(out), work_dir, storage_options)
-    if overwrite:
-        if world_size > 1:
-            raise InvalidArgumentError(
-                "overwrite=True (--overwrite) with several workers would delete each other's "
-                f"parts; delete {run.parts!r} (and any dataset at {run.out!r}) once, then start "
-                "the workers without it."
-            )
-        start_over(run)
+    if overwrite and world_size > 1:
+        raise InvalidArgumentError(
+            "overwrite=True (--overwrite) with several workers would delete each other's "
+            f"parts; delete {run.parts!r} (and any dataset at {run.out!r}) once, then start "
+            "the workers without it."
+        )
     shard_size = shard_size or (64 if poolings[0] == "all" else 1024)
     known: dict[str, Any] = {
         "template": template, "chat_template": chat_template, "pooling": poolings,
@@ -219,12 +218,18 @@ def extract(
         known["model"] = public_name(os.fspath(model), model_name)
     if not chat_template:
         known["prompts_sha256"] = _fingerprint(_templated(ps, template, None, False))
-    precheck_config(run, known, world_size)  # before the model loads: a mistake costs seconds, not hours
+    # before the model loads: a mistake costs seconds, not hours
+    if overwrite:
+        check_writable(run)
+    else:
+        precheck_config(run, known, world_size)
     lm = _as_loaded(model, tokenizer, revision=revision, device=device, dtype=model_dtype,
                     trust_remote_code=trust_remote_code,
                     with_lm_head=bool(logits_k or perplexity or generate), model_name=model_name,
                     progress=progress)
     _check_model(lm, max_length, need_head=bool(logits_k or perplexity))
+    if overwrite:
+        start_over(run)  # only once the model is loaded: a typo must not cost the old dataset
     if template is not None or chat_template:
         ps = _templated(ps, template, lm.tokenizer, chat_template)
     spec = RunSpec(
@@ -276,10 +281,11 @@ def _check_columns(ps: PromptSet, source: Any, label_column: str | None, *, temp
         if name not in taken:
             continue
         if name == "label" and label_column is None and ps.labels is None:
+            fix = ("pass --label-column label (label_column='label') to store it as the labels, "
+                   "or rename the column") if where != "metadata" else \
+                "pass the labels as labels= instead (the index keeps them in its 'label' column)"
             raise InvalidArgumentError(
-                f"{where} has a column 'label' but no label column was chosen; pass "
-                "--label-column label (label_column='label') to store it as the labels, or "
-                "rename the column."
+                f"{where} has a column 'label' but no label column was chosen; {fix}."
             )
         raise InvalidArgumentError(
             f"{where} has a column {name!r}, which clashes with {taken[name]}; rename that "

@@ -187,3 +187,12 @@ def test_cli_label_column_mistake_costs_one_line_then_overwrite(tmp_path, gpt2_p
     assert main(base + ["--label-column", "label", "--dtype", "float16", "--overwrite"]) == 0
     ds = actstore.open_dataset(out)
     assert ds.info.dtype == "float16" and ds.labels.tolist() == [i % 2 for i in range(5)]
+
+
+def test_overwrite_keeps_the_old_dataset_when_the_model_does_not_load(tmp_path, gpt2_path):
+    out = str(tmp_path / "ds")
+    actstore.extract(gpt2_path, PROMPTS, out=out, layers=[0], progress=False)
+    with pytest.raises(Exception):  # noqa: B017 - whatever the loader raises for a missing folder
+        actstore.extract(str(tmp_path / "no-such-model"), PROMPTS, out=out, layers=[0],
+                         progress=False, overwrite=True)
+    assert len(actstore.open_dataset(out)) == len(PROMPTS)
