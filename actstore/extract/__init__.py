@@ -53,7 +53,7 @@ from .pooling import POOLINGS  # noqa: E402
 from .runner import (  # noqa: E402
     RunSpec,
     check_writable,
-    fingerprint as _fingerprint,
+    fingerprint,
     precheck_config,
     resumed_prompts,
     run_shards,
@@ -217,7 +217,7 @@ def extract(
     if isinstance(model, (str, os.PathLike)):
         known["model"] = public_name(os.fspath(model), model_name)
     if not chat_template:
-        known["prompts_sha256"] = _fingerprint(_templated(ps, template, None, False))
+        known["prompts_sha256"] = fingerprint(_templated(ps, template, None, False))
     # before the model loads: a mistake costs seconds, not hours
     if overwrite:
         check_writable(run)

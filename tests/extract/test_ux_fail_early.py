@@ -3,7 +3,6 @@ when it resumes (issue 12, scope 2)."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
