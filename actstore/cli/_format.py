@@ -26,25 +26,11 @@ def _open(url: str):  # type: ignore[no-untyped-def]
     return open_dataset(url)
 
 
-def format_info(info: DatasetInfo, url: str) -> str:
-    """A human-readable table of a dataset's info."""
-    size = sum(f["size"] for f in info.files.values())
-    rows = [
-        ("dataset", url),
-        ("model", info.model + (f" @ {info.revision}" if info.revision else "")),
-        ("prompts", str(info.num_prompts)),
-        ("layers", ", ".join(map(str, info.layers))),
-        ("dim", str(info.dim)),
-        ("dtype", info.dtype),
-        ("storage", info.storage),
-        ("views", ", ".join(info.views)),
-        ("logits top-k", str(info.logits_k) if info.logits_k else "-"),
-        ("labels", str(info.labels.get("kind") or "-")),
-        ("format", f"v{info.format_version}" + (f" (actstore {info.actstore_version})" if info.actstore_version else "")),
-        ("tensor bytes", f"{size / 1e6:.1f} MB in {len(info.files)} files" if info.files else "-"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+def format_info(info: DatasetInfo, url: str, columns: list[str] | None = None) -> str:
+    """A human-readable table of a dataset's info (and its user columns, when given)."""
+    from ..format.info import info_text
+
+    return info_text(info, url, columns)
 
 
 def _info(args: argparse.Namespace) -> int:
@@ -52,7 +38,10 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(ds.info.to_dict(), indent=2, default=str))
     else:
-        print(format_info(ds.info, args.url))
+        from ..format.index_builder import RESERVED_COLUMNS
+
+        user = [c for c in ds.index.column_names if c not in RESERVED_COLUMNS]
+        print(format_info(ds.info, args.url, user))
     return 0
 
 

@@ -17,13 +17,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _common(p)
     p.add_argument("--layer", default=None, help="layer, comma list, 'all', 'middle', 'last' or "
                    "'embeddings' (default: the deepest stored block, printed)")
-    p.add_argument("--save", help="fit on all rows and save the probe to this folder")
+    p.add_argument("--save", help="fit on the training rows (all rows without a held-out split) "
+                                  "and save the probe to this folder")
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--test-size", type=float, default=None, metavar="FRACTION",
+                       help="hold out this fraction of rows (stratified, seeded by --seed): "
+                            "cross-validate and fit on the rest, report accuracy on these")
+    split.add_argument("--test-rows", default=None, metavar="START:STOP",
+                       help="hold out these row positions (e.g. 800: or 0:100) instead")
     p.set_defaults(handler=_probe)
+    p = sub.add_parser("predict", help="predict with a saved probe on a dataset's rows")
+    p.add_argument("probe", help="folder of a probe saved with `actstore probe --save`")
+    p.add_argument("dataset", help="dataset path or URL (same model and view as the probe's)")
+    p.add_argument("--out", default=None,
+                   help="write predictions to this .csv or .parquet file (default: print a summary)")
+    p.set_defaults(handler=_predict)
     p = sub.add_parser("sweep", help="fit one probe per layer with k-fold CV; table and plot")
     _common(p)
     p.add_argument("--layers", default="all",
                    help="layers to sweep: comma list (e.g. 2,4,-1), 'all', 'middle' or 'last'")
     p.add_argument("--plot", help="write a PNG of the metric per layer")
+    p.add_argument("--no-progress", action="store_true", help="no bar of the layers done")
     p.set_defaults(handler=_sweep)
     p = sub.add_parser("report", help="aggregate a results file (mean ± std per group)")
     p.add_argument("results", help="Parquet results file written by probe/sweep --results")
@@ -105,22 +119,72 @@ def _context(args: argparse.Namespace, ds: Any) -> dict[str, Any]:
             "classifier": args.classifier}
 
 
+def _split(args: argparse.Namespace, ds: Any) -> tuple[Any, Any]:
+    """(training rows, held-out rows or None) per ``--test-size`` / ``--test-rows``."""
+    import numpy as np
+
+    from ..errors import InvalidArgumentError
+
+    n = len(ds)
+    if args.test_rows is not None:
+        try:
+            lo, hi = (int(v) if v.strip() else None for v in args.test_rows.split(":"))
+        except ValueError:
+            raise InvalidArgumentError(
+                f"--test-rows must look like START:STOP (e.g. 800: or 0:100); got {args.test_rows!r}."
+            ) from None
+        test = np.arange(n)[slice(lo, hi)]
+    elif args.test_size is not None:
+        if not 0 < args.test_size < 1:
+            raise InvalidArgumentError(
+                f"--test-size must be a fraction between 0 and 1 (e.g. 0.2); got {args.test_size}."
+            )
+        from sklearn.model_selection import train_test_split
+
+        y = ds.column(args.label_column) if args.label_column else None
+        strat = y if args.task == "classification" and y is not None and \
+            np.unique(y, return_counts=True)[1].min() >= 2 else None
+        _, test = train_test_split(np.arange(n), test_size=args.test_size,
+                                   random_state=args.seed, stratify=strat)
+        test = np.sort(test)
+    else:
+        return ds, None
+    train = np.setdiff1d(np.arange(n), test)
+    if len(test) == 0 or len(train) < 2:
+        raise InvalidArgumentError(
+            f"The held-out split leaves {len(train)} training and {len(test)} test rows of {n}; "
+            "choose a split that keeps rows on both sides."
+        )
+    return ds.select(train), ds.select(test)
+
+
 def _probe(args: argparse.Namespace) -> int:
     from .. import open_dataset
     from ..probe import Probe, append_results, cross_validate
 
     ds = open_dataset(args.url)
+    train, test = _split(args, ds)
     if args.layer is None:  # say which layer the default picked (-1: the deepest stored block)
         from ..format.layersel import resolve_layer
 
         layers = [resolve_layer("last", ds.info.layers)]
         print(f"no --layer given: using layer {layers[0]} (the deepest stored block)", file=sys.stderr)
     else:
-        layers = _layers(args.layer)
-    frame = cross_validate(ds, args.label_column, layers=layers, cv=args.cv, seeds=[args.seed],
+        layers = _layers(args.layer, "--layer")
+    frame = cross_validate(train, args.label_column, layers=layers, cv=args.cv, seeds=[args.seed],
                            groups=args.groups, view=args.view, classifier=args.classifier, task=args.task)
     metrics = frame.drop(columns=["layers", "seed", "fold"]).mean(numeric_only=True)
-    print(json.dumps({"layers": frame["layers"][0], **metrics.round(4).to_dict()}, indent=2))
+    summary: dict[str, Any] = {"layers": frame["layers"][0], "rows": len(ds),
+                               f"cv_{args.cv}fold": metrics.round(4).to_dict()}
+    probe = None
+    if test is not None or args.save:
+        probe = Probe(layers=layers, view=args.view, classifier=args.classifier, task=args.task,
+                      random_state=args.seed).fit(train, args.label_column)
+    if test is not None and probe is not None:
+        held = probe.evaluate(test, args.label_column)
+        summary["train_rows"], summary["test_rows"] = len(train), len(test)
+        summary["held_out"] = {k: round(v, 4) if isinstance(v, float) else v for k, v in held.items()}
+    print(json.dumps(summary, indent=2, default=str))
     if args.results:
         ctx = _context(args, ds)
         rows = []
@@ -128,10 +192,45 @@ def _probe(args: argparse.Namespace) -> int:
             single = "," not in r["layers"]
             rows.append({**ctx, "layer": int(r["layers"]) if single and r["layers"] != "embeddings" else None, **r})
         append_results(args.results, rows)
-    if args.save:
-        Probe(layers=layers, view=args.view, classifier=args.classifier, task=args.task,
-              random_state=args.seed).fit(ds, args.label_column).save(args.save)
-        print(f"saved probe to {args.save}")
+    if args.save and probe is not None:
+        probe.save(args.save)
+        what = f"{len(train)} training rows" if test is not None else \
+            f"all {len(ds)} rows (no held-out rows; pass --test-size to keep some)"
+        print(f"saved probe (fitted on {what}) to {args.save}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
+    from .. import open_dataset
+    from ..errors import InvalidArgumentError
+    from ..probe import Probe
+
+    out = args.out
+    if out is not None and not out.endswith((".csv", ".parquet")):
+        raise InvalidArgumentError(f"--out must end in .csv or .parquet; got {out!r}.")
+    probe = Probe.load(args.probe)
+    ds = open_dataset(args.dataset)
+    frame = pd.DataFrame({"row": np.arange(len(ds)), "text": ds.texts,
+                          "prediction": probe.predict(ds)})
+    if probe.task == "classification" and probe._has("predict_proba"):
+        proba = probe.predict_proba(ds)
+        for j, c in enumerate(probe.classes_):
+            frame[f"proba_{c}"] = proba[:, j]
+    label = (probe.provenance or {}).get("label_column")
+    if label and label in ds.index.column_names:
+        frame["label"] = ds.column(label)
+    if out is None:
+        print(frame.head(10).to_string(index=False, max_colwidth=40))
+        print(f"... {len(frame)} predictions; pass --out FILE.csv|.parquet to write them all")
+    else:
+        (frame.to_csv(out, index=False) if out.endswith(".csv") else frame.to_parquet(out, index=False))
+        print(f"wrote {len(frame)} predictions to {out}")
+    if "label" in frame:
+        print(f"{probe.task == 'classification' and 'accuracy' or 'r2'} against the dataset's "
+              f"{label!r} column: {probe.score(ds, label):.4f}")
     return 0
 
 
@@ -144,7 +243,7 @@ def _sweep(args: argparse.Namespace) -> int:
     ds = open_dataset(args.url)
     sweep = sweep_layers(ds, args.label_column, layers=layers, cv=args.cv,
                          groups=args.groups, classifier=args.classifier, task=args.task,
-                         view=args.view, seed=args.seed)
+                         view=args.view, seed=args.seed, progress=not args.no_progress)
     cols = ["layer", f"{sweep.metric}_mean", f"{sweep.metric}_std"]
     print(sweep.to_frame()[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"best layer (validation folds): {sweep.best_layer}")
@@ -182,8 +281,13 @@ def _plot_report(table: Any, path: str) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     groups = [c for c in ("dataset", "classifier") if c in table.columns]
     for key, part in (table.groupby(groups) if groups else [("all", table)]):
-        ax.errorbar(part["layer"], part[f"{metric}_mean"], yerr=part[f"{metric}_std"],
+        mean, std = part[f"{metric}_mean"], part[f"{metric}_std"]
+        low = std.clip(upper=mean) if metric == "accuracy" else std  # bars stay in the range
+        ax.errorbar(part["layer"], mean, yerr=[low.clip(lower=0), std.clip(upper=1 - mean).clip(lower=0)],
                     marker="o", capsize=3, label=str(key))
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer")
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)

@@ -26,6 +26,7 @@ Examples
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import types
@@ -37,29 +38,43 @@ from ..errors import InvalidArgumentError, require
 require("torch", "extract")
 require("transformers", "extract")
 
+from ..format.index_builder import RESERVED_COLUMNS  # noqa: E402
 from ..format.reader import Dataset  # noqa: E402
 from ..format.spec import FLOAT_DTYPES  # noqa: E402
 from .cached import as_cache  # noqa: E402
 from .forward import model_max_length  # noqa: E402
-from .generate import check_generate  # noqa: E402
+from .generate import GENERATE_COLUMNS, check_generate  # noqa: E402
 from .inputs import PromptSet, apply_template, read_prompts  # noqa: E402
 from .layers import resolve_model_layers  # noqa: E402
 from .layout import RunDir  # noqa: E402
 from .merge import merge  # noqa: E402
-from .models import LoadedModel, is_causal, load_model, prepare_tokenizer  # noqa: E402
+from .models import LoadedModel, is_causal, load_model, prepare_tokenizer, public_name  # noqa: E402
 from .pooling import POOLINGS  # noqa: E402
-from .runner import RunSpec, run_shards, worker_from_env  # noqa: E402
+from .runner import (  # noqa: E402
+    RunSpec,
+    check_writable,
+    fingerprint,
+    precheck_config,
+    resumed_prompts,
+    run_shards,
+    start_over,
+    worker_from_env,
+)
 
 __all__ = ["LoadedModel", "extract", "load_model", "merge", "read_prompts", "resolve_model_layers"]
 
 
 def _as_loaded(model: Any, tokenizer: Any, *, revision: str | None, device: str, dtype: Any,
-               trust_remote_code: bool, with_lm_head: bool) -> LoadedModel:
+               trust_remote_code: bool, with_lm_head: bool, model_name: str | None,
+               progress: bool) -> LoadedModel:
     if isinstance(model, LoadedModel):
+        if model_name is not None:
+            model = dataclasses.replace(model, public=public_name(model.name, model_name))
         return model
     if isinstance(model, (str, os.PathLike)):
         return load_model(os.fspath(model), revision=revision, device=device, dtype=dtype,
-                          trust_remote_code=trust_remote_code, with_lm_head=with_lm_head)
+                          trust_remote_code=trust_remote_code, with_lm_head=with_lm_head,
+                          model_name=model_name, progress=progress)
     if tokenizer is None:
         from transformers import AutoTokenizer
 
@@ -68,7 +83,8 @@ def _as_loaded(model: Any, tokenizer: Any, *, revision: str | None, device: str,
     name = getattr(model.config, "name_or_path", None) or type(model).__name__
     sha = revision or getattr(model.config, "_commit_hash", None)
     return LoadedModel(model, prepare_tokenizer(tokenizer), name, sha,
-                       next(model.parameters()).device, is_causal(model))
+                       next(model.parameters()).device, is_causal(model),
+                       public_name(name, model_name))
 
 
 def _poolings(pooling: str | Sequence[str]) -> list[str]:
@@ -114,6 +130,8 @@ def extract(
     cache: Any = None,
     work_dir: str | None = None,
     storage_options: dict[str, Any] | None = None,
+    model_name: str | None = None,
+    overwrite: bool = False,
 ) -> Dataset | None:
     """Extract hidden states of ``prompts`` from ``model`` into a v2 dataset at ``out``.
 
@@ -158,6 +176,16 @@ def extract(
         local ``out``, ``<cache dir>/extract-runs/<hash>`` for a URL (``s3://...``).
     storage_options : dict, optional
         fsspec options for a remote ``out``.
+    model_name : str, optional
+        The model's name in the metadata and on a pushed card (default: the Hub id, or for
+        a local folder the ``_name_or_path`` its ``config.json`` records, else the folder's
+        name; a local path is never recorded).
+    overwrite : bool
+        Start over: delete the parts of an earlier run into ``out`` and a dataset already
+        there (default: resume an earlier run with the same settings, refuse other settings).
+
+    Inputs, columns, the output folder and the settings are checked before the model
+    loads; a rerun that resumes says how many prompts are already done.
 
     Returns
     -------
@@ -168,35 +196,102 @@ def extract(
     _check_sizes(dtype, batch_size=batch_size, shard_size=shard_size, max_length=max_length)
     poolings = _poolings(pooling)
     ps = _prompt_set(prompts, text_column, label_column, labels, metadata)
+    _check_columns(ps, prompts, label_column, templated=template is not None or chat_template,
+                   perplexity=perplexity, generating=generate is not None)
+    if template is not None:
+        apply_template([], template, None, False)  # refuse a template without {prompt} now
+    rank, world_size = worker_from_env(rank, world_size)
+    run = RunDir(os.fspath(out), work_dir, storage_options)
+    if overwrite and world_size > 1:
+        raise InvalidArgumentError(
+            "overwrite=True (--overwrite) with several workers would delete each other's "
+            f"parts; delete {run.parts!r} (and any dataset at {run.out!r}) once, then start "
+            "the workers without it."
+        )
+    shard_size = shard_size or (64 if poolings[0] == "all" else 1024)
+    known: dict[str, Any] = {
+        "template": template, "chat_template": chat_template, "pooling": poolings,
+        "dtype": dtype, "batch_size": batch_size, "max_length": max_length,
+        "shard_size": shard_size, "logits_k": logits_k, "perplexity": perplexity,
+        "num_prompts": len(ps.texts),
+    }
+    if isinstance(model, (str, os.PathLike)):
+        known["model"] = public_name(os.fspath(model), model_name)
+    if not chat_template:
+        known["prompts_sha256"] = fingerprint(_templated(ps, template, None, False))
+    # before the model loads: a mistake costs seconds, not hours
+    if overwrite:
+        check_writable(run)
+    else:
+        precheck_config(run, known, world_size)
     lm = _as_loaded(model, tokenizer, revision=revision, device=device, dtype=model_dtype,
                     trust_remote_code=trust_remote_code,
-                    with_lm_head=bool(logits_k or perplexity or generate))
+                    with_lm_head=bool(logits_k or perplexity or generate), model_name=model_name,
+                    progress=progress)
     _check_model(lm, max_length, need_head=bool(logits_k or perplexity))
+    if overwrite:
+        start_over(run)  # only once the model is loaded: a typo must not cost the old dataset
     if template is not None or chat_template:
-        # the index holds what the model saw; the prompt as given stays as a column
-        ps.raw = list(ps.texts)
-        ps.metadata = {"prompt": ps.raw, **ps.metadata}
-        ps.texts = apply_template(ps.texts, template, lm.tokenizer, chat_template)
-    rank, world_size = worker_from_env(rank, world_size)
+        ps = _templated(ps, template, lm.tokenizer, chat_template)
     spec = RunSpec(
         layers=resolve_model_layers(layers, lm.model.config.num_hidden_layers), pooling=poolings,
         dtype=dtype, batch_size=batch_size, max_length=max_length,
-        shard_size=shard_size or (64 if poolings[0] == "all" else 1024), logits_k=logits_k,
-        perplexity=perplexity,
+        shard_size=shard_size, logits_k=logits_k, perplexity=perplexity,
         generate=None if generate is None else check_generate(dict(generate), poolings, lm),
     )
-    record = {"model": lm.name, "revision": lm.revision, "template": template,
+    record = {"model": lm.published_name, "revision": lm.revision, "template": template,
               "chat_template": chat_template, "padding_side": lm.tokenizer.padding_side}
-    bar = _progress(len(ps.texts), rank, world_size, spec.shard_size, progress)
+    done, mine = resumed_prompts(run, len(ps.texts), spec.shard_size, rank, world_size)
+    if done and progress:
+        print(f"actstore extract: resuming: {done} of {mine} prompts done", file=sys.stderr,
+              flush=True)
+    bar = _progress(mine, done, rank, world_size, progress)
     try:
-        run_shards(lm, ps, RunDir(os.fspath(out), work_dir, storage_options), spec, rank=rank,
-                   world_size=world_size, record=record, progress=bar, cache=as_cache(cache))
+        run_shards(lm, ps, run, spec, rank=rank, world_size=world_size, record=record,
+                   progress=bar, cache=as_cache(cache))
     finally:
         if bar is not None:
             bar.close()
     if world_size > 1:
         return None
     return merge(os.fspath(out), work_dir=work_dir, storage_options=storage_options)
+
+
+def _templated(ps: PromptSet, template: str | None, tokenizer: Any, chat: bool) -> PromptSet:
+    """``ps`` with the template applied; the index holds what the model saw, the prompt as
+    given stays as the ``prompt`` column."""
+    if template is None and not chat:
+        return ps
+    texts = apply_template(list(ps.texts), template, tokenizer, chat)
+    return PromptSet(texts, ps.labels, {"prompt": list(ps.texts), **ps.metadata}, list(ps.texts))
+
+
+def _check_columns(ps: PromptSet, source: Any, label_column: str | None, *, templated: bool,
+                   perplexity: bool, generating: bool) -> None:
+    """Refuse metadata columns that the index or the run itself would write, before any prompt runs."""
+    taken = dict.fromkeys(RESERVED_COLUMNS, "a reserved index column")
+    taken["truncated"] = "the column extract writes for truncated prompts"
+    if templated:
+        taken["prompt"] = "the column that keeps each prompt as given when a template is used"
+    if perplexity:
+        taken["perplexity"] = "the perplexity column"
+    if generating:
+        taken.update(dict.fromkeys(GENERATE_COLUMNS, "a column that generation writes"))
+    where = f"{os.fspath(source)}" if isinstance(source, (str, os.PathLike)) else "metadata"
+    for name in ps.metadata:
+        if name not in taken:
+            continue
+        if name == "label" and label_column is None and ps.labels is None:
+            fix = ("pass --label-column label (label_column='label') to store it as the labels, "
+                   "or rename the column") if where != "metadata" else \
+                "pass the labels as labels= instead (the index keeps them in its 'label' column)"
+            raise InvalidArgumentError(
+                f"{where} has a column 'label' but no label column was chosen; {fix}."
+            )
+        raise InvalidArgumentError(
+            f"{where} has a column {name!r}, which clashes with {taken[name]}; rename that "
+            "column in the input."
+        )
 
 
 def _check_sizes(dtype: str, **sizes: int | None) -> None:
@@ -233,14 +328,14 @@ def _check_model(lm: LoadedModel, max_length: int | None, *, need_head: bool) ->
         )
 
 
-def _progress(n: int, rank: int, world: int, shard_size: int, enabled: bool) -> Any:
+def _progress(mine: int, done: int, rank: int, world: int, enabled: bool) -> Any:
+    """This worker's bar, starting at the prompts an earlier run already committed."""
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    shards = range(rank, -(-n // shard_size), world)
-    mine = sum(min(shard_size, n - s * shard_size) for s in shards)
-    return tqdm(total=mine, unit="prompt", desc=f"extract[{rank}/{world}]" if world > 1 else "extract")
+    return tqdm(total=mine, initial=done, unit="prompt",
+                desc=f"extract[{rank}/{world}]" if world > 1 else "extract")
 
 
 class _CallableModule(types.ModuleType):

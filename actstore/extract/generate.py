@@ -25,7 +25,10 @@ from .forward import GroupResult, check_lengths, tokenize
 from .models import LoadedModel, accepts
 from .pooling import pool
 
-__all__ = ["GENERATE_KEYS", "check_generate", "generated_views", "run_generate_group"]
+__all__ = ["GENERATE_COLUMNS", "GENERATE_KEYS", "check_generate", "generated_views", "run_generate_group"]
+
+# the columns a generating run adds to the index, in this order
+GENERATE_COLUMNS = ("prompt_index", "sample", "continuation", "prompt_tokens", "generated_tokens")
 
 GENERATE_KEYS = ("max_new_tokens", "num_return_sequences", "do_sample", "top_p", "top_k",
                  "temperature", "seed")
@@ -115,8 +118,7 @@ def run_generate_group(
     k = opts["num_return_sequences"]
     names = generated_views(poolings)
     views: dict[str, dict[int, list[Any]]] = {v: {L: [] for L in layers} for v in names}
-    extra: dict[str, list[Any]] = {"prompt_index": [], "sample": [], "continuation": [],
-                                   "prompt_tokens": [], "generated_tokens": []}
+    extra: dict[str, list[Any]] = {name: [] for name in GENERATE_COLUMNS}
     out_texts, num_tokens = [], []
     torch.manual_seed(int(opts["seed"]) + first_row)
     with torch.inference_mode():

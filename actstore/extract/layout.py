@@ -46,6 +46,13 @@ class RunDir:
     def part_done(self, shard: int) -> bool:
         return os.path.exists(os.path.join(self.part(shard), INDEX))
 
+    def any_part_done(self) -> bool:
+        """Whether any shard of the run is committed."""
+        if not os.path.isdir(self.parts):
+            return False
+        return any(os.path.exists(os.path.join(self.parts, name, INDEX))
+                   for name in os.listdir(self.parts) if name.startswith("shard-"))
+
     def final_exists(self) -> bool:
         """Whether the merged dataset's index exists (only ``merge`` writes it)."""
         if self.local_out is not None:

@@ -7,12 +7,14 @@ The runner itself takes loaded objects; this module is the convenience the CLI a
 from __future__ import annotations
 
 import inspect
+import json
+import os
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidArgumentError, require
 
-__all__ = ["LoadedModel", "find_blocks", "is_causal", "load_model", "prepare_tokenizer"]
+__all__ = ["LoadedModel", "find_blocks", "is_causal", "load_model", "prepare_tokenizer", "public_name"]
 
 
 @dataclass
@@ -25,6 +27,51 @@ class LoadedModel:
     revision: str | None
     device: Any
     causal: bool
+    public: str | None = None  # the name recorded in metadata (never a local path)
+
+    @property
+    def published_name(self) -> str:
+        """What metadata and cards record: ``public``, else :func:`public_name` of ``name``."""
+        return self.public or public_name(self.name)
+
+
+def _looks_local(name: str) -> bool:
+    return os.path.isabs(name) or name.startswith((".", "~")) or "\\" in name or os.path.exists(name)
+
+
+def public_name(name_or_path: str, model_name: str | None = None) -> str:
+    """The model name recorded in metadata and cards: never an absolute local path.
+
+    ``model_name`` wins when given. A Hub id stays as it is. For a local folder, the
+    ``_name_or_path`` its ``config.json`` records (e.g. the Hub id it was saved from), else
+    the folder's name.
+
+    Examples
+    --------
+    >>> public_name("gpt2")
+    'gpt2'
+    >>> public_name("/no/such/dir/my-model", "org/my-model")
+    'org/my-model'
+    """
+    if model_name is not None:
+        if not isinstance(model_name, str) or not model_name.strip() or _looks_local(model_name):
+            raise InvalidArgumentError(
+                f"model_name must be a model's public name, such as 'org/name'; got "
+                f"{model_name!r}, which looks like a local path (it would be published)."
+            )
+        return model_name
+    name = os.fspath(name_or_path)
+    if not _looks_local(name):
+        return name
+    folder = os.path.abspath(os.path.expanduser(name))
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
+            recorded = json.load(f).get("_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        recorded = None
+    if isinstance(recorded, str) and recorded.strip() and not _looks_local(recorded):
+        return recorded
+    return os.path.basename(folder.rstrip(os.sep)) or "local-model"
 
 
 def is_causal(model: Any) -> bool:
@@ -87,8 +134,14 @@ def load_model(
     dtype: Any = "auto",
     trust_remote_code: bool = False,
     with_lm_head: bool = False,
+    model_name: str | None = None,
+    progress: bool = True,
 ) -> LoadedModel:
-    """Load model + tokenizer; ``with_lm_head`` loads the causal-LM head (logits, generation)."""
+    """Load model + tokenizer; ``with_lm_head`` loads the causal-LM head (logits, generation).
+
+    ``model_name`` is the name recorded in metadata (default: :func:`public_name`);
+    ``progress=False`` silences transformers' "Loading weights" bar.
+    """
     require("torch", "extract")
     transformers = require("transformers", "extract")
     import torch
@@ -98,10 +151,20 @@ def load_model(
     archs = " ".join(getattr(config, "architectures", None) or [])
     causal = ("CausalLM" in archs or "LMHead" in archs) and not config.is_encoder_decoder
     cls = transformers.AutoModelForCausalLM if (with_lm_head or causal) else transformers.AutoModel
-    model = cls.from_pretrained(name_or_path, dtype=dtype, **kw)
+    bars = transformers.utils.logging
+    was_on = bars.is_progress_bar_enabled()
+    if not progress:
+        bars.disable_progress_bar()
+    try:
+        model = cls.from_pretrained(name_or_path, dtype=dtype, **kw)
+    finally:
+        if was_on and not progress:
+            bars.enable_progress_bar()
     tokenizer = prepare_tokenizer(transformers.AutoTokenizer.from_pretrained(name_or_path, **kw))
     if device == "auto":
         device = _auto_device(torch)
     model.to(device).eval()
     sha = getattr(config, "_commit_hash", None) or revision
-    return LoadedModel(model, tokenizer, name_or_path, sha, torch.device(device), is_causal(model))
+    lm = LoadedModel(model, tokenizer, name_or_path, sha, torch.device(device), is_causal(model))
+    lm.public = public_name(name_or_path, model_name)
+    return lm

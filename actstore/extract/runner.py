@@ -31,7 +31,8 @@ from .layout import RunDir
 from .merge import merge
 from .models import LoadedModel
 
-__all__ = ["RunSpec", "merge", "run_shards", "worker_from_env"]
+__all__ = ["RunSpec", "check_writable", "fingerprint", "merge", "precheck_config", "resumed_prompts", "run_shards",
+           "start_over", "worker_from_env"]
 
 def worker_from_env(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
     """Rank and world size: arguments, else torchrun/accelerate, a SLURM array, or srun tasks.
@@ -64,7 +65,7 @@ def _env_worker(env: Any) -> tuple[int, int]:
     return 0, 1
 
 
-def _fingerprint(prompts: PromptSet) -> str:
+def fingerprint(prompts: PromptSet) -> str:
     h = hashlib.sha256()
     for t in prompts.texts:
         h.update(t.encode("utf-8") + b"\x00")
@@ -72,8 +73,15 @@ def _fingerprint(prompts: PromptSet) -> str:
     return h.hexdigest()
 
 
-def _recorded_config(run: RunDir) -> dict[str, Any] | None:
-    """The configuration of an earlier run into ``out`` (parts first, else the merged dataset)."""
+def _recorded_config(run: RunDir, world_size: int = 1) -> dict[str, Any] | None:
+    """The configuration of an earlier run into ``out`` (parts first, else the merged dataset).
+
+    A single-worker run that committed no shard left nothing to resume (it failed on its
+    first shard, say): its configuration does not bind the corrected rerun. With several
+    workers it does, since another worker may be computing under it right now.
+    """
+    if os.path.exists(run.config_path) and world_size == 1 and not run.any_part_done():
+        return None
     if os.path.exists(run.config_path):
         with open(run.config_path) as f:
             return dict(json.load(f))
@@ -83,24 +91,83 @@ def _recorded_config(run: RunDir) -> dict[str, Any] | None:
     return None
 
 
-def _check_config(run: RunDir, config: dict[str, Any]) -> bool:
+def _mismatch(run: RunDir, old: dict[str, Any], config: dict[str, Any], keys: Any) -> ConfigMismatchError:
+    diff = sorted(k for k in keys if old.get(k) != config.get(k))
+    details = "; ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:6])
+    where = f"the parts in {run.parts!r}" if os.path.exists(run.config_path) else \
+        f"the dataset at {run.out!r}"
+    return ConfigMismatchError(
+        f"{run.out!r} holds an extraction with a different configuration ({details}). Rerun "
+        "with the original settings to resume, choose a new output folder, or start over with "
+        f"--overwrite (overwrite=True), which deletes {where}."
+    )
+
+
+def precheck_config(run: RunDir, partial: dict[str, Any], world_size: int = 1) -> None:
+    """Refuse early (before the model loads) a rerun whose known settings differ.
+
+    ``partial`` holds the configuration entries that are known without the model; the full
+    comparison still happens in :func:`run_shards`.
+    """
+    old = _recorded_config(run, world_size)
+    if old is not None and any(old.get(k) != v for k, v in partial.items()):
+        raise _mismatch(run, old, partial, partial)
+    check_writable(run)
+
+
+def check_writable(run: RunDir) -> None:
+    """Create the parts folder, or say the output folder cannot be written."""
+    try:
+        os.makedirs(run.parts, exist_ok=True)
+    except OSError as exc:
+        raise InvalidArgumentError(
+            f"Cannot write to the output folder {run.out!r} ({exc.strerror or exc}); choose a "
+            "writable folder."
+        ) from None
+
+
+def start_over(run: RunDir) -> None:
+    """``overwrite=True``: delete the parts and a merged dataset at ``out`` (its index first)."""
+    if run.final_exists():
+        if run.local_out is not None:
+            os.remove(os.path.join(run.local_out, "index", "train-00000-of-00001.parquet"))
+            for sub in ("index", "tensors"):
+                shutil.rmtree(os.path.join(run.local_out, sub), ignore_errors=True)
+        else:
+            import fsspec
+
+            fs, root = fsspec.core.url_to_fs(run.out, **(run.storage_options or {}))
+            root = root.rstrip("/")
+            fs.rm(f"{root}/index/train-00000-of-00001.parquet")
+            if fs.exists(f"{root}/tensors"):
+                fs.rm(f"{root}/tensors", recursive=True)
+    run.remove_parts()
+
+
+def resumed_prompts(run: RunDir, n: int, shard_size: int, rank: int, world_size: int) -> tuple[int, int]:
+    """(prompts already committed, prompts this worker owns) for a rerun into ``run``."""
+    done = mine = 0
+    for shard in range(rank, -(-n // shard_size), world_size):
+        rows = min(n, (shard + 1) * shard_size) - shard * shard_size
+        mine += rows
+        if run.part_done(shard):
+            done += rows
+    return done, mine
+
+
+def _check_config(run: RunDir, config: dict[str, Any], world_size: int = 1) -> bool:
     """Refuse a rerun whose configuration differs; True when ``out`` is already merged.
 
     The configuration is recorded before any shard is written, so every worker of a run
     (and every rerun) is compared with the first one.
     """
-    old = _recorded_config(run)
+    old = _recorded_config(run, world_size)
     if old is not None and old != config:
-        diff = sorted(k for k in set(old) | set(config) if old.get(k) != config.get(k))
-        details = "; ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in diff[:6])
-        raise ConfigMismatchError(
-            f"{run.out!r} holds an extraction with a different configuration ({details}). Rerun "
-            "with the original settings to resume, or choose a new output folder."
-        )
+        raise _mismatch(run, old, config, set(old) | set(config))
     if run.final_exists():
         return True
+    check_writable(run)
     try:
-        os.makedirs(run.parts, exist_ok=True)
         if old is None:
             tmp = f"{run.config_path}.tmp-{os.getpid()}"
             with open(tmp, "w") as f:
@@ -147,9 +214,9 @@ def run_shards(lm: LoadedModel, prompts: PromptSet, run: RunDir, spec: RunSpec, 
         rec = record or {}
         cache = (cache, cache_space(spec.dtype, spec.max_length, rec.get("template"),
                                     bool(rec.get("chat_template"))))
-    config = {**(record or {}), **asdict(spec), "prompts_sha256": _fingerprint(prompts),
+    config = {**(record or {}), **asdict(spec), "prompts_sha256": fingerprint(prompts),
               "num_prompts": len(prompts.texts)}
-    if _check_config(run, config):
+    if _check_config(run, config, world_size):
         run.remove_parts()  # a merge that was killed while deleting the parts
         return []
     n, done = len(prompts.texts), []
@@ -160,9 +227,7 @@ def run_shards(lm: LoadedModel, prompts: PromptSet, run: RunDir, spec: RunSpec, 
         for shard in range(rank, -(-n // spec.shard_size), world_size):
             lo, hi = shard * spec.shard_size, min(n, (shard + 1) * spec.shard_size)
             if run.part_done(shard):
-                if progress is not None:
-                    progress.update(hi - lo)
-                continue
+                continue  # counted in the bar's start (see ``resumed_prompts``)
             res, src = _compute(lm, prompts, lo, hi, spec, _ticker(progress), cache)
             if pending is not None:
                 pending.result()

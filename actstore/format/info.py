@@ -1,14 +1,72 @@
-"""Summarise decoded metadata as a :class:`~actstore.format.metadata.DatasetInfo`."""
+"""Summarise decoded metadata as a :class:`~actstore.format.metadata.DatasetInfo`, and show it
+(the text table ``repr(info)`` and ``actstore info`` print, and an HTML table for notebooks)."""
 
 from __future__ import annotations
 
+import html
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import FormatError
 from .layersel import request
 from .metadata import DatasetInfo, ViewLayout
 
-__all__ = ["build_info"]
+__all__ = ["build_info", "info_html", "info_rows", "info_text"]
+
+
+def _fmt_layers(layers: Sequence[int]) -> str:
+    if len(layers) > 3 and list(layers) == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}–{layers[-1]} ({len(layers)} layers)"
+    return ", ".join(map(str, layers))
+
+
+def info_rows(info: DatasetInfo, url: str | None = None,
+              columns: Sequence[str] | None = None) -> list[tuple[str, str]]:
+    """(label, value) rows describing ``info``; ``columns`` are the index's user columns."""
+    size = sum(int(f.get("size", 0)) for f in info.files.values())
+    written = info.provenance.get("actstore_version") if isinstance(info.provenance, dict) else None
+    fmt = f"lmprobe v2 layout, format version {info.format_version}"
+    if info.actstore_version:
+        fmt += f" (actstore extensions {info.actstore_version})"
+    rows = [("dataset", url)] if url else []
+    rows += [
+        ("model", (info.model or "-") + (f" @ {info.revision}" if info.revision else "")),
+        ("prompts", f"{info.num_prompts:,}"),
+        ("layers", _fmt_layers(info.layers)),
+        ("dim", str(info.dim)),
+        ("dtype", info.dtype),
+        ("storage", info.storage),
+        ("views", ", ".join(info.views)),
+        ("logits top-k", str(info.logits_k) if info.logits_k else "-"),
+        ("labels", str(info.labels.get("kind") or "-")),
+    ]
+    if columns is not None:
+        rows.append(("columns", ", ".join(columns) if columns else "-"))
+    rows += [
+        ("format", fmt),
+        ("written by", f"actstore {written}" if written else "-"),
+        ("tensor bytes", f"{size / 1e6:,.1f} MB in {len(info.files)} files" if info.files else "-"),
+    ]
+    if info.description:
+        rows.append(("description", info.description))
+    return rows
+
+
+def info_text(info: DatasetInfo, url: str | None = None,
+              columns: Sequence[str] | None = None) -> str:
+    """An aligned two-column text table of :func:`info_rows`."""
+    rows = info_rows(info, url, columns)
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def info_html(info: DatasetInfo, url: str | None = None,
+              columns: Sequence[str] | None = None) -> str:
+    """An HTML table of :func:`info_rows`, for notebooks."""
+    body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                   f"<td style='text-align:left'>{html.escape(v)}</td></tr>"
+                   for k, v in info_rows(info, url, columns))
+    return f"<table><caption style='text-align:left'><b>DatasetInfo</b></caption>{body}</table>"
 
 
 def _dict(value: Any) -> dict[str, Any]:

@@ -120,6 +120,20 @@ class DatasetInfo:
         """A JSON-ready dict of every field."""
         return asdict(self)
 
+    def __repr__(self) -> str:  # one aligned row per field, not one 1,000-character line
+        from .info import info_text
+
+        return f"DatasetInfo(\n{_indent(info_text(self))}\n)"
+
+    def _repr_html_(self) -> str:
+        from .info import info_html
+
+        return info_html(self)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
 
 def bounded_json(raw: bytes | str, *, where: str, error: type[FormatError] = FormatError,
                  limit: int = MAX_METADATA_BYTES) -> Any:

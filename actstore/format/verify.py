@@ -37,6 +37,19 @@ class VerifyReport:
         notes = [f"  (not pulled: {n})" for n in self.not_pulled]
         return "\n".join([head, *(f"  - {p}" for p in self.problems), *notes])
 
+    def __repr__(self) -> str:  # the readable report, in a notebook or the REPL too
+        return f"VerifyReport({self})"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        color = "green" if self.ok else "crimson"
+        head = (f"<b>{html.escape(self.url)}</b>: <b style='color:{color}'>"
+                f"{'OK' if self.ok else 'FAILED'}</b> ({self.files_checked} files, "
+                f"{self.bytes_hashed / 1e6:.1f} MB hashed)")
+        items = "".join(f"<li>{html.escape(p)}</li>" for p in self.problems)
+        return head + (f"<ul>{items}</ul>" if items else "")
+
 
 def _sha256(ds: Dataset, path: str, size: int) -> str:
     h = hashlib.sha256()

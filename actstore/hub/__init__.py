@@ -12,11 +12,12 @@ Everything Hub-generic (batched uploads, pinned downloads, error mapping) lives 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -73,17 +74,50 @@ def _check_local(path: str) -> Dataset:
     return ds
 
 
-def _check_target(api: Any, repo_id: str, revision: str, index_sha: str, overwrite: bool) -> None:
-    """Refuse to mix two datasets in one repo; with ``overwrite``, retract the old index first."""
+def _content(index_file: str) -> tuple[Any, dict[str, Any]]:
+    """An index's rows and metadata, less what differs between identical extractions
+    (``created_at``); the metadata holds every shard's sha256, so equal content means the
+    same dataset."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(index_file)
+    meta = decode_schema_metadata(table.schema.metadata)
+    prov = meta.get("lmprobe:provenance")
+    if isinstance(prov, dict):
+        meta["lmprobe:provenance"] = {k: v for k, v in prov.items() if k != "created_at"}
+    return table.replace_schema_metadata(None), meta
+
+
+def _same_dataset(api: Any, repo_id: str, revision: str, local_index: str) -> bool:
+    """Whether the repo's index describes the same dataset as ``local_index`` (by content)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="actstore-push-") as tmp:
+        remote = api.hf_hub_download(repo_id, INDEX_PATH, repo_type="dataset", revision=revision,
+                                     local_dir=tmp)
+        old_rows, old_meta = _content(remote)
+    new_rows, new_meta = _content(local_index)
+    return bool(old_meta == new_meta and old_rows.equals(new_rows))
+
+
+def _check_target(api: Any, repo_id: str, revision: str, index_sha: str, overwrite: bool,
+                  local_index: str) -> None:
+    """Refuse to mix two datasets in one repo; with ``overwrite``, retract the old index first.
+
+    An index that differs only in ``created_at`` (the same extraction run again) is the same
+    dataset: it is replaced without ``overwrite``.
+    """
     remote = remote_files(api, repo_id, "dataset", revision)
     old = {p: oid for p, oid in remote.items() if _is_index(p)}
     if not old or old == {INDEX_PATH: index_sha}:
         return  # empty repo, an interrupted push of this dataset, or this very dataset
+    if list(old) == [INDEX_PATH] and _same_dataset(api, repo_id, revision, local_index):
+        return  # the same content; the new index replaces the old one in the final commit
     if not overwrite:
         raise DatasetExistsError(
             f"Dataset repo {repo_id!r} (revision {revision!r}) already holds a different "
-            "dataset (its index differs from the one being pushed); push to another repo, or "
-            "pass overwrite=True (CLI: --overwrite) to replace it."
+            "dataset (its rows, shards or settings differ from the one being pushed); push to "
+            "another repo, or pass overwrite=True (CLI: --overwrite) to replace it."
         )
     from huggingface_hub import CommitOperationDelete
 
@@ -121,7 +155,7 @@ def push_dataset(
     endpoint : str, optional
         Hub URL; default ``HF_ENDPOINT``.
     progress : bool
-        Print one line per commit (the client shows per-file upload bars).
+        Print one line per commit and show the client's per-file upload bars.
 
     Examples
     --------
@@ -134,11 +168,11 @@ def push_dataset(
     card = build_dataset_card(ds.info, repo_id, license=license, tags=list(tags or []))
     api = make_api(token, endpoint)
     report = (lambda msg: print(f"actstore push {repo_id}: {msg}", flush=True)) if progress else None
-    with hub_errors(repo_id, "push to", revision=revision, write=True):
+    with hub_errors(repo_id, "push to", revision=revision, write=True), _bars(progress):
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
         if revision != "main":
             api.create_branch(repo_id, branch=revision, repo_type="dataset", exist_ok=True)
-        _check_target(api, repo_id, revision, index_sha, overwrite)
+        _check_target(api, repo_id, revision, index_sha, overwrite, os.path.join(path, INDEX_PATH))
         return upload_folder_in_batches(
             path, repo_id, "dataset", api=api, revision=revision, last=_is_index,
             extra_files={"README.md": card.encode()}, known_sha256=known,
@@ -185,7 +219,7 @@ def pull_dataset(
     repo_id: str, *, layers: Sequence[int] | None = None, views: Sequence[str] | None = None,
     logits: bool | None = None, revision: str | None = None,
     out: str | os.PathLike[str] | None = None, token: str | bool | None = None,
-    endpoint: str | None = None,
+    endpoint: str | None = None, progress: bool = True,
 ) -> Dataset:
     """Download a dataset's index and only the requested layers/views; returns a ``Dataset``.
 
@@ -204,6 +238,8 @@ def pull_dataset(
         recorded in ``<out>/.actstore/hub.json``.
     out : str or PathLike, optional
         Local folder (default: ``<actstore cache>/hub/datasets/<org>--<name>/<sha>``).
+    progress : bool
+        Show the Hub client's download bars.
 
     Examples
     --------
@@ -215,7 +251,7 @@ def pull_dataset(
     if layers is not None and not all(isinstance(i, int) for i in layers):
         raise InvalidArgumentError(f"layers must be a list of integers; got {layers!r}.")
     api = make_api(token, endpoint)
-    with hub_errors(repo_id, "pull", revision=revision):
+    with hub_errors(repo_id, "pull", revision=revision), _bars(progress):
         sha = str(api.dataset_info(repo_id, revision=revision).sha)
         local = os.fspath(out) if out is not None else os.path.join(
             cache_dir(), "hub", "datasets", repo_id.replace("/", "--"), sha)
@@ -235,6 +271,25 @@ def pull_dataset(
     _record(local, {"repo_id": repo_id, "revision": sha, "requested_revision": revision,
                     "endpoint": api.endpoint, "files": wanted})
     return open_dataset(local)
+
+
+@contextlib.contextmanager
+def _bars(enabled: bool) -> Iterator[None]:
+    """The Hub client's progress bars off for the block when ``enabled`` is False."""
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    was_off = are_progress_bars_disabled()
+    if not enabled:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not enabled and not was_off:
+            enable_progress_bars()
 
 
 def _record(local: str, record: dict[str, Any]) -> None:

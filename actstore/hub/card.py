@@ -13,7 +13,20 @@ from typing import Any
 from ..format.layersel import request, stored
 from ..format.metadata import DatasetInfo
 
-__all__ = ["build_dataset_card"]
+__all__ = ["build_dataset_card", "is_hub_id", "model_link"]
+
+
+def is_hub_id(model: str | None) -> bool:
+    """Whether ``model`` can be a Hub model id (``name`` or ``org/name``), not a local path."""
+    if not model or model.startswith(("/", ".", "~")) or "\\" in model or ":" in model:
+        return False
+    parts = model.split("/")
+    return len(parts) <= 2 and all(parts)
+
+
+def model_link(model: str) -> str:
+    """A Markdown link to the model's Hub page, or the name in code font when it is no Hub id."""
+    return f"[{model}](https://huggingface.co/{model})" if is_hub_id(model) else f"`{model}`"
 
 
 def _yaml_list(name: str, items: list[str]) -> list[str]:
@@ -22,7 +35,7 @@ def _yaml_list(name: str, items: list[str]) -> list[str]:
 
 def _front_matter(info: DatasetInfo, license: str, tags: list[str]) -> str:
     lines = [f"license: {license}"]
-    if info.model:
+    if is_hub_id(info.model):
         lines += [f"base_model: {json.dumps(info.model)}"]
     lines += _yaml_list("tags", tags)
     lines += ["task_categories:", "- feature-extraction"]
@@ -102,13 +115,13 @@ def build_dataset_card(info: DatasetInfo, repo_id: str, *, license: str = "cc-by
     True
     """
     all_tags = ["actstore", "lmprobe", "activations", "interpretability", *(tags or [])]
-    if info.model:
+    if is_hub_id(info.model):
         all_tags.append(info.model.split("/")[-1].lower())
     model = info.model or "unknown model"
     rev = f" at revision `{info.revision}`" if info.revision else ""
     lines = [_front_matter(info, license, list(dict.fromkeys(all_tags))),
              f"# {model} — activation dataset", "",
-             f"Hidden states of [{model}](https://huggingface.co/{model}){rev}, "
+             f"Hidden states of {model_link(model) if info.model else model}{rev}, "
              f"{info.num_prompts:,} prompts, stored in the lmprobe v2 layout "
              f"(format {info.format_version}, actstore extensions {info.actstore_version}).", ""]
     if info.description:

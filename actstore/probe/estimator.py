@@ -262,7 +262,26 @@ class Probe(BaseEstimator):
         if self.task == "classification":
             self.classes_ = self.pipeline_.classes_
         self.n_features_in_ = Xf.shape[1]
+        from .io import dataset_provenance
+
+        self.provenance_ = dataset_provenance(X, y, self.view, self.layers_)  # saved with it
         return self
+
+    @property
+    def provenance(self) -> dict[str, Any] | None:
+        """What the probe was fitted on (dataset URL and revision, model, view, layers, label
+        column), kept by :meth:`save`; None when fitted on arrays."""
+        return getattr(self, "provenance_", None)
+
+    def __repr__(self, N_CHAR_MAX: int = 700) -> str:  # noqa: N803 (scikit-learn's name)
+        text = super().__repr__(N_CHAR_MAX)
+        prov = self.provenance
+        if not prov:
+            return text
+        where = prov.get("dataset") + (f"@{prov['dataset_revision']}" if prov.get("dataset_revision") else "")
+        return (f"{text}\n  fitted on {where} (model {prov.get('model')}, view "
+                f"{prov.get('view')!r}, layers {prov.get('layers')}, labels "
+                f"{prov.get('label_column')!r}, {prov.get('rows')} rows)")
 
     def fit_contrastive(self, positive: Any, negative: Any) -> Probe:
         """Fit on contrast pairs: rows of ``positive`` are class 1, rows of ``negative`` class 0."""

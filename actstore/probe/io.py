@@ -24,12 +24,47 @@ from .classifiers import CLASSIFIERS
 from .head import LinearHead, collapse_pipeline
 from .layers import request, stored
 
-__all__ = ["PROBE_FORMAT_VERSION", "load_probe", "save_probe"]
+__all__ = ["PROBE_FORMAT_VERSION", "dataset_provenance", "load_probe", "save_probe"]
 
 PROBE_FORMAT_VERSION = 1
 CONFIG, WEIGHTS = "probe.json", "probe.safetensors"
 _PARAMS = ("layers", "view", "classifier", "task", "normalize", "preprocessing",
            "pca_components", "classifier_kwargs", "random_state")
+
+
+def dataset_provenance(data: Any, y: Any, view: str | None, layers: list[int]) -> dict[str, Any] | None:
+    """What a probe fitted on ``data`` records about it (None for plain arrays).
+
+    The dataset's URL and revision (the Hub commit a pulled copy or an ``@rev`` URL names),
+    the model and its revision, the view, the layers and the label column.
+    """
+    from .data import is_dataset
+
+    if not is_dataset(data):
+        return None
+    url = str(data.url)
+    revision = None
+    if url.startswith("hf://") and "@" in url:
+        revision = url.rsplit("@", 1)[1].split("/", 1)[0]
+    elif "://" not in url:
+        record = _pulled_record(url)
+        if record:
+            url, revision = f"hf://datasets/{record['repo_id']}", record.get("revision")
+    info = data.info
+    label = y if isinstance(y, str) else ("label" if y is None else None)
+    return {"dataset": url, "dataset_revision": revision, "model": info.model,
+            "model_revision": info.revision, "view": view or info.views[0],
+            "layers": [int(v) for v in layers], "label_column": label, "rows": len(data)}
+
+
+def _pulled_record(local: str) -> dict[str, Any] | None:
+    """``pull_dataset``'s record of the repo and commit a local copy came from."""
+    try:
+        with open(os.path.join(local, ".actstore", "hub.json"), encoding="utf-8") as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("repo_id"), str) else None
 
 
 def _jsonable_classes(classes: np.ndarray | None) -> list[Any] | None:
@@ -66,6 +101,7 @@ def save_probe(probe: Any, path: str) -> None:
         "dim_": int(probe.dim_),
         "kind": head.kind,
         "classes_": _jsonable_classes(head.classes_),
+        "provenance": getattr(probe, "provenance_", None),
     }
     os.makedirs(path, exist_ok=True)
     weights = os.path.join(path, WEIGHTS)
@@ -233,6 +269,7 @@ def load_probe(path: str) -> Any:
     probe.layers_named_ = cfg.get("layers_named_", True)
     probe.layer_scale_ = arrays["layer_scale"].astype(np.float64)
     probe.n_features_in_ = W.shape[0]
+    probe.provenance_ = cfg.get("provenance")
     if kind != "regression":
         probe.classes_ = probe.pipeline_.classes_
     return probe

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..errors import InvalidArgumentError
 
-__all__ = ["append_results", "report"]
+__all__ = ["append_results", "plot_layers", "report", "sweep_html", "sweep_text"]
 
 
 def append_results(path: str, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -64,3 +64,93 @@ def _layer_key(frame: pd.DataFrame) -> pd.DataFrame:
     layer[single] = [int(v) for v in frame.loc[single, "layer"]]
     layer[~single] = frame.loc[~single, "layers"]
     return frame.assign(layer=layer.astype(str))
+
+
+def _describe(sweep: Any) -> str:
+    bits = [f"{sweep.cv}-fold CV" if sweep.cv else None,
+            f"{sweep.view} view" if sweep.view else None,
+            f"chance {sweep.chance:.3f}" if sweep.chance is not None else None]
+    return ", ".join(b for b in bits if b)
+
+
+def _best_first(sweep: Any) -> pd.DataFrame:
+    s = sweep.to_frame()[["layer", f"{sweep.metric}_mean", f"{sweep.metric}_std"]]
+    return s.sort_values([f"{sweep.metric}_mean", "layer"], ascending=[False, True], kind="stable")
+
+
+def sweep_text(sweep: Any, max_rows: int = 12) -> str:
+    """``repr(sweep)``: the best layer first, then every layer by score (best first)."""
+    table = _best_first(sweep)
+    best = table.iloc[0]
+    head = (f"SweepResult({sweep.model + ': ' if sweep.model else ''}best layer {int(best['layer'])}"
+            f", {sweep.metric} {best.iloc[1]:.4f} ± {best.iloc[2]:.4f}; {len(table)} layers"
+            f"{'; ' + _describe(sweep) if _describe(sweep) else ''})")
+    shown = table.head(max_rows).to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    more = f"\n  ... {len(table) - max_rows} more layers (sweep.to_frame())" if len(table) > max_rows else ""
+    return head + "\n" + "\n".join("  " + line for line in shown.splitlines()) + more
+
+
+def sweep_html(sweep: Any) -> str:
+    """An HTML table for notebooks: the best layer first."""
+    import html
+
+    table = _best_first(sweep)
+    best = int(table.iloc[0]["layer"])
+    cap = html.escape(f"{sweep.model + ': ' if sweep.model else ''}best layer {best} "
+                      f"({sweep.metric}; {_describe(sweep)})")
+    body = table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)
+    return f"<div><b>SweepResult</b> — {cap}{body}</div>"
+
+
+def plot_layers(sweeps: dict[Any, Any], path: str, *, title: str | None = None,
+                ylabel: str | None = None) -> str:
+    """A PNG of each sweep's metric per layer: integer layer ticks, ±1 std clipped to the
+    metric's range ([0, 1] for accuracy, at most 1 for R²), a chance line, and a y axis
+    that starts at or below chance (no zoom onto the top of the range)."""
+    import matplotlib
+    import numpy as np
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    first = next(iter(sweeps.values()))
+    metric = first.metric
+    fig, ax = plt.subplots(figsize=(7, 4))
+    lows, layers = [], set()
+    for label, sweep in sweeps.items():
+        s = sweep.to_frame()
+        mean, std = s[f"{metric}_mean"].to_numpy(), s[f"{metric}_std"].to_numpy()
+        lower = np.minimum(std, mean - 0.0) if metric == "accuracy" else std
+        upper = np.minimum(std, 1.0 - mean)
+        ax.errorbar(s["layer"], mean, yerr=[np.maximum(lower, 0), np.maximum(upper, 0)], marker="o",
+                    capsize=3, label=None if label is None else str(label))
+        lows.append(float(np.min(mean - lower)))
+        layers |= set(int(v) for v in s["layer"])
+    chances = {round(sw.chance, 3) for sw in sweeps.values() if sw.chance is not None}
+    for c in sorted(chances):
+        ax.axhline(c, color="gray", linestyle="--", linewidth=1,
+                   label=f"chance ({c:.2f})" if len(chances) == 1 else None)
+    if len(sweeps) == 1:
+        best = first.best_layer
+        ax.axvline(best, color="gray", linestyle=":", label=f"best layer {best}")
+    ordered = sorted(layers)
+    if len(ordered) <= 25:
+        ax.set_xticks(ordered)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    bottom = min(lows + [min(chances) if chances else 0.0])
+    if metric == "accuracy":
+        ax.set_ylim(max(0.0, bottom - 0.05), 1.01)
+    else:
+        ax.set_ylim(bottom - 0.05, 1.01)
+    ax.set_xlabel("layer")
+    cv = f"{first.cv}-fold " if first.cv else ""
+    ax.set_ylabel(ylabel or f"{cv}CV {metric} (mean ± std)")
+    view = f", {first.view} view" if first.view else ""
+    ax.set_title(title or f"Linear probe {metric} by layer — {first.model or 'activations'}{view}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -71,7 +71,7 @@ def test_warmup_with_a_real_model_extracts_only_missing_prompts(minilm, tmp_path
     direct = actstore.extract(minilm, prompts, str(tmp_path / "direct"), layers=[0, 5],
                               pooling="last_token", progress=False)
     ds = actstore.open_dataset(tmp_path / "direct")
-    name, rev = direct.info.model, direct.info.revision
+    name, rev = minilm, direct.info.revision  # the cache keys by the name it loaded from
     cfg = {"dtype": "float32", "max_length": None, "template": None}
     X = cache.get(name, prompts, layers=[0, 5], revision=rev, config=cfg)
     np.testing.assert_allclose(X[:, 0], ds.layer(0), rtol=1e-5, atol=1e-5)
