@@ -54,7 +54,7 @@ def dataset_provenance(data: Any, y: Any, view: str | None, layers: list[int]) -
     label = y if isinstance(y, str) else ("label" if y is None else None)
     return {"dataset": url, "dataset_revision": revision, "model": info.model,
             "model_revision": info.revision, "view": view or info.views[0],
-            "layers": [int(v) for v in layers], "label_column": label, "rows": len(data)}
+            "layers": [v if isinstance(v, str) else int(v) for v in layers], "label_column": label, "rows": len(data)}
 
 
 def _pulled_record(local: str) -> dict[str, Any] | None:

@@ -60,4 +60,4 @@ def test_a_read_only_cache_still_reads_and_reports_clearly(served, http_root, fr
     assert main(["cache", "--location", str(frozen), "stats"]) == 0
     assert main(["cache", "--location", str(frozen), "evict", "--max-bytes", "1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: Cannot delete a segment") and "\n" not in err
+    assert err.startswith("actstore: error: Cannot delete a segment") and "\n" not in err
