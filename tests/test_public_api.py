@@ -44,3 +44,11 @@ def test_errors_inherit_builtins() -> None:
     assert issubclass(actstore.HubAuthError, PermissionError)
     assert issubclass(actstore.OfflineError, ConnectionError)
     assert issubclass(actstore.IntegrityError, actstore.FormatError)
+
+
+def test_extract_shows_its_own_signature() -> None:
+    """``actstore.extract?`` in a notebook shows the arguments, not ``(*args, **kwargs)``."""
+    import inspect
+
+    params = inspect.signature(actstore.extract).parameters
+    assert {"model", "prompts", "out", "layers", "pooling", "model_name", "overwrite"} <= set(params)

@@ -27,6 +27,7 @@ Examples
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
 import sys
 import types
@@ -351,3 +352,7 @@ class _CallableModule(types.ModuleType):
 
 
 sys.modules[__name__].__class__ = _CallableModule
+# ``actstore.extract?`` / ``help`` / ``inspect.signature`` show the function's own signature
+# (not ``(*args, **kwargs)``); the module stays a package for its submodules (issue 13 plans a
+# plain function in its place).
+__signature__ = inspect.signature(extract)
