@@ -378,32 +378,35 @@ def fit_streaming(ds: Any, y: Any = None, *, layers: LayerSpec = "all",
                     refs[j][c] = Xg.mean(0)
                 stats[j][f][c].merge(_block_moments(Xg, refs[j][c] if fourth else None))
         del block
-    result = StreamingFit(probes={})
+    result = StreamingFit(probes={}, folds=folds)
     for j, L in enumerate(chosen):
-        key_layer = request(L)
         ref_j = [r if r is not None else np.zeros(width) for r in refs[j]]
-
-        def merged(skip: int | None, j: int = j) -> list[_Moments]:
-            out = []
-            for c in range(K):
-                m = _empty(width, fourth)
-                for f in range(F):
-                    if f != skip:
-                        m.merge(stats[j][f][c])
-                out.append(m)
-            return out
-
-        def build(groups: list[_Moments], what: str, L: int = L) -> dict[str, Any]:
-            if any(g.n == 0 for g in groups):
-                raise InvalidArgumentError(f"{what} lacks a class; every class needs rows in every training set.")
-            heads = _heads(groups, ref_j, names, task, kw)
-            return {c: _make_probe(ds, y, view, L, c, task, kw.get(c), *heads[c], classes, d)
-                    for c in names}
-
-        for c, p in build(merged(None), "The data").items():
-            result.probes[key_layer, c] = p
-        for k in range(F if cv is not None else 0):
-            for c, p in build(merged(k), f"The training set of fold {k}").items():
-                result.fold_probes.setdefault((key_layer, c), []).append(p)
-    result.folds = folds
+        for k in [None, *range(F if cv is not None else 0)]:
+            train = _merge_folds(stats[j], skip=k, width=width, fourth=fourth)
+            if any(g.n == 0 for g in train):
+                where = "The data" if k is None else f"The training set of fold {k}"
+                raise InvalidArgumentError(
+                    f"{where} lacks a class (of {classes}); every class needs rows in every "
+                    "training set. Use fewer folds or drop the rare class."
+                )
+            heads = _heads(train, ref_j, names, task, kw)
+            for c in names:
+                probe = _make_probe(ds, y, view, L, c, task, kw.get(c), *heads[c], classes, d)
+                if k is None:
+                    result.probes[request(L), c] = probe
+                else:
+                    result.fold_probes.setdefault((request(L), c), []).append(probe)
     return result
+
+
+def _merge_folds(per_fold: list[list[_Moments]], *, skip: int | None, width: int,
+                 fourth: bool) -> list[_Moments]:
+    """Per class, the statistics of every fold but ``skip`` (all folds for None), merged."""
+    out = []
+    for c in range(len(per_fold[0])):
+        m = _empty(width, fourth)
+        for f, groups in enumerate(per_fold):
+            if f != skip:
+                m.merge(groups[c])
+        out.append(m)
+    return out

@@ -65,14 +65,29 @@ def test_streamed_probes_equal_the_in_memory_fit(tmp_path, classes):
         np.testing.assert_allclose(back.decision_function(X[:, L]), probe.decision_function(X[:, L]), atol=1e-12)
 
 
-def test_large_mean_offset_keeps_precision(tmp_path):
-    # 1e4 + N(0, 1): sum-of-squares minus n*mean**2 would lose ~8 of float64's 16 digits
-    X, y = data(n=400, dim=8, offset=1e4, seed=3)
+@pytest.mark.parametrize("offset", [1e4, 1e6])
+def test_large_mean_offset_keeps_precision(tmp_path, offset):
+    # features offset + N(0, 1): X^T X - n mean mean^T loses ~2 log10(offset) digits (at 1e6
+    # its scatter is off by ~3e-4 relative), centred Chan merges lose none
+    X, y = data(n=400, dim=8, offset=offset, seed=3)
     ds = actstore.open_dataset(write(str(tmp_path / "ds"), X, labels=y.tolist()))
     fit = actstore.fit_streaming(ds, layers=[0, 2], block_rows=64)
     for L in (0, 2):
         for c in ("ridge", "lda", "mass_mean"):
             assert_same(fit[L, c], actstore.Probe(classifier=c, layers=[L]).fit(ds), X[:, L])
+
+
+def test_merged_statistics_equal_two_pass_float64():
+    from actstore.probe.streaming import _block_moments, _empty
+
+    rng = np.random.default_rng(4)
+    X = 1e6 + rng.normal(size=(1000, 5)) * np.array([1, 2, 3, 0.1, 10])
+    m = _empty(5, False)
+    for start in range(0, 1000, 77):
+        m.merge(_block_moments(X[start:start + 77], None))
+    C = X - X.mean(0)
+    np.testing.assert_allclose(m.mean, X.mean(0), rtol=1e-14)
+    np.testing.assert_allclose(m.M, C.T @ C, rtol=1e-9, atol=1e-9 * np.abs(C.T @ C).max())
 
 
 def test_label_column_regression_and_alpha(tmp_path):
