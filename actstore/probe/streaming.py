@@ -329,10 +329,11 @@ def fit_streaming(ds: Any, y: Any = None, *, layers: LayerSpec = "all",
     check_targets(yv, task)
     d = int(ds.info.dim)
     if task == "regression":
-        classes, code, K = None, np.zeros(n, dtype=np.int64), 1
+        classes, code, K = None, np.zeros(n, dtype=np.int32), 1
         target = np.asarray(yv, dtype=np.float64)
     else:
         classes, code = np.unique(yv, return_inverse=True)
+        code = code.astype(np.int32)  # 4 bytes a row: the only per-row state besides the labels
         K, target = classes.size, None
         small = np.bincount(code, minlength=K).min()
         if small < 2 and "lda" in names:
@@ -341,7 +342,7 @@ def fit_streaming(ds: Any, y: Any = None, *, layers: LayerSpec = "all",
                 "or collect more rows."
             )
     folds: list[tuple[np.ndarray, np.ndarray]] = []
-    fold_of = np.zeros(n, dtype=np.int64)
+    fold_of = np.zeros(n, dtype=np.int32)
     F = 1
     if cv is not None:
         from .sweep import make_folds
