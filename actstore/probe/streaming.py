@@ -32,8 +32,9 @@ from .layers import LayerSpec, request, resolve_layers
 
 __all__ = ["StreamingFit", "fit_streaming"]
 
-STREAMING_CLASSIFIERS = ("ridge", "lda", "mass_mean")
-_KWARGS = {"ridge": {"alpha"}, "lda": set(), "mass_mean": set()}
+STREAMING_CLASSIFIERS = ("ridge", "lda", "mass_mean", "logistic_regression")
+_ONE_PASS = ("ridge", "lda", "mass_mean")
+_KWARGS = {"ridge": {"alpha"}, "lda": set(), "mass_mean": set(), "logistic_regression": {"C", "tol", "max_iter"}}
 
 
 @dataclass
@@ -211,6 +212,8 @@ def _heads(groups: list[_Moments], refs: list[np.ndarray], classifiers: list[str
     sigma = _scaler(n, mu, np.diag(S) / n)
     out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for c in classifiers:
+        if c == "logistic_regression":
+            continue  # fitted by _logistic, with more passes
         if c == "ridge":
             alpha = float(kwargs.get("ridge", {}).get("alpha", 1.0))
             if task == "regression":
@@ -262,11 +265,13 @@ def _make_probe(ds: Any, y: Any, view: str | None, layer: int, classifier: str, 
 
 
 def fit_streaming(ds: Any, y: Any = None, *, layers: LayerSpec = "all",
-                  classifiers: Sequence[str] | str = STREAMING_CLASSIFIERS,
+                  classifiers: Sequence[str] | str = _ONE_PASS,
                   task: str = "classification", view: str | None = None, block_rows: int = 4096,
                   cv: int | None = None, seed: int = 0,
                   classifier_kwargs: Mapping[str, Mapping[str, Any]] | None = None) -> StreamingFit:
     """Fit ridge, LDA and mass-mean probes on several layers in ONE pass over the rows.
+
+    (Binary logistic regression too, with more passes: see ``classifiers``.)
 
     Each block of ``block_rows`` rows is read once, for every requested layer
     (``ds.get(rows, layers=...)``), and folded into float64 sufficient statistics; memory is
@@ -282,7 +287,13 @@ def fit_streaming(ds: Any, y: Any = None, *, layers: LayerSpec = "all",
         A label column name or one label per row (default: the dataset's labels).
     layers : int, str or list
         Layers to fit, resolved by :mod:`actstore.format.layersel` (default every block).
-    classifiers : sequence of {"ridge", "lda", "mass_mean"}
+    classifiers : sequence of {"ridge", "lda", "mass_mean", "logistic_regression"}
+        The first three come from the one pass. ``"logistic_regression"`` (binary) is fitted
+        after it by L-BFGS on scikit-learn's objective (same ``C``, intercept unpenalised,
+        standardisation from the streamed statistics), each loss and gradient summed over
+        streamed blocks: one more pass over the layer per evaluation (typically 10-50), in the
+        same bounded memory; options ``C``, ``tol`` (gradient tolerance, default 1e-8),
+        ``max_iter``.
     task : {"classification", "regression"}
         Regression fits ``ridge`` only.
     view : str, optional
@@ -297,7 +308,7 @@ def fit_streaming(ds: Any, y: Any = None, *, layers: LayerSpec = "all",
     seed : int
         Shuffling seed of the folds.
     classifier_kwargs : dict, optional
-        Per classifier: ``{"ridge": {"alpha": 10.0}}`` (ridge's ``alpha`` is the only option).
+        Per classifier: ``{"ridge": {"alpha": 10.0}, "logistic_regression": {"C": 0.5}}``.
 
     Returns
     -------
@@ -391,6 +402,9 @@ def fit_streaming(ds: Any, y: Any = None, *, layers: LayerSpec = "all",
                     "training set. Use fewer folds or drop the rare class."
                 )
             heads = _heads(train, ref_j, names, task, kw)
+            if "logistic_regression" in names:
+                heads["logistic_regression"] = _logistic(ds, L, view, code, fold_of, k, train, int(block_rows),
+                                                         kw.get("logistic_regression", {}))
             for c in names:
                 probe = _make_probe(ds, y, view, L, c, task, kw.get(c), *heads[c], classes, d)
                 if k is None:
@@ -398,6 +412,67 @@ def fit_streaming(ds: Any, y: Any = None, *, layers: LayerSpec = "all",
                 else:
                     result.fold_probes.setdefault((request(L), c), []).append(probe)
     return result
+
+
+def _logistic(ds: Any, layer: int, view: str | None, code: np.ndarray, fold_of: np.ndarray,
+              skip: int | None, train: list[_Moments], block_rows: int,
+              opts: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Binary L2 logistic regression (scikit-learn's objective, intercept unpenalised) by
+    L-BFGS on standardised features, each loss and gradient summed over streamed blocks.
+
+    Each evaluation is one pass over the layer's rows (outside fold ``skip``); the
+    standardisation comes from the already streamed statistics ``train``.
+    """
+    from scipy.optimize import minimize
+
+    if len(train) != 2:
+        raise InvalidArgumentError(
+            f"logistic_regression is streamed for two classes only; got {len(train)}. Use 'lda' or "
+            "'ridge' for several classes, or Probe(classifier='logistic_regression').fit in memory."
+        )
+    total = _empty(train[0].mean.size, False)
+    for g in train:
+        total.merge(_Moments(g.n, g.mean, g.M))
+    n, mu = total.n, total.mean
+    sigma = _scaler(n, mu, np.diag(total.M) / n)
+    C = float(opts.get("C", 1.0))
+    if not C > 0:
+        raise InvalidArgumentError(f"logistic_regression's C must be > 0; got {C!r}.")
+    d = mu.size
+    N = code.size
+
+    def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:d], theta[d]
+        loss, gw, gb = 0.0, np.zeros(d), 0.0
+        for start in range(0, N, block_rows):
+            rows = np.arange(start, min(start + block_rows, N))
+            keep = rows if skip is None else rows[fold_of[rows] != skip]
+            if keep.size == 0:
+                continue
+            Z = (ds.get(keep, layers=[request(layer)], view=view, dtype=np.float32)[:, 0] - mu) / sigma
+            t = code[keep].astype(np.float64)
+            z = Z @ w + b
+            loss += float(np.sum(np.logaddexp(0.0, z) - t * z))
+            r = 1.0 / (1.0 + np.exp(-z)) - t
+            gw += Z.T @ r
+            gb += float(r.sum())
+        # scikit-learn's objective divided by C * n: same minimiser, gradients of order one
+        f = loss / n + 0.5 / (C * n) * float(w @ w)
+        return f, np.concatenate([gw / n + w / (C * n), [gb / n]])
+
+    res = minimize(loss_grad, np.zeros(d + 1), jac=True, method="L-BFGS-B",
+                   options={"maxiter": int(opts.get("max_iter", 1000)), "gtol": float(opts.get("tol", 1e-8)),
+                            "ftol": 1e-15})
+    if not res.success and res.nit >= int(opts.get("max_iter", 1000)):
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+
+        warnings.warn(f"Streamed logistic regression on layer {request(layer)} did not converge in "
+                      f"{res.nit} iterations; raise classifier_kwargs['logistic_regression']['max_iter'].",
+                      ConvergenceWarning, stacklevel=3)
+    w, b = res.x[:d], res.x[d]
+    return (w / sigma)[:, None], np.array([b - (mu / sigma) @ w])
 
 
 def _merge_folds(per_fold: list[list[_Moments]], *, skip: int | None, width: int,

@@ -161,8 +161,12 @@ def test_bad_input_refused(tmp_path):
         actstore.fit_streaming(ds, layers=[1], classifiers=("ridge",))
     with pytest.raises(actstore.InvalidArgumentError, match="binary"):
         actstore.fit_streaming(ds, layers=[0], classifiers=("mass_mean",))
-    with pytest.raises(actstore.InvalidArgumentError, match="logistic_regression"):
+    with pytest.raises(actstore.InvalidArgumentError, match="two classes only"):
         actstore.fit_streaming(ds, layers=[0], classifiers=("logistic_regression",))
+    with pytest.raises(actstore.InvalidArgumentError, match="linear_svm"):
+        actstore.fit_streaming(ds, layers=[0], classifiers=("linear_svm",))
+    with pytest.raises(actstore.InvalidArgumentError, match="unsupported options"):
+        actstore.fit_streaming(ds, layers=[0], classifiers="ridge", classifier_kwargs={"ridge": {"solver": "svd"}})
     with pytest.raises(actstore.InvalidArgumentError, match="block_rows"):
         actstore.fit_streaming(ds, layers=[0], block_rows=0)
 
@@ -196,3 +200,26 @@ def test_peak_memory_does_not_grow_with_rows(tmp_path):
     # 4x the rows: the statistics and one block stay the same size
     assert peaks[80_000] < 1.25 * peaks[20_000] + 2**20, peaks
     assert peaks[80_000] < one_layer_80k, peaks
+
+
+@pytest.mark.parametrize("cv", [None, 3])
+def test_streamed_logistic_regression_matches_scikit_learn(tmp_path, cv):
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = data(n=300, dim=6, seed=9)
+    ds = actstore.open_dataset(write(str(tmp_path / "ds"), X, labels=y.tolist()))
+    fit = actstore.fit_streaming(ds, layers=[1], classifiers=("logistic_regression", "ridge"), block_rows=64,
+                                 cv=cv, seed=2, classifier_kwargs={"logistic_regression": {"C": 0.5}})
+    sets = [np.arange(300)] if cv is None else [tr for tr, _ in fit.folds]
+    probes = [fit[1, "logistic_regression"]] if cv is None else fit.fold_probes[1, "logistic_regression"]
+    for rows, probe in zip(sets, probes):
+        Xl = X[rows, 1].astype(np.float64)
+        sc = StandardScaler().fit(Xl)
+        ref = LogisticRegression(C=0.5, tol=1e-12, max_iter=10_000).fit(sc.transform(Xl), y[rows])
+        coef_z = probe.pipeline_.W[:, 0] * sc.scale_  # the streamed weights on standardised features
+        np.testing.assert_allclose(coef_z, ref.coef_[0], atol=1e-4)
+        mem = actstore.Probe(classifier="logistic_regression", layers=[1],
+                             classifier_kwargs={"C": 0.5}).fit(X[rows][:, [1]], y[rows], layers=[1])
+        assert abs(probe.score(X[:, 1], y) - mem.score(X[:, 1], y)) <= 1e-3
+        np.testing.assert_allclose(probe.predict_proba(X[:, 1]), mem.predict_proba(X[:, 1]), atol=1e-3)
