@@ -223,3 +223,26 @@ def test_streamed_logistic_regression_matches_scikit_learn(tmp_path, cv):
                              classifier_kwargs={"C": 0.5}).fit(X[rows][:, [1]], y[rows], layers=[1])
         assert abs(probe.score(X[:, 1], y) - mem.score(X[:, 1], y)) <= 1e-3
         np.testing.assert_allclose(probe.predict_proba(X[:, 1]), mem.predict_proba(X[:, 1]), atol=1e-3)
+
+
+@pytest.mark.hub
+def test_streaming_over_the_hub_fetches_each_byte_once(hub, tmp_path):
+    import os
+    import uuid
+
+    from actstore.cache import UnifiedCache
+
+    X, y = data(n=3000, dim=32, seed=6)
+    path = write(str(tmp_path / "ds"), X, labels=y.tolist(), shard_rows=1000)
+    repo = f"team/stream-{uuid.uuid4().hex[:8]}"
+    actstore.push_dataset(path, repo, token="hf_test_write", endpoint=hub.endpoint, progress=False)
+    hub.reset_counters()
+    lazy = actstore.open_dataset(f"hf://datasets/{repo}", cache=UnifiedCache(tmp_path / "cache"),
+                                 storage_options={"token": "hf_test_write", "endpoint": hub.endpoint})
+    fit = actstore.fit_streaming(lazy, layers="all", block_rows=700)
+    tensors = sum(os.path.getsize(os.path.join(path, "tensors", f)) for f in os.listdir(os.path.join(path, "tensors")))
+    served = hub.bytes_served(repo, "tensors/")
+    assert 3000 * 32 * 4 * len(LAYERS) <= served <= 1.05 * tensors
+    local = actstore.fit_streaming(actstore.open_dataset(path), layers="all", block_rows=700)
+    for key, probe in fit.probes.items():
+        np.testing.assert_array_equal(probe.pipeline_.W, local[key].pipeline_.W)
