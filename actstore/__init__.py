@@ -58,6 +58,7 @@ _LAZY: dict[str, str] = {
     "Probe": "actstore.probe",
     "sweep_layers": "actstore.probe",
     "cross_validate": "actstore.probe",
+    "fit_streaming": "actstore.probe",
     "mdl_probe": "actstore.probe",
     "control_task": "actstore.probe",
 }
