@@ -15,8 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the probe commands to the ``actstore`` parser."""
     p = sub.add_parser("probe", help="cross-validate (and save) a probe on one layer of a dataset")
     _common(p)
-    p.add_argument("--layer", default=None, help="layer, comma list, 'all', 'middle', 'last' or "
-                   "'embeddings' (default: the deepest stored block, printed)")
+    p.add_argument("--layers", "--layer", dest="layer", default=None, metavar="LAYERS",
+                   help="layer or comma list (e.g. 16 or 4,8,-1), 'all', 'middle', 'last' or "
+                        "'embeddings', as in sweep (--layer is the same option; default: the "
+                        "deepest stored block, printed)")
     p.add_argument("--save", help="fit on the training rows (all rows without a held-out split) "
                                   "and save the probe to this folder")
     split = p.add_mutually_exclusive_group()
@@ -76,6 +78,36 @@ def _layers(text: str, option: str = "--layers") -> Any:
             f"{option} {text!r} is not a layer list; give comma-separated integers (e.g. 2,4,-1), "
             "'embeddings', 'all', 'middle' or 'last'."
         ) from None
+
+
+def say_resolved(spec: Any, available: Any, option: str) -> None:
+    """One stderr line naming the layers ``"middle"``/``"last"``/a negative number became.
+
+    Nothing for explicit layer numbers, ``"embeddings"`` and ``"all"`` (the output lists
+    those); an unknown layer is left to the command itself to refuse.
+    """
+    from ..format.layersel import request, resolve_layers
+
+    items = spec if isinstance(spec, list) else [spec]
+    named = [v for v in items if v in ("middle", "last") or (isinstance(v, int) and v < 0)]
+    if not named:
+        return
+    try:
+        got = [request(L) for L in resolve_layers(spec, available)]
+    except ValueError:  # InvalidArgumentError: the command raises it with its own context
+        return
+    shown = ",".join(str(v) for v in items)
+    which = got[0] if len(got) == 1 else ", ".join(map(str, got))
+    print(f"{option} {shown}: using layer{'s' if len(got) > 1 else ''} {which} "
+          f"(of the stored blocks {_blocks(available)})", file=sys.stderr)
+
+
+def _blocks(available: Any) -> str:
+    from ..format.layersel import blocks_of
+
+    b = blocks_of(available)
+    return f"{b[0]}–{b[-1]}" if len(b) > 2 and b == list(range(b[0], b[-1] + 1)) else \
+        ", ".join(map(str, b))
 
 
 def _check_plot_path(path: str | None) -> None:
@@ -168,9 +200,10 @@ def _probe(args: argparse.Namespace) -> int:
         from ..format.layersel import resolve_layer
 
         layers = [resolve_layer("last", ds.info.layers)]
-        print(f"no --layer given: using layer {layers[0]} (the deepest stored block)", file=sys.stderr)
+        print(f"no --layers given: using layer {layers[0]} (the deepest stored block)", file=sys.stderr)
     else:
-        layers = _layers(args.layer, "--layer")
+        layers = _layers(args.layer, "--layers")
+        say_resolved(layers, ds.info.layers, "--layers")
     frame = cross_validate(train, args.label_column, layers=layers, cv=args.cv, seeds=[args.seed],
                            groups=args.groups, view=args.view, classifier=args.classifier, task=args.task)
     metrics = frame.drop(columns=["layers", "seed", "fold"]).mean(numeric_only=True)
@@ -241,6 +274,7 @@ def _sweep(args: argparse.Namespace) -> int:
     layers = _layers(args.layers)
     _check_plot_path(args.plot)
     ds = open_dataset(args.url)
+    say_resolved(layers, ds.info.layers, "--layers")
     sweep = sweep_layers(ds, args.label_column, layers=layers, cv=args.cv,
                          groups=args.groups, classifier=args.classifier, task=args.task,
                          view=args.view, seed=args.seed, progress=not args.no_progress)
