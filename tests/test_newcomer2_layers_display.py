@@ -95,3 +95,14 @@ def test_dataset_and_info_show_as_tables_in_notebooks(six_blocks):
     assert "5 of 40 rows" in ds.select(range(5))._repr_html_()
     text = repr(ds.info)  # an embeddings layer broke the info table (a str in a range)
     assert "embeddings, 0–5 (7 layers)" in text
+
+
+def test_a_layer_list_may_start_with_a_negative_layer(capsys, six_blocks):
+    parser = build_parser()  # argparse took "-1,-2" for an option: "expected one argument"
+    assert parser.parse_args(["probe", "ds", "--layers", "-1,-2"]).layer == "-1,-2"
+    assert parser.parse_args(["sweep", "ds", "--layers", "-2,-1"]).layers == "-2,-1"
+    assert parser.parse_args(["extract", "m", "p.txt", "--out", "o", "--layers", "-1,4"]).layers \
+        == "-1,4"
+    err = _stderr_lines(capsys, ["sweep", six_blocks, "--layers", "-2,-1", "--cv", "2",
+                                 "--no-progress"])
+    assert err == ["--layers -2,-1: using layers 4, 5 (of the stored blocks 0–5)"], err

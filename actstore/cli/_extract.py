@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--overwrite", action="store_true",
                    help="start over: delete an earlier run's parts and any dataset at --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from ._probe import negative_lists
+
+    negative_lists(p)  # --layers -1,-2
     p.set_defaults(handler=_extract)
     p = sub.add_parser("merge", help="join the finished shards of a multi-worker extraction")
     p.add_argument("out", help="the --out folder of the extraction")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -27,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                             "cross-validate and fit on the rest, report accuracy on these")
     split.add_argument("--test-rows", default=None, metavar="START:STOP",
                        help="hold out these row positions (e.g. 800: or 0:100) instead")
+    negative_lists(p)
     p.set_defaults(handler=_probe)
     p = sub.add_parser("predict", help="predict with a saved probe on a dataset's rows")
     p.add_argument("probe", help="folder of a probe saved with `actstore probe --save`")
@@ -40,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="layers to sweep: comma list (e.g. 2,4,-1), 'all', 'middle' or 'last'")
     p.add_argument("--plot", help="write a PNG of the metric per layer")
     p.add_argument("--no-progress", action="store_true", help="no bar of the layers done")
+    negative_lists(p)
     p.set_defaults(handler=_sweep)
     p = sub.add_parser("report", help="aggregate a results file (mean ± std per group)")
     p.add_argument("results", help="Parquet results file written by probe/sweep --results")
@@ -47,6 +50,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="comma list of result columns to group by")
     p.add_argument("--plot", help="write a PNG of the main metric per layer")
     p.set_defaults(handler=_report)
+
+
+def negative_lists(p: argparse.ArgumentParser) -> None:
+    """Let ``--layers -1,-2`` take ``-1,-2`` as its value, as it takes ``-1``.
+
+    argparse reads an argument starting with ``-`` as an option unless it looks like one
+    negative number, so a layer list that starts with a negative layer failed with
+    "expected one argument". No option of these commands looks like a number.
+    """
+    p._negative_number_matcher = re.compile(r"^-\d+(,\s*-?\d+)*,?$")  # type: ignore[attr-defined]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
