@@ -52,6 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--overwrite", action="store_true",
                    help="start over: delete an earlier run's parts and any dataset at --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from ._probe import negative_lists
+
+    negative_lists(p)  # --layers -1,-2
     p.set_defaults(handler=_extract)
     p = sub.add_parser("merge", help="join the finished shards of a multi-worker extraction")
     p.add_argument("out", help="the --out folder of the extraction")
@@ -136,6 +139,8 @@ def check_model(model: str, revision: str | None = None, trust_remote_code: bool
                 f"{model!r} is not a model folder: it has no config.json; point at the folder "
                 "that holds config.json and the weights (what save_pretrained writes)."
             )
+    else:
+        _check_hub_reachable(model, revision)
     import transformers
 
     try:
@@ -143,6 +148,59 @@ def check_model(model: str, revision: str | None = None, trust_remote_code: bool
                                                 trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise _model_error(exc, model, revision) from exc
+
+
+HUB_PROBE_TIMEOUT = 5.0  # seconds for the one metadata request that tells if the Hub answers
+
+
+def _check_hub_reachable(model: str, revision: str | None) -> None:
+    """Ask the Hub once, without retries, for ``model``'s config; fail fast if it is unreachable.
+
+    huggingface_hub retries a refused connection five times with backoff (about 20 s of
+    "Retrying in ..." lines) before transformers gives up. One short request without
+    retries decides instead: if the Hub does not answer and the model is in the local cache,
+    the rest of this process runs offline on that copy (one notice line); if it is not
+    cached, a one-line :class:`~actstore.errors.HubError`. A Hub that answers (even with a
+    404) leaves everything to transformers, whose errors :func:`_model_error` words.
+    """
+    import sys
+
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    endpoint = constants.ENDPOINT
+    cached = try_to_load_from_cache(model, "config.json", revision=revision)
+    if constants.HF_HUB_OFFLINE:
+        if not isinstance(cached, str):
+            raise HubError(
+                f"HF_HUB_OFFLINE is set and the model {model!r} is not in the local cache "
+                f"({constants.HF_HUB_CACHE}); unset HF_HUB_OFFLINE to download it, or use a "
+                "local model folder."
+            )
+        return
+    try:
+        get_hf_file_metadata(hf_hub_url(model, "config.json", revision=revision),
+                             timeout=HUB_PROBE_TIMEOUT, retry_on_errors=False)
+    except Exception as exc:  # noqa: BLE001 - only a network failure changes what happens next
+        if not _unreachable(exc):
+            return
+        if isinstance(cached, str):
+            print(f"the Hub ({endpoint}) is unreachable; using the cached copy of {model!r} "
+                  "(offline)", file=sys.stderr)
+            constants.HF_HUB_OFFLINE = True  # no retries for the files that follow
+            return
+        raise HubError(
+            f"Could not reach the Hub ({endpoint}) to load {model!r}, and it is not in the local "
+            "cache; check your network (or HF_ENDPOINT), or use a local model folder."
+        ) from None
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` (or its causes) is a failure to connect rather than an answer."""
+    names = {type(e).__name__ for e in _chain(exc)}
+    return bool(names & {"ConnectError", "ConnectionError", "ConnectTimeout", "ReadTimeout",
+                         "TimeoutException", "ConnectionRefusedError", "TimeoutError",
+                         "OfflineModeIsEnabled"}) or any(
+        isinstance(e, (ConnectionError, TimeoutError)) for e in _chain(exc))
 
 
 def _model_error(exc: BaseException, model: str, revision: str | None) -> Exception:

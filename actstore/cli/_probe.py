@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from typing import Any
 
@@ -15,8 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the probe commands to the ``actstore`` parser."""
     p = sub.add_parser("probe", help="cross-validate (and save) a probe on one layer of a dataset")
     _common(p)
-    p.add_argument("--layer", default=None, help="layer, comma list, 'all', 'middle', 'last' or "
-                   "'embeddings' (default: the deepest stored block, printed)")
+    p.add_argument("--layers", "--layer", dest="layer", default=None, metavar="LAYERS",
+                   help="layer or comma list (e.g. 16 or 4,8,-1), 'all', 'middle', 'last' or "
+                        "'embeddings', as in sweep (--layer is the same option; default: the "
+                        "deepest stored block, printed)")
     p.add_argument("--save", help="fit on the training rows (all rows without a held-out split) "
                                   "and save the probe to this folder")
     split = p.add_mutually_exclusive_group()
@@ -25,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                             "cross-validate and fit on the rest, report accuracy on these")
     split.add_argument("--test-rows", default=None, metavar="START:STOP",
                        help="hold out these row positions (e.g. 800: or 0:100) instead")
+    negative_lists(p)
     p.set_defaults(handler=_probe)
     p = sub.add_parser("predict", help="predict with a saved probe on a dataset's rows")
     p.add_argument("probe", help="folder of a probe saved with `actstore probe --save`")
@@ -38,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="layers to sweep: comma list (e.g. 2,4,-1), 'all', 'middle' or 'last'")
     p.add_argument("--plot", help="write a PNG of the metric per layer")
     p.add_argument("--no-progress", action="store_true", help="no bar of the layers done")
+    negative_lists(p)
     p.set_defaults(handler=_sweep)
     p = sub.add_parser("report", help="aggregate a results file (mean ± std per group)")
     p.add_argument("results", help="Parquet results file written by probe/sweep --results")
@@ -45,6 +50,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help="comma list of result columns to group by")
     p.add_argument("--plot", help="write a PNG of the main metric per layer")
     p.set_defaults(handler=_report)
+
+
+def negative_lists(p: argparse.ArgumentParser) -> None:
+    """Let ``--layers -1,-2`` take ``-1,-2`` as its value, as it takes ``-1``.
+
+    argparse reads an argument starting with ``-`` as an option unless it looks like one
+    negative number, so a layer list that starts with a negative layer failed with
+    "expected one argument". No option of these commands looks like a number.
+    """
+    p._negative_number_matcher = re.compile(r"^-\d+(,\s*-?\d+)*,?$")  # type: ignore[attr-defined]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -76,6 +91,36 @@ def _layers(text: str, option: str = "--layers") -> Any:
             f"{option} {text!r} is not a layer list; give comma-separated integers (e.g. 2,4,-1), "
             "'embeddings', 'all', 'middle' or 'last'."
         ) from None
+
+
+def say_resolved(spec: Any, available: Any, option: str) -> None:
+    """One stderr line naming the layers ``"middle"``/``"last"``/a negative number became.
+
+    Nothing for explicit layer numbers, ``"embeddings"`` and ``"all"`` (the output lists
+    those); an unknown layer is left to the command itself to refuse.
+    """
+    from ..format.layersel import request, resolve_layers
+
+    items = spec if isinstance(spec, list) else [spec]
+    named = [v for v in items if v in ("middle", "last") or (isinstance(v, int) and v < 0)]
+    if not named:
+        return
+    try:
+        got = [request(L) for L in resolve_layers(spec, available)]
+    except ValueError:  # InvalidArgumentError: the command raises it with its own context
+        return
+    shown = ",".join(str(v) for v in items)
+    which = got[0] if len(got) == 1 else ", ".join(map(str, got))
+    print(f"{option} {shown}: using layer{'s' if len(got) > 1 else ''} {which} "
+          f"(of the stored blocks {_blocks(available)})", file=sys.stderr)
+
+
+def _blocks(available: Any) -> str:
+    from ..format.layersel import blocks_of
+
+    b = blocks_of(available)
+    return f"{b[0]}–{b[-1]}" if len(b) > 2 and b == list(range(b[0], b[-1] + 1)) else \
+        ", ".join(map(str, b))
 
 
 def _check_plot_path(path: str | None) -> None:
@@ -168,9 +213,10 @@ def _probe(args: argparse.Namespace) -> int:
         from ..format.layersel import resolve_layer
 
         layers = [resolve_layer("last", ds.info.layers)]
-        print(f"no --layer given: using layer {layers[0]} (the deepest stored block)", file=sys.stderr)
+        print(f"no --layers given: using layer {layers[0]} (the deepest stored block)", file=sys.stderr)
     else:
-        layers = _layers(args.layer, "--layer")
+        layers = _layers(args.layer, "--layers")
+        say_resolved(layers, ds.info.layers, "--layers")
     frame = cross_validate(train, args.label_column, layers=layers, cv=args.cv, seeds=[args.seed],
                            groups=args.groups, view=args.view, classifier=args.classifier, task=args.task)
     metrics = frame.drop(columns=["layers", "seed", "fold"]).mean(numeric_only=True)
@@ -241,6 +287,7 @@ def _sweep(args: argparse.Namespace) -> int:
     layers = _layers(args.layers)
     _check_plot_path(args.plot)
     ds = open_dataset(args.url)
+    say_resolved(layers, ds.info.layers, "--layers")
     sweep = sweep_layers(ds, args.label_column, layers=layers, cv=args.cv,
                          groups=args.groups, classifier=args.classifier, task=args.task,
                          view=args.view, seed=args.seed, progress=not args.no_progress)

@@ -9,12 +9,14 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidArgumentError, require
 
-__all__ = ["LoadedModel", "find_blocks", "is_causal", "load_model", "prepare_tokenizer", "public_name"]
+__all__ = ["LoadedModel", "find_blocks", "is_causal", "load_model", "name_notice", "prepare_tokenizer",
+           "public_name"]
 
 
 @dataclass
@@ -60,18 +62,45 @@ def public_name(name_or_path: str, model_name: str | None = None) -> str:
                 f"{model_name!r}, which looks like a local path (it would be published)."
             )
         return model_name
-    name = os.fspath(name_or_path)
+    return _public_and_source(os.fspath(name_or_path))[0]
+
+
+def _public_and_source(name: str) -> tuple[str, str]:
+    """(recorded name, where it came from: ``"hub"``, ``"config"`` or ``"folder"``)."""
     if not _looks_local(name):
-        return name
+        return name, "hub"
     folder = os.path.abspath(os.path.expanduser(name))
     try:
         with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
             recorded = json.load(f).get("_name_or_path")
     except (OSError, ValueError, AttributeError):
         recorded = None
-    if isinstance(recorded, str) and recorded.strip() and not _looks_local(recorded):
-        return recorded
-    return os.path.basename(folder.rstrip(os.sep)) or "local-model"
+    if isinstance(recorded, str) and recorded.strip() and not _looks_local(recorded.strip()) \
+            and not (len(recorded) > 1 and recorded[1] == ":"):  # nor a Windows drive path
+        return recorded.strip(), "config"
+    return os.path.basename(folder.rstrip(os.sep)) or "local-model", "folder"
+
+
+def name_notice(name_or_path: str, model_name: str | None = None) -> str | None:
+    """The notice to print when a local folder's name comes from its ``config.json``.
+
+    ``_name_or_path`` is what transformers recorded when the folder was saved; for a
+    fine-tune saved by an older transformers it names the *base* model, so the name that
+    would be published may be wrong. None when ``model_name`` is given or the name is a Hub
+    id or the folder's own name.
+
+    Examples
+    --------
+    >>> name_notice("gpt2") is None
+    True
+    """
+    if model_name is not None:
+        return None
+    public, source = _public_and_source(os.fspath(name_or_path))
+    if source != "config":
+        return None
+    return (f"recording model name {public!r} (from config.json _name_or_path); pass "
+            "--model-name / model_name= to set it")
 
 
 def is_causal(model: Any) -> bool:
@@ -167,4 +196,7 @@ def load_model(
     sha = getattr(config, "_commit_hash", None) or revision
     lm = LoadedModel(model, tokenizer, name_or_path, sha, torch.device(device), is_causal(model))
     lm.public = public_name(name_or_path, model_name)
+    notice = name_notice(name_or_path, model_name)
+    if notice is not None:  # the name will be published: say where it came from
+        print(notice, file=sys.stderr)
     return lm

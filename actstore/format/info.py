@@ -14,9 +14,11 @@ from .metadata import DatasetInfo, ViewLayout
 __all__ = ["build_info", "info_html", "info_rows", "info_text"]
 
 
-def _fmt_layers(layers: Sequence[int]) -> str:
-    if len(layers) > 3 and list(layers) == list(range(layers[0], layers[-1] + 1)):
-        return f"{layers[0]}–{layers[-1]} ({len(layers)} layers)"
+def _fmt_layers(layers: Sequence[int | str]) -> str:
+    blocks = [L for L in layers if not isinstance(L, str)]  # "embeddings" is listed by name
+    named = [str(L) for L in layers if isinstance(L, str)]
+    if len(blocks) > 3 and blocks == list(range(blocks[0], blocks[-1] + 1)):
+        return ", ".join([*named, f"{blocks[0]}–{blocks[-1]} ({len(layers)} layers)"])
     return ", ".join(map(str, layers))
 
 

@@ -253,11 +253,26 @@ class Dataset:
 
     def __repr__(self) -> str:
         i = self.info
+        total = self._s.table.num_rows
+        rows = f"{len(self)}" if self._rows is None else f"{len(self)} of {total}"
         return (
-            f"Dataset({self.url!r}, model={i.model!r}, rows={len(self)}, layers={list(i.layers)}, "
-            f"dim={i.dim}, dtype={i.dtype!r}, views={list(i.views)}"
-            + (f", not here: layers {list(i.absent_layers)}" if i.absent_layers else "") + ")"
+            f"Dataset({self.url!r}, model={i.model!r}, rows={rows}, layers={_short_list(i.layers)}, "
+            f"dim={i.dim}, dtype={i.dtype!r}, views={_short_list(i.views)}"
+            + (f", not here: layers {_short_list(i.absent_layers)}" if i.absent_layers else "") + ")"
         )
+
+    def _repr_html_(self) -> str:
+        """An HTML table for notebooks: the dataset's info, and the rows of this selection."""
+        import html
+
+        from .info import info_rows
+
+        rows = info_rows(self.info, self.url)
+        if self._rows is not None:
+            rows.insert(1, ("selection", f"{len(self):,} of {self._s.table.num_rows:,} rows"))
+        body = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th>"
+                       f"<td style='text-align:left'>{html.escape(v)}</td></tr>" for k, v in rows)
+        return f"<table><caption style='text-align:left'><b>Dataset</b></caption>{body}</table>"
 
     @property
     def _abs(self) -> np.ndarray:
@@ -643,3 +658,21 @@ class Dataset:
         from .verify import verify_dataset
 
         return verify_dataset(self, checksums=checksums)
+
+
+def _short_list(items: Sequence[Any], keep: int = 8) -> str:
+    """``repr(list(items))``, with the middle elided past ``keep`` items (a readable repr).
+
+    Examples
+    --------
+    >>> _short_list(["embeddings", *range(32)])
+    "['embeddings', 0, 1, 2, ..., 29, 30, 31] (33)"
+    >>> _short_list([0, 1])
+    '[0, 1]'
+    """
+    items = list(items)
+    if len(items) <= keep:
+        return repr(items)
+    head, tail = items[: keep // 2], items[-(keep // 2) + 1:]
+    inner = ", ".join([*map(repr, head), "...", *map(repr, tail)])
+    return f"[{inner}] ({len(items)})"

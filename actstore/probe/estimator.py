@@ -275,6 +275,9 @@ class Probe(BaseEstimator):
 
     def __repr__(self, N_CHAR_MAX: int = 700) -> str:  # noqa: N803 (scikit-learn's name)
         text = super().__repr__(N_CHAR_MAX)
+        resolved = resolved_note(self.layers, getattr(self, "layers_", None))
+        if resolved:  # a named selection ("middle", "last", -1): say which layers it became
+            text += f"\n  {resolved}"
         prov = self.provenance
         if not prov:
             return text
@@ -453,3 +456,26 @@ class Probe(BaseEstimator):
         from .io import load_probe
 
         return load_probe(path)
+
+
+def resolved_note(spec: Any, resolved: Any) -> str | None:
+    """``"layers='middle' resolved to 2"`` when ``spec`` is a named or negative selection.
+
+    None when nothing was resolved yet or ``spec`` already lists the layers themselves.
+
+    Examples
+    --------
+    >>> resolved_note("middle", [2])
+    "layers='middle' resolved to 2"
+    >>> resolved_note([0, 3], [0, 3]) is None
+    True
+    """
+    if resolved is None:
+        return None
+    items = spec if isinstance(spec, (list, tuple)) else [spec]
+    named = any(isinstance(v, str) and v != "embeddings" or
+                (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v < 0) for v in items)
+    if not named:
+        return None
+    got = list(resolved)
+    return f"layers={spec!r} resolved to {got[0] if len(got) == 1 else got}"
