@@ -4,8 +4,11 @@ read the stranger's bytes or index; ``verify`` of a corrupted S3 copy checks S3,
 
 from __future__ import annotations
 
-import json
 import os
+import socket
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -127,3 +130,58 @@ def test_verify_of_a_corrupted_s3_copy_after_a_good_read_reports_the_corruption(
     fs.pipe_file(f"{bucket}/ds/{rel}", bytes(raw))
     report = actstore.open_dataset(url, storage_options=opts).verify()
     assert not report.ok and any(rel in p and "sha256" in p for p in report.problems), report
+
+
+def _moto_in_another_process(port: int) -> subprocess.Popen:
+    """A second S3 server with its own buckets (moto servers in one process share state)."""
+    code = ("import time; from moto.server import ThreadedMotoServer as S; "
+            f"S(ip_address='127.0.0.1', port={port}, verbose=False).start(); time.sleep(600)")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError("the second moto server did not start")
+
+
+def test_one_bucket_name_on_two_s3_servers_chosen_by_the_environment_is_two_origins(
+        moto_server, tmp_path, write_ds, monkeypatch):
+    """``AWS_ENDPOINT_URL`` (or a profile) picks the server; storage options do not show it,
+    yet the cache must not serve one server's pieces of ``s3://shared/ds`` to the other."""
+    import s3fs
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    other = _moto_in_another_process(port)
+    try:
+        for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                     "AWS_DEFAULT_REGION": "us-east-1"}.items():
+            monkeypatch.setenv(k, v)
+        victim, evil = str(tmp_path / "victim"), str(tmp_path / "evil")
+        good = _write(victim, write_ds)
+        _write(evil, write_ds, value=666.0)
+        _claim_files_of(evil, victim)
+        stranger = f"http://127.0.0.1:{port}"
+        for endpoint, local in ((moto_server, victim), (stranger, evil)):
+            fs = s3fs.S3FileSystem(skip_instance_cache=True, client_kwargs={"endpoint_url": endpoint})
+            fs.mkdir("shared-name")
+            _upload(fs, local, "shared-name/ds")
+        rows = np.arange(0, ROWS, 7)
+        opts = {"skip_instance_cache": True}
+        monkeypatch.setenv("AWS_ENDPOINT_URL", stranger)
+        bad = actstore.open_dataset("s3://shared-name/ds", storage_options=opts,
+                                    cache=UnifiedCache(tmp_path / "shared-cache"))
+        assert (bad.get(rows, layers=[0]) == 666.0).all()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+        mine = actstore.open_dataset("s3://shared-name/ds", storage_options=opts,
+                                     cache=UnifiedCache(tmp_path / "shared-cache"))
+        np.testing.assert_array_equal(mine.get(rows, layers=[0])[:, 0], good[0][rows])
+        np.testing.assert_array_equal(mine.layer(1), good[1])
+        assert mine.source.origin != bad.source.origin
+    finally:
+        other.kill()
+        other.wait()
