@@ -93,6 +93,9 @@ def origin_of(url: str, fs: Any) -> str:
                     walk(opts[k], f"{prefix}{k}.")
 
     walk(getattr(fs, "storage_options", None) or {}, "")
+    own = getattr(fs, "endpoint", None)  # HfFileSystem: HF_ENDPOINT when none was passed
+    if isinstance(own, str):
+        found.append(["fs.endpoint", own])
     resolved = _s3_endpoint(fs)
     if resolved is not None:
         found.append(["resolved_endpoint", resolved])

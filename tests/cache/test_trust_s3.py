@@ -185,3 +185,41 @@ def test_one_bucket_name_on_two_s3_servers_chosen_by_the_environment_is_two_orig
     finally:
         other.kill()
         other.wait()
+
+
+@pytest.mark.hub
+def test_one_repo_name_on_two_hubs_chosen_by_hf_endpoint_is_two_origins(hub, tmp_path, write_ds):
+    """``HF_ENDPOINT`` (a mirror) picks the Hub without a storage option; the cache must not
+    serve one Hub's pieces of ``hf://datasets/org/same`` to the other."""
+    from huggingface_hub import HfApi
+
+    from actstore.testing import HubServer
+
+    victim, evil = str(tmp_path / "victim"), str(tmp_path / "evil")
+    good = _write(victim, write_ds)
+    _write(evil, write_ds, value=666.0)
+    _claim_files_of(evil, victim)
+    tokens = {"hf_test_write": "write", "hf_test_read": "read"}
+    with HubServer(tmp_path / "mirror-store", tokens=tokens) as mirror:
+        for server, folder in ((hub, victim), (mirror, evil)):
+            api = HfApi(endpoint=server.endpoint, token="hf_test_write")
+            api.create_repo("org/same", repo_type="dataset", exist_ok=True)
+            api.upload_folder(folder_path=folder, repo_id="org/same", repo_type="dataset")
+        rows = np.arange(0, ROWS, 9)
+        code = (
+            "import sys, numpy as np, actstore\n"
+            "from actstore.cache import UnifiedCache\n"
+            "c = UnifiedCache(sys.argv[1])\n"
+            "ds = actstore.open_dataset('hf://datasets/org/same', storage_options={'token': 'hf_test_read'}, cache=c)\n"
+            "assert (ds.get(np.arange(0, 1000, 9), layers=[0]) == 666.0).all()\n"
+            "c.flush(); print('read the mirror')\n"
+        )
+        env = {**os.environ, "HF_ENDPOINT": mirror.endpoint,  # another process, another Hub
+               "PYTHONPATH": os.pathsep.join([os.getcwd(), *sys.path])}
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "cache")], env=env,
+                             capture_output=True, text=True, timeout=120)
+        assert "read the mirror" in out.stdout, out.stderr
+        mine = actstore.open_dataset("hf://datasets/org/same", storage_options={"token": "hf_test_read"},
+                                     cache=UnifiedCache(tmp_path / "cache"))
+        np.testing.assert_array_equal(mine.get(rows, layers=[0])[:, 0], good[0][rows])
+        np.testing.assert_array_equal(mine.layer(1), good[1])
