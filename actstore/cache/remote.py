@@ -45,6 +45,7 @@ import bisect
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 from collections.abc import Sequence
@@ -92,8 +93,32 @@ def origin_of(url: str, fs: Any) -> str:
                     walk(opts[k], f"{prefix}{k}.")
 
     walk(getattr(fs, "storage_options", None) or {}, "")
+    own = getattr(fs, "endpoint", None)  # HfFileSystem: HF_ENDPOINT when none was passed
+    if isinstance(own, str):
+        found.append(["fs.endpoint", own])
+    resolved = _s3_endpoint(fs)
+    if resolved is not None:
+        found.append(["resolved_endpoint", resolved])
     return json.dumps({"endpoints": found, "url": url.rstrip("/")}, sort_keys=True,
                       separators=(",", ":"))
+
+
+def _s3_endpoint(fs: Any) -> str | None:
+    """The endpoint an S3 filesystem's client really talks to.
+
+    It may come from the environment (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``) or a
+    profile's ``endpoint_url``, which storage options do not show: without it, ``s3://b/ds``
+    on two S3-compatible servers would be one origin and share cached pieces. Creating the
+    client sends no request (the filesystem keeps it for its reads).
+    """
+    protocol = getattr(fs, "protocol", ())
+    if "s3" not in (protocol if isinstance(protocol, (tuple, list)) else (protocol,)):
+        return None
+    try:
+        return str(fs.connect().meta.endpoint_url)
+    except Exception:  # noqa: BLE001 - no client: fall back to what the environment names
+        env = [os.environ.get(k, "") for k in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_PROFILE")]
+        return "env:" + "|".join(env)
 
 
 class RangeIgnored(Exception):

@@ -72,13 +72,28 @@ class RunDir:
         shutil.rmtree(self.parts, ignore_errors=True)
 
     def remove_stale_staging(self) -> None:
-        # a merge killed mid-write leaves the writer's staging folder; nothing else writes here
+        """Remove the staging folders of writers into ``out`` that are gone (killed mid-merge).
+
+        A live writer holds the folder's write lock (:class:`~actstore.format.lock.WriteLock`)
+        for its whole life, so when the lock can be taken no writer is alive and every staging
+        folder is stale; when it cannot, nothing is removed (the live writer's files stay, and
+        the merge's own writer then refuses with :class:`~actstore.errors.ConcurrentWriteError`).
+        """
         if self.local_out is None or not os.path.isdir(self.local_out):
             return
-        for name in os.listdir(self.local_out):
-            if name.startswith(".actstore-tmp-"):
-                shutil.rmtree(os.path.join(self.local_out, name), ignore_errors=True)
+        from ..errors import ConcurrentWriteError
+        from ..format.lock import WriteLock
 
+        try:
+            lock = WriteLock(self.local_out, self.out)
+        except ConcurrentWriteError:
+            return  # a live writer: its staging folder is not stale
+        try:
+            for name in os.listdir(self.local_out):
+                if name.startswith(".actstore-tmp-"):
+                    shutil.rmtree(os.path.join(self.local_out, name), ignore_errors=True)
+        finally:
+            lock.release()
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]

@@ -19,6 +19,7 @@ import uuid
 from typing import Any
 
 from ..errors import WriteError
+from .durable import fsync_dir, fsync_file
 from .lock import WriteLock
 from .source import split_url
 
@@ -40,6 +41,7 @@ class Target:
             self.staging = tempfile.mkdtemp(prefix="actstore-write-")
         else:
             self.fs, self.root = None, text.removeprefix("file://")
+            self._new_root = not os.path.isdir(self.root)
             os.makedirs(self.root, exist_ok=True)
             self.lock = WriteLock(self.root, text)
             self.staging = os.path.join(self.root, f".actstore-tmp-{uuid.uuid4().hex[:12]}")
@@ -82,14 +84,22 @@ class Target:
             )
 
     def commit_files(self) -> None:
-        """Local: check every staged file's size again, then move each into place."""
+        """Local: check every staged file's size again, flush it to the disk, move each into
+        place, then flush every folder that gained a name (durable across a power loss)."""
         for staged, rel, size in self._pending:
             self.check_size(staged, rel, size)
+            fsync_file(staged)
+        folders: set[str] = set()
         for staged, rel, _ in self._pending:
             final = os.path.join(self.root, rel)
             os.makedirs(os.path.dirname(final), exist_ok=True)
             self.published.append(rel)
             os.replace(staged, final)
+            folders.update(_folders_up_to(self.root, os.path.dirname(final)))
+        if folders and self._new_root:  # the dataset folder is itself a new name
+            folders.add(os.path.dirname(os.path.abspath(self.root)))
+        for folder in sorted(folders, key=len, reverse=True):  # deepest first, the root last
+            fsync_dir(folder)
         self._pending.clear()
 
     def exists(self, rel: str) -> bool:
@@ -125,3 +135,15 @@ class Target:
         self._pending.clear()
         if self.lock is not None:
             self.lock.release()
+
+
+def _folders_up_to(root: str, folder: str) -> list[str]:
+    """``folder`` and each parent up to and including ``root`` (new folders are new names in
+    their parents, which must be flushed too)."""
+    out, root = [], os.path.normpath(root)
+    folder = os.path.normpath(folder)
+    while True:
+        out.append(folder)
+        if folder == root or os.path.dirname(folder) == folder:
+            return out
+        folder = os.path.dirname(folder)

@@ -19,6 +19,9 @@ Faults and concurrency (``specs/format-v2.md``, section 6b):
   folder, and the commit removes the old index, renames the new files into place (new
   inodes: an open reader keeps or refuses the old ones, never mixes) and writes the new
   index last. A failed overwrite leaves the old dataset as it was.
+- Local commits are durable: every file is ``fsync``'ed before the rename that puts it in
+  place and every folder that gained a name after it (:mod:`actstore.format.durable`), so a
+  power loss leaves the old dataset or the new one, never an index naming unwritten shards.
 - Object stores have no lock and no rename. A remote writer uploads each finished file at
   once and checks its size; with ``overwrite=True`` the old index is deleted first, so a
   failed remote overwrite leaves no dataset (never a mixed one). Two concurrent writers

@@ -103,15 +103,52 @@ def save_probe(probe: Any, path: str) -> None:
         "classes_": _jsonable_classes(head.classes_),
         "provenance": getattr(probe, "provenance_", None),
     }
-    os.makedirs(path, exist_ok=True)
-    weights = os.path.join(path, WEIGHTS)
-    save_file({"W": np.ascontiguousarray(head.W), "b": np.ascontiguousarray(head.b),
-               "layer_scale": np.asarray(probe.layer_scale_, dtype=np.float64)}, weights,
-              metadata={"config_sha256": _config_sha256(config)})
-    with open(weights, "rb") as f:
-        config["weights_sha256"] = hashlib.sha256(f.read()).hexdigest()
-    with open(os.path.join(path, CONFIG), "w") as f:
-        json.dump(config, f, indent=2)
+    arrays = {"W": np.ascontiguousarray(head.W), "b": np.ascontiguousarray(head.b),
+              "layer_scale": np.asarray(probe.layer_scale_, dtype=np.float64)}
+    _write_atomic(path, arrays, config)
+
+
+def _write_atomic(path: str, arrays: dict[str, np.ndarray], config: dict[str, Any]) -> None:
+    """Write both files into a fresh folder next to ``path``, flush them, then move them in.
+
+    A failure before the move (an exception, a full disk) leaves a probe already at ``path``
+    as it was. A new ``path`` is the staged folder renamed (atomic); an existing folder gets
+    each file by an atomic ``os.replace``, weights first: a power loss between the two leaves
+    old config with new weights, which :func:`load_probe` refuses (``weights_sha256``), never
+    a silently mixed probe. Every file is ``fsync``'ed before its rename and every folder
+    after, so the save is durable.
+    """
+    from ..format.durable import fsync_dir, fsync_file
+
+    path = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    staging = os.path.join(parent, f".{os.path.basename(path)}.actstore-tmp-{os.urandom(6).hex()}")
+    os.mkdir(staging)
+    try:
+        weights = os.path.join(staging, WEIGHTS)
+        save_file(arrays, weights, metadata={"config_sha256": _config_sha256(config)})
+        with open(weights, "rb") as f:
+            config["weights_sha256"] = hashlib.sha256(f.read()).hexdigest()
+        with open(os.path.join(staging, CONFIG), "w") as f:
+            json.dump(config, f, indent=2)
+        for name in (WEIGHTS, CONFIG):
+            fsync_file(os.path.join(staging, name))
+        fsync_dir(staging)
+        if not os.path.exists(path):
+            os.rename(staging, path)
+            fsync_dir(parent)
+            return
+        if not os.path.isdir(path):
+            raise InvalidArgumentError(f"{path!r} exists and is not a folder; save the probe elsewhere.")
+        for name in (WEIGHTS, CONFIG):
+            os.replace(os.path.join(staging, name), os.path.join(path, name))
+        fsync_dir(path)
+    finally:
+        if os.path.isdir(staging):
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _builtin_name(estimator: Any) -> str:
