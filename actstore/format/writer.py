@@ -41,6 +41,7 @@ from .checks import check_counts, check_finite, check_layers, check_texts, check
 from .columns import normalize_labels, normalize_metadata
 from .dtypes import to_storage
 from .index_builder import IndexBuilder
+from .layersel import explicit_layer, explicit_layers, request
 from .shardfile import StreamingTensorFile, write_tensor_file
 from .target import Target
 
@@ -59,8 +60,11 @@ class DatasetWriter:
         Local folder or fsspec URL of the dataset.
     model : str
         Model name or path the activations come from.
-    layers : sequence of int
-        Stored layers (unique).
+    layers : sequence of int or "embeddings"
+        Layers to store (unique): block numbers ``>= 0`` and ``"embeddings"`` for the
+        embedding output (stored as layer ``-1``, lmprobe's number). Negatives are refused:
+        the writer does not know the model's depth, so ``-1`` (the deepest block elsewhere in
+        the API) cannot be resolved here. ``hidden``/``views`` are keyed the same way.
     dim : int
         Hidden size.
     dtype : {"float32", "float16", "bfloat16"}
@@ -100,7 +104,7 @@ class DatasetWriter:
         path: str,
         *,
         model: str,
-        layers: Sequence[int],
+        layers: Sequence[int | str],
         dim: int,
         dtype: str = "float32",
         pooling: str | Sequence[str] = "last_token",
@@ -114,7 +118,8 @@ class DatasetWriter:
         storage_options: dict[str, Any] | None = None,
         check_finite: bool = True,
     ) -> None:
-        self.layers = check_layers(layers)
+        # stored numbers from here on (-1 = the embeddings, as on disk)
+        self.layers = check_layers(explicit_layers(layers, what="DatasetWriter(layers=...)"))
         self.views = check_views(pooling)
         if not isinstance(dim, int) or dim <= 0:
             raise InvalidArgumentError(f"dim must be a positive integer; got {dim!r}.")
@@ -181,9 +186,9 @@ class DatasetWriter:
     def add(
         self,
         texts: Sequence[str],
-        hidden: Mapping[int, Any] | None = None,
+        hidden: Mapping[int | str, Any] | None = None,
         *,
-        views: Mapping[str, Mapping[int, Any]] | None = None,
+        views: Mapping[str, Mapping[int | str, Any]] | None = None,
         labels: Sequence[Any] | None = None,
         metadata: Any = None,
         num_tokens: Sequence[int] | None = None,
@@ -195,8 +200,9 @@ class DatasetWriter:
         ----------
         texts : sequence of str
             One prompt text per row.
-        hidden : dict of int to array
-            Primary view: layer -> ``(n, dim)`` array; for full-sequence storage,
+        hidden : dict of layer to array
+            Primary view, keyed as in ``layers`` (block number or ``"embeddings"``):
+            layer -> ``(n, dim)`` array; for full-sequence storage,
             layer -> list of ``(n_tokens_i, dim)`` arrays.
         views : dict, optional
             Extra pooled views: view name -> layer -> ``(n, dim)`` array.
@@ -259,19 +265,19 @@ class DatasetWriter:
         if self._done:
             raise InvalidArgumentError("This DatasetWriter is already committed or aborted.")
 
-    def _layer_map(self, name: str, data: Mapping[int, Any] | None) -> Mapping[int, Any]:
+    def _layer_map(self, name: str, data: Mapping[int | str, Any] | None) -> Mapping[int, Any]:
+        """``data`` keyed by stored layer number; keys as in ``layers`` (``"embeddings"``)."""
+        shown = [request(L) for L in self.layers]
         if data is None or not isinstance(data, Mapping):
-            raise InvalidArgumentError(
-                f"{name} needs a dict of layer -> array for layers {list(self.layers)}."
-            )
-        missing = [L for L in self.layers if L not in data]
-        extra = sorted(set(data) - set(self.layers))
+            raise InvalidArgumentError(f"{name} needs a dict of layer -> array for layers {shown}.")
+        keyed = {explicit_layer(k, what=f"{name} key"): v for k, v in data.items()}
+        missing = [request(L) for L in self.layers if L not in keyed]
+        extra = [request(L) for L in sorted(set(keyed) - set(self.layers))]
         if missing or extra:
             raise LayerNotFoundError(
-                f"{name} must give exactly layers {list(self.layers)}; "
-                f"missing {missing}, unexpected {extra}."
+                f"{name} must give exactly layers {shown}; missing {missing}, unexpected {extra}."
             )
-        return data
+        return keyed
 
     def _block(self, name: str, layer: int, x: Any, n: int) -> np.ndarray:
         block = to_storage(x, self.dtype, what=f"{name}[{layer}]")
