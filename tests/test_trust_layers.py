@@ -130,8 +130,8 @@ def test_cross_validate_mdl_and_control_defaults_use_the_deepest_block(reversed_
     frame = cross_validate(ds, cv=2, seeds=[0])
     assert set(frame["layers"]) == {"8"}
     assert control_task(ds, cv=2, seeds=[0])["layers"] == [8]
-    assert mdl_probe(ds).codelength == mdl_probe(ds, layer=8).codelength
-    assert mdl_probe(ds).codelength != mdl_probe(ds, layer=0).codelength
+    assert mdl_probe(ds).codelength == mdl_probe(ds, layers=8).codelength
+    assert mdl_probe(ds).codelength != mdl_probe(ds, layers=0).codelength
     assert sorted(sweep_layers(ds, cv=2).results["layer"].unique()) == [0, 2, 4, 8]
 
 
