@@ -194,3 +194,23 @@ def test_control_task_and_cross_validate_take_layer_as_a_deprecated_alias(emb_ds
     with pytest.warns(DeprecationWarning, match=r"cross_validate\(layer=\.\.\.\)"):
         frame = cross_validate(ds, layer="embeddings", cv=2, seeds=[0])
     assert set(frame["layers"]) == {"embeddings"}
+
+
+# -- 4. other places that read info.layers ------------------------------------------------------
+def test_info_of_a_dataset_with_embeddings_and_a_block_range(tmp_path, capsys):
+    layers = ["embeddings", 0, 1, 2, 3]
+    with DatasetWriter(str(tmp_path / "ds"), model="m", layers=layers, dim=2) as w:
+        w.add(["a", "b"], hidden={L: np.ones((2, 2)) for L in layers})
+    ds = actstore.open_dataset(str(tmp_path / "ds"))
+    assert "embeddings, 0–3 (5 layers)" in repr(ds.info)                # was a TypeError
+    assert main(["info", ds.url]) == 0
+    assert "embeddings, 0–3" in capsys.readouterr().out
+
+
+def test_dataset_card_snippet_pulls_the_embeddings_by_name(tmp_path):
+    from actstore.hub.card import build_dataset_card
+
+    with DatasetWriter(str(tmp_path / "ds"), model="m", layers=["embeddings"], dim=2) as w:
+        w.add(["a", "b"], hidden={"embeddings": np.ones((2, 2))})
+    card = build_dataset_card(actstore.open_dataset(str(tmp_path / "ds")).info, "org/e")
+    assert "layers=['embeddings']" in card and "layers=[-1]" not in card  # -1: the deepest block

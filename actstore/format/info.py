@@ -14,9 +14,11 @@ from .metadata import DatasetInfo, ViewLayout
 __all__ = ["build_info", "info_html", "info_rows", "info_text"]
 
 
-def _fmt_layers(layers: Sequence[int]) -> str:
-    if len(layers) > 3 and list(layers) == list(range(layers[0], layers[-1] + 1)):
-        return f"{layers[0]}–{layers[-1]} ({len(layers)} layers)"
+def _fmt_layers(layers: Sequence[int | str]) -> str:
+    blocks = [v for v in layers if not isinstance(v, str)]  # "embeddings" is not in a range
+    if len(blocks) > 3 and blocks == list(range(blocks[0], blocks[-1] + 1)):
+        names = [v for v in layers if isinstance(v, str)]
+        return ", ".join([*names, f"{blocks[0]}–{blocks[-1]}"]) + f" ({len(layers)} layers)"
     return ", ".join(map(str, layers))
 
 
