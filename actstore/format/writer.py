@@ -280,14 +280,14 @@ class DatasetWriter:
         return keyed
 
     def _block(self, name: str, layer: int, x: Any, n: int) -> np.ndarray:
-        block = to_storage(x, self.dtype, what=f"{name}[{layer}]")
+        block = to_storage(x, self.dtype, what=f"{name}[{request(layer)!r}]")
         if block.shape != (n, self.dim):
             raise InvalidArgumentError(
-                f"{name}[{layer}] has shape {block.shape}; expected ({n}, {self.dim}) "
+                f"{name}[{request(layer)!r}] has shape {block.shape}; expected ({n}, {self.dim}) "
                 "(one row per text, dim columns)."
             )
         if self.check_finite:
-            check_finite(x, block, name=f"{name}[{layer}]")
+            check_finite(x, block, name=f"{name}[{request(layer)!r}]")
         return block
 
     def _pooled_blocks(self, name: str, data: Mapping[int, Any] | None, n: int) -> dict[int, np.ndarray]:
@@ -303,26 +303,26 @@ class DatasetWriter:
             seqs = list(data[L])
             if len(seqs) != n:
                 raise InvalidArgumentError(
-                    f"hidden[{L}] has {len(seqs)} sequences but texts has {n}."
+                    f"hidden[{request(L)!r}] has {len(seqs)} sequences but texts has {n}."
                 )
             out[L] = [self._seq_block(L, i, s) for i, s in enumerate(seqs)]
         lengths = [len(s) for s in out[self.layers[0]]]
         for L in self.layers[1:]:
             if [len(s) for s in out[L]] != lengths:
                 raise InvalidArgumentError(
-                    f"hidden[{L}] token counts differ from hidden[{self.layers[0]}]; every "
+                    f"hidden[{request(L)!r}] token counts differ from hidden[{request(self.layers[0])!r}]; every "
                     "layer must hold the same tokens."
                 )
         return out
 
     def _seq_block(self, layer: int, i: int, x: Any) -> np.ndarray:
-        block = to_storage(x, self.dtype, what=f"hidden[{layer}][{i}]")
+        block = to_storage(x, self.dtype, what=f"hidden[{request(layer)!r}][{i}]")
         if block.ndim != 2 or block.shape[1] != self.dim or block.shape[0] < 1:
             raise InvalidArgumentError(
-                f"hidden[{layer}][{i}] has shape {block.shape}; expected (n_tokens >= 1, {self.dim})."
+                f"hidden[{request(layer)!r}][{i}] has shape {block.shape}; expected (n_tokens >= 1, {self.dim})."
             )
         if self.check_finite:
-            check_finite(x, block, name=f"hidden[{layer}][{i}]")
+            check_finite(x, block, name=f"hidden[{request(layer)!r}][{i}]")
         return block
 
     def _logit_blocks(self, logits: tuple[Any, Any] | None, n: int) -> tuple[np.ndarray, np.ndarray] | None:
