@@ -7,7 +7,6 @@ by name (``"embeddings"``, stored as lmprobe's ``-1``); a negative layer is refu
 
 from __future__ import annotations
 
-import json
 import warnings
 
 import numpy as np
