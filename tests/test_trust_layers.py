@@ -15,7 +15,7 @@ import pytest
 import actstore
 from actstore.cli import main
 from actstore.extract.layers import resolve_model_layers
-from actstore.format.layersel import resolve_layer, resolve_layers
+from actstore.format.layersel import request, resolve_layer, resolve_layers
 from actstore.format.writer import DatasetWriter
 from actstore.probe import Probe, control_task, cross_validate, mdl_probe, sweep_layers
 
@@ -33,8 +33,9 @@ def _signal(layers: list[int], carrier: int, seed: int = 0) -> tuple[dict[int, n
 
 def _write(path: str, layers: list[int], carrier: int) -> tuple[dict[int, np.ndarray], np.ndarray]:
     hidden, y = _signal(layers, carrier)
-    with DatasetWriter(path, model="synthetic", layers=layers, dim=DIM) as w:
-        w.add([f"p{i}" for i in range(N)], hidden=hidden, labels=y.tolist())
+    # the writer takes the embeddings by name (stored as -1 on disk)
+    with DatasetWriter(path, model="synthetic", layers=[request(L) for L in layers], dim=DIM) as w:
+        w.add([f"p{i}" for i in range(N)], hidden={request(L): a for L, a in hidden.items()}, labels=y.tolist())
     return hidden, y
 
 
@@ -129,8 +130,8 @@ def test_cross_validate_mdl_and_control_defaults_use_the_deepest_block(reversed_
     frame = cross_validate(ds, cv=2, seeds=[0])
     assert set(frame["layers"]) == {"8"}
     assert control_task(ds, cv=2, seeds=[0])["layers"] == [8]
-    assert mdl_probe(ds).codelength == mdl_probe(ds, layer=8).codelength
-    assert mdl_probe(ds).codelength != mdl_probe(ds, layer=0).codelength
+    assert mdl_probe(ds).codelength == mdl_probe(ds, layers=8).codelength
+    assert mdl_probe(ds).codelength != mdl_probe(ds, layers=0).codelength
     assert sorted(sweep_layers(ds, cv=2).results["layer"].unique()) == [0, 2, 4, 8]
 
 

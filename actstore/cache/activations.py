@@ -17,6 +17,11 @@ API for the extraction runner (``extract(..., cache=...)``)::
 
 ``config`` must hold only settings that change the values (dtype, max_length, template,
 chat_template, ...), not batch size or device. ``warmup`` and ``to_dataset`` build on these.
+
+Layers are block numbers (``0, 1, ...``) and ``"embeddings"`` for the embedding output (keyed
+as lmprobe's stored ``-1``). A negative layer is refused: this API does not know the model's
+depth, so ``-1`` (the deepest block elsewhere) cannot be resolved; ``warmup``, which loads the
+model, resolves ``-1``, ``"last"``, ``"middle"`` and ``"all"``.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 
 from ..errors import CacheError, InvalidArgumentError
 from ..format.dtypes import bf16_bits_to_f32, to_storage
+from ..format.layersel import explicit_layers, request
 from .codec import decode_array, encode_array
 
 __all__ = ["ActivationsMixin", "space_id"]
@@ -72,9 +78,10 @@ class ActivationsMixin:
     compression: str
 
     def _key(self, space: str, prompt: str, view: str, layer: int) -> str:
+        """``layer`` is the stored number (``-1`` = the embeddings), so keys match lmprobe's."""
         return f"a:{space}:{_h(prompt)}:{view}:{int(layer)}"
 
-    def missing(self, model: str, prompts: Sequence[str], *, layers: Sequence[int],
+    def missing(self, model: str, prompts: Sequence[str], *, layers: Sequence[int | str],
                 pooling: str | Sequence[str] = "last_token", revision: str | None = None,
                 config: Mapping[str, Any] | None = None) -> list[int]:
         """Positions of the prompts that lack any requested (view, layer) vector.
@@ -84,13 +91,14 @@ class ActivationsMixin:
         >>> cache.missing("gpt2", ["a", "b"], layers=[0])      # doctest: +SKIP
         [0, 1]
         """
+        layers = explicit_layers(layers, what="cache.missing(layers=...)")
         space = space_id(model, revision, config)
         self.store.refresh()
         views = _views(pooling)
         return [i for i, p in enumerate(prompts)
                 if any(self._key(space, p, v, L) not in self.store for v in views for L in layers)]
 
-    def put(self, model: str, prompts: Sequence[str], vectors: Mapping[str, Mapping[int, Any]], *,
+    def put(self, model: str, prompts: Sequence[str], vectors: Mapping[str, Mapping[int | str, Any]], *,
             revision: str | None = None, config: Mapping[str, Any] | None = None,
             dtype: str | None = None) -> None:
         """Store ``vectors[view][layer]`` (an ``(n, dim)`` array) for each of ``n`` prompts.
@@ -103,12 +111,13 @@ class ActivationsMixin:
         """
         space = space_id(model, revision, config)
         for view, per_layer in vectors.items():
-            for layer, arr in per_layer.items():
+            for layer, arr in zip(explicit_layers(per_layer, what=f"cache.put vectors[{view!r}]"),
+                                  per_layer.values()):
                 name = _storage_dtype(arr, dtype)
-                raw = to_storage(arr, name, what=f"vectors[{view!r}][{layer}]")
+                raw = to_storage(arr, name, what=f"vectors[{view!r}][{request(layer)!r}]")
                 if raw.ndim != 2 or raw.shape[0] != len(prompts):
                     raise InvalidArgumentError(
-                        f"vectors[{view!r}][{layer}] must have shape ({len(prompts)}, dim); "
+                        f"vectors[{view!r}][{request(layer)!r}] must have shape ({len(prompts)}, dim); "
                         f"got {raw.shape}."
                     )
                 for prompt, row in zip(prompts, raw):
@@ -116,7 +125,7 @@ class ActivationsMixin:
                     self.store.put(self._key(space, prompt, view, layer), data, codec=codec,
                                    meta={"dtype": name, "dim": int(raw.shape[1])})
 
-    def get(self, model: str, prompts: Sequence[str], *, layers: Sequence[int],
+    def get(self, model: str, prompts: Sequence[str], *, layers: Sequence[int | str],
             view: str = "last_token", revision: str | None = None,
             config: Mapping[str, Any] | None = None, raw: bool = False) -> np.ndarray:
         """Cached vectors as ``(n, len(layers), dim)``: float32 (float16 if stored so).
@@ -124,6 +133,7 @@ class ActivationsMixin:
         ``raw=True`` returns the stored dtype (uint16 bits for bfloat16). Raises
         :class:`CacheError` naming the missing prompts if any vector is absent.
         """
+        layers = explicit_layers(layers, what="cache.get(layers=...)")
         space = space_id(model, revision, config)
         keys = [self._key(space, p, view, L) for p in prompts for L in layers]
         got = self.store.get_many(keys)
@@ -131,7 +141,7 @@ class ActivationsMixin:
         if absent:
             raise CacheError(
                 f"{len(absent)} of {len(prompts)} prompts have no cached {view!r} vectors for "
-                f"layers {list(layers)} of {model!r} (first: {prompts[absent[0]]!r}); run "
+                f"layers {[request(L) for L in layers]} of {model!r} (first: {prompts[absent[0]]!r}); run "
                 "cache.warmup(...) or cache.missing(...) + extraction first."
             )
         return self._assemble(got, len(prompts), len(layers), raw)
@@ -150,7 +160,7 @@ class ActivationsMixin:
             return stored
         return bf16_bits_to_f32(stored)
 
-    def to_dataset(self, out: str, model: str, prompts: Sequence[str], *, layers: Sequence[int],
+    def to_dataset(self, out: str, model: str, prompts: Sequence[str], *, layers: Sequence[int | str],
                    pooling: str | Sequence[str] = "last_token", revision: str | None = None,
                    config: Mapping[str, Any] | None = None, labels: Sequence[Any] | None = None,
                    batch_size: int = 1024, **writer_kwargs: Any) -> Any:
@@ -166,8 +176,10 @@ class ActivationsMixin:
         views = _views(pooling)
         if not prompts:
             raise InvalidArgumentError("to_dataset needs at least one prompt.")
+        keyed = explicit_layers(layers, what="cache.to_dataset(layers=...)")
+        layers = [request(L) for L in keyed]  # the writer takes the embeddings by name
         space = space_id(model, revision, config)
-        first = self.store.get_many([self._key(space, prompts[0], views[0], layers[0])])[0]
+        first = self.store.get_many([self._key(space, prompts[0], views[0], keyed[0])])[0]
         if first is None:
             self.get(model, prompts[:1], layers=layers[:1], view=views[0], revision=revision,
                      config=config)  # raises the CacheError that names what is missing

@@ -196,16 +196,17 @@ class UnifiedCache(ActivationsMixin):
         chosen = resolve_model_layers(layers, hf.config.num_hidden_layers)
         views = [pooling] if isinstance(pooling, str) else list(pooling)
         cfg = cache_space(dtype, max_length, template, bool(extract_kwargs.get("chat_template")))
-        todo = self.missing(name, prompts, layers=chosen, pooling=views, revision=rev, config=cfg)
+        named = [request(L) for L in chosen]  # the cache API takes the embeddings by name
+        todo = self.missing(name, prompts, layers=named, pooling=views, revision=rev, config=cfg)
         if not todo:
             return []
         with tempfile.TemporaryDirectory(prefix="actstore-warmup-") as tmp:
             out = os.path.join(tmp, f"run-{time.time_ns()}")
-            ds = extract(lm, [prompts[i] for i in todo], out, layers=[request(L) for L in chosen], pooling=views,
+            ds = extract(lm, [prompts[i] for i in todo], out, layers=named, pooling=views,
                          dtype=dtype, max_length=max_length, template=template, progress=False,
                          **extract_kwargs)
             texts = [prompts[i] for i in todo]  # the untemplated prompts are the cache keys
-            vectors = {v: {L: ds.layer(request(L), view=None if j == 0 else v) for L in chosen}
+            vectors = {v: {L: ds.layer(L, view=None if j == 0 else v) for L in named}
                        for j, v in enumerate(views)}
             self.put(name, texts, vectors, revision=rev, config=cfg, dtype=dtype)
         self.flush()

@@ -48,17 +48,24 @@ def _comma_list(values: list[str] | None) -> list[str] | None:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
-def _layer_list(values: list[str] | None) -> list[int] | None:
+#: Layer names the resolver knows (actstore.format.layersel), besides ints.
+_LAYER_NAMES = ("embeddings", "all", "middle", "last")
+
+
+def _layer_list(values: list[str] | None) -> list[int | str] | None:
+    """``["embeddings,0", "-1"]`` -> ``["embeddings", 0, -1]``: ints (negatives count from the
+    deepest block) and the resolver's names; anything else is refused before any download."""
     items = _comma_list(values)
     if items is None:
         return None
-    try:
-        return [int(v) for v in items]
-    except ValueError:
+    bad = [v for v in items if v not in _LAYER_NAMES and not v.lstrip("-").isdigit()]
+    if bad or not items:
         raise InvalidArgumentError(
-            f"--layers {','.join(values or [])!r} is not a layer list; give comma-separated "
-            "integers, e.g. --layers 2,3,-1."
-        ) from None
+            f"--layers {','.join(values or [])!r} is not a layer list ({', '.join(map(repr, bad))} "
+            "unknown); give comma-separated integers (negatives count from the deepest block) or "
+            "'embeddings', 'all', 'middle', 'last', e.g. --layers embeddings,2,-1."
+        )
+    return [v if v in _LAYER_NAMES else int(v) for v in items]
 
 
 def _push(args: argparse.Namespace) -> int:
@@ -100,7 +107,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     q = sub.add_parser("pull", help="download a Hub dataset (index + chosen layers only)")
     q.add_argument("repo", help="Hub dataset repo id, e.g. org/name or hf://datasets/org/name@rev")
     q.add_argument("--layers", nargs="+", metavar="LAYERS",
-                   help="layers to download, comma list, e.g. 2,3,-1 (default: all)")
+                   help="layers to download, comma list of ints (-1: the deepest block) and "
+                        "'embeddings', 'all', 'middle', 'last', e.g. embeddings,2,-1 (default: all)")
     q.add_argument("--views", nargs="+", metavar="VIEWS",
                    help="pooled views to download, comma list (default: all)")
     q.add_argument("--revision", help="branch or commit sha (default: main)")

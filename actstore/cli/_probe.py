@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("sweep", help="fit one probe per layer with k-fold CV; table and plot")
     _common(p)
     p.add_argument("--layers", default="all",
-                   help="layers to sweep: comma list (e.g. 2,4,-1), 'all', 'middle' or 'last'")
+                   help="layers to sweep: comma list (e.g. embeddings,2,4,-1), 'all', 'middle' or 'last'")
     p.add_argument("--plot", help="write a PNG of the metric per layer")
     p.add_argument("--no-progress", action="store_true", help="no bar of the layers done")
     negative_lists(p)
@@ -236,7 +236,8 @@ def _probe(args: argparse.Namespace) -> int:
         rows = []
         for r in frame.to_dict("records"):
             single = "," not in r["layers"]
-            rows.append({**ctx, "layer": int(r["layers"]) if single and r["layers"] != "embeddings" else None, **r})
+            layer = (r["layers"] if r["layers"] == "embeddings" else int(r["layers"])) if single else None
+            rows.append({**ctx, "layer": layer, **r})  # the embeddings by name, as sweep rows
         append_results(args.results, rows)
     if args.save and probe is not None:
         probe.save(args.save)
@@ -324,7 +325,9 @@ def _plot_report(table: Any, path: str) -> None:
 
     metric = next(c[: -len("_mean")] for c in table.columns if c in ("accuracy_mean", "r2_mean"))
     # multi-layer rows ("4,8") have no place on a layer axis; the table still shows them
-    table = table.assign(layer=pd.to_numeric(table["layer"], errors="coerce")).dropna(subset=["layer"])
+    # the embeddings sit at -1, left of block 0, and are labelled by name
+    x = table["layer"].map(lambda v: -1 if v == "embeddings" else v)
+    table = table.assign(layer=pd.to_numeric(x, errors="coerce")).dropna(subset=["layer"])
     fig, ax = plt.subplots(figsize=(7, 4))
     groups = [c for c in ("dataset", "classifier") if c in table.columns]
     for key, part in (table.groupby(groups) if groups else [("all", table)]):
@@ -332,9 +335,10 @@ def _plot_report(table: Any, path: str) -> None:
         low = std.clip(upper=mean) if metric == "accuracy" else std  # bars stay in the range
         ax.errorbar(part["layer"], mean, yerr=[low.clip(lower=0), std.clip(upper=1 - mean).clip(lower=0)],
                     marker="o", capsize=3, label=str(key))
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: "embeddings" if v == -1 else f"{v:g}"))
     ax.set_xlabel("layer")
     ax.set_ylabel(metric)
     ax.legend(fontsize=7)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..format.layersel import request
 from .forward import GroupResult, check_lengths, run_group, tokenize
 from .models import LoadedModel
 
@@ -58,11 +59,13 @@ def run_cached_group(lm: LoadedModel, texts: list[str], raw: list[str], spec: An
                      space: dict[str, Any], on_batch: Callable[[int, int], None] | None) -> GroupResult:
     """Like :func:`run_group`, computing only rows whose vectors ``cache`` lacks."""
     key = {"revision": lm.revision, "config": space}
-    todo = cache.missing(lm.name, raw, layers=spec.layers, pooling=spec.pooling, **key)
+    named = [request(L) for L in spec.layers]  # the cache API takes the embeddings by name
+    todo = cache.missing(lm.name, raw, layers=named, pooling=spec.pooling, **key)
     if todo:
         res = run_group(lm, [texts[i] for i in todo], spec.layers, spec.pooling,
                         batch_size=spec.batch_size, max_length=spec.max_length, on_batch=on_batch)
-        cache.put(lm.name, [raw[i] for i in todo], res.views, dtype=spec.dtype, **key)
+        vectors = {v: {request(L): a for L, a in per.items()} for v, per in res.views.items()}
+        cache.put(lm.name, [raw[i] for i in todo], vectors, dtype=spec.dtype, **key)
         cache.flush()  # publish to other workers and later runs now, not at exit
     if on_batch is not None and len(todo) < len(texts):
         on_batch(len(texts) - len(todo), 0)
@@ -70,6 +73,6 @@ def run_cached_group(lm: LoadedModel, texts: list[str], raw: list[str], spec: An
     check_lengths(lm, texts, ids, spec.max_length)
     views = {}
     for view in spec.pooling:
-        got = cache.get(lm.name, raw, layers=spec.layers, view=view, **key)
+        got = cache.get(lm.name, raw, layers=named, view=view, **key)
         views[view] = {L: np.ascontiguousarray(got[:, j]) for j, L in enumerate(spec.layers)}
     return GroupResult(views, [len(x) for x in ids], truncated)

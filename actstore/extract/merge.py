@@ -13,7 +13,6 @@ from typing import Any
 
 from ..errors import DatasetNotFoundError, InvalidArgumentError
 from ..format.index_builder import RESERVED_COLUMNS
-from ..format.layersel import request, stored
 from ..format.reader import Dataset, open_dataset
 from ..format.writer import DatasetWriter
 from .layout import CONFIG, PARTS, RunDir
@@ -24,9 +23,9 @@ __all__ = ["merge"]
 def _part_rows(ds: Dataset) -> dict[str, Any]:
     """Everything ``DatasetWriter.add`` needs to write a part's rows again."""
     info = ds.info
-    layers = [stored(L) for L in info.layers]  # the writer keys layers by stored number
+    layers = list(info.layers)  # the writer takes the embeddings by name, as info lists them
     if info.storage == "full_sequence":
-        hidden: dict[int, Any] = {L: [ds.tokens(i, request(L)) for i in range(len(ds))] for L in layers}
+        hidden: dict[int | str, Any] = {L: [ds.tokens(i, L) for i in range(len(ds))] for L in layers}
     else:
         hidden = {L: _stored(ds, L, None) for L in layers}
     extra_cols = [c for c in ds.index.column_names if c not in RESERVED_COLUMNS]
@@ -41,12 +40,12 @@ def _part_rows(ds: Dataset) -> dict[str, Any]:
     }
 
 
-def _stored(ds: Dataset, layer: int, view: str | None) -> Any:
+def _stored(ds: Dataset, layer: int | str, view: str | None) -> Any:
     """One layer in its stored dtype: bfloat16 comes as a torch tensor, whose bits the writer
     keeps (no widening to float32 and rounding back)."""
     if ds.info.dtype == "bfloat16":
-        return ds.torch(request(layer), view=view)
-    return ds.layer(request(layer), view=view)
+        return ds.torch(layer, view=view)
+    return ds.layer(layer, view=view)
 
 
 def merge(out: str, *, keep_parts: bool = False, work_dir: str | None = None,
@@ -96,7 +95,7 @@ def _write(run: RunDir, n_shards: int, storage_options: dict[str, Any] | None) -
     first = open_dataset(run.part(0)).info
     # one part open at a time: a run may have thousands
     rows = sum(open_dataset(run.part(s)).info.num_prompts for s in range(n_shards))
-    with DatasetWriter(run.out, model=first.model, revision=first.revision, layers=[stored(L) for L in first.layers],
+    with DatasetWriter(run.out, model=first.model, revision=first.revision, layers=list(first.layers),
                        dim=first.dim, dtype=first.dtype, pooling=list(first.views),
                        logits_k=first.logits_k, extraction=first.extraction, overwrite=True,
                        num_rows=rows, storage_options=storage_options) as w:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ConfigMismatchError, InvalidArgumentError
+from ..format.layersel import request
 from ..format.reader import open_dataset
 from ..format.writer import DatasetWriter
 from .cached import cache_space, check_cacheable, run_cached_group
@@ -285,8 +286,10 @@ def _write_part(prompts: PromptSet, part: str, lo: int, res: GroupResult, src: l
     if os.path.exists(part):
         shutil.rmtree(part)  # an uncommitted part from a killed run: start it again
     with DatasetWriter(part, model=config["model"], revision=config.get("revision"),
-                       layers=spec.layers, dim=dim, dtype=spec.dtype, pooling=views,
+                       layers=[request(L) for L in spec.layers], dim=dim, dtype=spec.dtype, pooling=views,
                        logits_k=spec.logits_k, extraction={"run": config}, num_rows=len(src)) as w:
-        w.add(res.extra["texts"], hidden=res.views[views[0]],
-              views={p: res.views[p] for p in views[1:]}, labels=labels, metadata=meta,
+        # the writer takes the embeddings by name (the stored -1 would be refused)
+        named = {p: {request(L): a for L, a in res.views[p].items()} for p in views}
+        w.add(res.extra["texts"], hidden=named[views[0]],
+              views={p: named[p] for p in views[1:]}, labels=labels, metadata=meta,
               num_tokens=None if views[0] == "all" else res.num_tokens, logits_topk=res.logits)

@@ -15,10 +15,10 @@ __all__ = ["build_info", "info_html", "info_rows", "info_text"]
 
 
 def _fmt_layers(layers: Sequence[int | str]) -> str:
-    blocks = [L for L in layers if not isinstance(L, str)]  # "embeddings" is listed by name
-    named = [str(L) for L in layers if isinstance(L, str)]
+    blocks = [v for v in layers if not isinstance(v, str)]  # "embeddings" is not in a range
     if len(blocks) > 3 and blocks == list(range(blocks[0], blocks[-1] + 1)):
-        return ", ".join([*named, f"{blocks[0]}–{blocks[-1]} ({len(layers)} layers)"])
+        names = [v for v in layers if isinstance(v, str)]
+        return ", ".join([*names, f"{blocks[0]}–{blocks[-1]}"]) + f" ({len(layers)} layers)"
     return ", ".join(map(str, layers))
 
 

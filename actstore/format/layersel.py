@@ -35,7 +35,8 @@ from typing import Union
 
 from ..errors import InvalidArgumentError, LayerNotFoundError
 
-__all__ = ["EMBEDDINGS", "EMBEDDINGS_STORED", "LayerSpec", "blocks_of", "model_layers", "request",
+__all__ = ["EMBEDDINGS", "EMBEDDINGS_STORED", "LayerSpec", "blocks_of", "explicit_layer", "explicit_layers",
+           "model_layers", "request",
            "resolve_layer", "resolve_layers", "stored"]
 
 #: The name that asks for the embedding output.
@@ -180,3 +181,40 @@ def resolve_layer(spec: LayerItem, available: Iterable[int | str], *, where: str
 def model_layers(num_layers: int) -> list[int]:
     """The stored numbers a model with ``num_layers`` blocks can give: embeddings + blocks."""
     return [EMBEDDINGS_STORED, *range(num_layers)]
+
+
+def explicit_layer(layer: object, *, what: str = "layers") -> int:
+    """The stored number of a layer given on *write* (no model depth known): a block number
+    ``>= 0`` or ``"embeddings"`` (stored ``-1``). Negatives are refused, since ``-1`` means
+    the deepest block everywhere else and a writer or cache cannot know which that is.
+
+    Examples
+    --------
+    >>> explicit_layer("embeddings"), explicit_layer(3)
+    (-1, 3)
+    """
+    if isinstance(layer, str) and layer.strip() == EMBEDDINGS:
+        return EMBEDDINGS_STORED
+    if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+        raise InvalidArgumentError(
+            f"{what}: a layer must be a block number (0, 1, ...) or 'embeddings'; got {layer!r}."
+        )
+    value = int(layer)
+    if value < 0:
+        raise InvalidArgumentError(
+            f"{what}: got layer {value}. When writing, give the block number explicitly (0 is "
+            "the first block) and the embedding output by name, 'embeddings': a negative layer "
+            "counts from the deepest block, and here the model's depth is not known."
+        )
+    return value
+
+
+def explicit_layers(layers: Iterable[object], *, what: str = "layers") -> list[int]:
+    """:func:`explicit_layer` of every entry (order kept; duplicates are the caller's check)."""
+    if isinstance(layers, (str, numbers.Integral)):
+        layers = [layers]
+    try:
+        items = list(layers)
+    except TypeError:
+        raise InvalidArgumentError(f"{what} must be a list of layers; got {layers!r}.") from None
+    return [explicit_layer(v, what=what) for v in items]

@@ -44,6 +44,7 @@ from .checks import check_counts, check_finite, check_layers, check_texts, check
 from .columns import normalize_labels, normalize_metadata
 from .dtypes import to_storage
 from .index_builder import IndexBuilder
+from .layersel import explicit_layer, explicit_layers, request
 from .shardfile import StreamingTensorFile, write_tensor_file
 from .target import Target
 
@@ -62,8 +63,11 @@ class DatasetWriter:
         Local folder or fsspec URL of the dataset.
     model : str
         Model name or path the activations come from.
-    layers : sequence of int
-        Stored layers (unique).
+    layers : sequence of int or "embeddings"
+        Layers to store (unique): block numbers ``>= 0`` and ``"embeddings"`` for the
+        embedding output (stored as layer ``-1``, lmprobe's number). Negatives are refused:
+        the writer does not know the model's depth, so ``-1`` (the deepest block elsewhere in
+        the API) cannot be resolved here. ``hidden``/``views`` are keyed the same way.
     dim : int
         Hidden size.
     dtype : {"float32", "float16", "bfloat16"}
@@ -103,7 +107,7 @@ class DatasetWriter:
         path: str,
         *,
         model: str,
-        layers: Sequence[int],
+        layers: Sequence[int | str],
         dim: int,
         dtype: str = "float32",
         pooling: str | Sequence[str] = "last_token",
@@ -117,7 +121,8 @@ class DatasetWriter:
         storage_options: dict[str, Any] | None = None,
         check_finite: bool = True,
     ) -> None:
-        self.layers = check_layers(layers)
+        # stored numbers from here on (-1 = the embeddings, as on disk)
+        self.layers = check_layers(explicit_layers(layers, what="DatasetWriter(layers=...)"))
         self.views = check_views(pooling)
         if not isinstance(dim, int) or dim <= 0:
             raise InvalidArgumentError(f"dim must be a positive integer; got {dim!r}.")
@@ -184,9 +189,9 @@ class DatasetWriter:
     def add(
         self,
         texts: Sequence[str],
-        hidden: Mapping[int, Any] | None = None,
+        hidden: Mapping[int | str, Any] | None = None,
         *,
-        views: Mapping[str, Mapping[int, Any]] | None = None,
+        views: Mapping[str, Mapping[int | str, Any]] | None = None,
         labels: Sequence[Any] | None = None,
         metadata: Any = None,
         num_tokens: Sequence[int] | None = None,
@@ -198,8 +203,9 @@ class DatasetWriter:
         ----------
         texts : sequence of str
             One prompt text per row.
-        hidden : dict of int to array
-            Primary view: layer -> ``(n, dim)`` array; for full-sequence storage,
+        hidden : dict of layer to array
+            Primary view, keyed as in ``layers`` (block number or ``"embeddings"``):
+            layer -> ``(n, dim)`` array; for full-sequence storage,
             layer -> list of ``(n_tokens_i, dim)`` arrays.
         views : dict, optional
             Extra pooled views: view name -> layer -> ``(n, dim)`` array.
@@ -262,29 +268,29 @@ class DatasetWriter:
         if self._done:
             raise InvalidArgumentError("This DatasetWriter is already committed or aborted.")
 
-    def _layer_map(self, name: str, data: Mapping[int, Any] | None) -> Mapping[int, Any]:
+    def _layer_map(self, name: str, data: Mapping[int | str, Any] | None) -> Mapping[int, Any]:
+        """``data`` keyed by stored layer number; keys as in ``layers`` (``"embeddings"``)."""
+        shown = [request(L) for L in self.layers]
         if data is None or not isinstance(data, Mapping):
-            raise InvalidArgumentError(
-                f"{name} needs a dict of layer -> array for layers {list(self.layers)}."
-            )
-        missing = [L for L in self.layers if L not in data]
-        extra = sorted(set(data) - set(self.layers))
+            raise InvalidArgumentError(f"{name} needs a dict of layer -> array for layers {shown}.")
+        keyed = {explicit_layer(k, what=f"{name} key"): v for k, v in data.items()}
+        missing = [request(L) for L in self.layers if L not in keyed]
+        extra = [request(L) for L in sorted(set(keyed) - set(self.layers))]
         if missing or extra:
             raise LayerNotFoundError(
-                f"{name} must give exactly layers {list(self.layers)}; "
-                f"missing {missing}, unexpected {extra}."
+                f"{name} must give exactly layers {shown}; missing {missing}, unexpected {extra}."
             )
-        return data
+        return keyed
 
     def _block(self, name: str, layer: int, x: Any, n: int) -> np.ndarray:
-        block = to_storage(x, self.dtype, what=f"{name}[{layer}]")
+        block = to_storage(x, self.dtype, what=f"{name}[{request(layer)!r}]")
         if block.shape != (n, self.dim):
             raise InvalidArgumentError(
-                f"{name}[{layer}] has shape {block.shape}; expected ({n}, {self.dim}) "
+                f"{name}[{request(layer)!r}] has shape {block.shape}; expected ({n}, {self.dim}) "
                 "(one row per text, dim columns)."
             )
         if self.check_finite:
-            check_finite(x, block, name=f"{name}[{layer}]")
+            check_finite(x, block, name=f"{name}[{request(layer)!r}]")
         return block
 
     def _pooled_blocks(self, name: str, data: Mapping[int, Any] | None, n: int) -> dict[int, np.ndarray]:
@@ -300,26 +306,26 @@ class DatasetWriter:
             seqs = list(data[L])
             if len(seqs) != n:
                 raise InvalidArgumentError(
-                    f"hidden[{L}] has {len(seqs)} sequences but texts has {n}."
+                    f"hidden[{request(L)!r}] has {len(seqs)} sequences but texts has {n}."
                 )
             out[L] = [self._seq_block(L, i, s) for i, s in enumerate(seqs)]
         lengths = [len(s) for s in out[self.layers[0]]]
         for L in self.layers[1:]:
             if [len(s) for s in out[L]] != lengths:
                 raise InvalidArgumentError(
-                    f"hidden[{L}] token counts differ from hidden[{self.layers[0]}]; every "
+                    f"hidden[{request(L)!r}] token counts differ from hidden[{request(self.layers[0])!r}]; every "
                     "layer must hold the same tokens."
                 )
         return out
 
     def _seq_block(self, layer: int, i: int, x: Any) -> np.ndarray:
-        block = to_storage(x, self.dtype, what=f"hidden[{layer}][{i}]")
+        block = to_storage(x, self.dtype, what=f"hidden[{request(layer)!r}][{i}]")
         if block.ndim != 2 or block.shape[1] != self.dim or block.shape[0] < 1:
             raise InvalidArgumentError(
-                f"hidden[{layer}][{i}] has shape {block.shape}; expected (n_tokens >= 1, {self.dim})."
+                f"hidden[{request(layer)!r}][{i}] has shape {block.shape}; expected (n_tokens >= 1, {self.dim})."
             )
         if self.check_finite:
-            check_finite(x, block, name=f"hidden[{layer}][{i}]")
+            check_finite(x, block, name=f"hidden[{request(layer)!r}][{i}]")
         return block
 
     def _logit_blocks(self, logits: tuple[Any, Any] | None, n: int) -> tuple[np.ndarray, np.ndarray] | None:

@@ -32,7 +32,7 @@ from ..errors import (
 )
 from ..format import spec
 from ..format.header import header_length, parse_header
-from ..format.layersel import resolve_layers
+from ..format.layersel import LayerSpec, resolve_layers
 from ..format.metadata import (
     DatasetInfo,
     ViewLayout,
@@ -193,7 +193,7 @@ def _read_local_meta(local_dir: str) -> tuple[dict[str, Any], dict[str, ViewLayo
 
 
 def _wanted_files(views: dict[str, ViewLayout], logits: dict[str, Any] | None,
-                  layers: Sequence[int] | None, names: Sequence[str] | None,
+                  layers: Sequence[int | str] | None, names: Sequence[str] | None,
                   want_logits: bool) -> list[str]:
     names = list(names) if names is not None else list(views)
     unknown = [n for n in names if n not in views]
@@ -218,7 +218,7 @@ def _wanted_files(views: dict[str, ViewLayout], logits: dict[str, Any] | None,
 
 
 def pull_dataset(
-    repo_id: str, *, layers: Sequence[int] | None = None, views: Sequence[str] | None = None,
+    repo_id: str, *, layers: LayerSpec | None = None, views: Sequence[str] | None = None,
     logits: bool | None = None, revision: str | None = None,
     out: str | os.PathLike[str] | None = None, token: str | bool | None = None,
     endpoint: str | None = None, progress: bool = True,
@@ -229,8 +229,9 @@ def pull_dataset(
     ----------
     repo_id : str
         Hub dataset repo.
-    layers : sequence of int, optional
-        Layers to download (default: all).
+    layers : int, str or sequence of them, optional
+        Layers to download (default: all): block numbers (negatives count from the deepest
+        stored block), ``"embeddings"``, ``"all"``, ``"middle"``, ``"last"``.
     views : sequence of str, optional
         Pooled views to download (default: all).
     logits : bool, optional
@@ -250,8 +251,12 @@ def pull_dataset(
     """
     from ..format.reader import open_dataset
 
-    if layers is not None and not all(isinstance(i, int) for i in layers):
-        raise InvalidArgumentError(f"layers must be a list of integers; got {layers!r}.")
+    if layers is not None:  # the resolver's language (format/layersel), checked again on the index
+        layers = [layers] if isinstance(layers, (int, str)) else list(layers)
+        if not all(isinstance(i, (int, str)) and not isinstance(i, bool) for i in layers):
+            raise InvalidArgumentError(
+                f"layers must be ints or names ('embeddings', 'all', 'middle', 'last'); got {layers!r}."
+            )
     api = make_api(token, endpoint)
     with hub_errors(repo_id, "pull", revision=revision), _bars(progress):
         sha = str(api.dataset_info(repo_id, revision=revision).sha)

@@ -74,7 +74,7 @@ def _snippets(repo_id: str, info: DatasetInfo) -> list[str]:
     return [
         "## Load it", "", "With actstore (downloads only the index and the layers asked for):", "",
         "```python", "import actstore",
-        f'ds = actstore.pull_dataset("{repo_id}", layers=[{layer}])',
+        f'ds = actstore.pull_dataset("{repo_id}", layers=[{request(layer)!r}])',  # never -1
         f"X, y = ds.layer({request(layer)!r}), ds.labels", "```", "",
         "Lazily, without downloading whole shards:", "",
         "```python", f'ds = actstore.open_dataset("hf://datasets/{repo_id}")', "```", "",

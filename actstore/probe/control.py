@@ -15,7 +15,7 @@ from ..errors import InvalidArgumentError
 from .data import is_dataset, labels_for, load_features
 from .estimator import check_targets
 from .layers import LayerSpec, request
-from .sweep import cross_validate
+from .sweep import cross_validate, layers_keyword
 
 __all__ = ["control_labels", "control_task"]
 
@@ -49,7 +49,10 @@ def control_task(
     by : str or array, optional
         Column (or values) whose each distinct value gets one random control label; None
         shuffles the labels instead.
+    layers : layer spec
+        Which layers (default: the deepest stored block); ``layer=`` is a deprecated alias.
     """
+    layers = layers_keyword("control_task", layers, probe_params.pop("layer", None))
     X, chosen = load_features(data, layers, view)
     yv = labels_for(data, y, X.shape[0])
     check_targets(yv, probe_params.get("task", "classification"))

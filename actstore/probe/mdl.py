@@ -16,6 +16,7 @@ from ..errors import InvalidArgumentError
 from .data import labels_for, load_features
 from .estimator import Probe, check_targets
 from .layers import LayerSpec
+from .sweep import layers_keyword
 
 __all__ = ["DEFAULT_FRACTIONS", "MDLResult", "mdl_probe"]
 
@@ -60,13 +61,14 @@ def mdl_probe(
     data: Any,
     y: Any = None,
     *,
-    layer: LayerSpec = -1,
+    layers: LayerSpec = -1,
     task: str = "classification",
     fractions: tuple[float, ...] = DEFAULT_FRACTIONS,
     classifier: str = "logistic_regression",
     precision: float = 1e-3,
     random_state: int = 0,
     view: str | None = None,
+    layer: LayerSpec | None = None,
     **probe_params: Any,
 ) -> MDLResult:
     """Online-code MDL of the labels given one layer's activations.
@@ -83,8 +85,12 @@ def mdl_probe(
     ``s²`` its training residual variance (smoothed towards 1 by one pseudo-observation). The baseline sends every block under
     ``N(mean, var)`` of the earlier targets (the same code without the features), so both
     codelengths are in bits at the same precision and ``compression`` is their ratio.
+
+    ``layers`` names the layer(s), as in :func:`control_task` and :func:`cross_validate`
+    (default: the deepest stored block); ``layer=`` is its deprecated old name.
     """
-    X, _ = load_features(data, layer, view)
+    layers = layers_keyword("mdl_probe", layers, layer)
+    X, _ = load_features(data, layers, view)
     X = X.reshape(X.shape[0], -1)
     yv = labels_for(data, y, X.shape[0])
     check_targets(yv, task)

@@ -20,9 +20,31 @@ from threadpoolctl import threadpool_limits
 from ..errors import InvalidArgumentError
 from .data import is_dataset, labels_for, load_features, stored_layers
 from .estimator import Probe, check_targets
-from .layers import LayerSpec, request, resolve_layers
+from .layers import LayerSpec, request, resolve_layers, stored
 
 __all__ = ["SweepResult", "cross_validate", "make_folds", "sweep_layers"]
+
+
+def layers_keyword(func: str, layers: LayerSpec, layer: LayerSpec | None, default: LayerSpec = -1) -> LayerSpec:
+    """``layers=`` is the keyword everywhere; the old ``layer=`` still works, with a warning.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Both were given (with a ``layers`` other than the default).
+    """
+    if layer is None:
+        return layers
+    if not (type(layers) is type(default) and layers == default):
+        raise InvalidArgumentError(
+            f"{func}() got both layers={layers!r} and layer={layer!r}; pass only layers= "
+            "(layer= is the old name of the same argument)."
+        )
+    import warnings
+
+    warnings.warn(f"{func}(layer=...) is deprecated; pass layers=... (the same value) instead.",
+                  DeprecationWarning, stacklevel=3)
+    return layer
 
 
 def make_folds(y: np.ndarray, cv: int, task: str, seed: int, groups: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -69,7 +91,7 @@ def _groups(data: Any, groups: Any) -> np.ndarray | None:
     return np.asarray(groups)
 
 
-def _fit_folds(X: np.ndarray, y: np.ndarray, folds: list, params: dict[str, Any], layer: int, seed: int) -> list[dict[str, Any]]:
+def _fit_folds(X: np.ndarray, y: np.ndarray, folds: list, params: dict[str, Any], layer: int | str, seed: int) -> list[dict[str, Any]]:
     rows = []
     for k, (tr, va) in enumerate(folds):
         probe = Probe(layers=0, **{**params, "random_state": seed}).fit(X[tr], y[tr])
@@ -81,6 +103,8 @@ def _fit_folds(X: np.ndarray, y: np.ndarray, folds: list, params: dict[str, Any]
 class SweepResult:
     """Per-fold metrics of a sweep, with a per-layer summary and the best layer.
 
+    ``results`` holds one row per (layer, fold); its ``layer`` column holds block numbers
+    and ``"embeddings"`` for the embedding output (never lmprobe's stored ``-1``).
     ``chance`` is the score of a constant guess (the majority class share for
     classification, 0 for R²); ``cv``, ``model`` and ``view`` label plots and reprs.
     """
@@ -93,18 +117,21 @@ class SweepResult:
     view: str | None = None
 
     def to_frame(self) -> pd.DataFrame:
-        """Mean and standard deviation of every metric per layer."""
+        """Mean and standard deviation of every metric per layer, in numeric layer order
+        (the embeddings, named ``"embeddings"``, first)."""
         metrics = [c for c in self.results.columns if c not in ("layer", "seed", "fold", "n")]
-        g = self.results.groupby("layer")[metrics]
-        out = g.mean().add_suffix("_mean").join(g.std(ddof=0).add_suffix("_std"))
-        return out.reset_index()
+        # group on the stored number: it orders "embeddings" (-1) before block 0
+        g = self.results.assign(layer=self.results["layer"].map(stored)).groupby("layer")[metrics]
+        out = g.mean().add_suffix("_mean").join(g.std(ddof=0).add_suffix("_std")).reset_index()
+        return out.assign(layer=out["layer"].map(request))
 
     @property
     def best_layer(self) -> int | str:
         """Layer with the best mean validation score (ties: the shallower layer);
-        ``"embeddings"`` for the embedding output (the ``layer`` column's ``-1``)."""
+        ``"embeddings"`` for the embedding output."""
         summary = self.to_frame()
-        return request(int(summary.loc[summary[f"{self.metric}_mean"].idxmax(), "layer"]))
+        best = summary.loc[summary[f"{self.metric}_mean"].idxmax(), "layer"]
+        return best if isinstance(best, str) else int(best)
 
     def __repr__(self) -> str:
         from .results import sweep_text
@@ -175,7 +202,7 @@ def sweep_layers(
 
     def one(layer: int) -> list[dict[str, Any]]:
         X, _ = load_features(data, [layer], view)  # the layer is read once; folds share it
-        rows = _fit_folds(X[:, 0], yv, folds, params, layer, seed)
+        rows = _fit_folds(X[:, 0], yv, folds, params, request(layer), seed)  # rows name the embeddings
         if bar is not None:
             bar.update(1)
         return rows
@@ -222,7 +249,9 @@ def cross_validate(
     """Repeat k-fold cross-validation over several seeds (new folds and probe seed each time).
 
     Returns one row per (seed, fold) with every metric, as the aligned-probing study reports.
+    ``layer=`` is a deprecated alias of ``layers=``.
     """
+    layers = layers_keyword("cross_validate", layers, probe_params.pop("layer", None))
     X, chosen = load_features(data, layers, view)
     yv = labels_for(data, y, X.shape[0])
     task = probe_params.get("task", "classification")

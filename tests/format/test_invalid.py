@@ -98,7 +98,7 @@ def test_writer_refuses_bad_input_and_leaves_nothing_readable(tmp_path, case):
 CTOR_CASES = [
     ("duplicate-layers", dict(layers=[1, 1]), actstore.InvalidArgumentError, r"layers lists \[1\] more than once"),
     ("fractional-layer", dict(layers=[0, 1.5]), actstore.InvalidArgumentError,
-     r"layers must be a list of integers; got \[0, 1\.5\]"),
+     r"layers=\.\.\.\): a layer must be a block number \(0, 1, \.\.\.\) or 'embeddings'; got 1\.5"),
     ("shard-bytes-zero", dict(shard_bytes=0), actstore.InvalidArgumentError,
      r"shard_bytes must be a positive integer; got 0"),
     ("shard-bytes-negative", dict(shard_bytes=-5), actstore.InvalidArgumentError, r"shard_bytes .* got -5"),

@@ -43,13 +43,13 @@ def test_cross_validate_over_seeds(arrays):
 def test_mdl_real_labels_compress_shuffled_do_not(arrays):
     X, y, score = arrays
     rng = np.random.default_rng(0)
-    real = actstore.mdl_probe(X, y, layer=2)
-    fake = actstore.mdl_probe(X, rng.permutation(y), layer=2)
+    real = actstore.mdl_probe(X, y, layers=2)
+    fake = actstore.mdl_probe(X, rng.permutation(y), layers=2)
     assert real.compression > 1.3 and 0.9 < fake.compression < 1.05
     assert real.uniform_codelength == pytest.approx(len(y) * 1.0)
     assert len(real.block_losses) == len(real.block_ends)
-    reg = actstore.mdl_probe(X, score, layer=1, task="regression")
-    reg_fake = actstore.mdl_probe(X, rng.permutation(score), layer=1, task="regression")
+    reg = actstore.mdl_probe(X, score, layers=1, task="regression")
+    reg_fake = actstore.mdl_probe(X, rng.permutation(score), layers=1, task="regression")
     assert reg.compression > 1.1 and 0.9 < reg_fake.compression < 1.05
 
 
