@@ -14,7 +14,7 @@ import actstore
 from actstore.cli import build_parser, main
 from actstore.format.writer import DatasetWriter
 
-LAYERS = [-1, 0, 1, 2, 3, 4, 5]  # the embeddings and six blocks: "middle" is block 2
+LAYERS = ["embeddings", 0, 1, 2, 3, 4, 5]  # the embeddings and six blocks: "middle" is block 2
 
 
 @pytest.fixture(scope="module")
