@@ -449,12 +449,7 @@ class CachedSource:
             return []
         ident = self.ident(path)
         if ident is None:  # nothing to key it by: read through, uncached
-            size = self.size(path)
-            try:
-                return self._fetch(path, list(ranges), cache_whole=size)
-            except RangeIgnored as whole:
-                body = _whole(whole, size, self.url, path)
-                return [body[s:e] for s, e in ranges]
+            return self._read_through(path, ranges)
         with self._lock:
             for _ in range(3):  # a cached piece dropped as damaged is refetched on the next pass
                 out = self._try_read(path, ident, ranges)
@@ -463,6 +458,10 @@ class CachedSource:
         # the cache keeps getting damaged under us: serve this read from the origin alone
         log.warning("%s/%s: cached pieces kept failing their checksums (the cache at %s is being "
                     "damaged); this read is served from the origin", self.url, path, self.cache.url)
+        return self._read_through(path, ranges)
+
+    def _read_through(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[Any]:
+        """The ranges straight from the origin (a server that ignores Range sends the file)."""
         size = self.size(path)
         try:
             return self._fetch(path, list(ranges), cache_whole=size)

@@ -158,6 +158,16 @@ class SegmentStore:
         self.counters["dropped_segments"] += 1
         self._delete_segment(sid)
 
+    def _remove(self, path: str, what: str) -> bool:
+        """Delete one file; False if it was already gone, CacheError if it cannot be deleted."""
+        try:
+            self.fs.rm_file(path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise self._write_error(what, exc) from exc
+        return True
+
     def _delete_segment(self, sid: str, *, must: bool = False) -> None:
         """Delete a segment's files (index first); ``must``: a failure raises CacheError,
         else (dropping a damaged segment during a read) it is logged and the read goes on."""
@@ -434,13 +444,8 @@ class SegmentStore:
             for row in self.orphans():
                 if not row["reclaimable"]:
                     continue
-                try:
-                    self.fs.rm_file(f"{self.root}/segments/{row['name']}")
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    raise self._write_error("delete an orphaned file", exc) from exc
-                done.append(row["name"])
+                if self._remove(f"{self.root}/segments/{row['name']}", "delete an orphaned file"):
+                    done.append(row["name"])
             self.counters["reclaimed_orphans"] += len(done)
         return done
 
@@ -496,12 +501,7 @@ class SegmentStore:
             self._pending, self._pending_map, self._pending_bytes = [], {}, 0
             for folder in ("segments", "access"):
                 for name in self._list(folder):
-                    try:
-                        self.fs.rm_file(f"{self.root}/{folder}/{name}")
-                    except FileNotFoundError:
-                        pass
-                    except OSError as exc:
-                        raise self._write_error("delete a file", exc) from exc
+                    self._remove(f"{self.root}/{folder}/{name}", "delete a file")
             self._index.clear()
             self._seg_keys.clear()
             self._segments.clear()
