@@ -309,6 +309,7 @@ class CachedSource:
         views = [buffer.cast("B") for _, buffer in requests]
         ranges = [(off, off + len(v)) for (off, _), v in zip(requests, views)]
         with self._lock:
+            ranges, views = self._split_at_pieces(path, ranges, views)
             left = self._read_direct(path, ranges, views)
         if not left:
             return
@@ -322,6 +323,31 @@ class CachedSource:
                     pos += len(p)
             else:
                 view[:] = part
+
+    def _split_at_pieces(self, path: str, ranges: list[tuple[int, int]],
+                         views: list[memoryview]) -> tuple[list[tuple[int, int]], list[memoryview]]:
+        """Ranges cut where cached pieces start, so a range spanning several pieces (a whole
+        layer) takes the direct path piece by piece instead of being copied through bytes."""
+        import numpy as np
+
+        ident = self.ident(path)
+        pieces = self._pieces.get(ident) if ident else None
+        if pieces is None or not pieces.items or not ranges:
+            return ranges, views
+        starts = pieces.arrays()[0]
+        r = np.asarray(ranges, dtype=np.int64)
+        lo = np.searchsorted(starts, r[:, 0], side="right")
+        hi = np.searchsorted(starts, r[:, 1], side="left")
+        if not (hi > lo).any():
+            return ranges, views
+        out_r: list[tuple[int, int]] = []
+        out_v: list[memoryview] = []
+        for (a, b), v, i, j in zip(ranges, views, lo.tolist(), hi.tolist()):
+            edges = [a, *starts[i:j].tolist(), b]
+            for s, e in zip(edges[:-1], edges[1:]):
+                out_r.append((s, e))
+                out_v.append(v[s - a : e - a])
+        return out_r, out_v
 
     def _read_direct(self, path: str, ranges: list[tuple[int, int]], views: list[memoryview]) -> list[int]:
         """Warm fast path on a local cache: ranges that are each exactly one cached piece are
