@@ -121,3 +121,28 @@ def test_bit_rot_in_cached_activations_is_caught_on_a_warm_read(tmp_path):
     with pytest.raises(actstore.errors.CacheError, match="1 of 1 prompts have no cached"):
         cache.get("m", ["p"], layers=[0])  # dropped as damaged: a miss, never other values
     assert cache.stats()["dropped_segments"] == 1
+
+
+def test_warm_whole_layer_reads_are_cut_at_pieces_and_checked(served, http_root, tmp_path, write_ds):
+    """A whole-layer range spans many cached pieces: it is read piece by piece straight into
+    the array (no bounce through bytes) and each piece is still checked."""
+    arrays = write_ds(os.path.join(http_root, "rot-layer"), rows=ROWS, dim=DIM, shard_bytes=ROWS * DIM * 4 // 2)
+    url = f"{served.url}/rot-layer"
+    actstore.open_dataset(url, cache=UnifiedCache(tmp_path / "cache")).layer(0)  # cold: fills the cache
+    cache = UnifiedCache(tmp_path / "cache")
+    ds = actstore.open_dataset(url, cache=cache)
+    source = ds._s.source
+    split = source._split_at_pieces
+    cuts = []
+    source._split_at_pieces = lambda path, r, v: cuts.append(len(split(path, r, v)[0])) or split(path, r, v)
+    np.testing.assert_array_equal(ds.layer(0), arrays[0])
+    assert max(cuts) > 1  # the layer's ranges were cut into cached pieces
+    for seg in (tmp_path / "cache" / "v1" / "segments").glob("*.seg"):
+        with open(seg, "r+b") as f:
+            raw = bytearray(f.read())
+            for pos in range(0, len(raw), 997):
+                raw[pos] ^= 0x01
+            f.seek(0)
+            f.write(raw)
+    np.testing.assert_array_equal(ds.layer(0), arrays[0])
+    assert cache.stats()["dropped_segments"] >= 1
