@@ -13,7 +13,10 @@ import random
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .probe import SweepResult
 
 __all__ = ["DemoResult", "make_prompts", "run_demo"]
 
@@ -125,7 +128,12 @@ def run_demo(out: str = "actstore-demo", *, model: str | None = None, n_per_task
     _say(f"[2/5] verifying {dataset}", quiet)
     report = ds.verify()
     if not report.ok:
-        raise RuntimeError(str(report))
+        from .errors import IntegrityError
+
+        raise IntegrityError(
+            f"The dataset the demo just wrote at {dataset} failed verification:\n{report}\n"
+            "Check the disk (space, errors) and run the demo again with a fresh --out folder."
+        )
     _say("[3/5] publishing", quiet)
     published, server = _publish(dataset, out, quiet)
     try:
@@ -158,20 +166,20 @@ def _sweeps(ds: Any, cv: int, result: DemoResult, quiet: bool) -> None:
     from . import sweep_layers
 
     task_arr = ds.column("task")  # the consumer reads the task from the index, not from us
-    sweeps = {}
+    sweeps: dict[str, SweepResult] = {}
     for task in ("comparison", "facts"):
         sub = ds.select(np.flatnonzero(task_arr == task))
         sweep = sweep_layers(sub, "label", cv=cv, view="mean")
         sweeps[task] = sweep
-        table = sweep.to_frame()[["layer", "accuracy_mean", "accuracy_std"]]
+        table = sweep.to_frame()[["layer", f"{sweep.metric}_mean", f"{sweep.metric}_std"]]
         result.tables[task], result.best_layers[task] = table, sweep.best_layer
         _say(f"\n  task: {task}  (best layer {sweep.best_layer})", quiet)
         _say(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"), quiet)
     _plot(sweeps, result.plot)
 
 
-def _plot(sweeps: dict[str, Any], path: str) -> None:
-    from .probe.results import plot_layers
+def _plot(sweeps: dict[str, SweepResult], path: str) -> None:
+    from .probe.plot import plot_layers
 
     first = next(iter(sweeps.values()))
     plot_layers(sweeps, path, title=f"Linear probes on {first.model} (mean-pooled)")

@@ -276,7 +276,9 @@ def _predict(args: argparse.Namespace) -> int:
         (frame.to_csv(out, index=False) if out.endswith(".csv") else frame.to_parquet(out, index=False))
         print(f"wrote {len(frame)} predictions to {out}")
     if "label" in frame:
-        print(f"{probe.task == 'classification' and 'accuracy' or 'r2'} against the dataset's "
+        from ..probe.metrics import main_metric
+
+        print(f"{main_metric(probe.task)} against the dataset's "
               f"{label!r} column: {probe.score(ds, label):.4f}")
     return 0
 
@@ -311,37 +313,7 @@ def _report(args: argparse.Namespace) -> int:
     table = report(args.results, by=by)
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     if args.plot:
-        _plot_report(table, args.plot)
-        print(f"plot: {args.plot}")
+        from ..probe.plot import plot_report
+
+        print(f"plot: {plot_report(table, args.plot)}")
     return 0
-
-
-def _plot_report(table: Any, path: str) -> None:
-    import matplotlib
-    import pandas as pd
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metric = next(c[: -len("_mean")] for c in table.columns if c in ("accuracy_mean", "r2_mean"))
-    # multi-layer rows ("4,8") have no place on a layer axis; the table still shows them
-    # the embeddings sit at -1, left of block 0, and are labelled by name
-    x = table["layer"].map(lambda v: -1 if v == "embeddings" else v)
-    table = table.assign(layer=pd.to_numeric(x, errors="coerce")).dropna(subset=["layer"])
-    fig, ax = plt.subplots(figsize=(7, 4))
-    groups = [c for c in ("dataset", "classifier") if c in table.columns]
-    for key, part in (table.groupby(groups) if groups else [("all", table)]):
-        mean, std = part[f"{metric}_mean"], part[f"{metric}_std"]
-        low = std.clip(upper=mean) if metric == "accuracy" else std  # bars stay in the range
-        ax.errorbar(part["layer"], mean, yerr=[low.clip(lower=0), std.clip(upper=1 - mean).clip(lower=0)],
-                    marker="o", capsize=3, label=str(key))
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: "embeddings" if v == -1 else f"{v:g}"))
-    ax.set_xlabel("layer")
-    ax.set_ylabel(metric)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -12,9 +12,11 @@ from sklearn.svm import LinearSVC, LinearSVR
 
 from ..errors import InvalidArgumentError
 
-__all__ = ["CLASSIFIERS", "MassMeanProbe", "make_estimator"]
+__all__ = ["CLASSIFIERS", "ClassifierSpec", "MassMeanProbe", "builtin_name", "make_estimator"]
 
 CLASSIFIERS = ("logistic_regression", "ridge", "lda", "mass_mean", "mass_mean_iid", "linear_svm")
+#: A built-in name from :data:`CLASSIFIERS`, or a scikit-learn estimator instance.
+ClassifierSpec = str | BaseEstimator
 
 
 class MassMeanProbe(ClassifierMixin, BaseEstimator):
@@ -61,7 +63,8 @@ class MassMeanProbe(ClassifierMixin, BaseEstimator):
         return self.classes_[(self.decision_function(X) > 0).astype(int)]
 
 
-def make_estimator(classifier: Any, task: str, kwargs: dict[str, Any] | None, random_state: Any) -> Any:
+def make_estimator(classifier: ClassifierSpec, task: str, kwargs: dict[str, Any] | None,
+                   random_state: int | None) -> BaseEstimator:
     """Build the estimator named by ``classifier`` (or clone a scikit-learn one)."""
     from sklearn.base import clone
 
@@ -96,3 +99,14 @@ def make_estimator(classifier: Any, task: str, kwargs: dict[str, Any] | None, ra
         f"Unknown classifier {classifier!r}; expected one of {', '.join(CLASSIFIERS)} or a "
         "scikit-learn estimator instance."
     )
+
+
+def builtin_name(estimator: BaseEstimator) -> str:
+    """The built-in name a saved probe records for an estimator instance (its class name
+    when it is none of the built-ins): the fitted head is what predicts, and the instance's
+    own hyperparameters apply only to a refit."""
+    if isinstance(estimator, MassMeanProbe):
+        return "mass_mean_iid" if estimator.covariance else "mass_mean"
+    names = {LogisticRegression: "logistic_regression", LinearDiscriminantAnalysis: "lda",
+             Ridge: "ridge", RidgeClassifier: "ridge", LinearSVC: "linear_svm", LinearSVR: "linear_svm"}
+    return next((v for k, v in names.items() if isinstance(estimator, k)), type(estimator).__name__)

@@ -2,25 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TypeGuard, Union
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import InvalidArgumentError, LayerNotFoundError
+from ..format.reader import Dataset
 from .layers import EMBEDDINGS, LayerSpec, request, resolve_layers, stored
 
-__all__ = ["as_dense", "held_layers", "is_dataset", "labels_for", "load_features", "read_layers",
-           "select_held", "stored_layers"]
+__all__ = ["FeatureSource", "HeldLayers", "LabelSource", "as_dense", "held_layers", "is_dataset", "labels_for",
+           "load_features", "read_layers", "select_held", "stored_layers"]
+
+#: What probes read features from: a Dataset, or an array ``(n, dim)`` / ``(n, n_layers, dim)``.
+FeatureSource = Union[Dataset, ArrayLike]  # noqa: UP007 (a runtime alias: numpy's ArrayLike is a Union)
+#: Labels: a Dataset column name, one label per row, or None for the Dataset's labels.
+LabelSource = Union[str, ArrayLike, None]  # noqa: UP007
+#: The layers an array holds along axis 1, as the caller names them.
+HeldLayers = Union[int, str, Sequence[Union[int, str]]]  # noqa: UP007
 
 
-def is_dataset(data: Any) -> bool:
-    """True for an actstore Dataset (anything with ``layer`` and ``info``)."""
-    from ..format.reader import Dataset
-
+def is_dataset(data: object) -> TypeGuard[Dataset]:
+    """True for an actstore :class:`~actstore.Dataset`."""
     return isinstance(data, Dataset)
 
 
-def as_dense(data: Any) -> np.ndarray:
+def as_dense(data: object) -> np.ndarray:
     """``data`` as a float32 ``(n, dim)`` or ``(n, n_layers, dim)`` array, or a clear error."""
     import scipy.sparse
 
@@ -39,7 +47,7 @@ def as_dense(data: Any) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
-def stored_layers(data: Any) -> list[int]:
+def stored_layers(data: FeatureSource) -> list[int]:
     """Layers available in a Dataset, or positions 0..L-1 of a 3-D array."""
     if is_dataset(data):
         return list(data.info.layers)
@@ -47,7 +55,7 @@ def stored_layers(data: Any) -> list[int]:
     return list(range(arr.shape[1])) if arr.ndim == 3 else [0]
 
 
-def held_layers(layers: Any, arr: np.ndarray) -> list[int]:
+def held_layers(layers: HeldLayers, arr: np.ndarray) -> list[int]:
     """Stored numbers of the layers an array holds along axis 1, as the caller names them.
 
     Each must be a block number (``>= 0``) or ``"embeddings"``; a negative number is refused,
@@ -86,8 +94,8 @@ def _check_finite(X: np.ndarray) -> None:
         )
 
 
-def load_features(data: Any, layers: LayerSpec, view: str | None = None, *,
-                  held: Any = None) -> tuple[np.ndarray, list[int]]:
+def load_features(data: FeatureSource, layers: LayerSpec, view: str | None = None, *,
+                  held: HeldLayers | None = None) -> tuple[np.ndarray, list[int]]:
     """Features for the chosen layers as ``(n, len(layers), dim)`` float32, and the layers.
 
     ``layers`` is resolved by :mod:`actstore.format.layersel` against the layers the data
@@ -109,16 +117,25 @@ def load_features(data: Any, layers: LayerSpec, view: str | None = None, *,
     return X, chosen
 
 
-def read_layers(data: Any, layers: list[int | str], view: str | None = None) -> np.ndarray:
-    """Stored layers ``layers`` (already resolved) of a Dataset as ``(n, len(layers), dim)``."""
+def read_layers(data: Dataset, layers: Sequence[int | str], view: str | None = None) -> np.ndarray:
+    """Stored layers ``layers`` (already resolved) of a Dataset as ``(n, len(layers), dim)`` float32.
+
+    One array is allocated and each layer is read into it (``Dataset.layer(out=)``): a single
+    layer straight into place, several through one reused ``(n, dim)`` buffer (a layer's slot
+    in ``(n, k, dim)`` is not contiguous). The values are checked finite once.
+    """
     X = np.empty((len(data), len(layers), data.info.dim), dtype=np.float32)
-    for j, L in enumerate(layers):
-        X[:, j] = data.layer(request(L), view=view, dtype=np.float32)
+    if len(layers) == 1:
+        data.layer(request(layers[0]), view=view, out=X[:, 0])
+    else:
+        buf = np.empty((len(data), data.info.dim), dtype=np.float32)
+        for j, L in enumerate(layers):
+            X[:, j] = data.layer(request(L), view=view, out=buf)
     _check_finite(X)
     return X
 
 
-def select_held(arr: np.ndarray, held: list[int], layers: list[int | str]) -> np.ndarray:
+def select_held(arr: np.ndarray, held: list[int], layers: Sequence[int | str]) -> np.ndarray:
     """The columns of ``arr`` (holding the stored layers ``held`` on axis 1) for ``layers``."""
     layers = [stored(L) for L in layers]
     missing = [L for L in layers if L not in held]
@@ -130,7 +147,7 @@ def select_held(arr: np.ndarray, held: list[int], layers: list[int | str]) -> np
     return arr[:, [held.index(L) for L in layers]]
 
 
-def labels_for(data: Any, y: Any, n: int) -> np.ndarray:
+def labels_for(data: FeatureSource, y: LabelSource, n: int) -> np.ndarray:
     """Labels from a column name of a Dataset, or from an array of length ``n``."""
     if isinstance(y, str):
         if not is_dataset(data):

@@ -6,6 +6,9 @@ several layers of one view) or from plain arrays.
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -17,10 +20,13 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.metaestimators import available_if
 
 from ..errors import InvalidArgumentError, NotFittedError
-from .classifiers import make_estimator
-from .data import is_dataset, labels_for, load_features
-from .layers import LayerSpec, request
-from .metrics import classification_metrics, regression_metrics
+from .classifiers import CLASSIFIERS, ClassifierSpec, builtin_name, make_estimator
+from .data import FeatureSource, HeldLayers, LabelSource, is_dataset, labels_for, load_features
+from .head import LinearHead, collapse_pipeline
+from .layers import LayerSpec, request, stored
+from .metrics import classification_metrics, main_metric, regression_metrics
+from .provenance import dataset_provenance
+from .saved import SavedProbe, read_probe, write_probe
 
 __all__ = ["Probe", "ProbeNotFittedError"]
 
@@ -100,7 +106,7 @@ class Probe(BaseEstimator):
         self,
         layers: LayerSpec = -1,
         view: str | None = None,
-        classifier: Any = "logistic_regression",
+        classifier: ClassifierSpec = "logistic_regression",
         task: str = "classification",
         normalize: bool = True,
         preprocessing: str | None = None,
@@ -133,33 +139,43 @@ class Probe(BaseEstimator):
         return tags
 
     # -- features ----------------------------------------------------------------------
-    def _features(self, X: Any, fitting: bool, held: Any = None) -> np.ndarray:
-        if fitting:
-            feats, chosen = load_features(X, self.layers, self.view, held=held)
-        else:
-            feats, chosen = self._predict_features(X, held), self.layers_
+    def _fit_layout(self, feats: np.ndarray, chosen: list[int | str], named: bool) -> np.ndarray:
+        """Learn the layout (layers, per-layer scale, dim) of checked ``(n, k, dim)`` features;
+        return them scaled and flattened to ``(n, k * dim)``."""
         if feats.shape[0] == 0:
             raise InvalidArgumentError("The data has 0 rows; a probe needs at least one.")
-        if fitting:
-            self.layers_ = [request(L) for L in chosen]  # the embeddings by name, never -1
-            # True when layers_ are real layer numbers, False when they are positions on axis 1
-            # of an array whose layers were not named (such a probe cannot read a Dataset)
-            self.layers_named_ = bool(is_dataset(X) or held is not None)
-            norms = np.linalg.norm(feats, axis=2).mean(0)
-            self.layer_scale_ = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-12), 1.0)
-            if len(chosen) == 1:
-                self.layer_scale_ = np.ones(1)
-            self.dim_ = feats.shape[2]
-        elif feats.shape[2] != self.dim_:
+        self.layers_ = [request(L) for L in chosen]  # the embeddings by name, never -1
+        # True when layers_ are real layer numbers, False when they are positions on axis 1
+        # of an array whose layers were not named (such a probe cannot read a Dataset)
+        self.layers_named_ = named
+        norms = np.linalg.norm(feats, axis=2).mean(0)
+        self.layer_scale_ = np.where(norms > 0, 1.0 / np.maximum(norms, 1e-12), 1.0)
+        if len(chosen) == 1:
+            self.layer_scale_ = np.ones(1)
+        self.dim_ = feats.shape[2]
+        return self._scaled(feats)
+
+    def _layout(self, feats: np.ndarray) -> np.ndarray:
+        """Checked ``(n, len(layers_), dim_)`` features, scaled and flattened as at fit time."""
+        if feats.shape[0] == 0:
+            raise InvalidArgumentError("The data has 0 rows; a probe needs at least one.")
+        if feats.shape[2] != self.dim_:
             raise InvalidArgumentError(
                 f"X has {feats.shape[2]} features, but Probe is expecting {self.dim_} features as "
                 "input (per layer); use activations from the same model and view."
             )
+        return self._scaled(feats)
+
+    def _scaled(self, feats: np.ndarray) -> np.ndarray:
         if np.any(self.layer_scale_ != 1):  # not in place: feats may be a view of the caller's X
             feats = feats * self.layer_scale_[None, :, None].astype(np.float32)
         return feats.reshape(feats.shape[0], -1)
 
-    def _predict_features(self, X: Any, held: Any) -> np.ndarray:
+    def _features(self, X: FeatureSource, held: HeldLayers | None) -> np.ndarray:
+        """The fitted layers of ``X``, checked, scaled and flattened for the fitted pipeline."""
+        return self._layout(self._predict_features(X, held))
+
+    def _predict_features(self, X: FeatureSource, held: HeldLayers | None) -> np.ndarray:
         """The fitted layers of ``X`` as ``(n, len(layers_), dim)``, refusing guesses.
 
         A Dataset is read by layer number. An array ``(n, k, dim)`` must say which layers
@@ -247,7 +263,7 @@ class Probe(BaseEstimator):
         return [*steps, ("model", est)]
 
     # -- fitting -----------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None, *, layers: Any = None) -> Probe:
+    def fit(self, X: FeatureSource, y: LabelSource = None, *, layers: HeldLayers | None = None) -> Probe:
         """Fit on a Dataset (``y`` = label column name or array; default its labels) or arrays.
 
         ``layers`` (arrays only) names the layers an ``(n, k, dim)`` array holds along axis 1
@@ -255,17 +271,34 @@ class Probe(BaseEstimator):
         probe's own ``layers`` spec is then resolved against them, and ``layers_`` holds real
         layer numbers. Without it the array's layers are its positions ``0..k-1``.
         """
-        Xf = self._features(X, fitting=True, held=self._held(X, layers))
-        yv = labels_for(X, y, Xf.shape[0])
+        held = self._held(X, layers)
+        feats, chosen = load_features(X, self.layers, self.view, held=held)
+        Xf = self._fit_layout(feats, chosen, named=bool(is_dataset(X) or held is not None))
+        self._fit_head(Xf, labels_for(X, y, Xf.shape[0]))
+        self.provenance_ = dataset_provenance(X, y, self.view, self.layers_)  # saved with it
+        return self
+
+    def _fit_head(self, Xf: np.ndarray, yv: np.ndarray) -> None:
+        """Fit the pipeline on laid-out features ``Xf`` and checked-length labels ``yv``."""
         check_targets(yv, self.task)
         self.pipeline_ = Pipeline(self._steps()).fit(Xf, yv)
         if self.task == "classification":
             self.classes_ = self.pipeline_.classes_
         self.n_features_in_ = Xf.shape[1]
-        from .io import dataset_provenance
 
-        self.provenance_ = dataset_provenance(X, y, self.view, self.layers_)  # saved with it
+    def _fit_checked(self, feats: np.ndarray, yv: np.ndarray) -> Probe:
+        """Fit on features already read and checked finite, ``(n, k, dim)`` float32 holding
+        this probe's layers at positions ``0..k-1`` (sweeps and cross-validation: each layer
+        is read and checked once, and its folds share it)."""
+        Xf = self._fit_layout(feats, list(range(feats.shape[1])), named=False)
+        self._fit_head(Xf, yv)
+        self.provenance_ = None
         return self
+
+    def _evaluate_checked(self, feats: np.ndarray, yv: np.ndarray) -> dict[str, float | int]:
+        """:meth:`evaluate` on features laid out as for :meth:`_fit_checked`."""
+        self._check_fitted()
+        return self._metrics(self._layout(feats), yv)
 
     @property
     def provenance(self) -> dict[str, Any] | None:
@@ -286,7 +319,7 @@ class Probe(BaseEstimator):
                 f"{prov.get('view')!r}, layers {prov.get('layers')}, labels "
                 f"{prov.get('label_column')!r}, {prov.get('rows')} rows)")
 
-    def fit_contrastive(self, positive: Any, negative: Any) -> Probe:
+    def fit_contrastive(self, positive: FeatureSource, negative: FeatureSource) -> Probe:
         """Fit on contrast pairs: rows of ``positive`` are class 1, rows of ``negative`` class 0."""
         from .data import read_layers
 
@@ -299,16 +332,13 @@ class Probe(BaseEstimator):
             )
         both = np.concatenate([pos, neg])
         y = np.concatenate([np.ones(len(pos), dtype=int), np.zeros(len(neg), dtype=int)])
-        spec, self.layers = self.layers, list(range(len(layers)))  # fit on the selected layers
-        try:
-            self.fit(both, y)
-        finally:
-            self.layers = spec
-        self.layers_, self.layers_named_ = [request(L) for L in layers], is_dataset(positive)
+        Xf = self._fit_layout(both, list(layers), named=is_dataset(positive))
+        self._fit_head(Xf, y)
+        self.provenance_ = None
         return self
 
     @staticmethod
-    def _held(X: Any, layers: Any) -> Any:
+    def _held(X: FeatureSource, layers: HeldLayers | None) -> HeldLayers | None:
         if layers is not None and is_dataset(X):
             raise InvalidArgumentError(
                 "layers= names the layers an array holds; a Dataset names its own (choose them "
@@ -335,22 +365,22 @@ class Probe(BaseEstimator):
                 "This Probe is not fitted yet; call fit(...) before predicting or evaluating."
             )
 
-    def predict(self, X: Any, *, layers: Any = None) -> np.ndarray:
+    def predict(self, X: FeatureSource, *, layers: HeldLayers | None = None) -> np.ndarray:
         """``layers`` (arrays only): the layers X holds, as for :meth:`fit`."""
         self._check_fitted()
-        return self.pipeline_.predict(self._features(X, fitting=False, held=self._held(X, layers)))
+        return self.pipeline_.predict(self._features(X, self._held(X, layers)))
 
     @available_if(lambda self: self._has("predict_proba"))
-    def predict_proba(self, X: Any, *, layers: Any = None) -> np.ndarray:
+    def predict_proba(self, X: FeatureSource, *, layers: HeldLayers | None = None) -> np.ndarray:
         """``layers`` (arrays only): the layers X holds, as for :meth:`fit`."""
         self._check_fitted()
-        return self.pipeline_.predict_proba(self._features(X, fitting=False, held=self._held(X, layers)))
+        return self.pipeline_.predict_proba(self._features(X, self._held(X, layers)))
 
     @available_if(lambda self: self._has("decision_function"))
-    def decision_function(self, X: Any, *, layers: Any = None) -> np.ndarray:
+    def decision_function(self, X: FeatureSource, *, layers: HeldLayers | None = None) -> np.ndarray:
         """``layers`` (arrays only): the layers X holds, as for :meth:`fit`."""
         self._check_fitted()
-        return self.pipeline_.decision_function(self._features(X, fitting=False, held=self._held(X, layers)))
+        return self.pipeline_.decision_function(self._features(X, self._held(X, layers)))
 
     def _scores(self, Xf: np.ndarray) -> tuple[np.ndarray | None, bool]:
         """Probabilities if the classifier has them, else margins; and which it was."""
@@ -359,49 +389,104 @@ class Probe(BaseEstimator):
                 return getattr(self.pipeline_, method)(Xf), method == "predict_proba"
         return None, False
 
-    def evaluate(self, X: Any, y: Any = None, *, layers: Any = None) -> dict[str, Any]:
+    def evaluate(self, X: FeatureSource, y: LabelSource = None, *,
+                 layers: HeldLayers | None = None) -> dict[str, float | int]:
         """Metrics on held-out data: classification (accuracy, balanced accuracy, AUROC, F1,
         precision, recall, n) or regression (R², Pearson r, Spearman ρ, MSE, MAE, n).
         ``layers`` (arrays only): the layers X holds, as for :meth:`fit`."""
         self._check_fitted()
-        Xf = self._features(X, fitting=False, held=self._held(X, layers))
-        yv = labels_for(X, y, Xf.shape[0])
+        Xf = self._features(X, self._held(X, layers))
+        return self._metrics(Xf, labels_for(X, y, Xf.shape[0]))
+
+    def _metrics(self, Xf: np.ndarray, yv: np.ndarray) -> dict[str, float | int]:
         pred = self.pipeline_.predict(Xf)
         if self.task == "regression":
             return regression_metrics(yv, pred)
         scores, is_proba = self._scores(Xf)
         return classification_metrics(yv, pred, scores, self.classes_, scores_are_proba=is_proba)
 
-    def score(self, X: Any, y: Any = None, *, layers: Any = None) -> float:
+    def score(self, X: FeatureSource, y: LabelSource = None, *, layers: HeldLayers | None = None) -> float:
         """Accuracy (classification) or R² (regression); ``layers`` as for :meth:`evaluate`."""
-        m = self.evaluate(X, y, layers=layers)
-        return m["r2"] if self.task == "regression" else m["accuracy"]
+        return float(self.evaluate(X, y, layers=layers)[main_metric(self.task)])
 
     def compute_layer_importance(self) -> dict[int | str, float]:
         """Share of the probe's weight norm that falls on each layer (sums to 1)."""
         self._check_fitted()
-        from .head import collapse_pipeline
-
-        steps = [s for _, s in self.pipeline_.steps[:-1]] if isinstance(self.pipeline_, Pipeline) else []
-        head = (
-            collapse_pipeline(steps, self.pipeline_.steps[-1][1], self.n_features_in_)
-            if isinstance(self.pipeline_, Pipeline) else self.pipeline_
-        )
+        head = self._head()
         blocks = np.linalg.norm(head.W.reshape(len(self.layers_), self.dim_, -1), axis=(1, 2))
         total = blocks.sum() or 1.0
         return {L: float(v / total) for L, v in zip(self.layers_, blocks)}
 
-    # -- persistence -------------------------------------------------------------------
-    def save(self, path: str) -> None:
-        """Save as JSON config + safetensors weights (never pickle); see :func:`load`."""
-        from .io import save_probe
+    def _head(self) -> LinearHead:
+        """The fitted pipeline as one affine map (what a saved probe holds)."""
+        if isinstance(self.pipeline_, Pipeline):
+            steps = [s for _, s in self.pipeline_.steps[:-1]]
+            return collapse_pipeline(steps, self.pipeline_.steps[-1][1], self.n_features_in_)
+        return self.pipeline_
 
-        save_probe(self, path)
+    # -- persistence -------------------------------------------------------------------
+    def _saved(self) -> SavedProbe:
+        """The record :meth:`save` writes: parameters (``get_params()``), fitted layout, head.
+
+        An estimator instance given as ``classifier`` is recorded by its built-in name: the
+        fitted head is what predicts, its own hyperparameters apply only to a refit.
+        """
+        self._check_fitted()
+        head = self._head()
+        params = self.get_params(deep=False)
+        if not isinstance(params["classifier"], str):
+            params["classifier"] = builtin_name(params["classifier"])
+        classes = None if head.classes_ is None else [
+            c.item() if isinstance(c, np.generic) else c for c in head.classes_.tolist()]
+        return SavedProbe(
+            params=params, layers=[stored(v) for v in self.layers_],
+            layers_named=bool(getattr(self, "layers_named_", True)), dim=int(self.dim_),
+            kind=head.kind, classes=classes, provenance=getattr(self, "provenance_", None),
+            W=head.W, b=head.b, layer_scale=np.asarray(self.layer_scale_, dtype=np.float64),
+        )
+
+    @classmethod
+    def _from_saved(cls, saved: SavedProbe) -> Probe:
+        """A fitted probe predicting through the head of ``saved`` (see :meth:`load`)."""
+        names = cls._get_param_names()
+        params = {k: v for k, v in saved.params.items() if k in names}
+        if params.get("classifier") not in (None, *CLASSIFIERS):
+            params["classifier"] = "logistic_regression"  # the fitted head is what predicts
+        probe = cls(**params)
+        W = np.asarray(saved.W, dtype=np.float64)
+        classes = None if saved.classes is None else np.asarray(saved.classes)
+        probe.pipeline_ = LinearHead(W, np.asarray(saved.b, dtype=np.float64), saved.kind, classes)
+        probe.layers_, probe.dim_ = [request(L) for L in saved.layers], saved.dim
+        probe.layers_named_ = saved.layers_named
+        probe.layer_scale_ = np.asarray(saved.layer_scale, dtype=np.float64)
+        probe.n_features_in_ = W.shape[0]
+        probe.provenance_ = saved.provenance
+        if saved.kind != "regression":
+            probe.classes_ = probe.pipeline_.classes_
+        return probe
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save as JSON config + safetensors weights (never pickle), atomically; see :meth:`load`."""
+        write_probe(self._saved(), path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Probe:
+        """Load a probe saved with :meth:`save`; refuses unknown versions and tampered files.
+
+        Raises
+        ------
+        FormatError, UnsupportedVersionError, IntegrityError
+            As :func:`actstore.probe.saved.read_probe`.
+        """
+        return cls._from_saved(read_probe(path))
 
     def push_to_hub(self, repo_id: str, *, token: str | bool | None = None, private: bool | None = None,
-                    endpoint: str | None = None, metrics: dict[str, Any] | None = None,
+                    endpoint: str | None = None, metrics: dict[str, float | int] | None = None,
                     base_model: str | None = None, commit_message: str = "Upload actstore probe") -> str:
         """Upload to a Hub model repo: ``probe.json`` + ``probe.safetensors`` + a model card.
+
+        ``probe.json`` goes in last, so a reader never sees a config whose weights are not
+        there yet.
 
         Parameters
         ----------
@@ -427,11 +512,14 @@ class Probe(BaseEstimator):
         --------
         >>> sha = probe.push_to_hub("me/toxicity-probe-l16")  # doctest: +SKIP
         """
-        from .hub import push_probe
+        from .hub import probe_card, upload_probe_folder
 
-        self._check_fitted()
-        return push_probe(self, repo_id, token=token, private=private, endpoint=endpoint, metrics=metrics,
-                          base_model=base_model, commit_message=commit_message)
+        saved = self._saved()
+        with tempfile.TemporaryDirectory(prefix="actstore-probe-") as tmp:
+            write_probe(saved, tmp)
+            card = probe_card(saved, repo_id, metrics, base_model)
+            return upload_probe_folder(tmp, repo_id, card=card, token=token, private=private,
+                                       endpoint=endpoint, commit_message=commit_message)
 
     @classmethod
     def from_hub(cls, repo_id: str, *, revision: str | None = None, token: str | bool | None = None,
@@ -440,25 +528,22 @@ class Probe(BaseEstimator):
 
         The revision (branch, tag or sha; default the main branch) is resolved to a commit
         sha first, so both files come from the same commit; the weights' sha256 is checked by
-        the same loader as :meth:`load`. The sha is kept in ``hub_revision_``.
+        the same loader as :meth:`load`. The sha is kept in ``hub_revision_``. Files land in
+        ``<cache_dir>/hub/probes/<owner>--<name>/<sha>``.
 
         Examples
         --------
         >>> probe = Probe.from_hub("me/toxicity-probe-l16", revision=sha)  # doctest: +SKIP
         """
-        from .hub import probe_from_hub
+        from .hub import download_probe_folder
 
-        return probe_from_hub(repo_id, revision=revision, token=token, endpoint=endpoint)
-
-    @classmethod
-    def load(cls, path: str) -> Probe:
-        """Load a probe saved with :meth:`save`; refuses unknown versions and tampered files."""
-        from .io import load_probe
-
-        return load_probe(path)
+        local, sha = download_probe_folder(repo_id, revision=revision, token=token, endpoint=endpoint)
+        probe = cls.load(local)
+        probe.hub_revision_ = sha
+        return probe
 
 
-def resolved_note(spec: Any, resolved: Any) -> str | None:
+def resolved_note(spec: LayerSpec, resolved: Sequence[int | str] | None) -> str | None:
     """``"layers='middle' resolved to 2"`` when ``spec`` is a named or negative selection.
 
     None when nothing was resolved yet or ``spec`` already lists the layers themselves.

@@ -8,7 +8,21 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
 
-__all__ = ["classification_metrics", "regression_metrics"]
+__all__ = ["MAIN_METRICS", "classification_metrics", "main_metric", "regression_metrics"]
+
+#: The score a probe reports per task (``Probe.score``, a sweep's best layer, plots).
+MAIN_METRICS = {"classification": "accuracy", "regression": "r2"}
+
+
+def main_metric(task: str) -> str:
+    """The main metric of ``task``: ``"accuracy"`` for classification, ``"r2"`` for regression.
+
+    Examples
+    --------
+    >>> main_metric("regression")
+    'r2'
+    """
+    return MAIN_METRICS["regression" if task == "regression" else "classification"]
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray | None,

@@ -5,18 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
 from ..errors import InvalidArgumentError
-from ..format.layersel import EMBEDDINGS, request, stored
+from ..format.layersel import EMBEDDINGS
+from .plot import LayerScores, plot_layers  # noqa: F401 (plot_layers lived here; still importable)
 
 __all__ = ["append_results", "plot_layers", "report", "sweep_html", "sweep_text"]
 
 
-def append_results(path: str, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+def append_results(path: str, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """Append rows (dataset, revision, view, layer, classifier, seed, fold, metrics...) to a
     Parquet results file, stamping each with a UTC timestamp; the file is replaced atomically.
 
@@ -33,7 +34,7 @@ def append_results(path: str, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
         new = pd.concat([_named_layers(pd.read_parquet(path)), new], ignore_index=True)
     if "layer" in new.columns:
         new["layer"] = _layer_column(list(new["layer"]))
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp = f"{path}.tmp-{os.getpid()}"  # TODO(lead): use the format.durable atomic-write helper
     new.to_parquet(tmp, index=False)
     os.replace(tmp, path)
     return new
@@ -134,21 +135,21 @@ def _name(layer: Any) -> int | str:
     return layer if isinstance(layer, str) else int(layer)
 
 
-def _describe(sweep: Any) -> str:
+def _describe(sweep: LayerScores) -> str:
     bits = [f"{sweep.cv}-fold CV" if sweep.cv else None,
             f"{sweep.view} view" if sweep.view else None,
             f"chance {sweep.chance:.3f}" if sweep.chance is not None else None]
     return ", ".join(b for b in bits if b)
 
 
-def _best_first(sweep: Any) -> pd.DataFrame:
+def _best_first(sweep: LayerScores) -> pd.DataFrame:
     # to_frame is in numeric layer order ("embeddings" first): a stable sort on the score
     # alone keeps the shallower layer first on ties, with no str/int comparison
     s = sweep.to_frame()[["layer", f"{sweep.metric}_mean", f"{sweep.metric}_std"]]
     return s.sort_values(f"{sweep.metric}_mean", ascending=False, kind="stable")
 
 
-def sweep_text(sweep: Any, max_rows: int = 12) -> str:
+def sweep_text(sweep: LayerScores, max_rows: int = 12) -> str:
     """``repr(sweep)``: the best layer first, then every layer by score (best first)."""
     table = _best_first(sweep)
     best = table.iloc[0]
@@ -160,7 +161,7 @@ def sweep_text(sweep: Any, max_rows: int = 12) -> str:
     return head + "\n" + "\n".join("  " + line for line in shown.splitlines()) + more
 
 
-def sweep_html(sweep: Any) -> str:
+def sweep_html(sweep: LayerScores) -> str:
     """An HTML table for notebooks: the best layer first."""
     import html
 
@@ -170,58 +171,3 @@ def sweep_html(sweep: Any) -> str:
                       f"({sweep.metric}; {_describe(sweep)})")
     body = table.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)
     return f"<div><b>SweepResult</b> — {cap}{body}</div>"
-
-
-def plot_layers(sweeps: dict[Any, Any], path: str, *, title: str | None = None,
-                ylabel: str | None = None) -> str:
-    """A PNG of each sweep's metric per layer: integer layer ticks, ±1 std clipped to the
-    metric's range ([0, 1] for accuracy, at most 1 for R²), a chance line, and a y axis
-    that starts at or below chance (no zoom onto the top of the range)."""
-    import matplotlib
-    import numpy as np
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    first = next(iter(sweeps.values()))
-    metric = first.metric
-    fig, ax = plt.subplots(figsize=(7, 4))
-    lows, layers = [], set()
-    for label, sweep in sweeps.items():
-        s = sweep.to_frame()
-        mean, std = s[f"{metric}_mean"].to_numpy(), s[f"{metric}_std"].to_numpy()
-        lower = np.minimum(std, mean - 0.0) if metric == "accuracy" else std
-        upper = np.minimum(std, 1.0 - mean)
-        xs = [stored(v) for v in s["layer"]]  # the embeddings sit at -1, left of block 0
-        ax.errorbar(xs, mean, yerr=[np.maximum(lower, 0), np.maximum(upper, 0)], marker="o",
-                    capsize=3, label=None if label is None else str(label))
-        lows.append(float(np.min(mean - lower)))
-        layers |= set(xs)
-    chances = {round(sw.chance, 3) for sw in sweeps.values() if sw.chance is not None}
-    for c in sorted(chances):
-        ax.axhline(c, color="gray", linestyle="--", linewidth=1,
-                   label=f"chance ({c:.2f})" if len(chances) == 1 else None)
-    if len(sweeps) == 1:
-        best = first.best_layer
-        ax.axvline(stored(best), color="gray", linestyle=":", label=f"best layer {best}")
-    ordered = sorted(layers)
-    if len(ordered) <= 25:
-        ax.set_xticks(ordered, [str(request(v)) for v in ordered])
-    else:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    bottom = min(lows + [min(chances) if chances else 0.0])
-    if metric == "accuracy":
-        ax.set_ylim(max(0.0, bottom - 0.05), 1.01)
-    else:
-        ax.set_ylim(bottom - 0.05, 1.01)
-    ax.set_xlabel("layer")
-    cv = f"{first.cv}-fold " if first.cv else ""
-    ax.set_ylabel(ylabel or f"{cv}CV {metric} (mean ± std)")
-    view = f", {first.view} view" if first.view else ""
-    ax.set_title(title or f"Linear probe {metric} by layer — {first.model or 'activations'}{view}")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

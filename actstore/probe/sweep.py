@@ -14,13 +14,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from numpy.typing import ArrayLike
 from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from ..errors import InvalidArgumentError
-from .data import is_dataset, labels_for, load_features, stored_layers
+from .classifiers import ClassifierSpec
+from .data import FeatureSource, LabelSource, is_dataset, labels_for, load_features, stored_layers
 from .estimator import Probe, check_targets
 from .layers import LayerSpec, request, resolve_layers, stored
+from .metrics import main_metric
 
 __all__ = ["SweepResult", "cross_validate", "make_folds", "sweep_layers"]
 
@@ -77,11 +80,11 @@ def _jobs(n_jobs: int | None, n_rows: int, n_features: int) -> int:
     return -1 if n_rows * n_features >= _PARALLEL_MIN_VALUES else 1
 
 
-def _dim(data: Any) -> int:
+def _dim(data: FeatureSource) -> int:
     return int(data.info.dim) if is_dataset(data) else int(np.asarray(data).shape[-1])
 
 
-def _groups(data: Any, groups: Any) -> np.ndarray | None:
+def _groups(data: FeatureSource, groups: str | ArrayLike | None) -> np.ndarray | None:
     if groups is None:
         return None
     if isinstance(groups, str):
@@ -91,11 +94,13 @@ def _groups(data: Any, groups: Any) -> np.ndarray | None:
     return np.asarray(groups)
 
 
-def _fit_folds(X: np.ndarray, y: np.ndarray, folds: list, params: dict[str, Any], layer: int | str, seed: int) -> list[dict[str, Any]]:
+def _fit_folds(X: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]],
+               params: dict[str, Any], layer: int | str, seed: int) -> list[dict[str, Any]]:
+    """Fit and evaluate one probe per fold on ``X`` ``(n, 1, dim)``, read and checked once."""
     rows = []
     for k, (tr, va) in enumerate(folds):
-        probe = Probe(layers=0, **{**params, "random_state": seed}).fit(X[tr], y[tr])
-        rows.append({"layer": layer, "seed": seed, "fold": k, **probe.evaluate(X[va], y[va])})
+        probe = Probe(layers=0, **{**params, "random_state": seed})._fit_checked(X[tr], y[tr])
+        rows.append({"layer": layer, "seed": seed, "fold": k, **probe._evaluate_checked(X[va], y[va])})
     return rows
 
 
@@ -146,19 +151,19 @@ class SweepResult:
     def plot(self, path: str, title: str | None = None) -> str:
         """Write a PNG of the metric per layer (±1 std, clipped to the metric's range), with
         the chance level; returns the path."""
-        from .results import plot_layers
+        from .plot import plot_layers
 
         return plot_layers({None: self}, path, title=title)
 
 
 def sweep_layers(
-    data: Any,
-    y: Any = None,
+    data: FeatureSource,
+    y: LabelSource = None,
     *,
     layers: LayerSpec = "all",
     cv: int = 5,
-    groups: Any = None,
-    classifier: Any = "logistic_regression",
+    groups: str | ArrayLike | None = None,
+    classifier: ClassifierSpec = "logistic_regression",
     task: str = "classification",
     view: str | None = None,
     seed: int = 0,
@@ -201,8 +206,8 @@ def sweep_layers(
     bar = _bar(len(chosen), progress)
 
     def one(layer: int) -> list[dict[str, Any]]:
-        X, _ = load_features(data, [layer], view)  # the layer is read once; folds share it
-        rows = _fit_folds(X[:, 0], yv, folds, params, request(layer), seed)  # rows name the embeddings
+        X, _ = load_features(data, [layer], view)  # read and checked once; the folds share it
+        rows = _fit_folds(X, yv, folds, params, request(layer), seed)  # rows name the embeddings
         if bar is not None:
             bar.update(1)
         return rows
@@ -216,17 +221,15 @@ def sweep_layers(
         if bar is not None:
             bar.close()
     frame = pd.DataFrame([row for rows in jobs for row in rows])
-    if task == "regression":
-        metric, chance = "r2", 0.0
-    else:
-        metric, chance = "accuracy", float(np.unique(yv, return_counts=True)[1].max() / len(yv))
+    metric = main_metric(task)
+    chance = 0.0 if task == "regression" else float(np.unique(yv, return_counts=True)[1].max() / len(yv))
     model = str(data.info.model) if is_dataset(data) else None
     shown = (view or data.info.views[0]) if is_dataset(data) else None
     return SweepResult(frame, metric, chance=chance, cv=cv,
                        model=model or None, view=shown)
 
 
-def _bar(total: int, enabled: bool) -> Any:
+def _bar(total: int, enabled: bool) -> Any:  # a tqdm bar (tqdm is optional)
     if not enabled:
         return None
     from ..errors import require
@@ -236,13 +239,13 @@ def _bar(total: int, enabled: bool) -> Any:
 
 
 def cross_validate(
-    data: Any,
-    y: Any = None,
+    data: FeatureSource,
+    y: LabelSource = None,
     *,
     layers: LayerSpec = -1,
     cv: int = 5,
     seeds: Iterable[int] = range(5),
-    groups: Any = None,
+    groups: str | ArrayLike | None = None,
     view: str | None = None,
     **probe_params: Any,
 ) -> pd.DataFrame:
@@ -260,9 +263,11 @@ def cross_validate(
     jobs = [(seed, k, tr, va) for seed in seeds for k, (tr, va) in enumerate(make_folds(yv, cv, task, seed, g))]
 
     def one(seed: int, k: int, tr: np.ndarray, va: np.ndarray) -> dict[str, Any]:
+        # X was read and checked finite once; the folds fit on its layers by position
         probe = Probe(layers=list(range(len(chosen))), **{**probe_params, "random_state": seed})
-        probe.fit(X[tr], yv[tr])
-        return {"layers": ",".join(str(request(L)) for L in chosen), "seed": seed, "fold": k, **probe.evaluate(X[va], yv[va])}
+        probe._fit_checked(X[tr], yv[tr])
+        return {"layers": ",".join(str(request(L)) for L in chosen), "seed": seed, "fold": k,
+                **probe._evaluate_checked(X[va], yv[va])}
 
     with threadpool_limits(limits=1, user_api="blas"):  # see sweep_layers
         rows = Parallel(n_jobs=_jobs(None, *X.shape[:1], X.shape[1] * X.shape[2]), prefer="threads")(
