@@ -1,4 +1,9 @@
-"""Probes saved by actstore 0.1.0 main (commit 2713561) before the saved-probe split: old files must stay loadable."""
+"""Probes saved by actstore main (commit 2713561) before the saved-probe split; old files must
+stay loadable. ``expected.json`` holds what that code's loader predicted from them.
+
+Run with that code: ``git archive 2713561 actstore | tar -x -C SRC; PYTHONPATH=SRC python
+make_fixture.py tests/probe/arch_fixtures``.
+"""
 import json, sys
 import numpy as np
 from actstore.probe import Probe
@@ -17,6 +22,7 @@ Xq = rng.normal(size=(5, 2, 4)).astype(np.float32)
 expected = {"X": Xq.tolist()}
 for name, p in probes.items():
     p.save(f"{out}/{name}")
+    p = Probe.load(f"{out}/{name}")  # what the old loader predicted from these files
     held = ["embeddings", 3] if name == "binary" else None
     pred = p.predict(Xq, layers=held) if held else p.predict(Xq)
     expected[name] = {"predict": pred.tolist()}
