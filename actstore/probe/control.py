@@ -7,12 +7,14 @@ shuffled. Selectivity = task score − control score under the same protocol.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import InvalidArgumentError
-from .data import is_dataset, labels_for, load_features
+from .data import FeatureSource, LabelSource, is_dataset, labels_for, load_features
 from .estimator import check_targets
 from .layers import LayerSpec, request
 from .sweep import cross_validate, layers_keyword
@@ -32,17 +34,18 @@ def control_labels(y: np.ndarray, by: np.ndarray | None, seed: int) -> np.ndarra
 
 
 def control_task(
-    data: Any,
-    y: Any = None,
+    data: FeatureSource,
+    y: LabelSource = None,
     *,
     layers: LayerSpec = -1,
-    by: Any = None,
+    by: str | ArrayLike | None = None,
     cv: int = 5,
-    seeds: Any = range(3),
+    seeds: Iterable[int] = range(3),
     view: str | None = None,
     **probe_params: Any,
-) -> dict[str, float]:
-    """Task score, control score and selectivity (mean accuracy over seeds and folds).
+) -> dict[str, float | list[int | str]]:
+    """Task score, control score and selectivity (mean accuracy over seeds and folds), and
+    the layers used (``"layers"``: block numbers, ``"embeddings"`` by name).
 
     Parameters
     ----------

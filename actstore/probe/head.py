@@ -7,9 +7,10 @@ into labels and probabilities. A loaded probe predicts through this head.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
+from sklearn.base import BaseEstimator
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifier
@@ -54,7 +55,7 @@ class LinearHead:
         return e / e.sum(1, keepdims=True)
 
 
-def collapse_pipeline(steps: list[Any], estimator: Any, n_features: int) -> LinearHead:
+def collapse_pipeline(steps: Sequence[BaseEstimator], estimator: BaseEstimator, n_features: int) -> LinearHead:
     """Compose preprocessing and a linear model (inputs already scaled per layer) into a :class:`LinearHead`.
 
     Raises

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
-from .data import labels_for, load_features
+from .data import FeatureSource, LabelSource, labels_for, load_features
 from .estimator import Probe, check_targets
 from .layers import LayerSpec
 from .sweep import layers_keyword
@@ -36,7 +36,7 @@ class MDLResult:
     block_ends: list[int] = field(default_factory=list)
     task: str = "classification"
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, float | list[float] | list[int] | str]:
         return dict(self.__dict__)
 
 
@@ -58,8 +58,8 @@ def _switch(model_bits: float, baseline_bits: float) -> float:
 
 
 def mdl_probe(
-    data: Any,
-    y: Any = None,
+    data: FeatureSource,
+    y: LabelSource = None,
     *,
     layers: LayerSpec = -1,
     task: str = "classification",

@@ -17,7 +17,7 @@ from .plot import LayerScores, plot_layers  # noqa: F401 (plot_layers lived here
 __all__ = ["append_results", "plot_layers", "report", "sweep_html", "sweep_text"]
 
 
-def append_results(path: str, rows: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+def append_results(path: str, rows: Sequence[Mapping[str, object]]) -> pd.DataFrame:
     """Append rows (dataset, revision, view, layer, classifier, seed, fold, metrics...) to a
     Parquet results file, stamping each with a UTC timestamp; the file is replaced atomically.
 
