@@ -1,6 +1,6 @@
 """Probes trained on stored activations: never a language model, never a GPU.
 
-Needs the ``probe`` extra (scikit-learn, matplotlib): ``pip install "actstore[probe]"``.
+Needs the ``probe`` extra (scikit-learn, matplotlib, pandas): ``pip install "actstore[probe]"``.
 """
 
 from __future__ import annotations

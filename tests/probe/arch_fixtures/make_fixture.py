@@ -4,9 +4,13 @@ stay loadable. ``expected.json`` holds what that code's loader predicted from th
 Run with that code: ``git archive 2713561 actstore | tar -x -C SRC; PYTHONPATH=SRC python
 make_fixture.py tests/probe/arch_fixtures``.
 """
-import json, sys
+import json
+import sys
+
 import numpy as np
+
 from actstore.probe import Probe
+
 out = sys.argv[1]
 rng = np.random.default_rng(0)
 X = rng.normal(size=(60, 2, 4)).astype(np.float32)
