@@ -28,7 +28,8 @@ def probe_card(saved: SavedProbe, repo_id: str, metrics: dict[str, float | int] 
 
     Examples
     --------
-    >>> print(probe_card(probe._saved(), "me/probe", base_model="gpt2"))  # doctest: +SKIP
+    >>> from actstore.probe.saved import read_probe
+    >>> print(probe_card(read_probe("probe/"), "me/probe", base_model="gpt2"))  # doctest: +SKIP
     """
     front = ["---", "library_name: actstore", "tags:", "- actstore", "- probe", "- interpretability"]
     if base_model:
