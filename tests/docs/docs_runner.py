@@ -45,8 +45,8 @@ class Page:
     skipped: list[str]  # the reasons given for visible blocks not run
 
 
-def parse(path: Path) -> Page:
-    """Collect a page's blocks into one script (substitutions applied)."""
+def parse(path: Path, env: dict[str, str] | None = None) -> Page:
+    """Collect a page's blocks into one script (substitutions expanded from ``env``)."""
     text = path.read_text()
     parts: list[str] = []
     subs: list[tuple[str, str]] = []
@@ -62,7 +62,7 @@ def parse(path: Path) -> Page:
                 raise ValueError(f"{path}:{line}: docs:skip needs a reason")
             skip_next = m["reason"]
         elif m["old"]:
-            subs.append((m["old"], string.Template(m["new"]).substitute(os.environ)))
+            subs.append((m["old"], string.Template(m["new"]).substitute(os.environ if env is None else env)))
         else:
             if skip_next is not None:
                 skipped.append(skip_next)

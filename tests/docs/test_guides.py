@@ -23,7 +23,7 @@ def test_the_runner_finds_the_guides():
 @pytest.mark.slow
 @pytest.mark.parametrize("page", RUNNABLE, ids=lambda p: p.relative_to(ROOT / "docs").as_posix())
 def test_page_code_runs(page, docs_env, tmp_path):
-    parsed = parse(page)
+    parsed = parse(page, docs_env)
     assert parsed.blocks > 0
     result = run(parsed, tmp_path, docs_env)
     assert result.returncode == 0, (
