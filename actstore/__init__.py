@@ -82,7 +82,13 @@ def __dir__() -> list[str]:
     return __all__
 
 
-if TYPE_CHECKING:  # pragma: no cover
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and the API reference (griffe)
+    from .cache import UnifiedCache
+    from .extract import extract, merge
+    from .format.metadata import DatasetInfo
     from .format.reader import Dataset
+    from .format.verify import VerifyReport
     from .format.writer import DatasetWriter
+    from .hub import fetch_metadata, pull_dataset, push_dataset
     from .open import open_dataset
+    from .probe import Probe, control_task, cross_validate, fit_streaming, mdl_probe, sweep_layers

@@ -185,14 +185,16 @@ def extract(
         Start over: delete the parts of an earlier run into ``out`` and a dataset already
         there (default: resume an earlier run with the same settings, refuse other settings).
 
-    Inputs, columns, the output folder and the settings are checked before the model
-    loads; a rerun that resumes says how many prompts are already done.
-
     Returns
     -------
     Dataset or None
         The merged dataset, or None for a worker of a multi-worker run (run ``merge`` once
         every worker is done).
+
+    Notes
+    -----
+    Inputs, columns, the output folder and the settings are checked before the model
+    loads; a rerun that resumes says how many prompts are already done.
     """
     _check_sizes(dtype, batch_size=batch_size, shard_size=shard_size, max_length=max_length)
     poolings = _poolings(pooling)

@@ -93,6 +93,12 @@ class DatasetInfo:
     metadata's claim disagrees, as lmprobe's ``"float32"`` claim may; an actstore dataset whose
     header disagrees with its recorded dtype is refused). ``layers`` are the layers present:
     a partial local copy lists the others in ``absent_layers``.
+
+    Examples
+    --------
+    >>> import actstore
+    >>> info = actstore.open_dataset("acts/minilm").info     # doctest: +SKIP
+    >>> info.model, info.layers, info.dim, info.dtype, info.num_prompts       # doctest: +SKIP
     """
 
     model: str

@@ -233,6 +233,14 @@ class Dataset:
 
     Create one with :func:`open_dataset`. Selections made with :meth:`select` and
     :meth:`filter` share the parent's open state and read only their rows.
+
+    Examples
+    --------
+    >>> import actstore
+    >>> ds = actstore.open_dataset("acts/minilm")            # doctest: +SKIP
+    >>> X = ds.layer(3)                   # (rows, dim) float32, one read      # doctest: +SKIP
+    >>> rows = ds.get([0, 5, 9], layers=[1, 3])               # (3, 2, dim)     # doctest: +SKIP
+    >>> train = ds.select(range(100))      # a lazy row view                    # doctest: +SKIP
     """
 
     def __init__(self, state: _State, rows: np.ndarray | None = None) -> None:

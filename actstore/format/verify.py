@@ -18,7 +18,15 @@ __all__ = ["VerifyReport", "verify_dataset"]
 
 @dataclass
 class VerifyReport:
-    """Outcome of :func:`verify_dataset`: ``ok`` is True when ``problems`` is empty."""
+    """Outcome of :func:`verify_dataset`: ``ok`` is True when ``problems`` is empty.
+
+    Examples
+    --------
+    >>> import actstore
+    >>> report = actstore.open_dataset("acts/minilm").verify()   # doctest: +SKIP
+    >>> report.ok                                             # doctest: +SKIP
+    True
+    """
 
     url: str
     files_checked: int = 0

@@ -54,6 +54,13 @@ def control_task(
         shuffles the labels instead.
     layers : layer spec
         Which layers (default: the deepest stored block); ``layer=`` is a deprecated alias.
+
+    Examples
+    --------
+    >>> import actstore
+    >>> ds = actstore.open_dataset("acts/pos-tags")             # doctest: +SKIP
+    >>> actstore.control_task(ds, "label", layers=8, by="word")  # doctest: +SKIP
+    {'task_score': 0.97, 'control_score': 0.71, 'selectivity': 0.26, 'layers': [8]}
     """
     layers = layers_keyword("control_task", layers, probe_params.pop("layer", None))
     X, chosen = load_features(data, layers, view)

@@ -88,6 +88,13 @@ def mdl_probe(
 
     ``layers`` names the layer(s), as in :func:`control_task` and :func:`cross_validate`
     (default: the deepest stored block); ``layer=`` is its deprecated old name.
+
+    Examples
+    --------
+    >>> import actstore
+    >>> ds = actstore.open_dataset("acts/minilm")               # doctest: +SKIP
+    >>> result = actstore.mdl_probe(ds, "label", layers=3)      # doctest: +SKIP
+    >>> result.codelength, result.compression                # doctest: +SKIP
     """
     layers = layers_keyword("mdl_probe", layers, layer)
     X, _ = load_features(data, layers, view)

@@ -320,6 +320,13 @@ def fit_streaming(ds: Any, y: Any = None, *, layers: LayerSpec = "all",
     InvalidArgumentError
         For an unsupported classifier or option, bad labels, a class with too few rows, or a
         block holding NaN or infinite values (the first such row is named).
+
+    Examples
+    --------
+    >>> import actstore
+    >>> ds = actstore.open_dataset("s3://team-bucket/acts/big")  # doctest: +SKIP
+    >>> fit = actstore.fit_streaming(ds, "label", layers="all", cv=5)   # doctest: +SKIP
+    >>> probe = fit[12, "lda"]              # an ordinary fitted Probe       # doctest: +SKIP
     """
     from .data import is_dataset, labels_for
     from .estimator import check_targets

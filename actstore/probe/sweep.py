@@ -253,6 +253,13 @@ def cross_validate(
 
     Returns one row per (seed, fold) with every metric, as the aligned-probing study reports.
     ``layer=`` is a deprecated alias of ``layers=``.
+
+    Examples
+    --------
+    >>> import actstore
+    >>> ds = actstore.open_dataset("acts/minilm")               # doctest: +SKIP
+    >>> table = actstore.cross_validate(ds, "label", layers=3, cv=5, seeds=range(3))  # doctest: +SKIP
+    >>> table["accuracy"].mean()                                # doctest: +SKIP
     """
     layers = layers_keyword("cross_validate", layers, probe_params.pop("layer", None))
     X, chosen = load_features(data, layers, view)
