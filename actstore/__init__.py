@@ -56,6 +56,8 @@ _LAZY: dict[str, str] = {
     "pull_dataset": "actstore.hub",
     "fetch_metadata": "actstore.hub",
     "Probe": "actstore.probe",
+    "baselines": "actstore.probe",
+    "BaselineBattery": "actstore.probe",
     "sweep_layers": "actstore.probe",
     "cross_validate": "actstore.probe",
     "fit_streaming": "actstore.probe",

@@ -9,6 +9,7 @@ from ..errors import require
 
 require("sklearn", "probe")
 
+from .baselines import BaselineBattery, BaselineResults, baselines  # noqa: E402
 from .control import control_labels, control_task  # noqa: E402
 from .estimator import Probe  # noqa: E402
 from .mdl import MDLResult, mdl_probe  # noqa: E402
@@ -17,11 +18,14 @@ from .streaming import StreamingFit, fit_streaming  # noqa: E402
 from .sweep import SweepResult, cross_validate, sweep_layers  # noqa: E402
 
 __all__ = [
+    "BaselineBattery",
+    "BaselineResults",
     "MDLResult",
     "Probe",
     "StreamingFit",
     "SweepResult",
     "append_results",
+    "baselines",
     "control_labels",
     "control_task",
     "cross_validate",
