@@ -57,6 +57,7 @@ _LAZY: dict[str, str] = {
     "fetch_metadata": "actstore.hub",
     "Probe": "actstore.probe",
     "baselines": "actstore.probe",
+    "ProbeEnsemble": "actstore.probe",
     "BaselineBattery": "actstore.probe",
     "sweep_layers": "actstore.probe",
     "cross_validate": "actstore.probe",

@@ -11,6 +11,7 @@ require("sklearn", "probe")
 
 from .baselines import BaselineBattery, BaselineResults, baselines  # noqa: E402
 from .control import control_labels, control_task  # noqa: E402
+from .ensemble import ProbeEnsemble  # noqa: E402
 from .estimator import Probe  # noqa: E402
 from .mdl import MDLResult, mdl_probe  # noqa: E402
 from .results import append_results, report  # noqa: E402
@@ -22,6 +23,7 @@ __all__ = [
     "BaselineResults",
     "MDLResult",
     "Probe",
+    "ProbeEnsemble",
     "StreamingFit",
     "SweepResult",
     "append_results",
