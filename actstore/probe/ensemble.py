@@ -165,7 +165,8 @@ class ProbeEnsemble:
 
     def predict_proba(self, data: Any) -> np.ndarray:
         """Weighted mean of the members' probabilities (soft) or votes (hard), (rows, classes)."""
-        return np.tensordot(self.weights_, self._member_proba(data), axes=1)
+        P = self._member_proba(data)  # checks the ensemble is fitted first
+        return np.tensordot(self.weights_, P, axes=1)
 
     def predict(self, data: Any) -> np.ndarray:
         """The class with the largest ensemble probability (or vote share)."""
