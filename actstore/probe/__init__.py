@@ -9,7 +9,9 @@ from ..errors import require
 
 require("sklearn", "probe")
 
+from .baselines import BaselineBattery, BaselineResults, baselines  # noqa: E402
 from .control import control_labels, control_task  # noqa: E402
+from .ensemble import ProbeEnsemble  # noqa: E402
 from .estimator import Probe  # noqa: E402
 from .mdl import MDLResult, mdl_probe  # noqa: E402
 from .results import append_results, report  # noqa: E402
@@ -17,11 +19,15 @@ from .streaming import StreamingFit, fit_streaming  # noqa: E402
 from .sweep import SweepResult, cross_validate, sweep_layers  # noqa: E402
 
 __all__ = [
+    "BaselineBattery",
+    "BaselineResults",
     "MDLResult",
     "Probe",
+    "ProbeEnsemble",
     "StreamingFit",
     "SweepResult",
     "append_results",
+    "baselines",
     "control_labels",
     "control_task",
     "cross_validate",

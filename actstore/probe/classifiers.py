@@ -7,16 +7,27 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifier
-from sklearn.svm import LinearSVC, LinearSVR
+from sklearn.linear_model import (
+    LogisticRegression,
+    LogisticRegressionCV,
+    Ridge,
+    RidgeClassifier,
+    SGDClassifier,
+    SGDRegressor,
+)
+from sklearn.svm import SVC, LinearSVC, LinearSVR
 
 from ..errors import InvalidArgumentError
 
-__all__ = ["CLASSIFIERS", "ClassifierSpec", "MassMeanProbe", "builtin_name", "make_estimator"]
+__all__ = ["CLASSIFIERS", "DEFAULT_CLASSIFIER", "ClassifierSpec", "MassMeanProbe", "builtin_name",
+           "make_estimator"]
 
-CLASSIFIERS = ("logistic_regression", "ridge", "lda", "mass_mean", "mass_mean_iid", "linear_svm")
+CLASSIFIERS = ("logistic_regression", "logistic_regression_cv", "ridge", "ridge_regression", "lda",
+               "mass_mean", "mass_mean_iid", "linear_svm", "svm", "sgd")
+# the classifier a task gets when none is named (lmprobe's defaults)
+DEFAULT_CLASSIFIER = {"classification": "logistic_regression", "regression": "ridge"}
 #: A built-in name from :data:`CLASSIFIERS`, or a scikit-learn estimator instance.
-ClassifierSpec = str | BaseEstimator
+ClassifierSpec = str | BaseEstimator | None
 
 
 class MassMeanProbe(ClassifierMixin, BaseEstimator):
@@ -31,8 +42,14 @@ class MassMeanProbe(ClassifierMixin, BaseEstimator):
         self.covariance = covariance
         self.shrinkage = shrinkage
 
-    def fit(self, X: np.ndarray, y: np.ndarray) -> MassMeanProbe:
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None = None) -> MassMeanProbe:
+        """Class means (weighted by ``sample_weight`` when given) and the direction between them."""
         X = np.asarray(X, dtype=np.float64)
+        w = np.ones(len(X)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+        if w.shape != (len(X),) or not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise InvalidArgumentError(
+                f"sample_weight must be {len(X)} finite non-negative numbers (one per row); got "
+                f"shape {w.shape}.")
         self.classes_ = np.unique(y)
         if self.classes_.size != 2:
             raise InvalidArgumentError(
@@ -40,11 +57,17 @@ class MassMeanProbe(ClassifierMixin, BaseEstimator):
                 f"{self.classes_.size} classes {self.classes_.tolist()}. Use 'lda' for several classes."
             )
         pos = np.asarray(y) == self.classes_[1]
-        mu0, mu1 = X[~pos].mean(0), X[pos].mean(0)
+        w0, w1 = w[~pos], w[pos]
+        if w0.sum() <= 0 or w1.sum() <= 0:
+            raise InvalidArgumentError("sample_weight gives one class a total weight of 0; "
+                                       "each class needs some weight.")
+        mu0, mu1 = w0 @ X[~pos] / w0.sum(), w1 @ X[pos] / w1.sum()
         direction = mu1 - mu0
         if self.covariance:
             centered = np.concatenate([X[~pos] - mu0, X[pos] - mu1])
-            cov = centered.T @ centered / max(len(X) - 2, 1)
+            cw = np.concatenate([w0, w1])
+            # weighted within-class scatter; with unit weights it is the usual (n - 2) estimate
+            cov = (centered * cw[:, None]).T @ centered / max(cw.sum() - 2, 1)
             cov += self.shrinkage * np.trace(cov) / cov.shape[0] * np.eye(cov.shape[0])
             direction = np.linalg.solve(cov, direction)
         self.coef_ = direction[None, :]
@@ -69,7 +92,7 @@ def make_estimator(classifier: ClassifierSpec, task: str, kwargs: dict[str, Any]
     from sklearn.base import clone
 
     kw = dict(kwargs or {})
-    if not isinstance(classifier, str):
+    if classifier is not None and not isinstance(classifier, str):
         if not hasattr(classifier, "fit"):
             raise InvalidArgumentError(
                 f"classifier must be one of {CLASSIFIERS} or a scikit-learn estimator; got {classifier!r}."
@@ -79,10 +102,23 @@ def make_estimator(classifier: ClassifierSpec, task: str, kwargs: dict[str, Any]
             est.set_params(**kw)
         return est
     regression = task == "regression"
+    if classifier is None:
+        classifier = DEFAULT_CLASSIFIER.get(task, "logistic_regression")
     if classifier == "logistic_regression" and not regression:
         return LogisticRegression(max_iter=kw.pop("max_iter", 1000), random_state=random_state, **kw)
+    if classifier == "logistic_regression_cv" and not regression:
+        return LogisticRegressionCV(**{"cv": 5, "max_iter": 1000, "random_state": random_state, **kw})
     if classifier == "ridge":
         return Ridge(**kw) if regression else RidgeClassifier(**kw)
+    if classifier == "ridge_regression" and regression:
+        return Ridge(**{"alpha": 1.0, **kw})
+    if classifier == "svm" and not regression:
+        # a linear SVC with Platt-scaled probabilities (lmprobe's "svm")
+        return SVC(**{"kernel": "linear", "probability": True, "random_state": random_state, **kw})
+    if classifier == "sgd":
+        if regression:
+            return SGDRegressor(**{"random_state": random_state, **kw})
+        return SGDClassifier(**{"loss": "log_loss", "random_state": random_state, **kw})
     if classifier == "lda" and not regression:
         return LinearDiscriminantAnalysis(**{"solver": "lsqr", "shrinkage": "auto", **kw})
     if classifier in ("mass_mean", "mass_mean_iid") and not regression:
@@ -93,7 +129,8 @@ def make_estimator(classifier: ClassifierSpec, task: str, kwargs: dict[str, Any]
     if classifier in CLASSIFIERS:
         raise InvalidArgumentError(
             f"classifier {classifier!r} does not support task={task!r}; for regression use "
-            "'ridge' or 'linear_svm'."
+            "'ridge', 'ridge_regression', 'sgd' or 'linear_svm' (or leave classifier unset: "
+            "regression defaults to 'ridge'); 'ridge_regression' is for task='regression'."
         )
     raise InvalidArgumentError(
         f"Unknown classifier {classifier!r}; expected one of {', '.join(CLASSIFIERS)} or a "
@@ -107,6 +144,9 @@ def builtin_name(estimator: BaseEstimator) -> str:
     own hyperparameters apply only to a refit."""
     if isinstance(estimator, MassMeanProbe):
         return "mass_mean_iid" if estimator.covariance else "mass_mean"
-    names = {LogisticRegression: "logistic_regression", LinearDiscriminantAnalysis: "lda",
-             Ridge: "ridge", RidgeClassifier: "ridge", LinearSVC: "linear_svm", LinearSVR: "linear_svm"}
+    # LogisticRegressionCV subclasses LogisticRegression: it must come first
+    names = {LogisticRegressionCV: "logistic_regression_cv", LogisticRegression: "logistic_regression",
+             LinearDiscriminantAnalysis: "lda", Ridge: "ridge", RidgeClassifier: "ridge",
+             LinearSVC: "linear_svm", LinearSVR: "linear_svm", SVC: "svm", SGDClassifier: "sgd",
+             SGDRegressor: "sgd"}
     return next((v for k, v in names.items() if isinstance(estimator, k)), type(estimator).__name__)

@@ -79,10 +79,12 @@ class Probe(BaseEstimator):
         ``"embeddings"`` (the embedding output) work too (:mod:`actstore.format.layersel`).
     view : str, optional
         Which pooled view of the dataset (default: its primary view).
-    classifier : str or estimator
-        ``"logistic_regression"``, ``"ridge"``, ``"lda"``, ``"mass_mean"``,
-        ``"mass_mean_iid"`` (covariance-corrected), ``"linear_svm"``, or any scikit-learn
-        estimator instance.
+    classifier : str, estimator or None
+        ``"logistic_regression"``, ``"logistic_regression_cv"``, ``"ridge"``,
+        ``"ridge_regression"``, ``"lda"``, ``"mass_mean"``, ``"mass_mean_iid"``
+        (covariance-corrected), ``"linear_svm"``, ``"svm"`` (linear SVC with probabilities),
+        ``"sgd"``, or any scikit-learn estimator instance. ``None`` (default) means logistic
+        regression for classification and ridge for regression, as in lmprobe.
     task : {"classification", "regression"}
     normalize : bool
         Standardise features before the classifier.
@@ -106,7 +108,7 @@ class Probe(BaseEstimator):
         self,
         layers: LayerSpec = -1,
         view: str | None = None,
-        classifier: ClassifierSpec = "logistic_regression",
+        classifier: ClassifierSpec = None,
         task: str = "classification",
         normalize: bool = True,
         preprocessing: str | None = None,
@@ -434,7 +436,7 @@ class Probe(BaseEstimator):
         self._check_fitted()
         head = self._head()
         params = self.get_params(deep=False)
-        if not isinstance(params["classifier"], str):
+        if params["classifier"] is not None and not isinstance(params["classifier"], str):
             params["classifier"] = builtin_name(params["classifier"])
         classes = None if head.classes_ is None else [
             c.item() if isinstance(c, np.generic) else c for c in head.classes_.tolist()]

@@ -13,18 +13,27 @@ import numpy as np
 from sklearn.base import BaseEstimator
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-from sklearn.linear_model import LogisticRegression, Ridge, RidgeClassifier
+from sklearn.linear_model import (
+    LogisticRegression,
+    LogisticRegressionCV,
+    Ridge,
+    RidgeClassifier,
+    SGDClassifier,
+    SGDRegressor,
+)
 from sklearn.preprocessing import StandardScaler
-from sklearn.svm import LinearSVC, LinearSVR
+from sklearn.svm import SVC, LinearSVC, LinearSVR
 
 from ..errors import InvalidArgumentError
 from .classifiers import MassMeanProbe
 
 __all__ = ["LinearHead", "collapse_pipeline"]
 
-_PROBA = (LogisticRegression, LinearDiscriminantAnalysis, MassMeanProbe)
-_MARGIN = (LinearSVC, RidgeClassifier)
-_REGRESSION = (Ridge, LinearSVR)
+_PROBA = (LogisticRegression, LogisticRegressionCV, LinearDiscriminantAnalysis, MassMeanProbe)
+# SVC's probabilities come from a separate Platt fit (and may disagree with its predictions),
+# SGD's multiclass ones from one-vs-rest normalisation: stored, they predict by margin only
+_MARGIN = (LinearSVC, RidgeClassifier, SVC, SGDClassifier)
+_REGRESSION = (Ridge, LinearSVR, SGDRegressor)
 
 
 class LinearHead:
@@ -64,7 +73,13 @@ def collapse_pipeline(steps: Sequence[BaseEstimator], estimator: BaseEstimator, 
         For an estimator or step that is not one of the linear models actstore knows how to
         store without pickle.
     """
-    if isinstance(estimator, _PROBA):
+    if isinstance(estimator, SVC) and estimator.kernel != "linear":
+        raise InvalidArgumentError(
+            f"An SVC probe with kernel={estimator.kernel!r} is not linear and cannot be stored as "
+            "a linear head; use classifier='svm' (linear kernel) or 'linear_svm'.")
+    if isinstance(estimator, SGDClassifier) and estimator.loss == "log_loss" and len(estimator.classes_) == 2:
+        kind = "proba"  # binary log-loss SGD: the sigmoid of its margin, as scikit-learn computes
+    elif isinstance(estimator, _PROBA):
         kind = "proba"
     elif isinstance(estimator, _MARGIN):
         kind = "margin"

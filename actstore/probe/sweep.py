@@ -163,7 +163,7 @@ def sweep_layers(
     layers: LayerSpec = "all",
     cv: int = 5,
     groups: str | ArrayLike | None = None,
-    classifier: ClassifierSpec = "logistic_regression",
+    classifier: ClassifierSpec = None,
     task: str = "classification",
     view: str | None = None,
     seed: int = 0,
