@@ -16,6 +16,7 @@ from typing import Any
 from ..config import cache_dir
 from ..errors import DatasetNotFoundError
 from ..hub._transfer import download_files, hub_errors, make_api, upload_folder_in_batches
+from .classifiers import DEFAULT_CLASSIFIER
 from .layers import request
 from .saved import CONFIG, WEIGHTS, SavedProbe
 
@@ -37,7 +38,7 @@ def probe_card(saved: SavedProbe, repo_id: str, metrics: dict[str, float | int] 
     front.append("---")
     params, classes = saved.params, saved.classes
     rows = [
-        ("task", params.get("task")), ("classifier", str(params.get("classifier"))),
+        ("task", params.get("task")), ("classifier", str(params.get("classifier") or DEFAULT_CLASSIFIER.get(str(params.get("task")), "logistic_regression"))),
         ("layers", ", ".join(str(request(v)) for v in saved.layers)), ("view", params.get("view") or "primary"),
         ("input dim per layer", str(saved.dim)),
         ("classes", ", ".join(map(str, classes)) if classes is not None else "-"),

@@ -16,7 +16,7 @@ second. The ``group-lasso`` package has had no release since 2021.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -30,11 +30,10 @@ def _range_server_class():
 @pytest.fixture(scope="session")
 def docs_env(tmp_path_factory):
     """The environment a guide runs in: its servers' addresses and credentials."""
+    import s3fs
     from moto.server import ThreadedMotoServer
 
     from actstore.testing import HubServer
-
-    import s3fs
 
     base = tmp_path_factory.mktemp("docs-servers")
     moto_port = _free_port()
