@@ -93,6 +93,9 @@ class LayerNotFoundError(ActstoreError, LookupError):
 class DatasetNotFoundError(ActstoreError, FileNotFoundError):
     """No dataset exists at the given location, repository or revision."""
 
+    repo_id: str | None = None  # the Hub repo, when it is about one
+    status: int | None = None  # the Hub's HTTP status, when it answered
+
 
 class DatasetExistsError(ActstoreError, FileExistsError):
     """The output location already holds a dataset and overwriting was not asked for."""
@@ -116,6 +119,9 @@ class NotFittedError(ActstoreError, ValueError, AttributeError):
 
 class HubError(ActstoreError, RuntimeError):
     """The Hub refused or failed a request."""
+
+    repo_id: str | None = None  # the repo the request was about
+    status: int | None = None  # the HTTP status (None: a network error, no answer)
 
 
 class HubAuthError(HubError, PermissionError):

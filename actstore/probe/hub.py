@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import cache_dir
 from ..errors import DatasetNotFoundError
-from ..hub._transfer import download_files, hub_errors, make_api, upload_folder_in_batches
+from ..hub_client import download_files, hub_errors, make_api, upload_folder_in_batches
 from .io import CONFIG, WEIGHTS, load_probe, save_probe
 
 __all__ = ["probe_card", "probe_from_hub", "push_probe"]
