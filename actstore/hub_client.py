@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -168,6 +169,9 @@ def hub_errors(repo_id: str, action: str, *, revision: str | None = None,
     except (OSError, _transport_error()) as exc:
         if isinstance(exc, FileNotFoundError | PermissionError):
             raise  # local files, not the network
+        xet_status = _XET_STATUS.search(str(exc))
+        if xet_status is not None:  # hf_xet reports the Hub's answer to its token request so
+            raise _http_error(exc, repo_id, action, need, int(xet_status[1])) from exc
         raise _tag(HubError(
             f"Could not {action} {repo_id!r}: network error ({exc}); rerun to resume (files "
             "already transferred are not sent again)."), repo_id, None) from exc
@@ -193,8 +197,14 @@ def _transport_error() -> type[Exception]:
         return httpx.TransportError
 
 
-def _http_error(exc: Any, repo_id: str, action: str, need: str) -> HubError:
-    status = getattr(getattr(exc, "response", None), "status_code", None)
+# how hf_xet words an HTTP error of the Hub (e.g. on its xet-write-token request)
+_XET_STATUS = re.compile(r"HTTP status (?:client|server) error \((\d{3})\b")
+
+
+def _http_error(exc: Any, repo_id: str, action: str, need: str,
+                status: int | None = None) -> HubError:
+    if status is None:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if status == 401:
         err: HubError = HubAuthError(
@@ -311,7 +321,8 @@ def upload_folder_in_batches(
         return p in remote and known.get(p) == remote[p]
 
     body = [p for p in paths if not last(p) and not unchanged(p)]
-    final = [p for p in paths if last(p)]
+    # an unchanged commit point is not sent again either (Xet would re-chunk it to find out)
+    final = [p for p in paths if last(p) and not unchanged(p)]
     stale = [p for p in remote if delete_stale(p) and p not in sizes and p not in extra]
     batches = _batches(body, sizes, batch_bytes, batch_files)
     if len(batches) <= 1 and sum(sizes[p] for p in body) <= batch_bytes:

@@ -99,6 +99,11 @@ class XetCas:
         """How many file uploads the shards record (one per file per upload session)."""
         return sum(len(files) for files in self._scan().values())
 
+    def stored_bytes(self) -> int:
+        """Bytes of Xet data (xorbs) the CAS folder holds; deduplicated uploads add none."""
+        xorbs = glob.glob(os.path.join(self.dir, "xet", "xorbs", "xorbs", "*"))
+        return sum(os.path.getsize(p) for p in xorbs if not p.endswith(".tagset"))
+
     def materialise(self, xet_hash: str, size: int, sha256: str, dest: str) -> None:
         """Download a Xet file from the CAS to ``dest``, checking its sha256 first."""
         import hf_xet

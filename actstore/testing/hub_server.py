@@ -161,6 +161,11 @@ class HubServer:
         """Uploads seen: LFS upload requests plus the file uploads Xet shards record."""
         return self.state.lfs_uploads + self.state.cas.file_uploads()
 
+    @property
+    def xet_bytes_stored(self) -> int:
+        """Bytes of Xet data in the CAS folder (a re-upload of known content adds none)."""
+        return self.state.cas.stored_bytes()
+
     def bytes_served(self, repo_id: str | None = None, prefix: str = "") -> int:
         """File bytes sent over HTTP by ``resolve`` GETs, optionally for one repo and a path
         prefix (bytes ``hf_xet`` reads from the CAS folder are not counted)."""
