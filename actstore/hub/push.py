@@ -16,7 +16,9 @@ from ..errors import DatasetExistsError, IntegrityError
 from ..format.metadata import decode_schema_metadata
 from ..format.reader import Dataset
 from ..hub_client import (
+    HUB_LIMITS,
     HubLimits,
+    check_hub_limits,
     hub_errors,
     make_api,
     remote_files,
@@ -185,9 +187,14 @@ def push_dataset(
     """
     path = os.fspath(path)
     ds = _check_local(path)
+    card = build_dataset_card(ds.info, repo_id, license=license, tags=list(tags or []))
+    sizes = {p: f["size"] for p, f in ds.info.files.items()}
+    sizes |= {INDEX_PATH: os.path.getsize(os.path.join(path, INDEX_PATH)), "README.md": len(card)}
+    # before any request; checked again against what the repo already holds
+    check_hub_limits(sizes, repo_id=repo_id, limits=limits or HUB_LIMITS, fix_more=_MORE,
+                     fix_fewer=_FEWER)
     index_sha = sha256_file(os.path.join(path, INDEX_PATH))
     known = _trusted_sha256(path, ds) | {INDEX_PATH: index_sha}
-    card = build_dataset_card(ds.info, repo_id, license=license, tags=list(tags or []))
     api = make_api(token, endpoint)
     report = (lambda msg: print(f"actstore push {repo_id}: {msg}", flush=True)) if progress else None
     with hub_errors(repo_id, "push to", revision=revision, write=True), bars(progress):
