@@ -78,6 +78,17 @@ def _trusted_sha256(path: str, ds: Dataset) -> dict[str, str]:
     return out
 
 
+def _label_counts(ds: Dataset) -> dict[str, int] | None:
+    """Rows per label value, in sorted order; None without labels."""
+    import numpy as np
+
+    labels = ds.labels
+    if labels is None:
+        return None
+    values, counts = np.unique(np.asarray(labels), return_counts=True)
+    return {str(v): int(n) for v, n in zip(values.tolist(), counts.tolist(), strict=True)}
+
+
 _MORE = ("Write fewer, larger shards: extract again with a bigger shard_bytes "
          "(e.g. shard_bytes=4 << 30), or push fewer layers/views.")
 _FEWER = ("Write smaller shards: extract again with a smaller shard_bytes "
@@ -187,7 +198,8 @@ def push_dataset(
     """
     path = os.fspath(path)
     ds = _check_local(path)
-    card = build_dataset_card(ds.info, repo_id, license=license, tags=list(tags or []))
+    card = build_dataset_card(ds.info, repo_id, license=license, tags=list(tags or []),
+                              label_counts=_label_counts(ds))
     sizes = {p: f["size"] for p, f in ds.info.files.items()}
     sizes |= {INDEX_PATH: os.path.getsize(os.path.join(path, INDEX_PATH)), "README.md": len(card)}
     # before any request; checked again against what the repo already holds
