@@ -57,6 +57,11 @@ def parse_shard(data: bytes) -> list[tuple[str, str | None, int]]:
             return out
         flags, count = struct.unpack_from("<II", data, pos + 32)
         pos += _ENTRY
+        need = count * _ENTRY * (2 if flags & _WITH_VERIFICATION else 1)
+        need += _ENTRY if flags & _WITH_METADATA else 0
+        if pos + need > len(data):  # a count the bytes cannot hold: never read past them
+            raise HubStoreError(500, "BadShard",
+                                f"Xet shard file entry claims {count} segments past its end")
         size = sum(struct.unpack_from("<I", data, pos + i * _ENTRY + 36)[0] for i in range(count))
         pos += count * _ENTRY
         if flags & _WITH_VERIFICATION:
