@@ -85,15 +85,18 @@ class XetCas:
         self._seen: dict[str, list[tuple[str, str | None, int]]] = {}
 
     def _scan(self) -> dict[str, list[tuple[str, str | None, int]]]:
+        """Shard path -> its files, newest shard first."""
         with self._lock:
-            for path in glob.glob(os.path.join(self.dir, "xet", "xorbs", "shards", "*.mdb")):
+            paths = glob.glob(os.path.join(self.dir, "xet", "xorbs", "shards", "*.mdb"))
+            for path in paths:
                 if path not in self._seen:
                     with open(path, "rb") as f:
                         self._seen[path] = parse_shard(f.read())
-            return dict(self._seen)
+            order = sorted(paths, key=lambda p: os.stat(p).st_mtime_ns, reverse=True)
+            return {p: self._seen[p] for p in order}
 
     def lookup(self, sha256: str) -> tuple[str, int] | None:
-        """The Xet hash and size of the uploaded file whose sha256 is ``sha256``, if any."""
+        """The Xet hash and size of the latest uploaded file whose sha256 is ``sha256``."""
         for files in self._scan().values():
             for xet_hash, sha, size in files:
                 if sha == sha256:

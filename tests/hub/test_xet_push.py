@@ -50,12 +50,13 @@ def test_a_file_changed_after_the_index_is_hashed_and_refused(hub: HubServer, re
 
 
 def test_recorded_sha256_of_an_unchanged_file_is_not_computed_again(hub: HubServer, repo_id: str,
-                                                                    local_ds, tmp_path: Path) -> None:
+                                                                    tmp_path: Path) -> None:
     """The client is handed the writer's sha256 and does not hash the file itself: a file
     altered behind the writer's back (size and mtime kept) goes up under its recorded sha256,
     which the Hub side then sees (LFS: the server's own check refuses the object; Xet: the CAS
     records the given sha256 and the pull's check refuses the file)."""
-    path, *_ = local_ds
+    path = tmp_path / "ds"
+    write_dataset(path, seed=int.from_bytes(os.urandom(4), "little"))  # bytes no other test pushed
     files = actstore.open_dataset(path).info.files
     rel = next(p for p in files if p.endswith(".safetensors"))
     _tamper(path, rel, keep_mtime=True)
