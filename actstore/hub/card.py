@@ -114,7 +114,8 @@ def _snippets(repo_id: str, info: DatasetInfo) -> list[str]:
 
 def build_dataset_card(info: DatasetInfo, repo_id: str, *, license: str = "cc-by-4.0",
                        tags: list[str] | None = None,
-                       label_counts: Mapping[str, int] | None = None) -> str:
+                       label_counts: Mapping[str, int] | None = None,
+                       sweep_image: str | None = None) -> str:
     """Render the README.md dataset card for ``info``.
 
     Parameters
@@ -130,6 +131,8 @@ def build_dataset_card(info: DatasetInfo, repo_id: str, *, license: str = "cc-by
         always there.
     label_counts : mapping, optional
         Rows per label value (``push_dataset`` passes the index's), shown as the label balance.
+    sweep_image : str, optional
+        Repo path of a probe-sweep plot pushed with the dataset, shown in the card.
 
     Examples
     --------
@@ -156,6 +159,8 @@ def build_dataset_card(info: DatasetInfo, repo_id: str, *, license: str = "cc-by
         lines += [f"Labels: `{json.dumps(info.labels)}`", ""]
     if label_counts:
         lines += ["### Label balance", "", *_label_balance(label_counts), ""]
+    if sweep_image:
+        lines += ["## Probe sweep", "", f"![Probe accuracy per layer]({sweep_image})", ""]
     lines += _snippets(repo_id, info)
     lines += ["## Provenance", ""] + _provenance(info) + [""]
     return "\n".join(lines)

@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..errors import DatasetExistsError, IntegrityError
+from ..errors import DatasetExistsError, IntegrityError, InvalidArgumentError
 from ..format.metadata import decode_schema_metadata
 from ..format.reader import Dataset
 from ..hub_client import (
@@ -76,6 +76,25 @@ def _trusted_sha256(path: str, ds: Dataset) -> dict[str, str]:
             )
         out[rel] = got
     return out
+
+
+_IMAGE_MAGIC = {".png": (b"\x89PNG\r\n\x1a\n",), ".jpg": (b"\xff\xd8\xff",),
+                ".jpeg": (b"\xff\xd8\xff",), ".svg": (b"<?xml", b"<svg")}
+
+
+def _sweep_image(plot: str | os.PathLike[str] | None) -> dict[str, bytes]:
+    """``{"images/sweep.<ext>": bytes}`` for a sweep plot, checked to be the image it says."""
+    if plot is None:
+        return {}
+    ext = os.path.splitext(os.fspath(plot))[1].lower()
+    with open(plot, "rb") as f:
+        data = f.read()
+    if ext not in _IMAGE_MAGIC or not data.lstrip().startswith(_IMAGE_MAGIC[ext]):
+        raise InvalidArgumentError(
+            f"sweep_plot {os.fspath(plot)!r} is not a PNG, JPEG or SVG image (by its extension "
+            "and first bytes); pass the plot file a sweep wrote, e.g. <demo out>/sweep.png."
+        )
+    return {f"images/sweep{'.jpg' if ext == '.jpeg' else ext}": data}
 
 
 def _label_counts(ds: Dataset) -> dict[str, int] | None:
@@ -155,6 +174,7 @@ def push_dataset(
     token: str | bool | None = None, revision: str = "main", overwrite: bool = False,
     license: str = "cc-by-4.0", tags: Sequence[str] | None = None, batch_bytes: int = 2 << 30,
     endpoint: str | None = None, progress: bool = True, limits: HubLimits | None = None,
+    sweep_plot: str | os.PathLike[str] | None = None,
 ) -> str:
     """Push a local dataset to a Hub dataset repo, resumably; returns the commit sha.
 
@@ -184,11 +204,15 @@ def push_dataset(
         The Hub's file-count and file-size limits, checked before anything is sent (default
         :data:`actstore.hub_client.HUB_LIMITS`: 10 k files per folder, 100 k per repo, 20 GB
         per file).
+    sweep_plot : str or PathLike, optional
+        A probe-sweep plot (PNG, JPEG or SVG, e.g. the one ``actstore demo`` draws) to push as
+        ``images/sweep.<ext>`` and show in the dataset card.
 
     Raises
     ------
     InvalidArgumentError
-        The dataset would exceed ``limits``; the message says which shard size fixes it.
+        The dataset would exceed ``limits`` (the message says which shard size fixes it), or
+        ``sweep_plot`` is not a PNG, JPEG or SVG file.
     IntegrityError
         A local file is missing, of the wrong size, or changed since the index recorded it.
 
@@ -198,10 +222,13 @@ def push_dataset(
     """
     path = os.fspath(path)
     ds = _check_local(path)
+    extra = _sweep_image(sweep_plot)
     card = build_dataset_card(ds.info, repo_id, license=license, tags=list(tags or []),
-                              label_counts=_label_counts(ds))
+                              label_counts=_label_counts(ds), sweep_image=next(iter(extra), None))
+    extra["README.md"] = card.encode()
     sizes = {p: f["size"] for p, f in ds.info.files.items()}
-    sizes |= {INDEX_PATH: os.path.getsize(os.path.join(path, INDEX_PATH)), "README.md": len(card)}
+    sizes |= {INDEX_PATH: os.path.getsize(os.path.join(path, INDEX_PATH))}
+    sizes |= {p: len(data) for p, data in extra.items()}
     # before any request; checked again against what the repo already holds
     check_hub_limits(sizes, repo_id=repo_id, limits=limits or HUB_LIMITS, fix_more=_MORE,
                      fix_fewer=_FEWER)
@@ -216,7 +243,7 @@ def push_dataset(
         _check_target(api, repo_id, revision, index_sha, overwrite, os.path.join(path, INDEX_PATH))
         return upload_folder_in_batches(
             path, repo_id, "dataset", api=api, revision=revision, last=is_index,
-            extra_files={"README.md": card.encode()}, known_sha256=known,
+            extra_files=extra, known_sha256=known,
             delete_stale=lambda p: p.startswith(("index/", "tensors/")),
             batch_bytes=batch_bytes, message=f"actstore: push {ds.info.model} activations",
             progress=report, limits=limits, fix_more=_MORE, fix_fewer=_FEWER,

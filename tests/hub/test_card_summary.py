@@ -1,13 +1,15 @@
-"""#16.5: the dataset card carries a per-layer summary and the label balance, and
+"""#16.5: the dataset card carries a per-layer summary, the label balance and a sweep plot, and
 ``datasets.load_dataset(repo)`` keeps working on it (both Hub modes, see conftest)."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import pytest
 
 import actstore
+from actstore.errors import InvalidArgumentError
 
 from .conftest import WRITE
 
@@ -31,3 +33,36 @@ def test_card_shows_layers_rows_views_dtype_bytes_and_label_balance(hub, repo_id
     ds = datasets.load_dataset(repo_id, split="train", token=WRITE,
                                cache_dir=str(tmp_path / "dcache"))
     assert ds["text"] == texts
+
+
+_PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==")
+
+
+def test_sweep_plot_is_pushed_and_shown_in_the_card(hub, repo_id: str, local_ds, tmp_path: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    from huggingface_hub import hf_hub_download
+
+    path, texts, _, _ = local_ds
+    plot = tmp_path / "sweep.png"
+    plot.write_bytes(_PNG)
+    actstore.push_dataset(path, repo_id, token=WRITE, progress=False, sweep_plot=plot)
+    card = Path(hf_hub_download(repo_id, "README.md", repo_type="dataset", token=WRITE,
+                                local_dir=tmp_path / "card")).read_text()
+    assert "## Probe sweep" in card and "](images/sweep.png)" in card
+    got = hf_hub_download(repo_id, "images/sweep.png", repo_type="dataset", token=WRITE,
+                          local_dir=tmp_path / "img")
+    assert Path(got).read_bytes() == _PNG
+    ds = datasets.load_dataset(repo_id, split="train", token=WRITE,
+                               cache_dir=str(tmp_path / "dcache"))
+    assert ds["text"] == texts  # the image does not confuse the datasets config
+
+
+def test_a_sweep_plot_that_is_no_image_is_refused(hub, repo_id: str, local_ds, tmp_path: Path) -> None:
+    path, *_ = local_ds
+    bad = tmp_path / "sweep.png"
+    bad.write_text("not a png")
+    hub.reset_counters()
+    with pytest.raises(InvalidArgumentError, match="not a PNG, JPEG or SVG"):
+        actstore.push_dataset(path, repo_id, token=WRITE, progress=False, sweep_plot=bad)
+    assert hub.requests == []
