@@ -66,3 +66,16 @@ def test_a_sweep_plot_that_is_no_image_is_refused(hub, repo_id: str, local_ds, t
     with pytest.raises(InvalidArgumentError, match="not a PNG, JPEG or SVG"):
         actstore.push_dataset(path, repo_id, token=WRITE, progress=False, sweep_plot=bad)
     assert hub.requests == []
+
+
+def test_cli_push_takes_a_sweep_plot(hub, repo_id: str, local_ds, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from actstore.cli import main
+
+    monkeypatch.setenv("HF_TOKEN", WRITE)
+    path, *_ = local_ds
+    (tmp_path / "s.png").write_bytes(_PNG)
+    assert main(["push", str(path), repo_id, "--sweep-plot", str(tmp_path / "s.png")]) == 0
+    files = hub.store.files(hub.store.load("dataset", repo_id),
+                            hub.store.load("dataset", repo_id)["branches"]["main"])
+    assert "images/sweep.png" in files
