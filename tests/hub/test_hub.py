@@ -98,11 +98,12 @@ def test_large_push_in_batches_index_last_and_resumes_after_faults(hub: HubServe
 def test_dropped_connections_are_survived(hub: HubServer, repo_id: str, local_ds,
                                           tmp_path: Path) -> None:
     path, texts, hidden, _ = local_ds
-    hub.drop_connection("/lfs-upload/", nth=2)
+    hub.drop_connection("/xet-write-token/" if hub.xet else "/lfs-upload/", nth=2 - hub.xet)
     actstore.push_dataset(path, repo_id, token=WRITE, progress=False)
-    hub.drop_connection("/resolve/", nth=2)
+    hub.drop_connection("/xet-read-token/" if hub.xet else "/resolve/", nth=2 - hub.xet)
     ds = actstore.pull_dataset(repo_id, layers=[0], token=WRITE, out=tmp_path / "p")
     np.testing.assert_array_equal(ds.layer(0), hidden[0])
+    assert all(f.seen >= f.nth for f in hub.state.faults)  # both cuts happened
 
 
 def test_push_to_a_branch_and_pull_it(hub: HubServer, repo_id: str, local_ds,
