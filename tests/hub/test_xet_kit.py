@@ -101,3 +101,24 @@ def test_probe_push_and_load_in_both_modes(hub: HubServer) -> None:
     loaded = Probe.from_hub(repo, token=WRITE, endpoint=hub.endpoint)
     assert loaded.hub_revision_ == sha
     np.testing.assert_array_equal(loaded.predict(X), probe.predict(X))
+
+
+def test_hub_errors_carry_repo_id_and_status(hub: HubServer, repo_id: str, local_ds,
+                                             tmp_path: Path) -> None:
+    import actstore
+    from actstore.errors import DatasetNotFoundError, HubAuthError
+    from actstore.hub_client import hub_errors
+
+    path, *_ = local_ds
+    with pytest.raises(HubAuthError) as auth:
+        actstore.push_dataset(path, repo_id, token="hf_wrong", progress=False)
+    assert auth.value.repo_id == repo_id and auth.value.status == 401
+    with pytest.raises(DatasetNotFoundError, match="^Dataset repo 'org/nowhere-x' was not found") as nf:
+        actstore.pull_dataset("org/nowhere-x", token=WRITE, out=tmp_path / "n", progress=False)
+    assert nf.value.repo_id == "org/nowhere-x" and nf.value.status == 404
+    from huggingface_hub import HfApi
+
+    # the wording follows the repo's kind, no rewriting of messages afterwards
+    with pytest.raises(DatasetNotFoundError, match="^Probe \\(model\\) repo 'team/none'"):
+        with hub_errors("team/none", "load the probe from", repo_kind="probe (model)"):
+            HfApi(endpoint=hub.endpoint, token=WRITE).model_info("team/none")
