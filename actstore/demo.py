@@ -81,7 +81,8 @@ def _say(msg: str, quiet: bool) -> None:
 
 def _publish(src: str, out: str, quiet: bool) -> tuple[str, Any]:
     """Push to a loopback Hub server (the test kit's) if the hub extra is installed, else
-    copy to a local folder. The loopback server speaks classic LFS, so Xet is turned off."""
+    copy to a local folder. The loopback server speaks Xet when the client uses it (the
+    default) and classic LFS under ``HF_HUB_DISABLE_XET=1``; the client is left as it is."""
     try:
         import huggingface_hub
     except ImportError:
@@ -94,9 +95,9 @@ def _publish(src: str, out: str, quiet: bool) -> tuple[str, Any]:
     from .hub import push_dataset
     from .testing import HubServer
 
-    hf_constants.HF_HUB_DISABLE_XET = True
     huggingface_hub.utils.disable_progress_bars()  # the demo prints its own steps
-    server = HubServer(os.path.join(out, "hub-store"), tokens={_TOKEN: "write"}).start()
+    server = HubServer(os.path.join(out, "hub-store"), tokens={_TOKEN: "write"},
+                       xet=not hf_constants.HF_HUB_DISABLE_XET).start()
     push_dataset(src, _REPO, token=_TOKEN, endpoint=server.endpoint, overwrite=True, progress=False)
     return f"hf://datasets/{_REPO} on the loopback Hub {server.endpoint}", server
 

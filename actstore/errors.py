@@ -169,6 +169,9 @@ class DatasetNotFoundError(ActstoreError, FileNotFoundError):
     not there
     """
 
+    repo_id: str | None = None  # the Hub repo, when it is about one
+    status: int | None = None  # the Hub's HTTP status, when it answered
+
 
 class DatasetExistsError(ActstoreError, FileExistsError):
     """The output location already holds a dataset and overwriting was not asked for.
@@ -237,6 +240,9 @@ class HubError(ActstoreError, RuntimeError):
     >>> issubclass(actstore.HubError, RuntimeError)
     True
     """
+
+    repo_id: str | None = None  # the repo the request was about
+    status: int | None = None  # the HTTP status (None: a network error, no answer)
 
 
 class HubAuthError(HubError, PermissionError):

@@ -1,40 +1,46 @@
-"""Hub push/pull throughput against the loopback Hub server, and bytes pulled for one layer.
+"""Hub push/pull against the loopback Hub server, Xet on and off, with the client's own bulk
+calls as baselines, the cost of the hashing pass push avoids, and requests per ``hf://`` get.
 
-Baselines measured in the same run on the same bytes: the client's own ``upload_folder``
-(for push) and ``snapshot_download`` of the whole repo (for pull). The server runs in this
-process (threads), so the peak RSS covers client and server together.
+Each figure is measured ``--repeats`` times (default 5) on a fresh server store each time (so
+Xet deduplication against an earlier upload never flatters a number); the table gives the
+median and the spread (min–max). Modes: ``xet`` (the server speaks Xet, the client as a user
+has it: uploads and downloads through ``hf_xet`` and a ``local://`` CAS folder) and ``lfs``
+(classic LFS, the client as with ``HF_HUB_DISABLE_XET=1``). The server runs in this process
+(threads), so peak RSS covers client and server together.
 
-Usage: ``python benchmarks/bench_hub.py [--quick]`` -> ``benchmarks/results/hub.md``.
+Figures:
+
+- push: ``push_dataset`` vs ``HfApi.upload_folder`` of the same folder (goal >= 1.0x: push
+  hands the client the writer's sha256, so it does not hash every byte again);
+- pull one layer: ``pull_dataset(layers=[L])`` vs ``snapshot_download`` of that layer's files
+  plus the index (goal >= 0.9x); pull all vs ``snapshot_download`` of the repo;
+- sha256 pass: what hashing every shard once more costs (what push skips);
+- requests per ``get()`` of 1 % of the rows over ``hf://`` (the Hub rate-limits resolve).
+
+Usage: ``python benchmarks/bench_hub.py [--quick] [--mb N] [--repeats N] [--modes xet,lfs]``
+-> ``benchmarks/results/hub.md``. ``--quick`` is ~32 MB; the default ~1 GB.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import platform
 import resource
 import shutil
-import socket
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 _TMP = tempfile.mkdtemp(prefix="bench-hub-")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# huggingface_hub reads these at import time
-PORT = _free_port()
-os.environ.update({"HF_ENDPOINT": f"http://127.0.0.1:{PORT}", "HF_HUB_DISABLE_XET": "1",
-                   "HF_HOME": os.path.join(_TMP, "hf_home"), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+# huggingface_hub reads these at import time; each server's endpoint is passed explicitly
+os.environ.update({"HF_HOME": os.path.join(_TMP, "hf_home"), "HF_HUB_DISABLE_PROGRESS_BARS": "1",
                    "HF_HUB_DISABLE_TELEMETRY": "1", "ACTSTORE_CACHE_DIR": os.path.join(_TMP, "c")})
 os.environ.pop("HF_TOKEN", None)
+os.environ.pop("HF_HUB_DISABLE_XET", None)
 
 import numpy as np  # noqa: E402
 
@@ -42,6 +48,7 @@ import actstore  # noqa: E402
 from actstore.testing import HubServer  # noqa: E402
 
 TOKEN = "hf_bench"
+LAYER = 3
 
 
 def _write(path: Path, layers: int, rows: int, dim: int) -> int:
@@ -59,64 +66,128 @@ def _write(path: Path, layers: int, rows: int, dim: int) -> int:
 
 def _timed(fn):  # type: ignore[no-untyped-def]
     t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
+    fn()
+    return time.perf_counter() - t
+
+
+class _Run:
+    """A fresh server store, in one mode, for one measurement."""
+
+    n = 0
+
+    def __init__(self, xet: bool) -> None:
+        import huggingface_hub.constants as hf_constants
+
+        _Run.n += 1
+        self.root = Path(_TMP) / f"run{_Run.n}"
+        hf_constants.HF_HUB_DISABLE_XET = not xet  # the client as a user in this mode has it
+        self.hub = HubServer(self.root / "store", tokens={TOKEN: "write"}, xet=xet).start()
+        self.endpoint = self.hub.endpoint
+
+    def api(self):  # type: ignore[no-untyped-def]
+        from huggingface_hub import HfApi
+
+        return HfApi(endpoint=self.endpoint, token=TOKEN)
+
+    def close(self) -> None:
+        self.hub.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _measure(ds_dir: Path, xet: bool) -> dict[str, float]:
+    from huggingface_hub import snapshot_download
+
+    out: dict[str, float] = {}
+    run = _Run(xet)  # baseline push
+    try:
+        run.api().create_repo("bench/base", repo_type="dataset")
+        out["upload_folder"] = _timed(lambda: run.api().upload_folder(
+            folder_path=ds_dir, repo_id="bench/base", repo_type="dataset"))
+    finally:
+        run.close()
+    run = _Run(xet)  # actstore push, then the pulls from that repo
+    try:
+        out["push_dataset"] = _timed(lambda: actstore.push_dataset(
+            ds_dir, "bench/acts", token=TOKEN, endpoint=run.endpoint, progress=False))
+        layer_files = [f"tensors/hidden_layer{LAYER:03d}_*", "index/*"]
+        out["snapshot_layer"] = _timed(lambda: snapshot_download(
+            "bench/acts", repo_type="dataset", allow_patterns=layer_files, token=TOKEN,
+            endpoint=run.endpoint, local_dir=run.root / "snap_one"))
+        out["pull_layer"] = _timed(lambda: actstore.pull_dataset(
+            "bench/acts", layers=[LAYER], token=TOKEN, endpoint=run.endpoint,
+            out=run.root / "pull_one", progress=False))
+        out["snapshot_all"] = _timed(lambda: snapshot_download(
+            "bench/acts", repo_type="dataset", token=TOKEN, endpoint=run.endpoint,
+            local_dir=run.root / "snap_all"))
+        out["pull_all"] = _timed(lambda: actstore.pull_dataset(
+            "bench/acts", token=TOKEN, endpoint=run.endpoint, out=run.root / "pull_all",
+            progress=False))
+        ds = actstore.open_dataset("hf://datasets/bench/acts", cache=False,
+                                   storage_options={"token": TOKEN, "endpoint": run.endpoint})
+        rows = np.linspace(0, ds.info.num_prompts - 1, max(ds.info.num_prompts // 100, 1)).astype(int)
+        run.hub.reset_counters()
+        ds.get(rows, layers=[LAYER])
+        out["get_requests"] = float(len(run.hub.requests))
+        out["get_rows"] = float(rows.size)
+    finally:
+        run.close()
+    return out
+
+
+def _sha_pass(ds_dir: Path) -> float:
+    def go() -> None:
+        for p in sorted((ds_dir / "tensors").rglob("*.safetensors")):
+            h = hashlib.sha256()
+            with open(p, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    h.update(chunk)
+    return _timed(go)
+
+
+def _fmt(values: list[float], unit: str = "s") -> str:
+    med = statistics.median(values)
+    return f"{med:.2f} {unit} ({min(values):.2f}–{max(values):.2f})"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="~32 MB instead of ~1 GB")
+    ap.add_argument("--mb", type=float, default=None, help="dataset size in MB (overrides --quick)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--modes", default="xet,lfs")
     args = ap.parse_args()
-    layers, rows, dim = (8, 1024, 1024) if args.quick else (8, 8192, 4096)
-    from huggingface_hub import HfApi, snapshot_download
-
+    layers, dim = 8, 1024 if args.quick or args.mb else 4096
+    target = args.mb if args.mb is not None else (32 if args.quick else 1074)
+    rows = max(int(target * 1e6 / (layers * dim * 4)), 8)
     ds_dir = Path(_TMP) / "ds"
     size = _write(ds_dir, layers, rows, dim)
     mb = size / 1e6
-    figures = []
-    with HubServer(Path(_TMP) / "store", port=PORT, tokens={TOKEN: "write"}) as hub:
-        api = HfApi(token=TOKEN)
-        api.create_repo("bench/base", repo_type="dataset")
-        _, t_base_up = _timed(lambda: api.upload_folder(folder_path=ds_dir, repo_id="bench/base",
-                                                        repo_type="dataset"))
-        _, t_push = _timed(lambda: actstore.push_dataset(ds_dir, "bench/acts", token=TOKEN,
-                                                         progress=False))
-        _, t_base_down = _timed(lambda: snapshot_download(
-            "bench/base", repo_type="dataset", local_dir=Path(_TMP) / "base_dl", token=TOKEN))
-        hub.reset_counters()
-        _, t_pull = _timed(lambda: actstore.pull_dataset("bench/acts", token=TOKEN,
-                                                         out=Path(_TMP) / "pull_all"))
-        all_bytes = hub.bytes_served("bench/acts")
-        hub.reset_counters()
-        _, t_one = _timed(lambda: actstore.pull_dataset("bench/acts", layers=[3], token=TOKEN,
-                                                        out=Path(_TMP) / "pull_one"))
-        one_bytes = hub.bytes_served("bench/acts")
-        _, t_meta = _timed(lambda: actstore.fetch_metadata("bench/acts", token=TOKEN))
-        meta_bytes = hub.bytes_served("bench/acts") - one_bytes
-    figures = [
-        ("push_dataset", f"{mb / t_push:,.0f} MB/s", "HfApi.upload_folder",
-         f"{mb / t_base_up:,.0f} MB/s", t_base_up / t_push),
-        ("pull_dataset (all layers)", f"{mb / t_pull:,.0f} MB/s", "snapshot_download",
-         f"{mb / t_base_down:,.0f} MB/s", t_base_down / t_pull),
-        ("bytes pulled, 1 of 8 layers", f"{one_bytes / 1e6:,.1f} MB ({t_one:.2f} s)",
-         "bytes pulled, whole dataset", f"{all_bytes / 1e6:,.1f} MB", one_bytes / all_bytes),
-        ("fetch_metadata bytes", f"{meta_bytes:,} B ({t_meta * 1e3:.0f} ms)", "index size",
-         f"{(ds_dir / 'index/train-00000-of-00001.parquet').stat().st_size:,} B", None),
-    ]
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    results = {m: [_measure(ds_dir, m == "xet") for _ in range(args.repeats)] for m in modes}
+    sha = [_sha_pass(ds_dir) for _ in range(args.repeats)]
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    cmd = "python benchmarks/bench_hub.py" + (" --quick" if args.quick else "")
-    lines = ["## Hub push / pull (loopback Hub server, real huggingface_hub client)", "",
-             f"Command: `{cmd}`; machine: {platform.machine()}, {os.cpu_count()} cores, "
-             f"Python {sys.version.split()[0]}. Dataset: {layers} layers x {rows:,} rows x "
-             f"{dim} float32 = {mb:,.0f} MB on disk; classic LFS (Xet off), server in-process.", "",
-             "| figure | actstore | baseline | baseline value | ratio |", "|---|---|---|---|---|"]
-    for name, val, base, bval, ratio in figures:
-        r = f"{ratio:.2f}" if ratio is not None else "–"
-        lines.append(f"| {name} | {val} | {base} | {bval} | {r} |")
-    lines += ["", "Ratios: push and pull are baseline time / actstore time (1.0 = as fast as the "
-              "client's own bulk call; push adds the card and the index-last commit, pull adds "
-              "sha256 checks); bytes pulled is one layer / whole dataset (ideal 1/8 = 0.125 plus "
-              "the index).", "", f"Peak RSS (client + server): {rss:,.0f} MB.", ""]
+    cmd = "python benchmarks/bench_hub.py " + " ".join(sys.argv[1:])
+    lines = ["## Hub push / pull (loopback Hub server, real huggingface_hub + hf_xet)", "",
+             f"Command: `{cmd.strip()}`; machine: {platform.machine()}, {os.cpu_count()} cores, "
+             f"Python {sys.version.split()[0]}. Dataset: {layers} layers x {rows:,} rows x {dim} "
+             f"float32 = {mb:,.0f} MB on disk. {args.repeats} runs each, a fresh server store per "
+             "run; median (min–max).", "",
+             "| mode | figure | actstore | baseline | ratio (baseline / actstore time) |",
+             "|---|---|---|---|---|"]
+    for mode, runs in results.items():
+        col = {k: [r[k] for r in runs] for k in runs[0]}
+        pairs = [("push", "push_dataset", "upload_folder"),
+                 (f"pull layer {LAYER}", "pull_layer", "snapshot_layer"),
+                 ("pull all", "pull_all", "snapshot_all")]
+        for name, ours, base in pairs:
+            ratios = [b / a for a, b in zip(col[ours], col[base], strict=True)]
+            lines.append(f"| {mode} | {name} | {_fmt(col[ours])} | {_fmt(col[base])} "
+                         f"| {_fmt(ratios, 'x')} |")
+        lines.append(f"| {mode} | requests per get() of {int(col['get_rows'][0])} rows (1 %) "
+                     f"| {_fmt(col['get_requests'], 'req')} | – | – |")
+    lines += ["", f"The sha256 pass push skips (every shard hashed once more): {_fmt(sha)} "
+              f"= {mb / statistics.median(sha):,.0f} MB/s.", "",
+              f"Peak RSS (client + server): {rss:,.0f} MB.", ""]
     out = Path(__file__).resolve().parent / "results" / "hub.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines))

@@ -115,7 +115,9 @@ def test_pull_dataset_accepts_layer_names_before_any_download(monkeypatch):
     def no_network(*a, **k):
         raise AssertionError("reached the network")
 
-    monkeypatch.setattr(hub, "make_api", no_network)
+    import actstore.hub.pull as pull_module  # pull_dataset's own module since the hub split
+
+    monkeypatch.setattr(pull_module, "make_api", no_network)
     with pytest.raises(AssertionError, match="reached the network"):
         hub.pull_dataset("org/x", layers=["embeddings", "last", 0])    # names pass the type check
     with pytest.raises(InvalidArgumentError, match="layers"):

@@ -77,7 +77,8 @@ def _push(args: argparse.Namespace) -> int:
             f"push takes the branch with --revision, not in the repo id; got {args.repo!r}."
         )
     sha = push_dataset(args.dir, repo, private=True if args.private else None,
-                       revision=args.revision, overwrite=args.overwrite, license=args.license)
+                       revision=args.revision, overwrite=args.overwrite, license=args.license,
+                       sweep_plot=args.sweep_plot)
     print(f"pushed {args.dir} to {repo} at commit {sha}")
     return 0
 
@@ -103,6 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--revision", default="main", help="branch to push to (default: main)")
     p.add_argument("--overwrite", action="store_true", help="replace a different dataset in the repo")
     p.add_argument("--license", default="cc-by-4.0", help="license in the dataset card")
+    p.add_argument("--sweep-plot", metavar="IMAGE",
+                   help="a probe-sweep plot (PNG/JPEG/SVG, e.g. <demo out>/sweep.png) to show in the card")
     p.set_defaults(handler=_push)
     q = sub.add_parser("pull", help="download a Hub dataset (index + chosen layers only)")
     q.add_argument("repo", help="Hub dataset repo id, e.g. org/name or hf://datasets/org/name@rev")

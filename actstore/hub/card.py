@@ -8,6 +8,7 @@ stored and how to read it three ways (actstore, pyarrow + safetensors, datasets)
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from ..format.layersel import request, stored
@@ -68,6 +69,25 @@ def _contents(info: DatasetInfo) -> list[str]:
     return rows
 
 
+def _per_layer(info: DatasetInfo) -> list[str]:
+    """One row per stored layer: what a reader downloads for it, before downloading."""
+    rows = ["| layer | rows | views | dtype | bytes |", "|---|---|---|---|---|"]
+    views = ", ".join(f"`{v}`" for v in info.views)
+    for layer in info.layers:
+        tag = f"hidden_layer{stored(layer):03d}_"
+        size = sum(f["size"] for p, f in info.files.items() if tag in p.rsplit("/", 1)[-1])
+        rows.append(f"| {layer} | {info.num_prompts:,} | {views} | {info.dtype} "
+                    f"| {size:,} ({size / 1e6:,.1f} MB) |")
+    return rows
+
+
+def _label_balance(counts: Mapping[str, int]) -> list[str]:
+    total = sum(counts.values()) or 1
+    rows = ["| label | rows | share |", "|---|---|---|"]
+    rows += [f"| `{k}` | {n:,} | {n / total:.1%} |" for k, n in counts.items()]
+    return rows
+
+
 def _snippets(repo_id: str, info: DatasetInfo) -> list[str]:
     layer = stored(info.layers[len(info.layers) // 2])  # file names use the stored number
     name = f"tensors/hidden_layer{layer:03d}_shard000.safetensors"
@@ -93,7 +113,9 @@ def _snippets(repo_id: str, info: DatasetInfo) -> list[str]:
 
 
 def build_dataset_card(info: DatasetInfo, repo_id: str, *, license: str = "cc-by-4.0",
-                       tags: list[str] | None = None) -> str:
+                       tags: list[str] | None = None,
+                       label_counts: Mapping[str, int] | None = None,
+                       sweep_image: str | None = None) -> str:
     """Render the README.md dataset card for ``info``.
 
     Parameters
@@ -107,6 +129,10 @@ def build_dataset_card(info: DatasetInfo, repo_id: str, *, license: str = "cc-by
     tags : list of str, optional
         Extra tags; ``actstore``, ``lmprobe``, ``activations`` and ``interpretability`` are
         always there.
+    label_counts : mapping, optional
+        Rows per label value (``push_dataset`` passes the index's), shown as the label balance.
+    sweep_image : str, optional
+        Repo path of a probe-sweep plot pushed with the dataset, shown in the card.
 
     Examples
     --------
@@ -127,8 +153,14 @@ def build_dataset_card(info: DatasetInfo, repo_id: str, *, license: str = "cc-by
     if info.description:
         lines += [info.description, ""]
     lines += ["## Contents", "", *_contents(info), ""]
+    if info.layers:
+        lines += ["### Per layer", "", *_per_layer(info), ""]
     if info.labels:
         lines += [f"Labels: `{json.dumps(info.labels)}`", ""]
+    if label_counts:
+        lines += ["### Label balance", "", *_label_balance(label_counts), ""]
+    if sweep_image:
+        lines += ["## Probe sweep", "", f"![Probe accuracy per layer]({sweep_image})", ""]
     lines += _snippets(repo_id, info)
     lines += ["## Provenance", ""] + _provenance(info) + [""]
     return "\n".join(lines)

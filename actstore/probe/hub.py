@@ -9,13 +9,10 @@ calls are in :func:`upload_probe_folder` and :func:`download_probe_folder`.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from ..config import cache_dir
-from ..errors import DatasetNotFoundError
-from ..hub._transfer import download_files, hub_errors, make_api, upload_folder_in_batches
+from ..hub_client import download_files, hub_errors, make_api, upload_folder_in_batches
 from .classifiers import DEFAULT_CLASSIFIER
 from .layers import request
 from .saved import CONFIG, WEIGHTS, SavedProbe
@@ -70,16 +67,9 @@ def upload_probe_folder(folder: str, repo_id: str, *, card: str, token: str | bo
                                         extra_files={"README.md": card.encode()}, message=commit_message)
 
 
-@contextmanager
-def _probe_errors(repo_id: str, action: str, **kw: Any) -> Iterator[None]:
-    """The dataset transfer's error translation, worded for a probe's model repo."""
-    try:
-        with hub_errors(repo_id, action, **kw):
-            yield
-    except DatasetNotFoundError as exc:
-        # same class and fix; only the repo kind in the shared message is wrong here
-        raise DatasetNotFoundError(str(exc).replace("dataset repo", "probe (model) repo")
-                                   .replace("Dataset repo", "Probe (model) repo")) from None
+def _probe_errors(repo_id: str, action: str, **kw: Any) -> Any:
+    """The shared Hub error translation, worded for a probe's model repo."""
+    return hub_errors(repo_id, action, repo_kind="probe (model)", **kw)
 
 
 def download_probe_folder(repo_id: str, *, revision: str | None = None, token: str | bool | None = None,

@@ -14,6 +14,7 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,12 +56,16 @@ class FileEntry:
     size: int
     sha1: str  # git blob id: of the content (regular) or of the LFS pointer
     lfs: bool
+    xet: str | None = None  # Xet file hash, when the content was uploaded through Xet
 
-    def tree_json(self) -> dict[str, Any]:
+    def tree_json(self, xet: bool = False) -> dict[str, Any]:
+        """The ``tree`` / ``paths-info`` entry; with ``xet``, Xet files carry ``xetHash``."""
         out: dict[str, Any] = {"type": "file", "oid": self.sha1, "size": self.size, "path": self.path}
         if self.lfs:
             out["lfs"] = {"oid": self.sha256, "size": self.size,
                           "pointerSize": len(lfs_pointer(self.sha256, self.size))}
+        if xet and self.xet:
+            out["xetHash"] = self.xet
         return out
 
     @property
@@ -134,6 +139,14 @@ class RepoStore:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
 
+    def delete(self, repo_type: str, repo_id: str) -> None:
+        """Delete a repository (its blobs stay: they may be shared)."""
+        with self.lock:
+            try:
+                os.unlink(self._repo_file(repo_type, repo_id))
+            except FileNotFoundError:
+                raise HubStoreError(404, "RepoNotFound", f"Repository {repo_id} not found") from None
+
     def save(self, repo_type: str, repo_id: str, repo: dict[str, Any]) -> None:
         path = self._repo_file(repo_type, repo_id)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -178,8 +191,13 @@ class RepoStore:
         return {p: FileEntry(path=p, **e) for p, e in raw.items()}
 
     def commit(self, repo_type: str, repo_id: str, branch: str, parent: str | None,
-               ops: list[tuple[str, dict[str, Any]]], title: str) -> str:
-        """Apply ``ops`` (the NDJSON lines after the header) on top of ``branch``."""
+               ops: list[tuple[str, dict[str, Any]]], title: str,
+               find_xet: Callable[[str], tuple[str, int] | None] | None = None) -> str:
+        """Apply ``ops`` (the NDJSON lines after the header) on top of ``branch``.
+
+        An ``lfsFile`` whose object was not uploaded by LFS is looked up with ``find_xet``
+        (sha256 -> Xet hash and size), when given.
+        """
         with self.lock:
             repo = self.load(repo_type, repo_id)
             if repo is None:
@@ -193,7 +211,7 @@ class RepoStore:
             files = dict(repo["commits"][head]["files"])
             known = set(repo.get("lfs", []))
             for key, value in ops:
-                self._apply(files, key, value, known)
+                self._apply(files, key, value, known, find_xet)
             sha = self._add_commit(repo, branch, head, files, title)
             self.save(repo_type, repo_id, repo)
             return sha
@@ -207,7 +225,8 @@ class RepoStore:
                 self.save(repo_type, repo_id, repo)
 
     def _apply(self, files: dict[str, dict[str, Any]], key: str, value: dict[str, Any],
-               known_lfs: set[str]) -> None:
+               known_lfs: set[str],
+               find_xet: Callable[[str], tuple[str, int] | None] | None = None) -> None:
         import base64
 
         path = str(value.get("path", "")).strip("/")
@@ -219,6 +238,11 @@ class RepoStore:
                            "sha1": git_blob_sha1(data), "lfs": False}
         elif key == "lfsFile":
             oid = str(value.get("oid"))
+            xet = find_xet(oid) if find_xet is not None and oid not in known_lfs else None
+            if xet is not None:
+                files[path] = {"sha256": oid, "size": xet[1], "lfs": True, "xet": xet[0],
+                               "sha1": git_blob_sha1(lfs_pointer(oid, xet[1]))}
+                return
             if oid not in known_lfs or not self.has_blob(oid):
                 raise HubStoreError(422, "LfsObjectMissing",
                                     f"LFS object {oid} for {path} was never uploaded")
@@ -235,7 +259,8 @@ class RepoStore:
             raise HubStoreError(400, "BadRequest", f"unknown commit operation {key!r}")
 
 
-def list_tree(files: dict[str, FileEntry], base: str, recursive: bool) -> list[dict[str, Any]]:
+def list_tree(files: dict[str, FileEntry], base: str, recursive: bool,
+              xet: bool = False) -> list[dict[str, Any]]:
     """Tree entries under ``base`` ("" = root), with directory entries, sorted by path.
 
     Raises ``EntryNotFound`` when ``base`` is neither the root nor a directory.
@@ -254,7 +279,7 @@ def list_tree(files: dict[str, FileEntry], base: str, recursive: bool) -> list[d
         for i in range(1, min(depth, len(rest) - 1) + 1):
             dirs.add(prefix + "/".join(rest[:i]))
         if recursive or len(rest) == 1:
-            out.append(entry.tree_json())
+            out.append(entry.tree_json(xet))
     out += [dir_json(d) for d in dirs]
     return sorted(out, key=lambda e: e["path"])
 

@@ -1,7 +1,17 @@
-"""Fixtures of the Hub tests: one loopback Hub server for the whole session.
+"""Fixtures of the Hub tests: one loopback Hub server for the whole session, in two modes.
 
-The root conftest already pointed ``HF_ENDPOINT`` at ``127.0.0.1:$ACTSTORE_TEST_HUB_PORT`` and
-disabled Xet before anything imported ``huggingface_hub``; the server binds that port here.
+The root conftest already pointed ``HF_ENDPOINT`` at ``127.0.0.1:$ACTSTORE_TEST_HUB_PORT``
+before anything imported ``huggingface_hub``, and set ``HF_HUB_DISABLE_XET=1`` for the other
+test areas. Every test here runs twice, choosing the mode through the server:
+
+- ``xet``: the server speaks Xet, and the client is as a user gets it by default (Xet on:
+  ``huggingface_hub.constants.HF_HUB_DISABLE_XET`` back to False for the test), so uploads and
+  downloads go through ``hf_xet`` and a ``local://`` CAS folder;
+- ``lfs``: the server speaks classic LFS only, and the client is as with
+  ``HF_HUB_DISABLE_XET=1`` (the root conftest's setting).
+
+The client decides the upload protocol by itself (no server answer switches it), so the
+constant is set per test to what a user in that mode has; the client reads it on every call.
 """
 
 from __future__ import annotations
@@ -11,7 +21,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from actstore.testing import HubServer  # noqa: F401 (fixture type)
+from actstore.testing import HubServer
 
 WRITE = "hf_test_write"          # write access to every namespace
 READ = "hf_test_read"            # read-only
@@ -20,7 +30,25 @@ ALICE = "hf_test_alice"          # write access to namespace "alice" only
 pytestmark = pytest.mark.hub
 
 
-# the session-wide ``hub`` server fixture lives in tests/conftest.py (probe tests use it too)
+# the session-wide ``hub`` server fixture lives in tests/conftest.py (probe tests use it too);
+# the mode is a parameter of its own, so that one server serves both modes
+@pytest.fixture(params=["lfs", "xet"])
+def hub_mode(request: pytest.FixtureRequest) -> str:
+    """``"xet"`` or ``"lfs"``: the protocol the server speaks (and the client uses) in this test."""
+    return str(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _hub_in_mode(hub_mode: str, hub: HubServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    import huggingface_hub.constants as hf_constants
+
+    xet = hub_mode == "xet"
+    monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", not xet)
+    hub.xet = xet
+    try:
+        yield
+    finally:
+        hub.xet = False
 
 
 @pytest.fixture(autouse=True)

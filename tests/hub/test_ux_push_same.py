@@ -11,7 +11,7 @@ import pytest
 import actstore
 from actstore.errors import DatasetExistsError
 from actstore.hub import INDEX_PATH
-from actstore.hub._transfer import sha256_file
+from actstore.hub_client import sha256_file
 
 from .conftest import WRITE, write_dataset
 

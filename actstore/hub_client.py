@@ -1,8 +1,12 @@
 """Generic Hub transfers shared by datasets and probes: batched resumable uploads, pinned
-downloads with sha256 checks, and the mapping of client errors onto actstore's errors.
+downloads with sha256 checks, the Hub's size limits, and the mapping of client errors onto
+actstore's errors.
 
+A leaf module: it imports only :mod:`actstore.errors` and, lazily, ``huggingface_hub``.
 Nothing here knows the activation format: callers say which files to commit last (the
-"commit point", e.g. a dataset index) and pass extra in-memory files (a README card).
+"commit point", e.g. a dataset index), pass extra in-memory files (a README card) and the
+sha256 they already know (the writer records every file's), so the client does not read
+every byte again to hash it.
 """
 
 from __future__ import annotations
@@ -10,19 +14,26 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from ..errors import (
+from .errors import (
     ActstoreError,
     DatasetNotFoundError,
     HubAuthError,
     HubError,
     IntegrityError,
+    InvalidArgumentError,
     require,
 )
 
 __all__ = [
+    "HUB_LIMITS",
+    "HubLimits",
+    "check_hub_limits",
     "download_files",
     "hub_errors",
     "make_api",
@@ -35,46 +46,118 @@ _TOKEN_FIX = ("log in with `hf auth login` or set the HF_TOKEN environment varia
               "(or pass token=) to a token with {need} access to this namespace")
 
 
+@dataclass(frozen=True)
+class HubLimits:
+    """What the Hub accepts in one repo (its documented limits, late 2026).
+
+    Attributes
+    ----------
+    files_per_folder : int
+        Files in one folder (the Hub slows down and then refuses beyond about 10 k).
+    files_per_repo : int
+        Files in the whole repo (about 100 k).
+    file_bytes : int
+        Largest file recommended (20 GB); bigger files upload and download unreliably.
+    """
+
+    files_per_folder: int = 10_000
+    files_per_repo: int = 100_000
+    file_bytes: int = 20 * 10**9
+
+
+HUB_LIMITS = HubLimits()
+
+
+def check_hub_limits(sizes: Mapping[str, int], *, repo_id: str,
+                     limits: HubLimits = HUB_LIMITS, fix_more: str = "", fix_fewer: str = "") -> None:
+    """Refuse, before anything is sent, a folder the Hub would not accept.
+
+    Parameters
+    ----------
+    sizes : mapping
+        Repo path -> size in bytes of every file the repo will hold.
+    repo_id : str
+        Named in the message.
+    limits : HubLimits
+        The limits to check.
+    fix_more, fix_fewer : str
+        How the caller makes fewer, bigger files (too many files) or more, smaller ones
+        (a file too big); appended to the message.
+
+    Raises
+    ------
+    InvalidArgumentError
+        Too many files in one folder or in the repo, or a file larger than ``limits.file_bytes``.
+    """
+    if len(sizes) > limits.files_per_repo:
+        raise InvalidArgumentError(
+            f"Pushing {len(sizes)} files to {repo_id!r} exceeds the Hub's limit of "
+            f"{limits.files_per_repo} files per repo; nothing was sent. {fix_more}".rstrip())
+    folders = Counter(p.rpartition("/")[0] for p in sizes)
+    folder, n = folders.most_common(1)[0] if folders else ("", 0)
+    if n > limits.files_per_folder:
+        raise InvalidArgumentError(
+            f"Folder {folder or '.'!r} would hold {n} files in {repo_id!r}, more than the Hub's "
+            f"limit of {limits.files_per_folder} files per folder; nothing was sent. "
+            f"{fix_more}".rstrip())
+    big = [(s, p) for p, s in sizes.items() if s > limits.file_bytes]
+    if big:
+        size, path = max(big)
+        raise InvalidArgumentError(
+            f"{path} is {size / 1e9:.1f} GB, more than the {limits.file_bytes / 1e9:.0f} GB per "
+            f"file the Hub accepts reliably; nothing was sent to {repo_id!r}. {fix_fewer}".rstrip())
+
+
 def make_api(token: str | bool | None = None, endpoint: str | None = None) -> Any:
     """An ``HfApi`` for ``endpoint`` (default: ``HF_ENDPOINT``) and ``token`` (default: the
     client's own lookup: ``HF_TOKEN``, then the stored login). Whether uploads go through Xet
-    or classic LFS is left to the client."""
+    or classic LFS is left to the client (actstore never switches Xet off)."""
     hf = require("huggingface_hub", "hub")
     return hf.HfApi(endpoint=endpoint, token=token)  # type: ignore[attr-defined]
 
 
 @contextlib.contextmanager
 def hub_errors(repo_id: str, action: str, *, revision: str | None = None,
-               write: bool = False) -> Iterator[None]:
+               write: bool = False, repo_kind: str = "dataset") -> Iterator[None]:
     """Translate ``huggingface_hub`` errors raised inside the block into actstore errors.
 
     Parameters
     ----------
     repo_id : str
-        Named in every message.
+        Named in every message, and set as the error's ``repo_id`` attribute.
     action : str
         What was being done, e.g. ``"push to"``; used as "Could not {action} {repo_id}".
     revision : str, optional
         Named when the revision does not exist.
     write : bool
         Whether the block writes (a 401/403 then asks for a write token).
+    repo_kind : str
+        What the repo holds, in messages ("dataset", "probe (model)").
+
+    Raises
+    ------
+    DatasetNotFoundError
+        The repo or revision does not exist (``repo_id`` and ``status`` = 404 attached).
+    HubAuthError, HubError
+        The Hub refused or failed; ``status`` is the HTTP status (None for a network error).
     """
     errors = require("huggingface_hub.errors", "hub")
     need = "write" if write else "read"
+    kind = repo_kind[0].upper() + repo_kind[1:]
     try:
         yield
     except ActstoreError:
         raise  # already ours (DatasetExistsError is an OSError, HubError a RuntimeError)
     except errors.RevisionNotFoundError:  # type: ignore[attr-defined]
-        raise DatasetNotFoundError(
-            f"Revision {revision!r} does not exist in dataset repo {repo_id!r}; pass a branch "
+        raise _tag(DatasetNotFoundError(
+            f"Revision {revision!r} does not exist in {repo_kind} repo {repo_id!r}; pass a branch "
             "name or a commit sha that the repo has (see its commit history)."
-        ) from None
+        ), repo_id, 404) from None
     except errors.RepositoryNotFoundError:  # type: ignore[attr-defined]
-        raise DatasetNotFoundError(
-            f"Dataset repo {repo_id!r} was not found (or is private and the token cannot read "
+        raise _tag(DatasetNotFoundError(
+            f"{kind} repo {repo_id!r} was not found (or is private and the token cannot read "
             f"it); check the repo id, or {_TOKEN_FIX.format(need='read')}."
-        ) from None
+        ), repo_id, 404) from None
     except errors.HfHubHTTPError as exc:  # type: ignore[attr-defined]
         raise _http_error(exc, repo_id, action, need) from exc
     except RuntimeError as exc:
@@ -86,8 +169,21 @@ def hub_errors(repo_id: str, action: str, *, revision: str | None = None,
     except (OSError, _transport_error()) as exc:
         if isinstance(exc, FileNotFoundError | PermissionError):
             raise  # local files, not the network
-        raise HubError(f"Could not {action} {repo_id!r}: network error ({exc}); rerun to "
-                       "resume (files already transferred are not sent again).") from exc
+        xet_status = _XET_STATUS.search(str(exc))
+        if xet_status is not None:  # hf_xet reports the Hub's answer to its token request so
+            raise _http_error(exc, repo_id, action, need, int(xet_status[1])) from exc
+        raise _tag(HubError(
+            f"Could not {action} {repo_id!r}: network error ({exc}); rerun to resume (files "
+            "already transferred are not sent again)."), repo_id, None) from exc
+
+
+_E = TypeVar("_E", HubError, DatasetNotFoundError)
+
+
+def _tag(err: _E, repo_id: str, status: int | None) -> _E:
+    """``err`` with the ``repo_id`` and HTTP ``status`` it is about, as attributes."""
+    err.repo_id, err.status = repo_id, status
+    return err
 
 
 def _transport_error() -> type[Exception]:
@@ -101,25 +197,33 @@ def _transport_error() -> type[Exception]:
         return httpx.TransportError
 
 
-def _http_error(exc: Any, repo_id: str, action: str, need: str) -> HubError:
-    status = getattr(getattr(exc, "response", None), "status_code", None)
+# how hf_xet words an HTTP error of the Hub (e.g. on its xet-write-token request)
+_XET_STATUS = re.compile(r"HTTP status (?:client|server) error \((\d{3})\b")
+
+
+def _http_error(exc: Any, repo_id: str, action: str, need: str,
+                status: int | None = None) -> HubError:
+    if status is None:
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     if status == 401:
-        return HubAuthError(
+        err: HubError = HubAuthError(
             f"Could not {action} {repo_id!r}: the Hub did not accept the credentials (no token, "
             f"or an invalid one; HTTP 401). Nothing was committed. Fix: {_TOKEN_FIX.format(need=need)}."
         )
-    if status == 403:
-        return HubAuthError(
+    elif status == 403:
+        err = HubAuthError(
             f"Could not {action} {repo_id!r}: the token has no {need} access to this repo or "
             f"namespace (read-only token or another namespace; HTTP 403). Nothing was committed "
             f"by this request. Fix: {_TOKEN_FIX.format(need=need)}."
         )
-    if status == 404:  # not found: rerunning cannot help
-        return HubError(f"Could not {action} {repo_id!r}: the Hub answered HTTP 404, not found "
-                        f"({str(exc).splitlines()[0]}); check the repo id and the revision.")
-    return HubError(f"Could not {action} {repo_id!r}: the Hub answered HTTP {status} "
-                    f"({str(exc).splitlines()[0]}). Rerun to resume; files already uploaded "
-                    "are not sent again.")
+    elif status == 404:  # not found: rerunning cannot help
+        err = HubError(f"Could not {action} {repo_id!r}: the Hub answered HTTP 404, not found "
+                       f"({first}); check the repo id and the revision.")
+    else:
+        err = HubError(f"Could not {action} {repo_id!r}: the Hub answered HTTP {status} "
+                       f"({first}). Rerun to resume; files already uploaded are not sent again.")
+    return _tag(err, repo_id, status)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -170,6 +274,7 @@ def upload_folder_in_batches(
     extra_files: Mapping[str, bytes] | None = None, known_sha256: Mapping[str, str] | None = None,
     delete_stale: Callable[[str], bool] = lambda p: False, batch_bytes: int = 2 << 30,
     batch_files: int = 200, message: str = "Upload", progress: Callable[[str], None] | None = None,
+    limits: HubLimits | None = None, fix_more: str = "", fix_fewer: str = "",
 ) -> str:
     """Upload ``local_dir`` so that readers never see a half state, resumably.
 
@@ -180,6 +285,12 @@ def upload_folder_in_batches(
     ``known_sha256`` or git sha1) are not sent again, so rerunning an interrupted upload sends
     only what is missing. Remote files for which ``delete_stale(path)`` is true and that are
     not part of this upload are deleted in the final commit.
+
+    ``known_sha256`` must hold only values the caller trusts (e.g. recorded by the writer,
+    for a file unchanged since): they are handed to the client as the files' sha256, so it
+    does not read every byte again to hash it (Xet and LFS alike). ``limits`` (default
+    :data:`HUB_LIMITS`) are checked on the repo's resulting file set before anything is sent;
+    ``fix_more`` / ``fix_fewer`` say how to make fewer or smaller files.
 
     Returns
     -------
@@ -194,12 +305,24 @@ def upload_folder_in_batches(
     remote = remote_files(api, repo_id, repo_type, revision)
     paths = [p for p in _local_files(local_dir) if p not in extra]
     sizes = {p: os.path.getsize(os.path.join(local_dir, p)) for p in paths}
+    final_set = {p: 0 for p in remote if not delete_stale(p)} | sizes
+    final_set |= {p: len(data) for p, data in extra.items()}
+    check_hub_limits(final_set, repo_id=repo_id, limits=limits or HUB_LIMITS,
+                     fix_more=fix_more, fix_fewer=fix_fewer)
+
+    def add(p: str) -> Any:
+        op = CommitOperationAdd(p, os.path.join(local_dir, p))
+        info = getattr(op, "upload_info", None)
+        if p in known and info is not None and not getattr(info, "is_hashed", True):
+            info.sha256 = bytes.fromhex(known[p])  # the client's public setter: no re-hash
+        return op
 
     def unchanged(p: str) -> bool:
         return p in remote and known.get(p) == remote[p]
 
     body = [p for p in paths if not last(p) and not unchanged(p)]
-    final = [p for p in paths if last(p)]
+    # an unchanged commit point is not sent again either (Xet would re-chunk it to find out)
+    final = [p for p in paths if last(p) and not unchanged(p)]
     stale = [p for p in remote if delete_stale(p) and p not in sizes and p not in extra]
     batches = _batches(body, sizes, batch_bytes, batch_files)
     if len(batches) <= 1 and sum(sizes[p] for p in body) <= batch_bytes:
@@ -208,10 +331,10 @@ def upload_folder_in_batches(
         if progress:
             progress(f"batch {i}/{len(batches)}: {len(batch)} files, "
                      f"{sum(sizes[p] for p in batch) / 1e6:.1f} MB")
-        ops = [CommitOperationAdd(p, os.path.join(local_dir, p)) for p in batch]
+        ops = [add(p) for p in batch]
         api.create_commit(repo_id, ops, repo_type=repo_type, revision=revision,
                           commit_message=f"{message} (part {i}/{len(batches)})")
-    ops: list[Any] = [CommitOperationAdd(p, os.path.join(local_dir, p)) for p in final]
+    ops: list[Any] = [add(p) for p in final]
     ops += [CommitOperationAdd(p, data) for p, data in extra.items()]
     ops += [CommitOperationDelete(p) for p in stale]
     if progress:
