@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.base import BaseEstimator, is_classifier, is_regressor
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
@@ -95,6 +96,21 @@ class Probe(BaseEstimator):
     classifier_kwargs : dict, optional
         Passed to the classifier.
     random_state : int, optional
+    auto_candidates : sequence of int or float, optional
+        The candidate layers of ``layers="auto"`` / ``"fast_auto"``: block numbers (int) or
+        fractions of the depth (float; default 0.25, 0.5, 0.75), as in lmprobe.
+    auto_alpha : float
+        Group-lasso strength of ``layers="auto"`` (larger keeps fewer layers).
+    fast_auto_top_k : int, optional
+        Layers kept by ``layers="fast_auto"`` (default half the candidates).
+
+    Notes
+    -----
+    ``layers="auto"`` fits a group lasso over the candidate layers (one group per layer)
+    and keeps the layers whose group is not zeroed; ``"fast_auto"`` fits the probe on all
+    candidates and keeps the ``fast_auto_top_k`` with the largest coefficient norm. Either
+    way the probe is then refitted on the kept layers, and ``candidate_layers_``,
+    ``selected_layers_`` and ``layer_importances_`` say what happened.
 
     Examples
     --------
@@ -115,6 +131,9 @@ class Probe(BaseEstimator):
         pca_components: int | None = None,
         classifier_kwargs: dict[str, Any] | None = None,
         random_state: int | None = None,
+        auto_candidates: Sequence[int | float] | None = None,
+        auto_alpha: float = 0.01,
+        fast_auto_top_k: int | None = None,
     ) -> None:
         self.layers = layers
         self.view = view
@@ -125,6 +144,9 @@ class Probe(BaseEstimator):
         self.pca_components = pca_components
         self.classifier_kwargs = classifier_kwargs
         self.random_state = random_state
+        self.auto_candidates = auto_candidates
+        self.auto_alpha = auto_alpha
+        self.fast_auto_top_k = fast_auto_top_k
 
     def __sklearn_tags__(self) -> Any:
         """A classifier or regressor per ``task``, so scikit-learn's model selection
@@ -265,35 +287,147 @@ class Probe(BaseEstimator):
         return [*steps, ("model", est)]
 
     # -- fitting -----------------------------------------------------------------------
-    def fit(self, X: FeatureSource, y: LabelSource = None, *, layers: HeldLayers | None = None) -> Probe:
+    def fit(self, X: FeatureSource, y: LabelSource = None, *, layers: HeldLayers | None = None,
+            sample_weight: ArrayLike | None = None) -> Probe:
         """Fit on a Dataset (``y`` = label column name or array; default its labels) or arrays.
 
         ``layers`` (arrays only) names the layers an ``(n, k, dim)`` array holds along axis 1
         (block numbers ``>= 0`` or ``"embeddings"``, e.g. those given to ``ds.get``); the
         probe's own ``layers`` spec is then resolved against them, and ``layers_`` holds real
         layer numbers. Without it the array's layers are its positions ``0..k-1``.
+        ``sample_weight`` (one non-negative weight per row) weights the standardisation and
+        the classifier's loss; a classifier that cannot take weights is refused.
         """
         held = self._held(X, layers)
-        feats, chosen = load_features(X, self.layers, self.view, held=held)
-        Xf = self._fit_layout(feats, chosen, named=bool(is_dataset(X) or held is not None))
-        self._fit_head(Xf, labels_for(X, y, Xf.shape[0]))
+        named = bool(is_dataset(X) or held is not None)
+        auto = isinstance(self.layers, str) and self.layers in ("auto", "fast_auto")
+        spec = self._candidates(X, held) if auto else self.layers
+        feats, chosen = load_features(X, spec, self.view, held=held)
+        yv = labels_for(X, y, feats.shape[0])
+        weights = self._weights(sample_weight, feats.shape[0])
+        if auto:
+            keep = self._select_layers(feats, yv, chosen, weights)
+            feats, chosen = feats[:, keep], [chosen[i] for i in keep]
+        Xf = self._fit_layout(feats, chosen, named=named)
+        self._fit_head(Xf, yv, weights)
         self.provenance_ = dataset_provenance(X, y, self.view, self.layers_)  # saved with it
         return self
 
-    def _fit_head(self, Xf: np.ndarray, yv: np.ndarray) -> None:
+    def _candidates(self, X: FeatureSource, held: HeldLayers | None) -> list[int | str]:
+        """The candidate layers of ``"auto"``/``"fast_auto"``, as stored layer names."""
+        from .data import held_layers, stored_layers
+        from .layer_select import candidate_positions
+
+        if held is not None:
+            have: list[int | str] = [request(L) for L in held_layers(held, np.asarray(X))]
+        else:
+            have = [request(L) for L in stored_layers(X)]
+        blocks = [L for L in have if L != "embeddings"]
+        if not blocks:
+            raise InvalidArgumentError("layers='auto' picks among blocks, but the data holds none.")
+        picked = candidate_positions(len(blocks), self.auto_candidates)
+        explicit = self.auto_candidates is not None and all(
+            isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in self.auto_candidates)
+        if explicit:  # block numbers, which must be stored
+            missing = [c for c in picked if c not in blocks]
+            if missing:
+                raise InvalidArgumentError(
+                    f"auto_candidates {missing} are not stored; the data holds blocks {blocks}.")
+            return list(picked)
+        return sorted({blocks[i] for i in picked}, key=blocks.index)
+
+    def _select_layers(self, feats: np.ndarray, yv: np.ndarray, chosen: list[int | str],
+                       weights: np.ndarray | None) -> list[int]:
+        """Positions (along axis 1 of ``feats``) of the layers ``"auto"``/``"fast_auto"`` keep."""
+        import warnings
+
+        from .layer_select import group_lasso_layers, layer_importance, top_k_layers
+
+        check_targets(yv, self.task)
+        self.candidate_layers_ = [request(L) for L in chosen]
+        if self.layers == "auto":
+            if weights is not None:
+                raise InvalidArgumentError("layers='auto' (group lasso) does not take sample_weight; "
+                                           "use layers='fast_auto' or fixed layers.")
+            norms, keep = group_lasso_layers(feats, yv, alpha=float(self.auto_alpha), task=self.task)
+            total = norms.sum()
+            self.layer_importances_ = norms / total if total > 0 else norms
+            if not keep:
+                warnings.warn(f"layers='auto': the group lasso kept no layer at auto_alpha="
+                              f"{self.auto_alpha}; using every candidate (lower auto_alpha).",
+                              UserWarning, stacklevel=3)
+                keep = list(range(len(chosen)))
+        else:
+            full = Probe(**{**self.get_params(deep=False), "layers": list(range(len(chosen)))})
+            full._fit_head(full._fit_layout(feats, list(range(len(chosen))), named=False), yv, weights)
+            self.layer_importances_ = layer_importance(full._model_coef(), len(chosen), "l2")
+            keep = top_k_layers(self.layer_importances_, self.fast_auto_top_k)
+        self.selected_layers_ = [self.candidate_layers_[i] for i in keep]
+        return keep
+
+    def _weights(self, sample_weight: ArrayLike | None, n: int) -> np.ndarray | None:
+        if sample_weight is None:
+            return None
+        w = np.asarray(sample_weight, dtype=np.float64)
+        if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+            raise InvalidArgumentError(
+                f"sample_weight must hold {n} finite non-negative numbers (one per row) with a "
+                f"positive sum; got shape {w.shape}.")
+        return w
+
+    def _model_coef(self) -> np.ndarray:
+        """The fitted model's coefficients on the standardised stacked layers."""
+        steps = getattr(self.pipeline_, "named_steps", None)
+        if steps is None:
+            raise InvalidArgumentError(
+                "layer importance needs the fitted pipeline, which a loaded probe does not keep "
+                "(it predicts through the stored affine head); refit the probe to compute it.")
+        if "pca" in steps:
+            raise InvalidArgumentError("layer importance is undefined after PCA (its components mix "
+                                       "the layers); fit without preprocessing='pca'.")
+        model = steps["model"]
+        if not hasattr(model, "coef_"):
+            raise InvalidArgumentError(f"{type(model).__name__} has no coefficients; layer "
+                                       "importance needs a linear classifier.")
+        return np.atleast_2d(np.asarray(model.coef_, dtype=np.float64))
+
+    def _fit_head(self, Xf: np.ndarray, yv: np.ndarray, weights: np.ndarray | None = None) -> None:
         """Fit the pipeline on laid-out features ``Xf`` and checked-length labels ``yv``."""
         check_targets(yv, self.task)
-        self.pipeline_ = Pipeline(self._steps()).fit(Xf, yv)
+        pipeline = Pipeline(self._steps())
+        self.pipeline_ = pipeline.fit(Xf, yv, **self._fit_params(pipeline, weights))
         if self.task == "classification":
             self.classes_ = self.pipeline_.classes_
         self.n_features_in_ = Xf.shape[1]
 
-    def _fit_checked(self, feats: np.ndarray, yv: np.ndarray) -> Probe:
+    @staticmethod
+    def _fit_params(pipeline: Pipeline, weights: np.ndarray | None) -> dict[str, np.ndarray]:
+        """``sample_weight`` routed to every step that takes it, or a clear refusal."""
+        from sklearn.utils.validation import has_fit_parameter
+
+        if weights is None:
+            return {}
+        out = {}
+        for name, step in pipeline.steps:
+            if has_fit_parameter(step, "sample_weight"):
+                out[f"{name}__sample_weight"] = weights
+            elif name == "model":
+                raise InvalidArgumentError(
+                    f"classifier {type(step).__name__} does not take sample_weight; use one that "
+                    "does (logistic_regression, ridge, mass_mean, linear_svm, svm, sgd) or drop "
+                    "the weights.")
+            else:
+                raise InvalidArgumentError(
+                    f"preprocessing step {name!r} ({type(step).__name__}) does not take "
+                    "sample_weight; fit without preprocessing='pca' to use weights.")
+        return out
+
+    def _fit_checked(self, feats: np.ndarray, yv: np.ndarray, weights: np.ndarray | None = None) -> Probe:
         """Fit on features already read and checked finite, ``(n, k, dim)`` float32 holding
         this probe's layers at positions ``0..k-1`` (sweeps and cross-validation: each layer
         is read and checked once, and its folds share it)."""
         Xf = self._fit_layout(feats, list(range(feats.shape[1])), named=False)
-        self._fit_head(Xf, yv)
+        self._fit_head(Xf, yv, weights)
         self.provenance_ = None
         return self
 
@@ -411,13 +545,33 @@ class Probe(BaseEstimator):
         """Accuracy (classification) or R² (regression); ``layers`` as for :meth:`evaluate`."""
         return float(self.evaluate(X, y, layers=layers)[main_metric(self.task)])
 
-    def compute_layer_importance(self) -> dict[int | str, float]:
-        """Share of the probe's weight norm that falls on each layer (sums to 1)."""
+    def compute_layer_importance(self, metric: str = "l2", normalize: bool = True) -> dict[int | str, float]:
+        """Each layer's share of the probe's weights (lmprobe's metrics), by layer.
+
+        Computed on the probe's affine head — the weights on each layer's inputs as the probe
+        reads them (scaled per layer) — so it works the same for a fitted and a loaded probe,
+        with or without PCA. (``layers="fast_auto"`` ranks by the coefficients on
+        standardised features instead, as lmprobe does.)
+
+        Parameters
+        ----------
+        metric : {"l2", "l1", "mean_abs", "max_abs"}
+        normalize : bool
+            Divide by the sum, so the shares add up to 1.
+
+        Examples
+        --------
+        >>> probe = Probe(layers=[4, 8, 12]).fit(ds, "label")     # doctest: +SKIP
+        >>> probe.compute_layer_importance("l2")                   # doctest: +SKIP
+        {4: 0.12, 8: 0.55, 12: 0.33}
+        """
+        from .layer_select import layer_importance
+
         self._check_fitted()
-        head = self._head()
-        blocks = np.linalg.norm(head.W.reshape(len(self.layers_), self.dim_, -1), axis=(1, 2))
-        total = blocks.sum() or 1.0
-        return {L: float(v / total) for L, v in zip(self.layers_, blocks)}
+        W = self._head().W.reshape(len(self.layers_) * self.dim_, -1).T  # (outputs, features)
+        values = layer_importance(W, len(self.layers_), metric, normalize)
+        self.layer_importances_ = values
+        return {L: float(v) for L, v in zip(self.layers_, values)}
 
     def _head(self) -> LinearHead:
         """The fitted pipeline as one affine map (what a saved probe holds)."""

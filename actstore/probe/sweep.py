@@ -95,11 +95,13 @@ def _groups(data: FeatureSource, groups: str | ArrayLike | None) -> np.ndarray |
 
 
 def _fit_folds(X: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]],
-               params: dict[str, Any], layer: int | str, seed: int) -> list[dict[str, Any]]:
+               params: dict[str, Any], layer: int | str, seed: int,
+               weights: np.ndarray | None = None) -> list[dict[str, Any]]:
     """Fit and evaluate one probe per fold on ``X`` ``(n, 1, dim)``, read and checked once."""
     rows = []
     for k, (tr, va) in enumerate(folds):
-        probe = Probe(layers=0, **{**params, "random_state": seed})._fit_checked(X[tr], y[tr])
+        probe = Probe(layers=0, **{**params, "random_state": seed})._fit_checked(
+            X[tr], y[tr], None if weights is None else weights[tr])
         rows.append({"layer": layer, "seed": seed, "fold": k, **probe._evaluate_checked(X[va], y[va])})
     return rows
 
@@ -169,6 +171,7 @@ def sweep_layers(
     seed: int = 0,
     n_jobs: int | None = None,
     progress: bool = False,
+    sample_weight: ArrayLike | None = None,
     **probe_kwargs: Any,
 ) -> SweepResult:
     """Fit one probe per layer with k-fold cross-validation.
@@ -190,6 +193,8 @@ def sweep_layers(
         Python-bound and threads only contend for the GIL).
     progress : bool
         Show a bar of the layers done.
+    sample_weight : array, optional
+        One weight per row, used in every fold's fit (the metrics stay unweighted).
 
     Examples
     --------
@@ -202,12 +207,13 @@ def sweep_layers(
     check_targets(yv, task)
     folds = make_folds(yv, cv, task, seed, _groups(data, groups))
     params = {"classifier": classifier, "task": task, **probe_kwargs}
+    weights = Probe()._weights(sample_weight, n)
 
     bar = _bar(len(chosen), progress)
 
     def one(layer: int) -> list[dict[str, Any]]:
         X, _ = load_features(data, [layer], view)  # read and checked once; the folds share it
-        rows = _fit_folds(X, yv, folds, params, request(layer), seed)  # rows name the embeddings
+        rows = _fit_folds(X, yv, folds, params, request(layer), seed, weights)  # rows name the embeddings
         if bar is not None:
             bar.update(1)
         return rows
@@ -247,6 +253,7 @@ def cross_validate(
     seeds: Iterable[int] = range(5),
     groups: str | ArrayLike | None = None,
     view: str | None = None,
+    sample_weight: ArrayLike | None = None,
     **probe_params: Any,
 ) -> pd.DataFrame:
     """Repeat k-fold cross-validation over several seeds (new folds and probe seed each time).
@@ -268,11 +275,12 @@ def cross_validate(
     check_targets(yv, task)
     g = _groups(data, groups)
     jobs = [(seed, k, tr, va) for seed in seeds for k, (tr, va) in enumerate(make_folds(yv, cv, task, seed, g))]
+    weights = Probe()._weights(sample_weight, len(yv))
 
     def one(seed: int, k: int, tr: np.ndarray, va: np.ndarray) -> dict[str, Any]:
         # X was read and checked finite once; the folds fit on its layers by position
         probe = Probe(layers=list(range(len(chosen))), **{**probe_params, "random_state": seed})
-        probe._fit_checked(X[tr], yv[tr])
+        probe._fit_checked(X[tr], yv[tr], None if weights is None else weights[tr])
         return {"layers": ",".join(str(request(L)) for L in chosen), "seed": seed, "fold": k,
                 **probe._evaluate_checked(X[va], yv[va])}
 
