@@ -25,9 +25,9 @@ import pandas as pd
 from ..errors import InvalidArgumentError, LayerNotFoundError
 from .data import is_dataset, labels_for, load_features, stored_layers
 from .estimator import Probe, check_targets
+from .folds import _groups, make_folds
 from .layers import EMBEDDINGS, LayerSpec, request
 from .metrics import classification_metrics, regression_metrics
-from .sweep import _groups, make_folds
 
 __all__ = ["TEXT_BASELINES", "ACTIVATION_BASELINES", "BaselineBattery", "BaselineResult",
            "BaselineResults", "baselines"]

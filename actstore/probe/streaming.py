@@ -363,7 +363,7 @@ def fit_streaming(ds: Any, y: Any = None, *, layers: LayerSpec = "all",
     fold_of = np.zeros(n, dtype=np.int32)
     F = 1
     if cv is not None:
-        from .sweep import make_folds
+        from .folds import make_folds
 
         folds = make_folds(np.asarray(yv), cv, task, seed, None)
         F = len(folds)

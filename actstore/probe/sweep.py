@@ -15,17 +15,17 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from numpy.typing import ArrayLike
-from sklearn.model_selection import GroupKFold, KFold, StratifiedKFold
 from threadpoolctl import threadpool_limits
 
 from ..errors import InvalidArgumentError
 from .classifiers import ClassifierSpec
 from .data import FeatureSource, LabelSource, is_dataset, labels_for, load_features, stored_layers
 from .estimator import Probe, check_targets
+from .folds import _groups, make_folds, sweep_spec
 from .layers import LayerSpec, request, resolve_layers, stored
 from .metrics import main_metric
 
-__all__ = ["SweepResult", "cross_validate", "make_folds", "sweep_layers"]
+__all__ = ["SweepResult", "cross_validate", "make_folds", "sweep_layers", "sweep_spec"]
 
 
 def layers_keyword(func: str, layers: LayerSpec, layer: LayerSpec | None, default: LayerSpec = -1) -> LayerSpec:
@@ -50,23 +50,6 @@ def layers_keyword(func: str, layers: LayerSpec, layer: LayerSpec | None, defaul
     return layer
 
 
-def make_folds(y: np.ndarray, cv: int, task: str, seed: int, groups: np.ndarray | None) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Train/validation index pairs: stratified for classification, grouped when asked."""
-    if cv < 2:
-        raise InvalidArgumentError(f"cv must be at least 2 folds; got {cv}.")
-    idx = np.zeros(len(y))
-    if groups is not None:
-        if len(np.unique(groups)) < cv:
-            raise InvalidArgumentError(f"groups has {len(np.unique(groups))} distinct values; need >= cv={cv}.")
-        splitter: Any = GroupKFold(n_splits=cv)
-        return [(tr, va) for tr, va in splitter.split(idx, y, groups)]
-    if task == "classification" and np.unique(y, return_counts=True)[1].min() >= cv:
-        splitter = StratifiedKFold(n_splits=cv, shuffle=True, random_state=seed)
-    else:
-        splitter = KFold(n_splits=cv, shuffle=True, random_state=seed)
-    return [(tr, va) for tr, va in splitter.split(idx, y)]
-
-
 # Below this many feature values per fit, the Python overhead of a fit dominates and threads
 # fight over the GIL: 4 layers at 1,000 x 128 took 0.24 s with 2 threads, 0.16 s with one;
 # the two cross at about 2,000 x 384, and at 5,000 x 768 two threads are 1.7x faster.
@@ -82,16 +65,6 @@ def _jobs(n_jobs: int | None, n_rows: int, n_features: int) -> int:
 
 def _dim(data: FeatureSource) -> int:
     return int(data.info.dim) if is_dataset(data) else int(np.asarray(data).shape[-1])
-
-
-def _groups(data: FeatureSource, groups: str | ArrayLike | None) -> np.ndarray | None:
-    if groups is None:
-        return None
-    if isinstance(groups, str):
-        if not is_dataset(data):
-            raise InvalidArgumentError("groups given as a column name needs a Dataset.")
-        return data.column(groups)
-    return np.asarray(groups)
 
 
 def _fit_folds(X: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]],
@@ -122,6 +95,35 @@ class SweepResult:
     cv: int | None = None
     model: str | None = None
     view: str | None = None
+    probes: dict[int | str, Probe] | None = None  # keep_probes=True: one refit per layer
+
+    def __getitem__(self, layer: int | str) -> Probe:
+        """The probe of ``layer``, refitted on every row (``keep_probes=True``)."""
+        probes = self._probes()
+        if layer not in probes:
+            raise KeyError(f"no probe for layer {layer!r}; this sweep holds {list(probes)}")
+        return probes[layer]
+
+    def _probes(self) -> dict[int | str, Probe]:
+        if self.probes is None:
+            raise InvalidArgumentError("this sweep kept no fitted probes; run sweep_layers(..., "
+                                       "keep_probes=True) to score or predict on new data.")
+        return self.probes
+
+    def score(self, data: FeatureSource, y: LabelSource = None) -> dict[int | str, float]:
+        """Each layer's refitted probe scored on new data (accuracy or R²), by layer."""
+        return {L: p.score(data, y) for L, p in self._probes().items()}
+
+    def predict(self, data: FeatureSource) -> dict[int | str, np.ndarray]:
+        """Each layer's refitted probe's predictions on new data, by layer."""
+        return {L: p.predict(data) for L, p in self._probes().items()}
+
+    def best_layer_on(self, data: FeatureSource, y: LabelSource = None) -> int | str:
+        """The layer whose refitted probe scores best on ``data`` (lmprobe's
+        ``best_layer(test)``; :attr:`best_layer` is the cross-validated choice, the one to
+        report — choosing on test data overstates the result)."""
+        scores = self.score(data, y)
+        return max(scores, key=lambda L: (scores[L], -stored(L)))
 
     def to_frame(self) -> pd.DataFrame:
         """Mean and standard deviation of every metric per layer, in numeric layer order
@@ -172,6 +174,7 @@ def sweep_layers(
     n_jobs: int | None = None,
     progress: bool = False,
     sample_weight: ArrayLike | None = None,
+    keep_probes: bool = False,
     **probe_kwargs: Any,
 ) -> SweepResult:
     """Fit one probe per layer with k-fold cross-validation.
@@ -195,17 +198,25 @@ def sweep_layers(
         Show a bar of the layers done.
     sample_weight : array, optional
         One weight per row, used in every fold's fit (the metrics stay unweighted).
+    keep_probes : bool
+        Also refit each layer's probe on every row and keep it (``sweep[layer]``,
+        ``sweep.score(test)``, ``sweep.predict(test)``, ``sweep.best_layer_on(test)``).
+
+    Layer specs also take lmprobe's sweep grammar: ``"sweep"`` (every stored layer),
+    ``"sweep:N"`` (every N-th block from block 0), ``"sweep:START-END"`` (blocks START to
+    END inclusive, those stored).
 
     Examples
     --------
     >>> sweep = sweep_layers(ds, y="label", cv=5)      # doctest: +SKIP
     >>> sweep.best_layer, sweep.to_frame()             # doctest: +SKIP
     """
-    chosen = resolve_layers(layers, stored_layers(data))
+    chosen = resolve_layers(sweep_spec(layers, stored_layers(data)), stored_layers(data))
     n = len(data) if is_dataset(data) else np.asarray(data).shape[0]
     yv = labels_for(data, y, n)
     check_targets(yv, task)
     folds = make_folds(yv, cv, task, seed, _groups(data, groups))
+    kept: dict[int | str, Probe] = {}
     params = {"classifier": classifier, "task": task, **probe_kwargs}
     weights = Probe()._weights(sample_weight, n)
 
@@ -214,6 +225,9 @@ def sweep_layers(
     def one(layer: int) -> list[dict[str, Any]]:
         X, _ = load_features(data, [layer], view)  # read and checked once; the folds share it
         rows = _fit_folds(X, yv, folds, params, request(layer), seed, weights)  # rows name the embeddings
+        if keep_probes:  # the same read: refit on every row, named by the real layer
+            probe = Probe(layers=request(layer), **{**params, "random_state": seed})
+            kept[request(layer)] = probe.fit(X, yv, layers=[request(layer)], sample_weight=weights)
         if bar is not None:
             bar.update(1)
         return rows
@@ -231,8 +245,9 @@ def sweep_layers(
     chance = 0.0 if task == "regression" else float(np.unique(yv, return_counts=True)[1].max() / len(yv))
     model = str(data.info.model) if is_dataset(data) else None
     shown = (view or data.info.views[0]) if is_dataset(data) else None
+    probes = {request(L): kept[request(L)] for L in chosen} if keep_probes else None
     return SweepResult(frame, metric, chance=chance, cv=cv,
-                       model=model or None, view=shown)
+                       model=model or None, view=shown, probes=probes)
 
 
 def _bar(total: int, enabled: bool) -> Any:  # a tqdm bar (tqdm is optional)
