@@ -103,6 +103,9 @@ class Probe(BaseEstimator):
         Group-lasso strength of ``layers="auto"`` (larger keeps fewer layers).
     fast_auto_top_k : int, optional
         Layers kept by ``layers="fast_auto"`` (default half the candidates).
+        ``layers`` also takes lmprobe's ``"sweep"``, ``"sweep:N"`` (every N-th block) and
+        ``"sweep:START-END"``: each candidate is cross-validated (5 folds) on the training
+        rows, and the probe is fitted on the best one (``sweep_scores_`` holds the scores).
 
     Notes
     -----
@@ -301,13 +304,26 @@ class Probe(BaseEstimator):
         held = self._held(X, layers)
         named = bool(is_dataset(X) or held is not None)
         auto = isinstance(self.layers, str) and self.layers in ("auto", "fast_auto")
-        spec = self._candidates(X, held) if auto else self.layers
+        swept = isinstance(self.layers, str) and self.layers.startswith("sweep")
+        if auto:
+            spec = self._candidates(X, held)
+        elif swept:
+            from .data import held_layers, stored_layers
+            from .folds import sweep_spec
+
+            have = held_layers(held, np.asarray(X)) if held is not None else stored_layers(X)
+            spec = sweep_spec(self.layers, [request(L) for L in have])
+        else:
+            spec = self.layers
         feats, chosen = load_features(X, spec, self.view, held=held)
         yv = labels_for(X, y, feats.shape[0])
         weights = self._weights(sample_weight, feats.shape[0])
         if auto:
             keep = self._select_layers(feats, yv, chosen, weights)
             feats, chosen = feats[:, keep], [chosen[i] for i in keep]
+        elif swept:
+            best = self._sweep_best(feats, yv, chosen, weights)
+            feats, chosen = feats[:, [best]], [chosen[best]]
         Xf = self._fit_layout(feats, chosen, named=named)
         self._fit_head(Xf, yv, weights)
         self.provenance_ = dataset_provenance(X, y, self.view, self.layers_)  # saved with it
@@ -364,6 +380,26 @@ class Probe(BaseEstimator):
             keep = top_k_layers(self.layer_importances_, self.fast_auto_top_k)
         self.selected_layers_ = [self.candidate_layers_[i] for i in keep]
         return keep
+
+    def _sweep_best(self, feats: np.ndarray, yv: np.ndarray, chosen: list[int | str],
+                    weights: np.ndarray | None, cv: int = 5) -> int:
+        """Position of the layer with the best 5-fold CV score (lmprobe's ``layers="sweep"``)."""
+        from .folds import make_folds
+
+        check_targets(yv, self.task)
+        seed = 0 if self.random_state is None else int(self.random_state)
+        folds = make_folds(yv, cv, self.task, seed, None)
+        params = {**self.get_params(deep=False), "layers": 0}
+        scores = []
+        for i in range(len(chosen)):
+            fold_scores = []
+            for tr, va in folds:
+                p = type(self)(**params)._fit_checked(feats[tr][:, [i]], yv[tr],
+                                                      None if weights is None else weights[tr])
+                fold_scores.append(p._evaluate_checked(feats[va][:, [i]], yv[va])[main_metric(self.task)])
+            scores.append(float(np.mean(fold_scores)))
+        self.sweep_scores_ = {request(L): v for L, v in zip(chosen, scores)}
+        return int(np.argmax(scores))  # ties: the shallower layer
 
     def _weights(self, sample_weight: ArrayLike | None, n: int) -> np.ndarray | None:
         if sample_weight is None:

@@ -110,3 +110,27 @@ def test_sample_weight_bad_input(ds):
         Probe(layers=6, classifier="lda").fit(ds, "label", sample_weight=np.ones(len(ds)))
     with pytest.raises(actstore.InvalidArgumentError, match="does not take sample_weight"):
         Probe(layers=6, preprocessing="pca", pca_components=3).fit(ds, "label", sample_weight=np.ones(len(ds)))
+
+
+def test_probe_sweep_specs_pick_the_best_layer_by_cv(ds):
+    probe = Probe(layers="sweep:2", random_state=0).fit(ds, "label")
+    assert set(probe.sweep_scores_) == {0, 2, 4, 6, 8} and probe.layers_ == [6]
+    assert Probe(layers="sweep:5-7").fit(ds, "label").layers_ == [6]
+    assert set(Probe(layers="sweep").fit(ds, "label").sweep_scores_) == set(range(9))
+    with pytest.raises(actstore.InvalidArgumentError, match="sweep grammar"):
+        Probe(layers="sweep:x").fit(ds, "label")
+    with pytest.raises(actstore.InvalidArgumentError, match="selects none"):
+        Probe(layers="sweep:20-30").fit(ds, "label")
+
+
+def test_sweep_keeps_probes_for_new_data(ds):
+    train, test = ds.select(range(300)), ds.select(range(300, 400))
+    sweep = actstore.sweep_layers(train, "label", layers="sweep:3", cv=3, keep_probes=True)
+    assert set(sweep.probes) == {0, 3, 6}
+    ref = Probe(layers=6, random_state=0).fit(train, "label")
+    np.testing.assert_allclose(sweep[6].predict_proba(test), ref.predict_proba(test), rtol=1e-6)
+    scores = sweep.score(test, "label")
+    assert max(scores, key=scores.get) == 6 == sweep.best_layer_on(test, "label") == sweep.best_layer
+    assert sweep.predict(test)[6].shape == (100,)
+    with pytest.raises(actstore.InvalidArgumentError, match="keep_probes=True"):
+        actstore.sweep_layers(train, "label", layers=[0], cv=3).score(test, "label")
