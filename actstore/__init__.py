@@ -45,7 +45,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it (imported on first attribute access)
 _LAZY: dict[str, str] = {
     "Dataset": "actstore.format.reader",
-    "DatasetInfo": "actstore.format.metadata",
+    "DatasetInfo": "actstore.format.info",
     "DatasetWriter": "actstore.format.writer",
     "VerifyReport": "actstore.format.verify",
     "open_dataset": "actstore.open",

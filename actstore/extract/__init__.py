@@ -39,7 +39,7 @@ from ..errors import InvalidArgumentError, require
 require("torch", "extract")
 require("transformers", "extract")
 
-from ..format.index_builder import RESERVED_COLUMNS  # noqa: E402
+from ..format.spec import RESERVED_COLUMNS  # noqa: E402
 from ..format.reader import Dataset  # noqa: E402
 from ..format.spec import FLOAT_DTYPES  # noqa: E402
 from .cached import as_cache  # noqa: E402

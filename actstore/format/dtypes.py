@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from .parallel import in_pieces, piece_count
-from .spec import FLOAT_DTYPES
+from .spec import FLOAT_DTYPES, ST_CODES, ST_DTYPES
 
 __all__ = ["bf16_bits", "bf16_bits_to_f32", "f32_to_bf16_bits", "numpy_storage_dtype", "to_storage"]
 
@@ -23,8 +23,15 @@ PARALLEL_BYTES = 16 << 20
 
 
 def numpy_storage_dtype(name: str) -> np.dtype:
-    """The numpy dtype whose bytes equal the stored bytes (``uint16`` for bfloat16)."""
-    return np.dtype(np.uint16) if name == "bfloat16" else np.dtype(name)
+    """The numpy dtype whose bytes equal the stored bytes of dtype ``name`` (``<u2`` for
+    bfloat16), from the one table, :data:`~.spec.ST_DTYPES`.
+
+    Raises :class:`~actstore.errors.InvalidArgumentError` for a name the format does not store.
+    """
+    code = ST_CODES.get(name)
+    if code is None:
+        raise InvalidArgumentError(f"dtype {name!r} is not a storage dtype; expected one of {sorted(ST_CODES)}.")
+    return np.dtype(ST_DTYPES[code].storage)
 
 
 def f32_to_bf16_bits(a: np.ndarray) -> np.ndarray:

@@ -147,7 +147,7 @@ class DatasetWriter:
         )
         self._target = Target(path, storage_options)
         self.url = self._target.url
-        self._index_rel = spec.INDEX_FILE.format(split="train", part=0, parts=1)
+        self._index_rel = spec.INDEX_PATH
         if self._target.exists(self._index_rel):
             if not overwrite:
                 self._target.cleanup()

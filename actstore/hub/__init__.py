@@ -33,8 +33,8 @@ from ..errors import (
 from ..format import spec
 from ..format.header import header_length, parse_header
 from ..format.layersel import LayerSpec, resolve_layers
+from ..format.info import DatasetInfo
 from ..format.metadata import (
-    DatasetInfo,
     ViewLayout,
     decode_schema_metadata,
     parse_files,
@@ -53,7 +53,7 @@ from .card import build_dataset_card
 
 __all__ = ["build_dataset_card", "fetch_metadata", "pull_dataset", "push_dataset"]
 
-INDEX_PATH = spec.INDEX_FILE.format(split="train", part=0, parts=1)
+INDEX_PATH = spec.INDEX_PATH
 _RECORD = os.path.join(".actstore", "hub.json")
 _HEADER_PROBE = 1024  # bytes of a shard read for its header (one more read if it is longer)
 
