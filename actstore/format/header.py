@@ -100,16 +100,18 @@ def check_layout(entries: dict[str, TensorEntry], *, base: int, path: str, size:
     (``safetensors/src/tensor.rs::validate`` does the same), so two tensors sharing bytes, a
     gap of unexplained bytes, or trailing bytes after the last tensor are refused.
     """
-    at = base  # where the next tensor must start
+    at, prev = base, None  # where the next tensor must start, and the tensor ending there
     for e in sorted(entries.values(), key=lambda t: (t.start, t.end)):
         if e.start != at:
-            what = "overlaps the tensor before it" if e.start < at else "leaves a hole before it"
+            before = f"tensor {prev!r}" if prev is not None else "the header"
+            what = (f"the two overlap by {at - e.start} bytes" if e.start < at
+                    else f"a hole of {e.start - at} bytes lies between them")
             raise IntegrityError(
-                f"{path}: tensor {e.key!r} starts at data offset {e.start - base} but the tensors "
-                f"before it end at {at - base}: it {what}. safetensors tensors must lie back to "
-                "back from offset 0 (the file is corrupt or was not written by safetensors)."
+                f"{path}: tensor {e.key!r} starts at data offset {e.start - base} but {before} "
+                f"ends at {at - base}: {what}. safetensors tensors must lie back to back from "
+                "offset 0 (the file is corrupt or was not written by safetensors)."
             )
-        at = e.end
+        at, prev = e.end, e.key
     if at != size:
         raise IntegrityError(
             f"{path}: the tensors end at byte {at} but the file is {size} bytes; safetensors "
