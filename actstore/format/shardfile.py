@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from ..errors import WriteError
+from .dtypes import little_endian
 from .header import build_header
 
 __all__ = ["StreamingTensorFile", "hash_file", "write_tensor_file"]
@@ -84,8 +85,9 @@ class StreamingTensorFile:
         return build_header([(self.key, self.dtype, (rows, self.dim))], reserve=self._reserve)
 
     def append(self, block: np.ndarray) -> None:
-        """Append a C-contiguous ``(rows, dim)`` block in the storage dtype."""
-        view = memoryview(block).cast("B")
+        """Append a C-contiguous ``(rows, dim)`` block in the storage dtype (written
+        little-endian whatever the host or the block's byte order)."""
+        view = memoryview(little_endian(block)).cast("B")
         if self.planned is not None:
             self._pending.append(self._pool.submit(self._sha.update, view))
         _write_all(self._file, view, self.path)
@@ -143,13 +145,14 @@ def _write_all(f: io.RawIOBase, data: bytes | memoryview, path: str) -> None:
 
 
 def write_tensor_file(path: str, tensors: list[tuple[str, str, np.ndarray]]) -> tuple[int, str]:
-    """Write a small multi-tensor safetensors file in one go; returns ``(size, sha256)``."""
+    """Write a small multi-tensor safetensors file in one go (values little-endian, as
+    safetensors stores them); returns ``(size, sha256)``."""
     header = build_header([(key, code, arr.shape) for key, code, arr in tensors])
     h = hashlib.sha256(header)
     with open(path, "wb") as f:
         f.write(header)
         for _, _, arr in tensors:
-            data = memoryview(np.ascontiguousarray(arr)).cast("B")
+            data = memoryview(little_endian(arr)).cast("B")
             h.update(data)
             f.write(data)
     return len(header) + sum(arr.nbytes for _, _, arr in tensors), h.hexdigest()
