@@ -201,6 +201,7 @@ def open_dataset(
     storage_options: dict[str, Any] | None = None,
     source: ByteSource | None = None,
     verify_checksums: bool = False,
+    index: pa.Table | None = None,
 ) -> Dataset:
     """Open a v2 dataset lazily: only the index is read.
 
@@ -214,6 +215,9 @@ def open_dataset(
         Read through this byte source instead of a plain one (the cache passes its own).
     verify_checksums : bool
         Hash every tensor file against its recorded sha256 before its first use.
+    index : pyarrow.Table, optional
+        The index, already read through ``source`` with :func:`read_index` (the cache reads
+        it to learn the files' checksums): it is used as it is, not read again.
 
     Examples
     --------
@@ -222,7 +226,7 @@ def open_dataset(
     (1000, 384)
     """
     src = source if source is not None else source_for_url(url, storage_options)
-    table = read_index(src)
+    table = read_index(src) if index is None else index
     return Dataset(_build_state(src, table, os.fspath(url), verify_checksums))
 
 
