@@ -27,8 +27,8 @@ from . import spec
 from .arrowio import arrow_buffer
 from .dtypes import bf16_bits
 from .header import TensorEntry
-from .layersel import request, resolve_layer, resolve_layers
 from .info import DatasetInfo
+from .layersel import request, resolve_layer, resolve_layers
 from .metadata import (
     ViewLayout,
     check_num_prompts,
@@ -38,8 +38,8 @@ from .metadata import (
 )
 from .rows import read_rows, storage_numpy
 from .shards import ShardCatalog
-from .verify import VerifyReport, verify_catalog
 from .source import ByteSource, source_for_url
+from .verify import VerifyReport, verify_catalog
 
 __all__ = ["Dataset", "open_dataset", "read_index"]
 

@@ -32,8 +32,8 @@ from ..errors import (
 )
 from ..format import spec
 from ..format.header import header_length, parse_header
-from ..format.layersel import LayerSpec, resolve_layers
 from ..format.info import DatasetInfo
+from ..format.layersel import LayerSpec, resolve_layers
 from ..format.metadata import (
     ViewLayout,
     decode_schema_metadata,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..format.layersel import request, stored
 from ..format.info import DatasetInfo
+from ..format.layersel import request, stored
 from ..format.spec import INDEX_PATH
 
 __all__ = ["build_dataset_card", "is_hub_id", "model_link"]

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import InvalidArgumentError
+from ..format.durable import atomic_path
 from ..format.layersel import EMBEDDINGS, request, stored
 
 __all__ = ["append_results", "plot_layers", "report", "sweep_html", "sweep_text"]
@@ -33,9 +34,8 @@ def append_results(path: str, rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
         new = pd.concat([_named_layers(pd.read_parquet(path)), new], ignore_index=True)
     if "layer" in new.columns:
         new["layer"] = _layer_column(list(new["layer"]))
-    tmp = f"{path}.tmp-{os.getpid()}"
-    new.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        new.to_parquet(tmp, index=False)
     return new
 
 
