@@ -100,12 +100,21 @@ class StreamingTensorFile:
             fut.result()
         self._pending.clear()
 
-    def close(self) -> tuple[int, str]:
-        """Finish the file; returns ``(size in bytes, sha256 hex)``."""
+    def close(self, *, sync: bool = False) -> tuple[int, str]:
+        """Finish the file; returns ``(size in bytes, sha256 hex)``.
+
+        ``sync`` flushes the file's data to the disk here, while the hashing thread finishes
+        (the two overlap), so that the durable commit's own ``fsync`` later finds nothing left
+        to write. Pass it for files that are committed locally.
+        """
+        if sync and self.planned == self.rows:
+            os.fsync(self._file.fileno())  # the hash of the last blocks runs meanwhile
         self.wait()
         if self.planned != self.rows:
             self._file.seek(0)
             _write_all(self._file, self._header(self.rows), self.path)
+            if sync:
+                os.fsync(self._file.fileno())
         size = self._file.seek(0, os.SEEK_END)
         self._file.close()
         if size != self._header_bytes + self._data_bytes:

@@ -399,7 +399,7 @@ class DatasetWriter:
         self._shard_fill = 0
 
     def _publish(self, f: StreamingTensorFile, rel: str) -> None:
-        size, sha = f.close()
+        size, sha = f.close(sync=not self._target.remote)  # flush while the hash finishes
         self._target.publish(f.path, rel, size)
         self.index.add_file(rel, size, sha)
 
