@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from numpy.typing import ArrayLike, DTypeLike
 
 from ..errors import (
     DatasetNotFoundError,
@@ -41,7 +42,14 @@ from .shards import ShardCatalog
 from .source import ByteSource, source_for_url
 from .verify import VerifyReport, verify_catalog
 
-__all__ = ["Dataset", "open_dataset", "read_index"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Dataset", "RowSelection", "open_dataset", "read_index"]
+
+#: Rows of a dataset or selection: a position, positions (negatives count from the end), or a
+#: boolean mask of its length.
+RowSelection = ArrayLike
 
 INDEX_PATH = spec.INDEX_PATH  # re-exported: callers and tests import it from here
 
@@ -322,7 +330,7 @@ class Dataset:
         # some layers); _entry refuses a header that disagrees with actstore's recorded dtype
         true_dtype = primary.dtype
         for layer in self.present_layers(primary.name) if primary.shard_rows else ():
-            true_dtype = spec.ST_DTYPES[self._entry(primary, layer, 0).dtype][0]
+            true_dtype = spec.ST_DTYPES[self._entry(primary, layer, 0).dtype].name
             break
         try:
             info = build_info(self._s.meta, self._s.views, self._s.logits, self._s.files,
@@ -344,7 +352,7 @@ class Dataset:
         return self._s.catalog.present_layers(self._view(view))
 
     # -- selections --------------------------------------------------------------------
-    def _positions(self, rows: Any) -> np.ndarray:
+    def _positions(self, rows: RowSelection) -> np.ndarray:
         n = len(self)
         idx = np.asarray(rows)
         if idx.dtype == bool:
@@ -364,11 +372,11 @@ class Dataset:
         idx = np.where(idx < 0, idx + n, idx)
         return self._abs[idx]
 
-    def select(self, rows: Any) -> Dataset:
+    def select(self, rows: RowSelection) -> Dataset:
         """A lazy view over some rows (positions or a boolean mask), in the order given."""
         return Dataset(self._s, self._positions(rows))
 
-    def filter(self, condition: Any) -> Dataset:
+    def filter(self, condition: pa.compute.Expression | ArrayLike) -> Dataset:
         """Rows where a boolean mask or a ``pyarrow.compute`` expression on the index holds.
 
         Examples
@@ -404,7 +412,7 @@ class Dataset:
         """The shard holding the first of ``rows`` (absolute row numbers), or 0 for none."""
         return int(self._s.loc[0][rows[0]]) if rows.size else 0
 
-    def _out_dtype(self, v: ViewLayout, layer: int, dtype: Any, shard: int = 0) -> np.dtype:
+    def _out_dtype(self, v: ViewLayout, layer: int, dtype: DTypeLike | None, shard: int = 0) -> np.dtype:
         """The output dtype: ``dtype`` if given, else from the stored dtype, read from the
         header of ``shard`` (one the rows live in: no request for a shard not read)."""
         if isinstance(dtype, str) and dtype == "bfloat16":
@@ -428,7 +436,7 @@ class Dataset:
             read_rows(self._s.source, v.path(layer, sh), entry, o[group], group,
                       out if bits is None else bits)
 
-    def layer(self, layer: int | str, *, view: str | None = None, dtype: Any = None,
+    def layer(self, layer: int | str, *, view: str | None = None, dtype: DTypeLike | None = None,
               out: np.ndarray | None = None) -> np.ndarray:
         """All rows of one layer as one ``(n, dim)`` array (the fast path).
 
@@ -456,8 +464,8 @@ class Dataset:
         self._fill(v, layer, self._abs, out)
         return out
 
-    def get(self, rows: Any, layers: int | str | Sequence[int | str] | None = None, *, view: str | None = None,
-            dtype: Any = None) -> np.ndarray:
+    def get(self, rows: RowSelection, layers: int | str | Sequence[int | str] | None = None, *,
+            view: str | None = None, dtype: DTypeLike | None = None) -> np.ndarray:
         """Gather rows across layers: an array of shape ``(len(rows), len(layers), dim)``.
 
         Only those rows' bytes are read. ``dtype`` as in :meth:`layer` (``"bfloat16"`` keeps
@@ -484,7 +492,7 @@ class Dataset:
 
     def iter_batches(self, layer: int | str, batch_size: int = 1024, *, shuffle: bool = False,
                      seed: int | None = None, view: str | None = None,
-                     dtype: Any = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+                     dtype: DTypeLike | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(X, positions)`` batches of one layer, optionally in a seeded shuffled order
         (``dtype`` as in :meth:`layer`)."""
         if batch_size <= 0:
@@ -499,7 +507,8 @@ class Dataset:
             self._fill(v, layer, self._abs[pos], X)
             yield X, pos
 
-    def torch(self, layer: int | str, *, view: str | None = None, dtype: Any = None) -> Any:
+    def torch(self, layer: int | str, *, view: str | None = None,
+              dtype: torch.dtype | None = None) -> torch.Tensor:
         """One layer as a torch tensor; bfloat16 shards stay bfloat16 unless ``dtype`` is given."""
         torch = require("torch", "extract")
         v = self._view(view)
@@ -512,7 +521,7 @@ class Dataset:
         t = torch.from_numpy(self.layer(request(layer), view=view))
         return t if dtype is None else t.to(dtype)
 
-    def tokens(self, row: int, layer: int | str, *, dtype: Any = None) -> np.ndarray:
+    def tokens(self, row: int, layer: int | str, *, dtype: DTypeLike | None = None) -> np.ndarray:
         """Every token's hidden state of one row, ``(n_tokens, dim)`` (full-sequence datasets)."""
         v = self._view(None)
         if v.storage != spec.STORAGE_FULL:
@@ -546,7 +555,7 @@ class Dataset:
             read_rows(self._s.source, v.path(layer, int(sh)), e, offs[sel], sel, out)
         return out
 
-    def logits_topk(self, rows: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    def logits_topk(self, rows: RowSelection | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k logits at the last token: ``(values, indices)``, each ``(n, k)``."""
         desc, loc = self._s.logits, self._s.logit_loc
         if desc is None or loc is None:
