@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._version import __version__
 from ..errors import InvalidArgumentError, WriteError
 from . import spec
 from .columns import label_array
@@ -22,8 +23,6 @@ RESERVED_COLUMNS = spec.RESERVED_COLUMNS  # defined in spec; re-exported for old
 
 
 def _versions() -> dict[str, Any]:
-    from .. import __version__
-
     out: dict[str, Any] = {
         "actstore_version": __version__,
         "extraction_backend": "actstore",
