@@ -2,7 +2,8 @@
 
 Opening reads the Parquet index (its footer holds all the metadata) and nothing else.
 Tensor bytes are read on demand by exact byte ranges from the shard files, whose headers
-are parsed by hand and checked against the file size and the metadata before use.
+the dataset's :class:`~.shards.ShardCatalog` reads, checks against the file size and the
+metadata, and caches before use (``verify`` checks files through the same catalog).
 """
 
 from __future__ import annotations
