@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import errors
+from ._version import __version__  # a leaf: format records it without importing the root
 from .errors import (
     ActstoreError,
     CacheError,
@@ -40,12 +41,10 @@ from .errors import (
     WriteError,
 )
 
-__version__ = "0.1.0"
-
 # public name -> module that defines it (imported on first attribute access)
 _LAZY: dict[str, str] = {
     "Dataset": "actstore.format.reader",
-    "DatasetInfo": "actstore.format.metadata",
+    "DatasetInfo": "actstore.format.info",
     "DatasetWriter": "actstore.format.writer",
     "VerifyReport": "actstore.format.verify",
     "open_dataset": "actstore.open",
@@ -88,7 +87,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and the API reference (griffe)
     from .cache import UnifiedCache
     from .extract import extract, merge
-    from .format.metadata import DatasetInfo
+    from .format.info import DatasetInfo
     from .format.reader import Dataset
     from .format.verify import VerifyReport
     from .format.writer import DatasetWriter

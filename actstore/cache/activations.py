@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CacheError, InvalidArgumentError
-from ..format.dtypes import bf16_bits_to_f32, to_storage
+from ..format.dtypes import bf16_bits_to_f32, numpy_storage_dtype, to_storage
 from ..format.layersel import explicit_layers, request
 from .codec import decode_array, encode_array
 
@@ -151,7 +151,7 @@ class ActivationsMixin:
         if len(metas) != 1:
             raise CacheError(f"Cached vectors disagree in dtype/dim: {sorted(metas)}.")
         ((name, dim),) = metas
-        storage = np.dtype(np.uint16) if name == "bfloat16" else np.dtype(name)
+        storage = numpy_storage_dtype(name)  # the one dtype table (format/spec.py)
         stored = np.empty((n * nl, dim), dtype=storage)
         for i, (data, codec, _) in enumerate(got):
             stored[i] = decode_array(data, codec, storage)

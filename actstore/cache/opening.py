@@ -13,11 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import config
 from ..errors import CacheError, DatasetNotFoundError, OfflineError
 from .remote import CachedSource, origin_of
+
+if TYPE_CHECKING:
+    from ..format.reader import Dataset
+    from .unified import UnifiedCache
 
 __all__ = ["open_remote"]
 
@@ -43,7 +47,7 @@ def _alias_prefix(origin: str) -> str:
     return f"m:origin-alias:{hashlib.blake2b(origin.encode(), digest_size=16).hexdigest()}:"
 
 
-def _remember(cache: Any, origin: str, index_id: str, size: int) -> None:
+def _remember(cache: UnifiedCache, origin: str, index_id: str, size: int) -> None:
     key = _alias_prefix(origin) + index_id
     if key not in cache.store:
         cache.store.put(key, json.dumps({"id": index_id, "size": size, "t": time.time()}).encode())
@@ -53,7 +57,7 @@ def _remember(cache: Any, origin: str, index_id: str, size: int) -> None:
             cache.store.discard_pending()
 
 
-def _recall(cache: Any, url: str, origin: str) -> tuple[str, int]:
+def _recall(cache: UnifiedCache, url: str, origin: str) -> tuple[str, int]:
     """The newest index identity seen online for ``url`` (offline mode)."""
     prefix = _alias_prefix(origin)
     cache.store.refresh()
@@ -69,8 +73,8 @@ def _recall(cache: Any, url: str, origin: str) -> tuple[str, int]:
     return doc["id"], int(doc["size"])
 
 
-def open_remote(url: str, cache: Any, *, storage_options: dict[str, Any] | None = None,
-                verify_checksums: bool = False) -> Any:
+def open_remote(url: str, cache: UnifiedCache, *, storage_options: dict[str, Any] | None = None,
+                verify_checksums: bool = False) -> Dataset:
     """Open a remote dataset whose bytes are read through ``cache`` (see :func:`actstore.open_dataset`)."""
     from ..format.metadata import decode_schema_metadata, parse_files
     from ..format.reader import INDEX_PATH, open_dataset, read_index
@@ -96,4 +100,5 @@ def open_remote(url: str, cache: Any, *, storage_options: dict[str, Any] | None 
     src.bind_files(parse_files(decode_schema_metadata(table.schema.metadata)))
     if index_id is not None and not config.offline():
         _remember(cache, origin, index_id, size)
-    return open_dataset(url, source=src, verify_checksums=verify_checksums)
+    # the index was read once, above: the reader takes it as it is
+    return open_dataset(url, source=src, verify_checksums=verify_checksums, index=table)

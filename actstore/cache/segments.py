@@ -28,6 +28,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..format.durable import atomic_write
+
 __all__ = [
     "Entry",
     "SegmentInfo",
@@ -199,9 +201,6 @@ def atomic_put(fs: Any, path: str, data: bytes) -> None:
     if is_local(fs):
         parent = os.path.dirname(path)
         os.makedirs(parent, exist_ok=True)
-        tmp = f"{path}.tmp-{writer_id()}-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        atomic_write(path, data, durable=False)  # every cached piece is checked on read
     else:
         fs.pipe_file(path, data)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..format.metadata import DatasetInfo
+from ..format.info import DatasetInfo
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -38,7 +38,7 @@ def _info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(ds.info.to_dict(), indent=2, default=str))
     else:
-        from ..format.index_builder import RESERVED_COLUMNS
+        from ..format.spec import RESERVED_COLUMNS
 
         user = [c for c in ds.index.column_names if c not in RESERVED_COLUMNS]
         print(format_info(ds.info, args.url, user))

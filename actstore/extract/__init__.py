@@ -39,9 +39,8 @@ from ..errors import InvalidArgumentError, require
 require("torch", "extract")
 require("transformers", "extract")
 
-from ..format.index_builder import RESERVED_COLUMNS  # noqa: E402
 from ..format.reader import Dataset  # noqa: E402
-from ..format.spec import FLOAT_DTYPES  # noqa: E402
+from ..format.spec import FLOAT_DTYPES, RESERVED_COLUMNS  # noqa: E402
 from .cached import as_cache  # noqa: E402
 from .forward import model_max_length  # noqa: E402
 from .generate import GENERATE_COLUMNS, check_generate  # noqa: E402

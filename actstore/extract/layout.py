@@ -15,12 +15,13 @@ import shutil
 from typing import Any
 
 from .. import config as settings
+from ..format.spec import INDEX_PATH
 
 __all__ = ["CONFIG", "PARTS", "RunDir"]
 
 PARTS = "_parts"
 CONFIG = "config.json"
-INDEX = os.path.join("index", "train-00000-of-00001.parquet")
+INDEX = INDEX_PATH  # the one home: format/spec.py
 
 
 class RunDir:
@@ -60,7 +61,7 @@ class RunDir:
         import fsspec
 
         fs, root = fsspec.core.url_to_fs(self.out, **(self.storage_options or {}))
-        return bool(fs.exists(f"{root.rstrip('/')}/index/train-00000-of-00001.parquet"))
+        return bool(fs.exists(f"{root.rstrip('/')}/{INDEX_PATH}"))
 
     def remove_parts(self) -> None:
         # the config goes last, so a kill half-way leaves a folder that still says what it is

@@ -12,8 +12,8 @@ import os
 from typing import Any
 
 from ..errors import DatasetNotFoundError, InvalidArgumentError
-from ..format.index_builder import RESERVED_COLUMNS
 from ..format.reader import Dataset, open_dataset
+from ..format.spec import RESERVED_COLUMNS
 from ..format.writer import DatasetWriter
 from .layout import CONFIG, PARTS, RunDir
 

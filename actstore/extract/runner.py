@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ConfigMismatchError, InvalidArgumentError
+from ..format.durable import atomic_file
 from ..format.layersel import request
 from ..format.reader import open_dataset
 from ..format.writer import DatasetWriter
@@ -170,10 +171,8 @@ def _check_config(run: RunDir, config: dict[str, Any], world_size: int = 1) -> b
     check_writable(run)
     try:
         if old is None:
-            tmp = f"{run.config_path}.tmp-{os.getpid()}"
-            with open(tmp, "w") as f:
+            with atomic_file(run.config_path, "w") as f:
                 json.dump(config, f, indent=2, sort_keys=True)
-            os.replace(tmp, run.config_path)
     except OSError as exc:
         raise InvalidArgumentError(
             f"Cannot write to the output folder {run.out!r} ({exc.strerror or exc}); choose a "

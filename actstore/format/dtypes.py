@@ -14,17 +14,36 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from .parallel import in_pieces, piece_count
-from .spec import FLOAT_DTYPES
+from .spec import FLOAT_DTYPES, ST_CODES, ST_DTYPES
 
-__all__ = ["bf16_bits", "bf16_bits_to_f32", "f32_to_bf16_bits", "numpy_storage_dtype", "to_storage"]
+__all__ = [
+    "bf16_bits", "bf16_bits_to_f32", "f32_to_bf16_bits", "little_endian", "numpy_storage_dtype", "to_storage",
+]
 
 #: Roundings of at least this many bytes of float32 are split across threads.
 PARALLEL_BYTES = 16 << 20
 
 
 def numpy_storage_dtype(name: str) -> np.dtype:
-    """The numpy dtype whose bytes equal the stored bytes (``uint16`` for bfloat16)."""
-    return np.dtype(np.uint16) if name == "bfloat16" else np.dtype(name)
+    """The numpy dtype whose bytes equal the stored bytes of dtype ``name`` (``<u2`` for
+    bfloat16), from the one table, :data:`~.spec.ST_DTYPES`.
+
+    Raises :class:`~actstore.errors.InvalidArgumentError` for a name the format does not store.
+    """
+    code = ST_CODES.get(name)
+    if code is None:
+        raise InvalidArgumentError(f"dtype {name!r} is not a storage dtype; expected one of {sorted(ST_CODES)}.")
+    return np.dtype(ST_DTYPES[code].storage)
+
+
+def little_endian(a: np.ndarray) -> np.ndarray:
+    """``a`` as a C-contiguous array of little-endian values, the byte order safetensors
+    stores whatever the host (a copy only for big-endian data: ``>f4`` input, or any
+    native array on a big-endian host)."""
+    order = a.dtype.byteorder
+    if order == ">" or (order == "=" and sys.byteorder == "big"):
+        a = a.astype(a.dtype.newbyteorder("<"))
+    return np.ascontiguousarray(a)
 
 
 def f32_to_bf16_bits(a: np.ndarray) -> np.ndarray:

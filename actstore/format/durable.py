@@ -6,13 +6,67 @@ whose data never reached the disk (zero-length or zero-filled on ext4/XFS), or t
 itself may be lost. A commit is durable when every file's data is flushed before the rename
 that publishes it and the folder holding the new name is flushed after it
 (:func:`fsync_file`, then ``os.replace``, then :func:`fsync_dir`).
+
+:func:`atomic_path`, :func:`atomic_file` and :func:`atomic_write` are the one way actstore
+replaces a single local file so that readers see the old content or the new, never part of
+either (a unique temporary name in the same folder, then ``os.replace``; durable unless asked
+otherwise). Anchor: zarr ``storage/_local.py::_atomic_write``.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any
 
-__all__ = ["fsync_dir", "fsync_file"]
+__all__ = ["atomic_file", "atomic_path", "atomic_write", "fsync_dir", "fsync_file"]
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str], *, durable: bool = True) -> Iterator[str]:
+    """A temporary name next to ``path`` to write; on a clean exit it replaces ``path``.
+
+    For writers that want a file name (``DataFrame.to_parquet``). On an exception the
+    temporary file is removed and ``path`` is left as it was. ``durable`` flushes the file
+    before the rename and the folder after it (see the module docstring); a cache whose
+    content is checked on every read may skip that.
+
+    Examples
+    --------
+    >>> with atomic_path("/tmp/results.parquet") as tmp:    # doctest: +SKIP
+    ...     frame.to_parquet(tmp)
+    """
+    final = os.fspath(path)
+    parent = os.path.dirname(final) or "."
+    tmp = os.path.join(parent, f".{os.path.basename(final)}.tmp-{os.getpid()}-{secrets.token_hex(6)}")
+    try:
+        yield tmp
+        if durable:
+            fsync_file(tmp)
+        os.replace(tmp, final)
+        if durable:
+            fsync_dir(parent)
+    finally:
+        if os.path.lexists(tmp):  # the write or the rename failed: leave no temporary behind
+            os.remove(tmp)
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike[str], mode: str = "wb", *, durable: bool = True,
+                **open_kw: Any) -> Iterator[IO[Any]]:
+    """An open temporary file that replaces ``path`` when the block exits cleanly
+    (``mode`` ``"wb"`` or ``"w"``; ``open_kw`` go to :func:`open`, e.g. ``encoding``)."""
+    with atomic_path(path, durable=durable) as tmp, open(tmp, mode, **open_kw) as f:
+        yield f
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, durable: bool = True) -> None:
+    """Replace the file at ``path`` with ``data`` (bytes, or text written as UTF-8), atomically."""
+    raw = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_file(path, "wb", durable=durable) as f:
+        f.write(raw)
 
 
 def fsync_file(path: str) -> None:

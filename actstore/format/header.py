@@ -17,7 +17,7 @@ from ..errors import IntegrityError
 from .metadata import bounded_json
 from .spec import MAX_HEADER_BYTES, ST_DTYPES
 
-__all__ = ["HEADER_PROBE_BYTES", "TensorEntry", "build_header", "parse_header"]
+__all__ = ["HEADER_PROBE_BYTES", "TensorEntry", "build_header", "check_layout", "header_length", "parse_header"]
 
 #: First read of a file: enough for any header actstore or lmprobe writes.
 HEADER_PROBE_BYTES = 64 * 1024
@@ -88,7 +88,35 @@ def parse_header(raw: bytes, *, path: str, size: int) -> dict[str, TensorEntry]:
         if key == "__metadata__":
             continue
         entries[key] = _entry(key, spec, base=base, path=path, size=size)
+    check_layout(entries, base=base, path=path, size=size)
     return entries
+
+
+def check_layout(entries: dict[str, TensorEntry], *, base: int, path: str, size: int) -> None:
+    """Enforce the safetensors layout rule: the tensors, in offset order, cover the data
+    section exactly, from data offset 0 to the end of the file, with no hole and no overlap.
+
+    Each entry alone was already checked against the file size; this checks them together
+    (``safetensors/src/tensor.rs::validate`` does the same), so two tensors sharing bytes, a
+    gap of unexplained bytes, or trailing bytes after the last tensor are refused.
+    """
+    at, prev = base, None  # where the next tensor must start, and the tensor ending there
+    for e in sorted(entries.values(), key=lambda t: (t.start, t.end)):
+        if e.start != at:
+            before = f"tensor {prev!r}" if prev is not None else "the header"
+            what = (f"the two overlap by {at - e.start} bytes" if e.start < at
+                    else f"a hole of {e.start - at} bytes lies between them")
+            raise IntegrityError(
+                f"{path}: tensor {e.key!r} starts at data offset {e.start - base} but {before} "
+                f"ends at {at - base}: {what}. safetensors tensors must lie back to back from "
+                "offset 0 (the file is corrupt or was not written by safetensors)."
+            )
+        at, prev = e.end, e.key
+    if at != size:
+        raise IntegrityError(
+            f"{path}: the tensors end at byte {at} but the file is {size} bytes; safetensors "
+            "files hold nothing after their last tensor (the file is corrupt or was appended to)."
+        )
 
 
 def _entry(key: str, spec: object, *, base: int, path: str, size: int) -> TensorEntry:

@@ -12,21 +12,17 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .._version import __version__
 from ..errors import InvalidArgumentError, WriteError
 from . import spec
 from .columns import label_array
 
 __all__ = ["IndexBuilder", "RESERVED_COLUMNS"]
 
-RESERVED_COLUMNS = frozenset({
-    "text", "label", "num_tokens", "shard_index", "row_offset", "shard_index_logits",
-    "row_offset_logits", "token_offset", "token_shard_ids", "token_shard_offsets",
-})
+RESERVED_COLUMNS = spec.RESERVED_COLUMNS  # defined in spec; re-exported for old importers
 
 
 def _versions() -> dict[str, Any]:
-    from .. import __version__
-
     out: dict[str, Any] = {
         "actstore_version": __version__,
         "extraction_backend": "actstore",

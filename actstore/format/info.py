@@ -1,17 +1,71 @@
-"""Summarise decoded metadata as a :class:`~actstore.format.metadata.DatasetInfo`, and show it
-(the text table ``repr(info)`` and ``actstore info`` print, and an HTML table for notebooks)."""
+"""``DatasetInfo``: what a dataset holds, defined and built from decoded metadata here, and
+shown (the text table ``repr(info)`` and ``actstore info`` print, and an HTML table for
+notebooks)."""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import FormatError
 from .layersel import request
-from .metadata import DatasetInfo, ViewLayout
+from .metadata import ViewLayout
 
-__all__ = ["build_info", "info_html", "info_rows", "info_text"]
+__all__ = ["DatasetInfo", "build_info", "info_html", "info_rows", "info_text"]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset holds, read from its index footer alone.
+
+    ``dtype`` is the dtype of the stored tensors (taken from a shard header when the
+    metadata's claim disagrees, as lmprobe's ``"float32"`` claim may; an actstore dataset whose
+    header disagrees with its recorded dtype is refused). ``layers`` are the layers present:
+    a partial local copy lists the others in ``absent_layers``.
+
+    Examples
+    --------
+    >>> import actstore
+    >>> info = actstore.open_dataset("acts/minilm").info     # doctest: +SKIP
+    >>> info.model, info.layers, info.dim, info.dtype, info.num_prompts       # doctest: +SKIP
+    """
+
+    model: str
+    revision: str | None
+    layers: tuple[int | str, ...]  # stored layers; the embedding output as "embeddings" (layersel)
+    dim: int
+    dtype: str
+    storage: str
+    pooling: str
+    views: tuple[str, ...]
+    num_prompts: int
+    format_version: str
+    actstore_version: str | None
+    logits_k: int | None
+    extraction: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    labels: dict[str, Any] = field(default_factory=dict)
+    description: str | None = None
+    tensors: dict[str, Any] = field(default_factory=dict, repr=False)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
+    #: Layers the metadata lists whose files are not in this (partially pulled) local copy.
+    absent_layers: tuple[int | str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return asdict(self)
+
+    def __repr__(self) -> str:  # one aligned row per field, not one 1,000-character line
+        return f"DatasetInfo(\n{_indent(info_text(self))}\n)"
+
+    def _repr_html_(self) -> str:
+        return info_html(self)
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
 
 
 def _fmt_layers(layers: Sequence[int | str]) -> str:

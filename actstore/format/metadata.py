@@ -1,4 +1,5 @@
-"""The index's schema metadata: parsed, validated, and summarised as :class:`DatasetInfo`.
+"""The index's schema metadata: parsed and validated (the summary, ``DatasetInfo``, is built
+in :mod:`.info`).
 
 Everything here is data from strangers, and this module is the one place it is parsed: the
 reader, the Hub code and the cache all go through :func:`decode_schema_metadata`,
@@ -23,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 import string
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,6 @@ from .spec import (
 )
 
 __all__ = [
-    "DatasetInfo",
     "ViewLayout",
     "bounded_json",
     "check_num_prompts",
@@ -83,62 +83,6 @@ class ViewLayout:
 
     def key(self, layer: int) -> str:
         return self.key_pattern.format(layer=layer)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a dataset holds, read from its index footer alone.
-
-    ``dtype`` is the dtype of the stored tensors (taken from a shard header when the
-    metadata's claim disagrees, as lmprobe's ``"float32"`` claim may; an actstore dataset whose
-    header disagrees with its recorded dtype is refused). ``layers`` are the layers present:
-    a partial local copy lists the others in ``absent_layers``.
-
-    Examples
-    --------
-    >>> import actstore
-    >>> info = actstore.open_dataset("acts/minilm").info     # doctest: +SKIP
-    >>> info.model, info.layers, info.dim, info.dtype, info.num_prompts       # doctest: +SKIP
-    """
-
-    model: str
-    revision: str | None
-    layers: tuple[int | str, ...]  # stored layers; the embedding output as "embeddings" (layersel)
-    dim: int
-    dtype: str
-    storage: str
-    pooling: str
-    views: tuple[str, ...]
-    num_prompts: int
-    format_version: str
-    actstore_version: str | None
-    logits_k: int | None
-    extraction: dict[str, Any] = field(default_factory=dict)
-    provenance: dict[str, Any] = field(default_factory=dict)
-    labels: dict[str, Any] = field(default_factory=dict)
-    description: str | None = None
-    tensors: dict[str, Any] = field(default_factory=dict, repr=False)
-    files: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
-    #: Layers the metadata lists whose files are not in this (partially pulled) local copy.
-    absent_layers: tuple[int | str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return asdict(self)
-
-    def __repr__(self) -> str:  # one aligned row per field, not one 1,000-character line
-        from .info import info_text
-
-        return f"DatasetInfo(\n{_indent(info_text(self))}\n)"
-
-    def _repr_html_(self) -> str:
-        from .info import info_html
-
-        return info_html(self)
-
-
-def _indent(text: str) -> str:
-    return "\n".join("  " + line for line in text.splitlines())
 
 
 def bounded_json(raw: bytes | str, *, where: str, error: type[FormatError] = FormatError,

@@ -17,6 +17,7 @@ from .dtypes import bf16_bits_to_f32
 from .header import TensorEntry
 from .parallel import in_pieces, piece_count
 from .source import ByteSource, LocalSource, pread_exact
+from .spec import ST_DTYPES
 
 __all__ = ["MAX_READ_BYTES", "convert_rows", "read_rows", "storage_numpy"]
 
@@ -35,13 +36,10 @@ GATHER_PARALLEL_BYTES = 4 << 20
 #: The page size that kernel copies alias on (see ``_aliased``).
 PAGE = 4096
 
-_NUMPY = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
-          "I32": np.int32, "I64": np.int64, "I16": np.int16, "U8": np.uint8}
-
-
 def storage_numpy(code: str) -> np.dtype:
-    """numpy dtype of a safetensors code's raw bytes (uint16 for BF16)."""
-    return np.dtype(_NUMPY[code])
+    """numpy dtype of a safetensors code's raw little-endian bytes (``<u2`` for BF16), from
+    the one table, :data:`~.spec.ST_DTYPES`."""
+    return np.dtype(ST_DTYPES[code].storage)
 
 
 def convert_rows(raw: np.ndarray, code: str, out: np.ndarray) -> None:

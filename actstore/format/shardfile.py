@@ -17,6 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 
 from ..errors import WriteError
+from .dtypes import little_endian
 from .header import build_header
 
 __all__ = ["StreamingTensorFile", "hash_file", "write_tensor_file"]
@@ -84,8 +85,9 @@ class StreamingTensorFile:
         return build_header([(self.key, self.dtype, (rows, self.dim))], reserve=self._reserve)
 
     def append(self, block: np.ndarray) -> None:
-        """Append a C-contiguous ``(rows, dim)`` block in the storage dtype."""
-        view = memoryview(block).cast("B")
+        """Append a C-contiguous ``(rows, dim)`` block in the storage dtype (written
+        little-endian whatever the host or the block's byte order)."""
+        view = memoryview(little_endian(block)).cast("B")
         if self.planned is not None:
             self._pending.append(self._pool.submit(self._sha.update, view))
         _write_all(self._file, view, self.path)
@@ -98,12 +100,21 @@ class StreamingTensorFile:
             fut.result()
         self._pending.clear()
 
-    def close(self) -> tuple[int, str]:
-        """Finish the file; returns ``(size in bytes, sha256 hex)``."""
+    def close(self, *, sync: bool = False) -> tuple[int, str]:
+        """Finish the file; returns ``(size in bytes, sha256 hex)``.
+
+        ``sync`` flushes the file's data to the disk here, while the hashing thread finishes
+        (the two overlap), so that the durable commit's own ``fsync`` later finds nothing left
+        to write. Pass it for files that are committed locally.
+        """
+        if sync and self.planned == self.rows:
+            os.fsync(self._file.fileno())  # the hash of the last blocks runs meanwhile
         self.wait()
         if self.planned != self.rows:
             self._file.seek(0)
             _write_all(self._file, self._header(self.rows), self.path)
+            if sync:
+                os.fsync(self._file.fileno())
         size = self._file.seek(0, os.SEEK_END)
         self._file.close()
         if size != self._header_bytes + self._data_bytes:
@@ -143,13 +154,14 @@ def _write_all(f: io.RawIOBase, data: bytes | memoryview, path: str) -> None:
 
 
 def write_tensor_file(path: str, tensors: list[tuple[str, str, np.ndarray]]) -> tuple[int, str]:
-    """Write a small multi-tensor safetensors file in one go; returns ``(size, sha256)``."""
+    """Write a small multi-tensor safetensors file in one go (values little-endian, as
+    safetensors stores them); returns ``(size, sha256)``."""
     header = build_header([(key, code, arr.shape) for key, code, arr in tensors])
     h = hashlib.sha256(header)
     with open(path, "wb") as f:
         f.write(header)
         for _, _, arr in tensors:
-            data = memoryview(np.ascontiguousarray(arr)).cast("B")
+            data = memoryview(little_endian(arr)).cast("B")
             h.update(data)
             f.write(data)
     return len(header) + sum(arr.nbytes for _, _, arr in tensors), h.hexdigest()

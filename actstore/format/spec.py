@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import NamedTuple
 
 #: ``lmprobe:format_version`` written and accepted (major must be 2).
 LMPROBE_FORMAT_VERSION = "2.0"
@@ -13,6 +14,8 @@ KNOWN_EXTENSIONS = frozenset({"views", "files", "extraction", "labels"})
 
 INDEX_DIR = "index"
 INDEX_FILE = "index/{split}-{part:05d}-of-{parts:05d}.parquet"
+#: The one index file a dataset has (split ``train``, one part): its commit point.
+INDEX_PATH = INDEX_FILE.format(split="train", part=0, parts=1)
 HIDDEN_PATTERN = "tensors/hidden_layer{layer:03d}_shard{shard:03d}.safetensors"
 VIEW_PATTERN = "tensors/{view}/hidden_layer{layer:03d}_shard{shard:03d}.safetensors"
 HIDDEN_KEY = "hidden.layer_{layer}"
@@ -30,19 +33,42 @@ STORAGE_FULL = "full_sequence"
 POOLINGS = ("last_token", "first_token", "mean", "all")
 VIEW_NAME = re.compile(r"^[a-z0-9_]{1,64}$")
 
+#: Index columns the format itself writes; a user's metadata column may not take these names.
+RESERVED_COLUMNS = frozenset({
+    "text", "label", "num_tokens", "shard_index", "row_offset", "shard_index_logits",
+    "row_offset_logits", "token_offset", "token_shard_ids", "token_shard_offsets",
+})
+
 #: Float dtypes a hidden-state shard may hold: name -> (safetensors code, itemsize).
 FLOAT_DTYPES = {"float32": ("F32", 4), "float16": ("F16", 2), "bfloat16": ("BF16", 2)}
-#: safetensors dtype code -> (name, itemsize) for every code the reader accepts.
-ST_DTYPES = {
-    "F32": ("float32", 4),
-    "F16": ("float16", 2),
-    "BF16": ("bfloat16", 2),
-    "F64": ("float64", 8),
-    "I32": ("int32", 4),
-    "I64": ("int64", 8),
-    "I16": ("int16", 2),
-    "U8": ("uint8", 1),
+
+
+class StDtype(NamedTuple):
+    """One row of :data:`ST_DTYPES`."""
+
+    #: dtype name (``"bfloat16"``, ``"float32"``, ...).
+    name: str
+    #: bytes per value.
+    itemsize: int
+    #: numpy dtype string whose values are the stored bytes: always little-endian, as
+    #: safetensors stores them whatever the host (bfloat16 as its ``<u2`` bit patterns).
+    storage: str
+
+
+#: The one storage dtype table: safetensors code -> (name, itemsize, numpy storage dtype), for
+#: every code the reader accepts. Readers, writers and the cache all look dtypes up here.
+ST_DTYPES: dict[str, StDtype] = {
+    "F32": StDtype("float32", 4, "<f4"),
+    "F16": StDtype("float16", 2, "<f2"),
+    "BF16": StDtype("bfloat16", 2, "<u2"),
+    "F64": StDtype("float64", 8, "<f8"),
+    "I32": StDtype("int32", 4, "<i4"),
+    "I64": StDtype("int64", 8, "<i8"),
+    "I16": StDtype("int16", 2, "<i2"),
+    "U8": StDtype("uint8", 1, "|u1"),
 }
+#: dtype name -> safetensors code (the inverse of :data:`ST_DTYPES`).
+ST_CODES = {d.name: code for code, d in ST_DTYPES.items()}
 #: Largest safetensors header accepted (the reference implementation's own limit).
 MAX_HEADER_BYTES = 100_000_000
 

@@ -1,24 +1,25 @@
-"""``verify``: check a dataset's files against its metadata, reporting every problem."""
+"""``verify``: check a dataset's files against its metadata, reporting every problem.
+
+It works on the dataset's :class:`~.shards.ShardCatalog` (headers, entries, checksums), never
+on the reader's internals, so the reader and ``verify`` check a file in one way.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..errors import ActstoreError
 from .metadata import bounded_json
+from .shards import ShardCatalog
+from .source import ByteSource, LocalSource
 
-if TYPE_CHECKING:
-    from .reader import Dataset
-
-__all__ = ["VerifyReport", "verify_dataset"]
+__all__ = ["VerifyReport", "verify_catalog"]
 
 
 @dataclass
 class VerifyReport:
-    """Outcome of :func:`verify_dataset`: ``ok`` is True when ``problems`` is empty.
+    """Outcome of :func:`verify_catalog` (``Dataset.verify()``): ``ok`` is True when ``problems`` is empty.
 
     Examples
     --------
@@ -59,20 +60,9 @@ class VerifyReport:
         return head + (f"<ul>{items}</ul>" if items else "")
 
 
-def _sha256(ds: Dataset, path: str, size: int) -> str:
-    h = hashlib.sha256()
-    step = 16 << 20
-    # a remote dataset read through the cache: hash the remote's bytes, not cached ones
-    read = getattr(ds.source, "read_origin", None) or ds.source.read_ranges
-    for start in range(0, size, step):
-        (blob,) = read(path, [(start, min(size, start + step))])
-        h.update(blob)
-    return h.hexdigest()
-
-
-def _exists(ds: Dataset, path: str) -> bool:
+def _exists(catalog: ShardCatalog, path: str) -> bool:
     try:
-        ds.source.size(path)
+        catalog.source.size(path)
     except FileNotFoundError:
         return False
     except ActstoreError:
@@ -80,14 +70,12 @@ def _exists(ds: Dataset, path: str) -> bool:
     return True
 
 
-def _pulled_files(ds: Dataset) -> set[str] | None:
+def _pulled_files(source: ByteSource) -> set[str] | None:
     """The files a partial ``pull_dataset`` fetched into this local copy, from its record."""
-    from .source import LocalSource
-
-    if not isinstance(ds.source, LocalSource):
+    if not isinstance(source, LocalSource):
         return None
     try:
-        with open(os.path.join(ds.source.root, ".actstore", "hub.json"), "rb") as f:
+        with open(os.path.join(source.root, ".actstore", "hub.json"), "rb") as f:
             record = bounded_json(f.read(1 << 24), where=".actstore/hub.json")
     except (OSError, ActstoreError):
         return None
@@ -97,25 +85,25 @@ def _pulled_files(ds: Dataset) -> set[str] | None:
     return set(files)
 
 
-def verify_dataset(ds: Dataset, *, checksums: bool = True) -> VerifyReport:
-    """Check structure (headers, shapes, dtypes, index ranges) and, by default, sha256.
+def verify_catalog(catalog: ShardCatalog, url: str, *, checksums: bool = True) -> VerifyReport:
+    """Check structure (headers, shapes, dtypes, layout) and, by default, sha256.
 
     Every shard the metadata names must exist and have a header consistent with it; every
     file listed in ``actstore:files`` must have the recorded size and sha256. Problems are
-    collected, not raised, so one run lists them all.
+    collected, not raised, so one run lists them all. ``Dataset.verify`` calls this with the
+    dataset's own catalog.
     """
-    s = ds._s
-    report = VerifyReport(ds.url)
+    report = VerifyReport(url)
     referenced: set[str] = set()
-    pulled = _pulled_files(ds)
+    pulled = _pulled_files(catalog.source)
     skipped: set[str] = set()
-    for view in s.views.values():
-        present = set(ds.present_layers(view.name))
+    files, logits = catalog.files, catalog.logits
+    for view in catalog.views.values():
+        present = set(catalog.present_layers(view))
         absent = [L for L in view.layers if L not in present]
         # a layer with no file at all here: one line for all of them, not one per shard
         absent = [L for L in absent if not any(
-            os.path.exists(os.path.join(ds.source.root, view.path(L, sh)))  # type: ignore[attr-defined]
-            for sh in range(len(view.shard_rows)))]
+            catalog.local_exists(view.path(L, sh)) for sh in range(len(view.shard_rows)))]
         if absent:
             paths = {view.path(L, sh) for L in absent for sh in range(len(view.shard_rows))}
             skipped |= paths
@@ -131,33 +119,33 @@ def verify_dataset(ds: Dataset, *, checksums: bool = True) -> VerifyReport:
                 try:
                     path = view.path(layer, shard)
                     referenced.add(path)
-                    ds._entry(view, layer, shard)
+                    catalog.entry(view, layer, shard)
                 except ActstoreError as exc:
                     report.problems.append(str(exc))
-    if s.logits is not None:
-        for shard in s.logits["shards"]:
+    if logits is not None:
+        for shard in logits["shards"]:
             referenced.add(shard["file"])
             try:
-                ds._header(shard["file"])
+                catalog.header(shard["file"])
             except ActstoreError as exc:
                 report.problems.append(str(exc))
-    if s.logits is not None and pulled is not None:
-        for shard in s.logits["shards"]:  # logits not asked for in a partial pull
-            if shard["file"] not in pulled and not _exists(ds, shard["file"]):
+    if logits is not None and pulled is not None:
+        for shard in logits["shards"]:  # logits not asked for in a partial pull
+            if shard["file"] not in pulled and not _exists(catalog, shard["file"]):
                 skipped.add(shard["file"])
         report.problems = [p for p in report.problems
                            if not any(p.startswith(f"{f}: ") for f in skipped)]
-        if any(sh["file"] in skipped for sh in s.logits["shards"]):
+        if any(sh["file"] in skipped for sh in logits["shards"]):
             report.not_pulled.append("top-k logits")
-    if s.files:
-        for path in sorted(referenced - set(s.files)):
+    if files:
+        for path in sorted(referenced - set(files)):
             report.problems.append(f"{path}: used by the metadata but has no checksum in actstore:files.")
-    for path, rec in sorted(s.files.items()):
+    for path, rec in sorted(files.items()):
         if path in skipped:
             continue
         report.files_checked += 1
         try:
-            size = getattr(s.source, "origin_size", s.source.size)(path)  # remote: its real size
+            size = catalog.size(path, origin=True)  # remote: its real size
         except FileNotFoundError:
             if not any(p.startswith(f"{path}: ") for p in report.problems):  # said once per file
                 report.problems.append(f"{path}: listed in actstore:files but missing.")
@@ -170,14 +158,15 @@ def verify_dataset(ds: Dataset, *, checksums: bool = True) -> VerifyReport:
             continue
         if checksums:
             try:
-                digest = _sha256(ds, path, size)
+                # a remote dataset read through the cache: hash the remote's bytes, not cached ones
+                digest = catalog.sha256(path, size, origin=True)
             except ActstoreError as exc:
                 report.problems.append(str(exc))
                 continue
             report.bytes_hashed += size
             if digest != rec["sha256"]:
                 report.problems.append(f"{path}: sha256 {digest} != recorded {rec['sha256']}.")
-    if not s.files:
+    if not files:
         report.files_checked = len(referenced)
     report.problems = list(dict.fromkeys(report.problems))  # a shard-0 problem is met per shard
     return report

@@ -147,7 +147,7 @@ class DatasetWriter:
         )
         self._target = Target(path, storage_options)
         self.url = self._target.url
-        self._index_rel = spec.INDEX_FILE.format(split="train", part=0, parts=1)
+        self._index_rel = spec.INDEX_PATH
         if self._target.exists(self._index_rel):
             if not overwrite:
                 self._target.cleanup()
@@ -399,7 +399,7 @@ class DatasetWriter:
         self._shard_fill = 0
 
     def _publish(self, f: StreamingTensorFile, rel: str) -> None:
-        size, sha = f.close()
+        size, sha = f.close(sync=not self._target.remote)  # flush while the hash finishes
         self._target.publish(f.path, rel, size)
         self.index.add_file(rel, size, sha)
 

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from ..format import spec
 
-INDEX_PATH = spec.INDEX_FILE.format(split="train", part=0, parts=1)
+INDEX_PATH = spec.INDEX_PATH
 RECORD = os.path.join(".actstore", "hub.json")
 
 __all__ = ['INDEX_PATH', 'RECORD', 'bars', 'is_index']

@@ -11,8 +11,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..format.info import DatasetInfo
 from ..format.layersel import request, stored
-from ..format.metadata import DatasetInfo
+from ..format.spec import INDEX_PATH
 
 __all__ = ["build_dataset_card", "is_hub_id", "model_link"]
 
@@ -101,8 +102,7 @@ def _snippets(repo_id: str, info: DatasetInfo) -> list[str]:
         "With plain pyarrow + safetensors:", "",
         "```python", "import pyarrow.parquet as pq",
         "from huggingface_hub import hf_hub_download", "from safetensors.numpy import load_file",
-        f'idx = pq.read_table(hf_hub_download("{repo_id}", '
-        '"index/train-00000-of-00001.parquet", repo_type="dataset"))',
+        f'idx = pq.read_table(hf_hub_download("{repo_id}", "{INDEX_PATH}", repo_type="dataset"))',
         f'shard = load_file(hf_hub_download("{repo_id}", "{name}", repo_type="dataset"))',
         f'X = shard["hidden.layer_{layer}"]  # rows: idx["shard_index"] == 0, at idx["row_offset"]',
         "```", "",

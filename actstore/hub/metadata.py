@@ -11,8 +11,8 @@ from urllib.parse import quote
 from ..errors import DatasetNotFoundError, FormatError, IntegrityError, require
 from ..format import spec
 from ..format.header import header_length, parse_header
+from ..format.info import DatasetInfo
 from ..format.metadata import (
-    DatasetInfo,
     ViewLayout,
     decode_schema_metadata,
     parse_files,

@@ -11,6 +11,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import InvalidArgumentError
+from ..format.durable import atomic_path
 from ..format.layersel import EMBEDDINGS
 from .plot import LayerScores, plot_layers  # noqa: F401 (plot_layers lived here; still importable)
 
@@ -34,9 +35,8 @@ def append_results(path: str, rows: Sequence[Mapping[str, object]]) -> pd.DataFr
         new = pd.concat([_named_layers(pd.read_parquet(path)), new], ignore_index=True)
     if "layer" in new.columns:
         new["layer"] = _layer_column(list(new["layer"]))
-    tmp = f"{path}.tmp-{os.getpid()}"  # TODO(lead): use the format.durable atomic-write helper
-    new.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        new.to_parquet(tmp, index=False)
     return new
 
 

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from ..format.durable import atomic_file, atomic_write
+
 __all__ = ["FileEntry", "HubStoreError", "RepoStore", "git_blob_sha1", "lfs_pointer"]
 
 # extensions the Hub's default .gitattributes routes through LFS
@@ -118,10 +120,7 @@ class RepoStore:
     def put_blob_bytes(self, data: bytes) -> str:
         sha = hashlib.sha256(data).hexdigest()
         if not self.has_blob(sha):
-            tmp = os.path.join(self.root, "uploads", secrets.token_hex(8))
-            with open(tmp, "wb") as f:
-                f.write(data)
-            os.replace(tmp, self.blob_path(sha))
+            atomic_write(self.blob_path(sha), data, durable=False)
         return sha
 
     def tmp_path(self) -> str:
@@ -150,10 +149,8 @@ class RepoStore:
     def save(self, repo_type: str, repo_id: str, repo: dict[str, Any]) -> None:
         path = self._repo_file(repo_type, repo_id)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_file(path, "w", durable=False, encoding="utf-8") as f:
             json.dump(repo, f)
-        os.replace(tmp, path)
 
     def create(self, repo_type: str, repo_id: str, private: bool) -> dict[str, Any]:
         """Create a repository with the Hub's initial ``.gitattributes`` commit."""
