@@ -408,7 +408,7 @@ class Probe(BaseEstimator):
         if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
             raise InvalidArgumentError(
                 f"sample_weight must hold {n} finite non-negative numbers (one per row) with a "
-                f"positive sum; got shape {w.shape}.")
+                f"positive sum (weights that are all zero are refused); got shape {w.shape}.")
         return w
 
     def _model_coef(self) -> np.ndarray:
