@@ -1,53 +1,11 @@
-"""Fixtures for the stream tests: small real datasets written by DatasetWriter.
-
-Each sample's values encode where it came from, so a test can check which sample a batch row
-is without trusting the loader: in a pooled dataset, row ``i`` of layer ``L`` holds
-``i + 1000 * L`` in every column; in a full-sequence one, token ``t`` of row ``i`` holds
-``i * 100 + t + 10000 * L``.
-"""
+"""Fixtures for the stream tests (the dataset writers are in ``streamdata``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from actstore.format.writer import DatasetWriter
-
-DIM = 8
-LAYERS = (0, 3)
-
-
-def pooled_values(n: int, layer: int) -> np.ndarray:
-    return np.repeat((np.arange(n) + 1000 * layer)[:, None], DIM, axis=1).astype(np.float32)
-
-
-def write_pooled(path: Path, n: int, *, dtype: str = "float32", shard_bytes: int = 2048) -> Path:
-    labels = (np.arange(n) * 4 // n).tolist()  # sorted labels: the worst case for mixing
-    with DatasetWriter(str(path), model="m", layers=list(LAYERS), dim=DIM, dtype=dtype,
-                       shard_bytes=shard_bytes, overwrite=True) as w:
-        for lo in range(0, n, 50):
-            hi = min(n, lo + 50)
-            w.add([f"t{i}" for i in range(lo, hi)],
-                  hidden={L: pooled_values(n, L)[lo:hi] for L in LAYERS},
-                  labels=labels[lo:hi], metadata={"score": [float(i) / 2 for i in range(lo, hi)]})
-    return path
-
-
-def token_counts(n: int) -> list[int]:
-    return [1 + (i * 7) % 5 for i in range(n)]
-
-
-def write_full(path: Path, n: int = 40, *, shard_bytes: int = 1024) -> Path:
-    counts = token_counts(n)
-    seqs = {L: [np.repeat((i * 100 + np.arange(c) + 10000 * L)[:, None], DIM, axis=1).astype(np.float32)
-                for i, c in enumerate(counts)] for L in LAYERS}
-    with DatasetWriter(str(path), model="m", layers=list(LAYERS), dim=DIM, pooling="all",
-                       shard_bytes=shard_bytes, overwrite=True) as w:
-        w.add([f"t{i}" for i in range(n)], hidden=seqs, labels=[i % 2 for i in range(n)],
-              num_tokens=counts)
-    return path
+from streamdata import write_full, write_pooled
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +23,36 @@ def pooled_bf16(tmp_path_factory) -> Path:
 def full(tmp_path_factory) -> Path:
     """40 rows of 1-5 tokens, full-sequence storage."""
     return write_full(tmp_path_factory.mktemp("full") / "ds")
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """moto's S3 server on 127.0.0.1 (as in tests/cache/conftest.py)."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture()
+def s3(moto_server, monkeypatch):
+    """(storage_options, fresh bucket name) on the moto server, through real s3fs."""
+    import uuid
+
+    import s3fs
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    opts = {"key": "testing", "secret": "testing", "skip_instance_cache": True,
+            "client_kwargs": {"endpoint_url": moto_server}}
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(**opts).mkdir(bucket)
+    return opts, bucket
