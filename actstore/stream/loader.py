@@ -106,14 +106,14 @@ def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return r, world
 
 
-def _worker() -> tuple[int, int]:
-    """``(worker id, number of workers)`` of the DataLoader worker this runs in, else (0, 1)."""
+def _worker() -> tuple[int, int, bool]:
+    """``(worker id, number of workers, True)`` in a DataLoader worker, else ``(0, 1, False)``."""
     if _Base is object:
-        return 0, 1
+        return 0, 1, False
     from torch.utils.data import get_worker_info
 
     info = get_worker_info()
-    return (0, 1) if info is None else (int(info.id), int(info.num_workers))
+    return (0, 1, False) if info is None else (int(info.id), int(info.num_workers), True)
 
 
 class _Window:
@@ -195,14 +195,22 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
         r, world = _rank_world(rank, world_size)
         self._plan = Plan(n, block, win, bs, bool(shuffle), seed, world, r, bool(drop_last))
         self._fingerprint = fingerprint(ds, self._space, v.name)
+        if device is not None and not self._numpy_default(numpy):
+            import torch
+
+            device = torch.device(device)  # a bad name fails here, not in a worker
         self._device = device
-        self._numpy = (_Base is object) if numpy is None else bool(numpy)
+        self._numpy = self._numpy_default(numpy)
         if not self._numpy and _Base is object:
             require("torch", "extract")
         self._epoch = 0
         self._pos = 0  # the next batch this process's iterator yields
         self._pos_worker: list[int] | None = None
         self._resume: tuple[int, list[int] | None] | None = None
+
+    @staticmethod
+    def _numpy_default(numpy: bool | None) -> bool:
+        return (_Base is object) if numpy is None else bool(numpy)
 
     # -- the public surface --------------------------------------------------------------
     @property
@@ -294,8 +302,8 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
 
     # -- iteration ----------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        w, nw = _worker()
-        if self._device is not None and (w, nw) != (0, 1) and str(self._device) != "cpu":
+        w, nw, in_worker = _worker()
+        if self._device is not None and in_worker and self._device.type != "cpu":
             raise InvalidArgumentError(
                 f"device={self._device!r} cannot be used inside DataLoader workers; pass "
                 "pin_memory=True to the DataLoader and move batches in the training loop."
@@ -408,7 +416,7 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
     def _place(self, t: Any) -> Any:
         if self._device is None:
             return t
-        if str(self._device).startswith("cuda"):
+        if self._device.type == "cuda":
             return t.pin_memory().to(self._device, non_blocking=True)
         return t.to(self._device)
 
