@@ -122,3 +122,14 @@ def test_mixing_quality_label_autocorrelation(tmp_path):
     # a window of one block mixes only inside the block: the correlation stays high
     one = np.concatenate(rows_of(actstore.stream(ds, layers=0, batch_size=500, block_rows=400, window=400)))
     assert lag1_autocorr(labels[one]) > 0.9
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_batches_kept_after_the_epoch_keep_their_values(pooled, shuffle):
+    """Window buffers are recycled: a batch must never alias one that is read again."""
+    ds = open_(pooled)
+    kept = list(actstore.stream(ds, layers=[0, 3], batch_size=7, block_rows=5, window=10, shuffle=shuffle))
+    assert sum(b["row"].numel() for b in kept) == 300
+    for b in kept:
+        assert torch.equal(b["layer_0"][:, 0].long(), b["row"])
+        assert torch.equal(b["layer_3"][:, 0].long(), b["row"] + 3000)
