@@ -133,3 +133,12 @@ def test_batches_kept_after_the_epoch_keep_their_values(pooled, shuffle):
     for b in kept:
         assert torch.equal(b["layer_0"][:, 0].long(), b["row"])
         assert torch.equal(b["layer_3"][:, 0].long(), b["row"] + 3000)
+
+
+def test_spawned_workers_give_the_same_order(pooled):
+    """Workers started by spawn (forkserver is Python 3.14's default) get a pickled stream."""
+    ds = open_(pooled)
+    s = actstore.stream(ds, layers=0, batch_size=50, block_rows=10, window=30)
+    ref = [b["row"] for b in s]  # reading first leaves mappings behind: they must not travel
+    got = list(DataLoader(s, batch_size=None, num_workers=1, multiprocessing_context="spawn"))
+    assert len(got) == len(ref) and all(torch.equal(a, b["row"]) for a, b in zip(ref, got))
