@@ -10,8 +10,15 @@ serves the repeats).
 
 Reading: a window is read as its contiguous pieces (parts of blocks), one thread task per
 piece, ``prefetch`` windows ahead of the one being served; each piece is one contiguous byte
-range per layer (reads and copies release the GIL). Memory per iterator: about
-``(prefetch + 2) x window`` samples plus two batches, whatever the dataset's size.
+range per layer (reads and copies release the GIL). Memory per iterator (per DataLoader
+worker): at most ``prefetch + 1 + ceil(batch_size / window)`` windows and a spare one, plus the
+batches handed out, whatever the dataset's size. With ``shuffle`` each batch is gathered from
+its window(s) into a fresh array (finished window buffers are reused); in storage order a batch
+is a slice of its window, no copy.
+
+Epochs: ``set_epoch`` must reach the iterating copy, so use DataLoader's default
+``persistent_workers=False`` (workers are started per epoch with the stream as it is then).
+Workers may be started by fork, spawn or forkserver (the stream and its dataset pickle).
 """
 
 from __future__ import annotations
@@ -27,8 +34,8 @@ from ..errors import ConfigMismatchError, InvalidArgumentError, LayerNotFoundErr
 from ..format import spec
 from ..format.dtypes import bf16_bits_to_f32, f32_to_bf16_bits
 from ..format.layersel import request, resolve_layers
-from ..format.parallel import in_pieces, piece_count
 from ..format.locations import read_locations, stored_code, view_layout
+from ..format.parallel import in_pieces, piece_count
 from ..format.reader import Dataset
 from ..format.rows import storage_numpy
 from .order import Plan
@@ -298,6 +305,9 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
         epoch = _positive("epoch", state["epoch"], zero=True)
         b = _positive("batch", state["batch"], zero=True)
         worker = state.get("worker")
+        if worker is not None and not (isinstance(worker, list) and len(worker) == 2 and all(
+                isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in worker) and worker[0] < worker[1]):
+            raise InvalidArgumentError(f"The state's 'worker' must be [id, num_workers] or None; got {worker!r}.")
         if b > self._plan.batches + (0 if worker is None else worker[1]):
             raise InvalidArgumentError(f"The state's batch {b} is past the {self._plan.batches} batches of an epoch.")
         self._epoch, self._resume = epoch, (b, None if worker is None else [int(worker[0]), int(worker[1])])

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 import actstore
 from actstore.errors import ConfigMismatchError, InvalidArgumentError
@@ -119,6 +118,12 @@ def test_foreign_states_are_refused(pooled, tmp_path):
         s.load_state_dict({"epoch": 0, "batch": 3})
     with pytest.raises(InvalidArgumentError, match="Not a state dict"):
         s.load_state_dict([1, 2])
+    with pytest.raises(InvalidArgumentError, match="'worker' must be \\[id, num_workers\\]"):
+        s.load_state_dict({**state, "worker": "x"})
+    w = actstore.stream(ds, **KW)
+    w.load_state_dict({**state, "worker": [0, 3]})  # a DataLoader worker's own state
+    with pytest.raises(ConfigMismatchError, match="saved by DataLoader worker 0 of 3; this is worker 0 of 1"):
+        iter(w)
     # another rank of the same world size may load it: ranks move in lockstep
     r1 = actstore.stream(ds, **KW, rank=1, world_size=2)
     r1.load_state_dict(actstore.stream(ds, **KW, rank=0, world_size=2).state_dict(batch=2))
