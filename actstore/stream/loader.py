@@ -321,6 +321,8 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
                 f"device={self._device!r} cannot be used inside DataLoader workers; pass "
                 "pin_memory=True to the DataLoader and move batches in the training loop."
             )
+        if in_worker:
+            _refresh_after_fork(self._ds.source)
         resume, self._resume = self._resume, None
         if resume is None:
             first = w
@@ -441,6 +443,18 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
         if self._device.type == "cuda":
             return t.pin_memory().to(self._device, non_blocking=True)
         return t.to(self._device)
+
+
+def _refresh_after_fork(source: Any) -> None:
+    """Give a forked DataLoader worker its own async fsspec filesystem.
+
+    fsspec refuses to use an async filesystem (s3fs, HTTP) in a process forked from the one
+    that made it ("This class is not fork-safe"); a fresh instance with the same arguments
+    starts its own event loop here. The byte sources keep theirs as ``fs``.
+    """
+    fs = getattr(source, "fs", None)
+    if fs is not None and getattr(fs, "async_impl", False) and getattr(fs, "_pid", os.getpid()) != os.getpid():
+        source.fs = type(fs)(*fs.storage_args, **fs.storage_options)
 
 
 def _gather(src: np.ndarray, idx: np.ndarray, out: np.ndarray) -> None:

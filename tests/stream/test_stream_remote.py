@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pytest
 import s3fs
 import torch
 
@@ -64,3 +65,22 @@ def test_s3_stream_through_a_unified_cache_and_resume_across_copies(s3, pooled, 
     t.load_state_dict(state)
     rest = [b["row"].numpy() for b in t]
     assert all(np.array_equal(x, y) for x, y in zip(rest, first[5:])) and len(rest) == len(first) - 5
+
+
+@pytest.mark.parametrize("cached", [True, False])
+def test_s3_stream_with_dataloader_workers(s3, pooled, tmp_path, cached):
+    """Forked workers read S3 through a filesystem of their own (fsspec's async ones are not
+    fork-safe), with and without a cache."""
+    from torch.utils.data import DataLoader
+
+    opts, bucket = s3
+    upload(opts, str(pooled), f"{bucket}/ds")
+    ds = actstore.open_dataset(f"s3://{bucket}/ds", storage_options=opts,
+                               cache=UnifiedCache(tmp_path / "cache") if cached else False)
+    next(iter(actstore.stream(ds, **KW)))  # the parent has used its filesystem before forking
+    s = actstore.stream(ds, **KW)
+    ref = [b["row"] for b in actstore.stream(actstore.open_dataset(str(pooled)), **KW)]
+    got = list(DataLoader(s, batch_size=None, num_workers=2))
+    assert len(got) == len(ref) and all(torch.equal(a, b["row"]) for a, b in zip(ref, got))
+    for b in got:
+        assert torch.equal(b["layer_3"][:, 0].long(), b["row"] + 3000)
