@@ -78,6 +78,17 @@ def epoch_time(ds, **kw) -> tuple[float, int]:
     return time.perf_counter() - t, nbytes
 
 
+def loader_time(ds, workers: int) -> float:
+    """Seconds for one epoch through DataLoader(num_workers=workers), worker start included."""
+    from torch.utils.data import DataLoader
+
+    s = actstore.stream(ds, layers=[LAYER], batch_size=BATCH, seed=0)
+    t = time.perf_counter()
+    for _ in DataLoader(s, batch_size=None, num_workers=workers):
+        pass
+    return time.perf_counter() - t
+
+
 def first_batches(it, k: int) -> float:
     t = time.perf_counter()
     for i, _ in enumerate(it):
@@ -105,12 +116,15 @@ class _Server:
 
 
 def rss_child(path: str) -> int:
-    """Peak RSS (bytes) of a fresh process that streams one epoch of ``path``."""
+    """Peak RSS growth (bytes) of a fresh process while it streams one epoch of ``path``
+    (above its peak once torch is imported and the dataset open)."""
     code = (
-        "import resource, sys, actstore\n"
+        "import resource, sys, torch, actstore\n"
         f"ds = actstore.open_dataset({path!r})\n"
-        f"for b in actstore.stream(ds, layers=[{LAYER}], batch_size={BATCH}): pass\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+        f"s = actstore.stream(ds, layers=[{LAYER}], batch_size={BATCH})\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "for b in s: pass\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) * 1024)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
@@ -124,7 +138,7 @@ def main() -> None:
     args = ap.parse_args()
     size = 16e6 if args.quick else args.size_gb * 1e9
     rows = max(2 * BATCH, int(size // (DIM * 2)))
-    out = [f"## Stream: the training loader (`benchmarks/bench_stream.py`)", "",
+    out = ["## Stream: the training loader (`benchmarks/bench_stream.py`)", "",
            f"Command: `python benchmarks/bench_stream.py {'--quick' if args.quick else f'--size-gb {args.size_gb}'}`; "
            f"{rows:,} rows x {DIM} bfloat16 ({rows * DIM * 2 / 1e9:.2f} GB), batch {BATCH}, default "
            "block (4 MiB) and window (16 blocks).", ""]
@@ -139,6 +153,7 @@ def main() -> None:
         t_on, nb = min(epoch_time(ds, shuffle=True, seed=0) for _ in range(2))
         t_off, _ = min(epoch_time(ds, shuffle=False) for _ in range(2))
         assert nb == payload
+        t_dl2 = min(loader_time(ds, 2) for _ in range(2))
         k = min(8, rows // BATCH)
         t_ours_k = first_batches(actstore.stream(ds, layers=[LAYER], batch_size=BATCH), k)
         t_iter_k = first_batches(ds.iter_batches(LAYER, BATCH, shuffle=True, seed=0, dtype="bfloat16"), k)
@@ -180,7 +195,8 @@ def main() -> None:
 
         rss_big = rss_child(path)
         small = os.path.join(tmp, "small")
-        write(small, max(2 * BATCH, rows // 4))
+        small_rows = max(2 * BATCH, rows // 4)
+        write(small, small_rows)
         rss_small = rss_child(small)
 
     gb = payload / 1e9
@@ -189,13 +205,15 @@ def main() -> None:
         "|---|---:|---:|---:|---|",
         f"| local, shuffle on | {gb / t_on:.2f} GB/s | readinto {gb / t_base:.2f} GB/s | {t_base / t_on:.2f} | >= 0.8 |",
         f"| local, shuffle off | {gb / t_off:.2f} GB/s | readinto {gb / t_base:.2f} GB/s | {t_base / t_off:.2f} | >= 0.9 |",
+        f"| local, shuffle on, DataLoader(num_workers=2) | {gb / t_dl2:.2f} GB/s | readinto {gb / t_base:.2f} GB/s | "
+        f"{t_base / t_dl2:.2f} | info |",
         f"| loopback HTTP, shuffle on ({n_req} requests) | {gb / t_remote:.2f} GB/s | sequential fsspec "
         f"download {gb / t_dl:.2f} GB/s | {t_dl / t_remote:.2f} | >= 0.7 |",
         f"| first {k} batches vs `iter_batches(shuffle=True)`, local | {t_ours_k:.3f} s | {t_iter_k:.3f} s | "
         f"{t_iter_k / t_ours_k:.1f}x faster | info |",
         f"| first {k} batches vs `iter_batches(shuffle=True)`, HTTP ({n_req_iter} requests) | {t_rours:.3f} s | "
         f"{t_riter:.3f} s | {t_riter / t_rours:.1f}x faster | >= 10x |",
-        f"| peak RSS, one epoch: {gb:.2f} GB vs {gb / 4:.2f} GB dataset | {rss_big / 1e6:.0f} MB | "
+        f"| peak RSS growth, one epoch: {gb:.2f} GB vs {small_rows * DIM * 2 / 1e9:.2f} GB dataset | {rss_big / 1e6:.0f} MB | "
         f"{rss_small / 1e6:.0f} MB | {rss_big / rss_small:.2f} | flat (~1) |",
         f"| resume mid-epoch to first batch | {t_resume:.3f} s | fresh start {t_fresh:.3f} s | "
         f"{t_resume / t_fresh:.2f} | ~1 |",

@@ -217,6 +217,7 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
         self._pos = 0  # the next batch this process's iterator yields
         self._pos_worker: list[int] | None = None
         self._resume: tuple[int, list[int] | None] | None = None
+        self._shared = False  # batches in shared memory (set per iteration, in workers)
 
     @staticmethod
     def _numpy_default(numpy: bool | None) -> bool:
@@ -321,6 +322,7 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
                 f"device={self._device!r} cannot be used inside DataLoader workers; pass "
                 "pin_memory=True to the DataLoader and move batches in the training loop."
             )
+        self._shared = in_worker and not self._numpy and self._dtype is None
         if in_worker:
             _refresh_after_fork(self._ds.source)
         resume, self._resume = self._resume, None
@@ -405,18 +407,30 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
                 (win, idx), = parts
                 out[f"layer_{request(L)}"] = self._convert(win.raw[L][int(idx[0]) : int(idx[0]) + idx.size], code)
                 continue
-            raw = np.empty((q1 - q0, self._dim), dtype=storage_numpy(code))
+            raw, shared = self._batch_buffer(q1 - q0, code)
             at = 0
             for win, idx in parts:
                 _gather(win.raw[L], idx, raw[at : at + idx.size])
                 at += idx.size
-            out[f"layer_{request(L)}"] = self._convert(raw, code)
+            out[f"layer_{request(L)}"] = shared if shared is not None else self._convert(raw, code)
         info = {key: np.concatenate([win.info[key][idx] for win, idx in parts]) for key in parts[0][0].info}
         for key, values in info.items():
             out[key] = self._wrap(values)
         for name, col in self._columns.items():
             out[name] = self._wrap(col[info["row"]])
         return out
+
+    def _batch_buffer(self, n: int, code: str) -> tuple[np.ndarray, Any]:
+        """A batch's array, and in a DataLoader worker the shared-memory tensor it views:
+        handing that tensor to the main process passes a handle instead of a copy."""
+        if not self._shared:
+            return np.empty((n, self._dim), dtype=storage_numpy(code)), None
+        import torch
+
+        kind = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.int16}[code]
+        t = torch.empty((n, self._dim), dtype=kind).share_memory_()
+        arr = t.numpy()
+        return (arr.view(np.uint16) if code == "BF16" else arr), (t.view(torch.bfloat16) if code == "BF16" else t)
 
     def _convert(self, raw: np.ndarray, code: str) -> Any:
         """Stored rows to the requested dtype, as numpy or torch (bfloat16 bits kept as such)."""
