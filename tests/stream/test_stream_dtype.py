@@ -49,3 +49,27 @@ def test_is_an_iterable_dataset_with_len(pooled):
     s = actstore.stream(actstore.open_dataset(str(pooled)), layers=0, batch_size=64)
     assert isinstance(s, IterableDataset) and len(s) == 5
     assert actstore.stream.stream is not None and isinstance(s, actstore.stream.Stream)
+
+
+def test_without_torch_it_is_a_plain_iterable_of_numpy_batches(pooled):
+    """With torch unimportable the stream is a plain iterable yielding numpy arrays."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np, actstore\n"
+        f"s = actstore.stream(actstore.open_dataset({str(pooled)!r}), layers=[0, 3], batch_size=64)\n"
+        "assert type(s).__mro__[1] is object, type(s).__mro__\n"
+        "rows = []\n"
+        "for b in s:\n"
+        "    assert isinstance(b['layer_3'], np.ndarray) and np.array_equal(b['layer_3'][:, 0], b['row'] + 3000)\n"
+        "    rows.append(b['row'])\n"
+        "assert sorted(np.concatenate(rows).tolist()) == list(range(300)) and len(s) == 5\n"
+        "print('ok')\n"
+    )
+    root = Path(__file__).parents[2]
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**__import__("os").environ, "PYTHONPATH": str(root)}, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr

@@ -16,7 +16,7 @@ DIM = 256
 def write(path, rows: int) -> None:
     block = np.ones((1000, DIM), dtype=np.float32)
     with DatasetWriter(str(path), model="m", layers=[0], dim=DIM, shard_bytes=4 << 20) as w:
-        for lo in range(0, rows, 1000):
+        for _ in range(0, rows, 1000):
             w.add([""] * 1000, hidden={0: block})
 
 
