@@ -126,6 +126,45 @@ def _worker() -> tuple[int, int, bool]:
     return (0, 1, False) if info is None else (int(info.id), int(info.num_workers), True)
 
 
+def _select_layers(ds: Dataset, view: str | None, layers: Any) -> list[int]:
+    """Stored numbers of the requested layers (every present one by default); missing raise."""
+    v = view_layout(ds, view)
+    wanted = list(v.layers) if layers is None else layers
+    if not isinstance(wanted, (str, int, np.integer)):
+        wanted = list(wanted)
+    present = [request(L) for L in ds.present_layers(view)]
+    got = resolve_layers(wanted, present, where=f"view {v.name!r} of the dataset")
+    if not got:
+        raise LayerNotFoundError("stream() needs at least one layer; got an empty list.")
+    return got
+
+
+def _select_columns(ds: Dataset, columns: Sequence[str]) -> dict[str, np.ndarray]:
+    """The requested index columns as arrays (one value per row of ``ds``)."""
+    cols = list(columns)
+    have = ds.index.column_names
+    missing = [c for c in cols if c not in have]
+    if missing:
+        raise InvalidArgumentError(f"The dataset has no column(s) {missing}; its columns are {have}.")
+    clash = [c for c in cols if c in ("row", "token") or c.startswith("layer_")]
+    if clash:
+        raise InvalidArgumentError(f"Columns {clash} clash with the batch keys 'row', 'token', 'layer_*'.")
+    return {c: ds.column(c) for c in cols}
+
+
+def _block_window(block_rows: int | None, window: int | None, sample_bytes: int) -> tuple[int, int]:
+    """Block and window sizes in samples: as given, or about 4 MiB blocks, 16 per window."""
+    block = block_rows if block_rows is not None else max(16, min(1 << 16, BLOCK_BYTES // sample_bytes))
+    block = _positive("block_rows", block)
+    win = _positive("window", window if window is not None else WINDOW_BLOCKS * block)
+    if win < block:
+        raise InvalidArgumentError(
+            f"window ({win} samples) must be at least one block (block_rows={block}); "
+            f"pass window >= block_rows, e.g. window={WINDOW_BLOCKS * block}."
+        )
+    return block, win
+
+
 class _Window:
     """One window's samples as stored (per layer ``(size, dim)``), being read by threads."""
 
@@ -169,39 +208,17 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
             )
         if skip_first_token and not self._tokens:
             raise InvalidArgumentError("skip_first_token=True needs tokens=True (it drops a token of each row).")
-        present = ds.present_layers(view)
-        spec_layers = list(v.layers) if layers is None else layers
-        if not isinstance(spec_layers, (str, int, np.integer)):
-            spec_layers = list(spec_layers)
-        self._layers = resolve_layers(spec_layers, [request(L) for L in present], where=f"view {v.name!r} of the dataset")
-        if not self._layers:
-            raise LayerNotFoundError("stream() needs at least one layer; got an empty list.")
-        self._codes = {L: stored_code(ds, L, view) for L in self._layers}
+        self._codes = {L: stored_code(ds, L, view) for L in _select_layers(ds, view, layers)}
         self._dim = v.dim
         self._dtype = _dtype_name(dtype)
-        cols = list(columns)
-        have = ds.index.column_names
-        missing = [c for c in cols if c not in have]
-        if missing:
-            raise InvalidArgumentError(f"The dataset has no column(s) {missing}; its columns are {have}.")
-        clash = [c for c in cols if c in ("row", "token") or c.startswith("layer_")]
-        if clash:
-            raise InvalidArgumentError(f"Columns {clash} clash with the batch keys 'row', 'token', 'layer_*'.")
-        self._columns = {c: ds.column(c) for c in cols}
+        self._columns = _select_columns(ds, columns)
         self._space: RowSpace | TokenSpace = TokenSpace(ds, skip_first_token=skip_first_token) \
             if self._tokens else RowSpace(ds)
         n = self._space.n
         if n == 0:
             raise InvalidArgumentError("The dataset holds no samples to stream (0 rows or tokens).")
         sample_bytes = sum(v.dim * storage_numpy(c).itemsize for c in self._codes.values())
-        block = block_rows if block_rows is not None else max(16, min(1 << 16, BLOCK_BYTES // sample_bytes))
-        block = _positive("block_rows", block)
-        win = _positive("window", window if window is not None else WINDOW_BLOCKS * block)
-        if win < block:
-            raise InvalidArgumentError(
-                f"window ({win} samples) must be at least one block (block_rows={block}); "
-                f"pass window >= block_rows, e.g. window={WINDOW_BLOCKS * block}."
-            )
+        block, win = _block_window(block_rows, window, sample_bytes)
         r, world = _rank_world(rank, world_size)
         self._plan = Plan(n, block, win, bs, bool(shuffle), seed, world, r, bool(drop_last))
         self._fingerprint = fingerprint(ds, self._space, v.name)
