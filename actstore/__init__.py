@@ -63,6 +63,7 @@ _LAZY: dict[str, str] = {
     "fit_streaming": "actstore.probe",
     "mdl_probe": "actstore.probe",
     "control_task": "actstore.probe",
+    "stream": "actstore.stream",
 }
 
 __all__ = sorted([*errors.__all__, "__version__", "errors", *_LAZY])
@@ -75,7 +76,7 @@ def __getattr__(name: str) -> Any:
     mod = importlib.import_module(module)
     # ``actstore.extract`` is a callable package: keep the package (``actstore.extract.merge``
     # keeps working), not the function it also holds under the same name
-    value = mod if name == "extract" and callable(mod) else getattr(mod, name)
+    value = mod if name in ("extract", "stream") and callable(mod) else getattr(mod, name)
     globals()[name] = value
     return value
 

@@ -65,6 +65,10 @@ class LocalSource:
         self._seen: dict[str, tuple[int, int, int, int]] = {}
         self._anchor: str | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled without its mappings (a DataLoader worker started by spawn maps anew)."""
+        return {**self.__dict__, "_maps": {}}
+
     def _pin(self, path: str, st: os.stat_result) -> None:
         """Check ``path`` (just opened or stat'ed, giving ``st``) against what was seen."""
         ident = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
