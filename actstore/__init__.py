@@ -50,8 +50,8 @@ _LAZY: dict[str, str] = {
     "VerifyReport": "actstore.format.verify",
     "open_dataset": "actstore.open",
     "UnifiedCache": "actstore.cache",
-    "extract": "actstore.extract",
-    "merge": "actstore.extract",
+    "extract": "actstore.extraction",
+    "merge": "actstore.extraction",
     "push_dataset": "actstore.hub",
     "pull_dataset": "actstore.hub",
     "fetch_metadata": "actstore.hub",
@@ -70,10 +70,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'actstore' has no attribute {name!r}")
-    mod = importlib.import_module(module)
-    # ``actstore.extract`` is a callable package: keep the package (``actstore.extract.merge``
-    # keeps working), not the function it also holds under the same name
-    value = mod if name == "extract" and callable(mod) else getattr(mod, name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

@@ -9,7 +9,7 @@ import pytest
 import actstore
 from actstore.cache import UnifiedCache
 from actstore.errors import InvalidArgumentError
-from actstore.extract import forward
+from actstore.extraction import forward
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 Prompts are cut into fixed shards in input order. Worker ``rank`` of ``world_size`` takes
 shards ``rank, rank + world_size, ...``; each finished shard is committed on its own as a
 complete part dataset under ``<out>/_parts/shard-NNNNN`` (its index is its commit point;
-see :mod:`actstore.extract.layout`).
+see :mod:`actstore.extraction.layout`).
 A rerun skips committed parts, so a run killed at any moment finishes, when rerun with the
 same command, with the same dataset an uninterrupted run writes. ``merge`` joins the parts
 in shard order into the single dataset at ``<out>`` and removes them.
@@ -208,7 +208,7 @@ def run_shards(lm: LoadedModel, prompts: PromptSet, run: RunDir, spec: RunSpec, 
 
     ``record`` (model, revision, template, ...) is stored with ``spec`` as the run's config.
     With ``cache`` (a UnifiedCache), only prompts it lacks are computed
-    (see :mod:`actstore.extract.cached`).
+    (see :mod:`actstore.extraction.cached`).
     """
     if cache is not None:
         check_cacheable(spec)

@@ -27,10 +27,8 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import sys
-import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -161,7 +159,7 @@ def extract(
         Generate first (``max_new_tokens``, ``num_return_sequences``, ``do_sample``,
         ``top_p``, ``top_k``, ``temperature``, ``seed``), then store views over the prompt
         tokens and ``generated_<pooling>`` views over the generated tokens, one row per
-        continuation (see :mod:`actstore.extract.generate`).
+        continuation (see :mod:`actstore.extraction.generate`).
     shard_size : int, optional
         Prompts per shard: the unit of resumption, of distribution across workers, and of
         memory (one shard's results, plus one being written, are held in host memory:
@@ -337,22 +335,3 @@ def _progress(mine: int, done: int, rank: int, world: int, enabled: bool) -> Any
 
     return tqdm(total=mine, initial=done, unit="prompt",
                 desc=f"extract[{rank}/{world}]" if world > 1 else "extract")
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``actstore.extract(...)`` call the function even once the submodule is imported.
-
-    Importing ``actstore.extract.<anything>`` makes Python bind the *package* to
-    ``actstore.extract``, which would shadow the function (lmprobe's ``from lmprobe import
-    extract`` returns a module for this reason); calling the package forwards to ``extract``.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Dataset | None:
-        return extract(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-# ``actstore.extract?`` / ``help`` / ``inspect.signature`` show the function's own signature
-# (not ``(*args, **kwargs)``); the module stays a package for its submodules (issue 13 plans a
-# plain function in its place).
-__signature__ = inspect.signature(extract)
