@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import errors
+from ._version import __version__
 from .errors import (
     ActstoreError,
     CacheError,
@@ -39,8 +40,6 @@ from .errors import (
     UnsupportedVersionError,
     WriteError,
 )
-
-__version__ = "0.1.0"
 
 # public name -> module that defines it (imported on first attribute access)
 _LAZY: dict[str, str] = {

@@ -25,7 +25,7 @@ RESERVED_COLUMNS = frozenset({
 
 
 def _versions() -> dict[str, Any]:
-    from .. import __version__
+    from .._version import __version__
 
     out: dict[str, Any] = {
         "actstore_version": __version__,
