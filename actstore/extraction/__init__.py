@@ -26,7 +26,6 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from collections.abc import Sequence
@@ -37,65 +36,30 @@ from ..errors import InvalidArgumentError, require
 require("torch", "extract")
 require("transformers", "extract")
 
+from ..cache import UnifiedCache  # noqa: E402
 from ..format.index_builder import RESERVED_COLUMNS  # noqa: E402
 from ..format.reader import Dataset  # noqa: E402
-from ..format.spec import FLOAT_DTYPES  # noqa: E402
 from .cached import as_cache  # noqa: E402
 from .forward import model_max_length  # noqa: E402
-from .generate import GENERATE_COLUMNS, check_generate  # noqa: E402
+from .generate import GENERATE_COLUMNS  # noqa: E402
 from .inputs import PromptSet, apply_template, read_prompts  # noqa: E402
 from .layers import resolve_model_layers  # noqa: E402
 from .layout import RunDir  # noqa: E402
 from .merge import merge  # noqa: E402
-from .models import LoadedModel, is_causal, load_model, prepare_tokenizer, public_name  # noqa: E402
-from .pooling import POOLINGS  # noqa: E402
+from .models import LoadedModel, as_loaded, load_model, public_name  # noqa: E402
+from .runconfig import RunConfig, fingerprint  # noqa: E402
 from .runner import (  # noqa: E402
-    RunSpec,
     check_writable,
-    fingerprint,
     precheck_config,
     resumed_prompts,
     run_shards,
     start_over,
     worker_from_env,
 )
+from .warmup import warmup  # noqa: E402
 
-__all__ = ["LoadedModel", "extract", "load_model", "merge", "read_prompts", "resolve_model_layers"]
-
-
-def _as_loaded(model: Any, tokenizer: Any, *, revision: str | None, device: str, dtype: Any,
-               trust_remote_code: bool, with_lm_head: bool, model_name: str | None,
-               progress: bool) -> LoadedModel:
-    if isinstance(model, LoadedModel):
-        if model_name is not None:
-            model = dataclasses.replace(model, public=public_name(model.name, model_name))
-        return model
-    if isinstance(model, (str, os.PathLike)):
-        return load_model(os.fspath(model), revision=revision, device=device, dtype=dtype,
-                          trust_remote_code=trust_remote_code, with_lm_head=with_lm_head,
-                          model_name=model_name, progress=progress)
-    if tokenizer is None:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(model.config.name_or_path)
-    model.eval()
-    name = getattr(model.config, "name_or_path", None) or type(model).__name__
-    sha = revision or getattr(model.config, "_commit_hash", None)
-    return LoadedModel(model, prepare_tokenizer(tokenizer), name, sha,
-                       next(model.parameters()).device, is_causal(model),
-                       public_name(name, model_name))
-
-
-def _poolings(pooling: str | Sequence[str]) -> list[str]:
-    names = [pooling] if isinstance(pooling, str) else list(pooling)
-    unknown = [p for p in names if p not in POOLINGS]
-    if unknown or not names:
-        raise InvalidArgumentError(
-            f"Unknown pooling {unknown or names}; expected some of {', '.join(POOLINGS)}."
-        )
-    if "all" in names:  # full sequences are the primary view; pooled ones ride along
-        names = ["all"] + [p for p in names if p != "all"]
-    return list(dict.fromkeys(names))
+__all__ = ["LoadedModel", "RunConfig", "extract", "load_model", "merge", "read_prompts",
+           "resolve_model_layers", "warmup"]
 
 
 def extract(
@@ -126,7 +90,7 @@ def extract(
     rank: int | None = None,
     world_size: int | None = None,
     progress: bool = True,
-    cache: Any = None,
+    cache: UnifiedCache | str | os.PathLike[str] | bool | None = None,
     work_dir: str | None = None,
     storage_options: dict[str, Any] | None = None,
     model_name: str | None = None,
@@ -192,8 +156,9 @@ def extract(
         The merged dataset, or None for a worker of a multi-worker run (run ``merge`` once
         every worker is done).
     """
-    _check_sizes(dtype, batch_size=batch_size, shard_size=shard_size, max_length=max_length)
-    poolings = _poolings(pooling)
+    cfg = RunConfig.create(pooling=pooling, dtype=dtype, batch_size=batch_size,
+                           max_length=max_length, shard_size=shard_size, logits_k=logits_k,
+                           perplexity=perplexity, template=template, chat_template=chat_template)
     ps = _prompt_set(prompts, text_column, label_column, labels, metadata)
     _check_columns(ps, prompts, label_column, templated=template is not None or chat_template,
                    perplexity=perplexity, generating=generate is not None)
@@ -207,23 +172,17 @@ def extract(
             f"parts; delete {run.parts!r} (and any dataset at {run.out!r}) once, then start "
             "the workers without it."
         )
-    shard_size = shard_size or (64 if poolings[0] == "all" else 1024)
-    known: dict[str, Any] = {
-        "template": template, "chat_template": chat_template, "pooling": poolings,
-        "dtype": dtype, "batch_size": batch_size, "max_length": max_length,
-        "shard_size": shard_size, "logits_k": logits_k, "perplexity": perplexity,
-        "num_prompts": len(ps.texts),
-    }
-    if isinstance(model, (str, os.PathLike)):
-        known["model"] = public_name(os.fspath(model), model_name)
-    if not chat_template:
-        known["prompts_sha256"] = fingerprint(_templated(ps, template, None, False))
+    cfg = cfg.with_prompts(
+        len(ps.texts),
+        None if chat_template else fingerprint(_templated(ps, template, None, False)),
+        public_name(os.fspath(model), model_name) if isinstance(model, (str, os.PathLike)) else None,
+    )
     # before the model loads: a mistake costs seconds, not hours
     if overwrite:
         check_writable(run)
     else:
-        precheck_config(run, known, world_size)
-    lm = _as_loaded(model, tokenizer, revision=revision, device=device, dtype=model_dtype,
+        precheck_config(run, cfg.known(), world_size)
+    lm = as_loaded(model, tokenizer, revision=revision, device=device, dtype=model_dtype,
                     trust_remote_code=trust_remote_code,
                     with_lm_head=bool(logits_k or perplexity or generate), model_name=model_name,
                     progress=progress)
@@ -232,22 +191,15 @@ def extract(
         start_over(run)  # only once the model is loaded: a typo must not cost the old dataset
     if template is not None or chat_template:
         ps = _templated(ps, template, lm.tokenizer, chat_template)
-    spec = RunSpec(
-        layers=resolve_model_layers(layers, lm.model.config.num_hidden_layers), pooling=poolings,
-        dtype=dtype, batch_size=batch_size, max_length=max_length,
-        shard_size=shard_size, logits_k=logits_k, perplexity=perplexity,
-        generate=None if generate is None else check_generate(dict(generate), poolings, lm),
-    )
-    record = {"model": lm.published_name, "revision": lm.revision, "template": template,
-              "chat_template": chat_template, "padding_side": lm.tokenizer.padding_side}
-    done, mine = resumed_prompts(run, len(ps.texts), spec.shard_size, rank, world_size)
+    cfg = cfg.bind(lm, layers, generate, ps)
+    done, mine = resumed_prompts(run, len(ps.texts), cfg.shard_size, rank, world_size)
     if done and progress:
         print(f"actstore extract: resuming: {done} of {mine} prompts done", file=sys.stderr,
               flush=True)
     bar = _progress(mine, done, rank, world_size, progress)
     try:
-        run_shards(lm, ps, run, spec, rank=rank, world_size=world_size, record=record,
-                   progress=bar, cache=as_cache(cache))
+        run_shards(lm, ps, run, cfg, rank=rank, world_size=world_size, progress=bar,
+                   cache=as_cache(cache))
     finally:
         if bar is not None:
             bar.close()
@@ -291,14 +243,6 @@ def _check_columns(ps: PromptSet, source: Any, label_column: str | None, *, temp
             f"{where} has a column {name!r}, which clashes with {taken[name]}; rename that "
             "column in the input."
         )
-
-
-def _check_sizes(dtype: str, **sizes: int | None) -> None:
-    if dtype not in FLOAT_DTYPES:
-        raise InvalidArgumentError(f"dtype must be one of {sorted(FLOAT_DTYPES)}; got {dtype!r}.")
-    for name, value in sizes.items():
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise InvalidArgumentError(f"{name} must be a positive integer; got {value!r}.")
 
 
 def _prompt_set(prompts: Any, text_column: str, label_column: str | None, labels: Any,
