@@ -29,15 +29,20 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError, require
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 require("torch", "extract")
 require("transformers", "extract")
 
 from ..cache import UnifiedCache  # noqa: E402
 from ..format.index_builder import RESERVED_COLUMNS  # noqa: E402
+from ..format.layersel import LayerSpec  # noqa: E402
 from ..format.reader import Dataset  # noqa: E402
 from .cached import as_cache  # noqa: E402
 from .forward import model_max_length  # noqa: E402
@@ -63,16 +68,16 @@ __all__ = ["LoadedModel", "RunConfig", "extract", "load_model", "merge", "read_p
 
 
 def extract(
-    model: Any,
-    prompts: Any,
-    out: str,
+    model: str | os.PathLike[str] | LoadedModel | PreTrainedModel,
+    prompts: Sequence[str] | str | os.PathLike[str],
+    out: str | os.PathLike[str],
     *,
-    layers: Any = "all",
+    layers: LayerSpec = "all",
     pooling: str | Sequence[str] = "last_token",
     dtype: str = "float32",
-    labels: Any = None,
+    labels: Sequence[Any] | None = None,
     metadata: dict[str, Sequence[Any]] | None = None,
-    tokenizer: Any = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     text_column: str = "text",
     label_column: str | None = None,
     batch_size: int = 32,
@@ -84,7 +89,7 @@ def extract(
     generate: dict[str, Any] | None = None,
     revision: str | None = None,
     device: str = "auto",
-    model_dtype: Any = "auto",
+    model_dtype: str | torch.dtype = "auto",
     trust_remote_code: bool = False,
     shard_size: int | None = None,
     rank: int | None = None,
