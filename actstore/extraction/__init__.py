@@ -2,10 +2,13 @@
 
 Needs the ``extract`` extra: ``pip install "actstore[extract]"``.
 
-Modules: :mod:`.models` (loading, blocks), :mod:`.layers` (layer specs), :mod:`.capture`
-(hooks, early stop), :mod:`.pooling`, :mod:`.forward` (length-grouped batches, logits),
-:mod:`.generate`, :mod:`.inputs`, :mod:`.cached` (``cache=``), :mod:`.runner` (shards,
-workers, resume), :mod:`.layout` (where parts live), :mod:`.merge`.
+``actstore.extract`` is the function :func:`extract` of this package (``actstore.extraction``).
+
+Modules: :mod:`.models` (loading, blocks), :mod:`.layers` (layer specs), :mod:`.runconfig`
+(the one run configuration, checked once), :mod:`.capture` (hooks, early stop),
+:mod:`.pooling`, :mod:`.forward` (length-grouped batches, logits), :mod:`.generate`,
+:mod:`.inputs`, :mod:`.cached` (``cache=``), :mod:`.warmup` (fill the activation cache),
+:mod:`.runner` (shards, workers, resume), :mod:`.layout` (where parts live), :mod:`.merge`.
 
 Layer ``i`` is the output of block ``i`` (lmprobe's numbering; the last block's output is
 taken before any final norm); ``"embeddings"`` asks for the embedding output, stored as
@@ -188,9 +191,9 @@ def extract(
     else:
         precheck_config(run, cfg.known(), world_size)
     lm = as_loaded(model, tokenizer, revision=revision, device=device, dtype=model_dtype,
-                    trust_remote_code=trust_remote_code,
-                    with_lm_head=bool(logits_k or perplexity or generate), model_name=model_name,
-                    progress=progress)
+                   trust_remote_code=trust_remote_code,
+                   with_lm_head=bool(logits_k or perplexity or generate), model_name=model_name,
+                   progress=progress)
     _check_model(lm, max_length, need_head=bool(logits_k or perplexity))
     if overwrite:
         start_over(run)  # only once the model is loaded: a typo must not cost the old dataset
