@@ -6,7 +6,9 @@ complete part dataset under ``<out>/_parts/shard-NNNNN`` (its index is its commi
 see :mod:`actstore.extraction.layout`).
 A rerun skips committed parts, so a run killed at any moment finishes, when rerun with the
 same command, with the same dataset an uninterrupted run writes. ``merge`` joins the parts
-in shard order into the single dataset at ``<out>`` and removes them.
+in shard order into the single dataset at ``<out>`` and removes them. One worker with one
+shard writes the dataset at ``<out>`` directly (the part would be all of it; the merge would
+only read it back and write it again).
 """
 
 from __future__ import annotations
@@ -190,11 +192,24 @@ def run_shards(lm: LoadedModel, prompts: PromptSet, run: RunDir, cfg: RunConfig,
         run.remove_parts()  # a merge that was killed while deleting the parts
         return []
     n, done = len(prompts.texts), []
+    shards = range(rank, -(-n // cfg.shard_size), world_size)
+    if world_size == 1 and len(shards) == 1 and not run.part_done(0):
+        # one worker, one shard: the part would be the whole dataset, so it is written at
+        # ``out`` at once (its index is the commit point there too) instead of as a part
+        # that the merge reads back and writes again; a rerun after a kill recomputes the
+        # one shard either way
+        run.remove_stale_staging()
+        res = _compute(lm, prompts, 0, n, cfg, _ticker(progress), cache)
+        # overwrite=True as the merge writes: no dataset is there (checked above); tensor
+        # files a killed earlier write left behind are removed at the commit
+        _write_rows(prompts, run.out, 0, res, cfg, storage_options=run.storage_options,
+                    overwrite=True)
+        return [0]
     # one part is written (sha256, safetensors, index) while the next is computed; at most
     # two shards of results are in memory at once
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-part") as pool:
         pending: Future[None] | None = None
-        for shard in range(rank, -(-n // cfg.shard_size), world_size):
+        for shard in shards:
             lo, hi = shard * cfg.shard_size, min(n, (shard + 1) * cfg.shard_size)
             if run.part_done(shard):
                 continue  # counted in the bar's start (see ``resumed_prompts``)
@@ -238,6 +253,14 @@ def _compute(lm: LoadedModel, prompts: PromptSet, lo: int, hi: int, cfg: RunConf
 
 def _write_part(prompts: PromptSet, part: str, lo: int, res: GroupResult, cfg: RunConfig) -> None:
     """Commit one shard's rows as a complete part dataset (its index last)."""
+    if os.path.exists(part):
+        shutil.rmtree(part)  # an uncommitted part from a killed run: start it again
+    _write_rows(prompts, part, lo, res, cfg)
+
+
+def _write_rows(prompts: PromptSet, where: str, lo: int, res: GroupResult, cfg: RunConfig, *,
+                storage_options: dict[str, Any] | None = None, overwrite: bool = False) -> None:
+    """Write ``res`` (the rows of prompts from ``lo`` on) as a dataset at ``where``."""
     views = cfg.views
     src = res.source_rows
     dim = next(iter(res.views[views[0]].values()))[0].shape[-1]
@@ -247,12 +270,11 @@ def _write_part(prompts: PromptSet, part: str, lo: int, res: GroupResult, cfg: R
     if res.perplexity is not None:
         meta["perplexity"] = res.perplexity
     labels = None if prompts.labels is None else [prompts.labels[lo + i] for i in src]
-    if os.path.exists(part):
-        shutil.rmtree(part)  # an uncommitted part from a killed run: start it again
-    with DatasetWriter(part, model=cfg.model, revision=cfg.revision,
+    with DatasetWriter(where, model=cfg.model, revision=cfg.revision,
                        layers=[request(L) for L in cfg.stored_layers], dim=dim, dtype=cfg.dtype,
                        pooling=views, logits_k=cfg.logits_k, extraction={"run": cfg.record()},
-                       num_rows=len(src)) as w:
+                       num_rows=len(src), storage_options=storage_options,
+                       overwrite=overwrite) as w:
         # the writer takes the embeddings by name (the stored -1 would be refused)
         named = {p: {request(L): a for L, a in res.views[p].items()} for p in views}
         w.add(res.texts, hidden=named[views[0]],

@@ -60,3 +60,40 @@ def test_one_frozen_config_is_checked_once_and_recorded_as_before(gpt2, tmp_path
                         "logits_k", "perplexity", "generate", "prompts_sha256", "num_prompts"}
     assert run["layers"] == [-1, 1] and run["pooling"] == ["last_token", "mean"]
     assert json.loads(json.dumps(run)) == run
+
+
+def test_one_worker_one_shard_writes_the_dataset_once(gpt2, tmp_path, prompts, monkeypatch):
+    """With one worker and one shard the part would be the whole dataset: it is written at
+    ``out`` directly, not as a part that the merge reads back and writes again; the result
+    is the dataset the merge of a part writes."""
+    import importlib
+
+    import pyarrow.parquet as pq
+
+    merging = importlib.import_module("actstore.extraction.merge")  # the module, not the function
+
+    kw = dict(layers=["embeddings", 2], pooling=["last_token", "mean"], dtype="bfloat16",
+              labels=[i % 2 for i in range(len(prompts))], template="Q: {prompt}",
+              metadata={"source": [f"s{i}" for i in range(len(prompts))]}, progress=False)
+    merged_out = str(tmp_path / "merged")
+    # two workers: shard 0 is rank 0's, rank 1 has none; the merge writes the dataset
+    assert actstore.extract(gpt2, prompts, out=merged_out, rank=0, world_size=2, **kw) is None
+    merged = actstore.merge(merged_out)
+    real_write = merging._write
+
+    def no_merge(*a, **k):
+        raise AssertionError("the one part was written and then merged")
+
+    monkeypatch.setattr(merging, "_write", no_merge)
+    direct = actstore.extract(gpt2, prompts, out=str(tmp_path / "direct"), **kw)
+    monkeypatch.setattr(merging, "_write", real_write)
+    assert not (tmp_path / "direct" / "_parts").exists()
+    for view in ("last_token", "mean"):
+        for layer in ("embeddings", 2):
+            a, b = direct.torch(layer, view=view), merged.torch(layer, view=view)
+            assert a.dtype == b.dtype and bool((a.view(-1) == b.view(-1)).all())
+    index = "index/train-00000-of-00001.parquet"
+    ta, tb = pq.read_table(tmp_path / "direct" / index), pq.read_table(tmp_path / "merged" / index)
+    assert ta.schema.remove_metadata() == tb.schema.remove_metadata() and ta.equals(tb)
+    assert direct.info.extraction == merged.info.extraction
+    assert direct.verify().ok
