@@ -17,7 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import errors
-from ._version import __version__  # a leaf: format records it without importing the root
+from ._version import __version__
 from .errors import (
     ActstoreError,
     CacheError,
@@ -49,8 +49,8 @@ _LAZY: dict[str, str] = {
     "VerifyReport": "actstore.format.verify",
     "open_dataset": "actstore.open",
     "UnifiedCache": "actstore.cache",
-    "extract": "actstore.extract",
-    "merge": "actstore.extract",
+    "extract": "actstore.extraction",
+    "merge": "actstore.extraction",
     "push_dataset": "actstore.hub",
     "pull_dataset": "actstore.hub",
     "fetch_metadata": "actstore.hub",
@@ -73,10 +73,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'actstore' has no attribute {name!r}")
-    mod = importlib.import_module(module)
-    # ``actstore.extract`` is a callable package: keep the package (``actstore.extract.merge``
-    # keeps working), not the function it also holds under the same name
-    value = mod if name in ("extract", "stream") and callable(mod) else getattr(mod, name)
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 

@@ -1,3 +1,7 @@
-"""The package version, a leaf module: ``format`` records it without importing the package root."""
+"""The package version: a leaf, so any layer can name it without importing the package root."""
+
+from __future__ import annotations
+
+__all__ = ["__version__"]
 
 __version__ = "0.1.0"

@@ -105,7 +105,7 @@ def _publish(src: str, out: str, quiet: bool) -> tuple[str, Any]:
 def run_demo(out: str = "actstore-demo", *, model: str | None = None, n_per_task: int = 200,
              cv: int = 5, progress: bool = True, quiet: bool = False) -> DemoResult:
     """Run the demo end to end; see the module docstring."""
-    from . import extract
+    from .extraction import extract
 
     t0 = time.perf_counter()
     model_name = None

@@ -86,7 +86,7 @@ def bare_loop(model, tok, prompts: list[str], batch_size: int) -> float:
 
 
 def timed_extract(lm, prompts: list[str], **kw) -> float:
-    import actstore.extract as ex
+    import actstore.extraction as ex
 
     out = tempfile.mkdtemp(dir=_TMP)
     start = time.perf_counter()
@@ -118,7 +118,7 @@ def rss_child(path: str, n: int) -> float:
         "import resource, sys, tempfile, os\n"
         f"sys.path.insert(0, {str(HERE)!r})\n"
         "from bench_extract import make_prompts\n"
-        "import actstore.extract as ex\n"
+        "import actstore.extraction as ex\n"
         f"ex.extract({path!r}, make_prompts({n}, seed=1), out=os.path.join(tempfile.mkdtemp(), 'd'),\n"
         "           layers='all', pooling=['last_token', 'mean'], batch_size=16, shard_size=64,\n"
         "           device='cpu', progress=False)\n"
@@ -135,7 +135,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from actstore.extract import load_model
+    from actstore.extraction import load_model
 
     gpu = args.device.startswith("cuda")
     n, rss_n, rounds = (64, 32, 2) if args.quick else (384, 256, 3)

@@ -14,7 +14,7 @@ import pytest
 
 import actstore
 from actstore.cli import main
-from actstore.extract.layers import resolve_model_layers
+from actstore.extraction.layers import resolve_model_layers
 from actstore.format.layersel import request, resolve_layer, resolve_layers
 from actstore.format.writer import DatasetWriter
 from actstore.probe import Probe, control_task, cross_validate, mdl_probe, sweep_layers

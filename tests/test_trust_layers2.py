@@ -15,6 +15,7 @@ import pytest
 
 import actstore
 from actstore.cache import UnifiedCache
+from actstore.cache.activations import activation_key, space_id
 from actstore.cli import main
 from actstore.errors import InvalidArgumentError
 from actstore.format.writer import DatasetWriter
@@ -76,7 +77,7 @@ def test_cache_takes_the_embeddings_by_name_and_refuses_negatives(tmp_path):
     assert cache.missing("m", prompts, layers=["embeddings", 0]) == []
     np.testing.assert_array_equal(cache.get("m", prompts, layers=["embeddings"])[:, 0], hidden["embeddings"])
     # the entry is keyed by the stored number, as before: an existing cache keeps its entries
-    assert cache._key(actstore.cache.activations.space_id("m", None, None), "p0", "last_token", -1) in cache.store
+    assert activation_key(space_id("m", None, None), "p0", "last_token", -1) in cache.store
     for call in (lambda: cache.get("m", prompts, layers=[-1]),
                  lambda: cache.missing("m", prompts, layers=[0, -1]),
                  lambda: cache.put("m", prompts, {"last_token": {-1: hidden[1]}}),

@@ -9,7 +9,7 @@ extraction runner uses).
 
 from __future__ import annotations
 
-from .activations import space_id
+from .activations import cache_space, space_id
 from .unified import UnifiedCache
 
-__all__ = ["UnifiedCache", "space_id"]
+__all__ = ["UnifiedCache", "cache_space", "space_id"]

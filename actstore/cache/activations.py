@@ -16,12 +16,18 @@ API for the extraction runner (``extract(..., cache=...)``)::
     cache.flush()                                             # publish for other processes
 
 ``config`` must hold only settings that change the values (dtype, max_length, template,
-chat_template, ...), not batch size or device. ``warmup`` and ``to_dataset`` build on these.
+chat_template, ...), not batch size or device; :func:`cache_space` spells it for extraction
+(``extract(..., cache=)`` and :func:`actstore.extraction.warmup` both key entries by it).
+``to_dataset`` builds on these.
 
 Layers are block numbers (``0, 1, ...``) and ``"embeddings"`` for the embedding output (keyed
 as lmprobe's stored ``-1``). A negative layer is refused: this API does not know the model's
-depth, so ``-1`` (the deepest block elsewhere) cannot be resolved; ``warmup``, which loads the
-model, resolves ``-1``, ``"last"``, ``"middle"`` and ``"all"``.
+depth, so ``-1`` (the deepest block elsewhere) cannot be resolved; extraction, which loads
+the model, resolves ``-1``, ``"last"``, ``"middle"`` and ``"all"``.
+
+:class:`Activations` works on a :class:`~actstore.cache.store.SegmentStore` it is given;
+:class:`~actstore.cache.UnifiedCache` holds one and exposes its methods. Nothing here runs a
+model: the cache owns the key schema, extraction owns computing the vectors.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,8 +43,12 @@ from ..errors import CacheError, InvalidArgumentError
 from ..format.dtypes import bf16_bits_to_f32, numpy_storage_dtype, to_storage
 from ..format.layersel import explicit_layers, request
 from .codec import decode_array, encode_array
+from .store import SegmentStore
 
-__all__ = ["ActivationsMixin", "space_id"]
+if TYPE_CHECKING:  # pragma: no cover
+    from ..format.reader import Dataset
+
+__all__ = ["Activations", "activation_key", "cache_space", "space_id"]
 
 
 def _h(text: str) -> str:
@@ -57,6 +67,36 @@ def space_id(model: str, revision: str | None, config: Mapping[str, Any] | None)
     return _h(json.dumps(doc, sort_keys=True, default=str))
 
 
+def cache_space(dtype: str, max_length: int | None, template: str | None,
+                chat_template: bool) -> dict[str, Any]:
+    """The extraction settings that determine a vector's values: an entry's ``config``.
+
+    ``extract(..., cache=)`` and :func:`actstore.extraction.warmup` key entries by it, so
+    they share entries; batch size, device and shard size are not part of it.
+
+    Examples
+    --------
+    >>> cache_space("float32", None, None, False)
+    {'dtype': 'float32', 'max_length': None, 'template': None}
+    """
+    cfg: dict[str, Any] = {"dtype": dtype, "max_length": max_length, "template": template}
+    if chat_template:  # absent, not False, when unused: entries of older runs keep their keys
+        cfg["chat_template"] = True
+    return cfg
+
+
+def activation_key(space: str, prompt: str, view: str, layer: int) -> str:
+    """The store key of one vector; ``layer`` is the stored number (``-1`` = the embeddings),
+    so keys match lmprobe's numbering.
+
+    Examples
+    --------
+    >>> activation_key("s", "p", "last_token", -1).endswith(":last_token:-1")
+    True
+    """
+    return f"a:{space}:{_h(prompt)}:{view}:{int(layer)}"
+
+
 def _views(pooling: str | Sequence[str]) -> list[str]:
     return [pooling] if isinstance(pooling, str) else list(pooling)
 
@@ -71,15 +111,20 @@ def _storage_dtype(arr: Any, dtype: str | None) -> str:
     return "float16" if kind == np.float16 else "float32"
 
 
-class ActivationsMixin:
-    """Per-prompt pooled vectors; mixed into :class:`actstore.cache.UnifiedCache`."""
+class Activations:
+    """Per-prompt pooled vectors in ``store``; :class:`actstore.cache.UnifiedCache` holds one.
 
-    store: Any
-    compression: str
+    Parameters
+    ----------
+    store : SegmentStore
+        Where the entries live.
+    compression : {"none", "zstd"}
+        Codec for new entries (see :class:`~actstore.cache.UnifiedCache`).
+    """
 
-    def _key(self, space: str, prompt: str, view: str, layer: int) -> str:
-        """``layer`` is the stored number (``-1`` = the embeddings), so keys match lmprobe's."""
-        return f"a:{space}:{_h(prompt)}:{view}:{int(layer)}"
+    def __init__(self, store: SegmentStore, compression: str) -> None:
+        self.store = store
+        self.compression = compression
 
     def missing(self, model: str, prompts: Sequence[str], *, layers: Sequence[int | str],
                 pooling: str | Sequence[str] = "last_token", revision: str | None = None,
@@ -96,7 +141,7 @@ class ActivationsMixin:
         self.store.refresh()
         views = _views(pooling)
         return [i for i, p in enumerate(prompts)
-                if any(self._key(space, p, v, L) not in self.store for v in views for L in layers)]
+                if any(activation_key(space, p, v, L) not in self.store for v in views for L in layers)]
 
     def put(self, model: str, prompts: Sequence[str], vectors: Mapping[str, Mapping[int | str, Any]], *,
             revision: str | None = None, config: Mapping[str, Any] | None = None,
@@ -122,7 +167,7 @@ class ActivationsMixin:
                     )
                 for prompt, row in zip(prompts, raw):
                     data, codec = encode_array(row, name, self.compression)
-                    self.store.put(self._key(space, prompt, view, layer), data, codec=codec,
+                    self.store.put(activation_key(space, prompt, view, layer), data, codec=codec,
                                    meta={"dtype": name, "dim": int(raw.shape[1])})
 
     def get(self, model: str, prompts: Sequence[str], *, layers: Sequence[int | str],
@@ -135,14 +180,14 @@ class ActivationsMixin:
         """
         layers = explicit_layers(layers, what="cache.get(layers=...)")
         space = space_id(model, revision, config)
-        keys = [self._key(space, p, view, L) for p in prompts for L in layers]
+        keys = [activation_key(space, p, view, L) for p in prompts for L in layers]
         got = self.store.get_many(keys)
         absent = sorted({k // len(layers) for k, g in enumerate(got) if g is None})
         if absent:
             raise CacheError(
                 f"{len(absent)} of {len(prompts)} prompts have no cached {view!r} vectors for "
                 f"layers {[request(L) for L in layers]} of {model!r} (first: {prompts[absent[0]]!r}); run "
-                "cache.warmup(...) or cache.missing(...) + extraction first."
+                "actstore.extraction.warmup(cache, ...) or cache.missing(...) + extraction first."
             )
         return self._assemble(got, len(prompts), len(layers), raw)
 
@@ -163,7 +208,7 @@ class ActivationsMixin:
     def to_dataset(self, out: str, model: str, prompts: Sequence[str], *, layers: Sequence[int | str],
                    pooling: str | Sequence[str] = "last_token", revision: str | None = None,
                    config: Mapping[str, Any] | None = None, labels: Sequence[Any] | None = None,
-                   batch_size: int = 1024, **writer_kwargs: Any) -> Any:
+                   batch_size: int = 1024, **writer_kwargs: Any) -> Dataset:
         """Assemble a v2 dataset at ``out`` from cached vectors (every one must be cached).
 
         Examples
@@ -179,7 +224,7 @@ class ActivationsMixin:
         keyed = explicit_layers(layers, what="cache.to_dataset(layers=...)")
         layers = [request(L) for L in keyed]  # the writer takes the embeddings by name
         space = space_id(model, revision, config)
-        first = self.store.get_many([self._key(space, prompts[0], views[0], keyed[0])])[0]
+        first = self.store.get_many([activation_key(space, prompts[0], views[0], keyed[0])])[0]
         if first is None:
             self.get(model, prompts[:1], layers=layers[:1], view=views[0], revision=revision,
                      config=config)  # raises the CacheError that names what is missing

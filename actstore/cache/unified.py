@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 import weakref
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from .. import config
 from ..format.source import split_url
-from .activations import ActivationsMixin
+from .activations import Activations
 from .codec import COMPRESSION_CHOICES
 from .store import SegmentStore
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..format.reader import Dataset
 
 __all__ = ["UnifiedCache"]
 
@@ -30,7 +34,7 @@ __all__ = ["UnifiedCache"]
 LAYOUT = "v1"
 
 
-class UnifiedCache(ActivationsMixin):
+class UnifiedCache:
     """A cache on any fsspec filesystem, shared safely by concurrent processes.
 
     Parameters
@@ -73,6 +77,7 @@ class UnifiedCache(ActivationsMixin):
         self.compression = compression
         self.store = SegmentStore(fs, f"{root.rstrip('/')}/{LAYOUT}",
                                   max_bytes=config.cache_max_bytes(max_bytes), verify=verify)
+        self.activations = Activations(self.store, compression)
         # entries put but never flushed would be lost; publish them when this object is
         # collected or the interpreter exits, whichever comes first
         weakref.finalize(self, _flush_quietly, self.store)
@@ -161,56 +166,44 @@ class UnifiedCache(ActivationsMixin):
         """Delete every entry of this cache."""
         self.store.clear()
 
-    # -- remote datasets ---------------------------------------------------------------
-    def source(self, fs: Any, root: str, *, url: str, index_id: str | None) -> Any:
-        """A :class:`~actstore.cache.remote.CachedSource` over ``root`` on ``fs``."""
-        from .remote import CachedSource
+    # -- activations: the key schema and the entries live in :mod:`.activations` ---------
+    def missing(self, model: str, prompts: Sequence[str], *, layers: Sequence[int | str],
+                pooling: str | Sequence[str] = "last_token", revision: str | None = None,
+                config: Mapping[str, Any] | None = None) -> list[int]:
+        """Positions of the prompts that lack any requested (view, layer) vector
+        (:meth:`Activations.missing <actstore.cache.activations.Activations.missing>`)."""
+        return self.activations.missing(model, prompts, layers=layers, pooling=pooling,
+                                        revision=revision, config=config)
 
-        return CachedSource(self, fs, root, url=url, index_id=index_id)
+    def put(self, model: str, prompts: Sequence[str],
+            vectors: Mapping[str, Mapping[int | str, Any]], *, revision: str | None = None,
+            config: Mapping[str, Any] | None = None, dtype: str | None = None) -> None:
+        """Store ``vectors[view][layer]`` (an ``(n, dim)`` array) for each of ``n`` prompts
+        (:meth:`Activations.put <actstore.cache.activations.Activations.put>`)."""
+        self.activations.put(model, prompts, vectors, revision=revision, config=config, dtype=dtype)
 
-    # -- extraction ----------------------------------------------------------------------
-    def warmup(self, model: Any, prompts: Sequence[str], *, layers: Any = "all",
-               pooling: str | Sequence[str] = "last_token", dtype: str = "float32",
-               max_length: int | None = None, template: str | None = None,
-               revision: str | None = None, **extract_kwargs: Any) -> list[int]:
-        """Extract and cache the vectors of the prompts that are not cached yet.
+    def get(self, model: str, prompts: Sequence[str], *, layers: Sequence[int | str],
+            view: str = "last_token", revision: str | None = None,
+            config: Mapping[str, Any] | None = None, raw: bool = False) -> np.ndarray:
+        """Cached vectors as ``(n, len(layers), dim)``
+        (:meth:`Activations.get <actstore.cache.activations.Activations.get>`)."""
+        return self.activations.get(model, prompts, layers=layers, view=view, revision=revision,
+                                    config=config, raw=raw)
 
-        Calls :func:`actstore.extract` lazily (the one place the storage layer reaches up
-        to extraction) on the missing prompts only. Returns their positions.
+    def to_dataset(self, out: str, model: str, prompts: Sequence[str], *,
+                   layers: Sequence[int | str], pooling: str | Sequence[str] = "last_token",
+                   revision: str | None = None, config: Mapping[str, Any] | None = None,
+                   labels: Sequence[Any] | None = None, batch_size: int = 1024,
+                   **writer_kwargs: Any) -> Dataset:
+        """Assemble a v2 dataset at ``out`` from cached vectors
+        (:meth:`Activations.to_dataset <actstore.cache.activations.Activations.to_dataset>`).
 
-        Examples
-        --------
-        >>> todo = cache.warmup("gpt2", prompts, layers=[0, 6], pooling="last_token")  # doctest: +SKIP
+        Computing missing vectors is extraction's job: :func:`actstore.extraction.warmup`
+        (``warmup(cache, model, prompts, ...)``) or ``actstore.extract(..., cache=cache)``.
         """
-        from ..extract import LoadedModel, extract, load_model, resolve_model_layers
-        from ..extract.cached import cache_space  # the keys extract(..., cache=) uses too
-        from ..format.layersel import request  # stored -1 is asked for as 'embeddings'
-
-        lm = model
-        if isinstance(model, (str, os.PathLike)):
-            lm = load_model(os.fspath(model), revision=revision)
-        hf = lm.model if isinstance(lm, LoadedModel) else lm
-        name = lm.name if isinstance(lm, LoadedModel) else hf.config.name_or_path
-        rev = revision or (lm.revision if isinstance(lm, LoadedModel)
-                           else getattr(hf.config, "_commit_hash", None))
-        chosen = resolve_model_layers(layers, hf.config.num_hidden_layers)
-        views = [pooling] if isinstance(pooling, str) else list(pooling)
-        cfg = cache_space(dtype, max_length, template, bool(extract_kwargs.get("chat_template")))
-        named = [request(L) for L in chosen]  # the cache API takes the embeddings by name
-        todo = self.missing(name, prompts, layers=named, pooling=views, revision=rev, config=cfg)
-        if not todo:
-            return []
-        with tempfile.TemporaryDirectory(prefix="actstore-warmup-") as tmp:
-            out = os.path.join(tmp, f"run-{time.time_ns()}")
-            ds = extract(lm, [prompts[i] for i in todo], out, layers=named, pooling=views,
-                         dtype=dtype, max_length=max_length, template=template, progress=False,
-                         **extract_kwargs)
-            texts = [prompts[i] for i in todo]  # the untemplated prompts are the cache keys
-            vectors = {v: {L: ds.layer(L, view=None if j == 0 else v) for L in named}
-                       for j, v in enumerate(views)}
-            self.put(name, texts, vectors, revision=rev, config=cfg, dtype=dtype)
-        self.flush()
-        return todo
+        return self.activations.to_dataset(out, model, prompts, layers=layers, pooling=pooling,
+                                           revision=revision, config=config, labels=labels,
+                                           batch_size=batch_size, **writer_kwargs)
 
 
 def _flush_quietly(store: SegmentStore) -> None:

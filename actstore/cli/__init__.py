@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from .. import __version__
+from .._version import __version__
 from ..config import debug
 from ..errors import ActstoreError
 

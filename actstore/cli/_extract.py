@@ -8,7 +8,6 @@ once all are done. ``--rank``/``--world-size`` set the share by hand.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 from typing import Any
@@ -79,11 +78,6 @@ def _generate(text: str | None) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise InvalidArgumentError(f"--generate must be a JSON object; got {text!r}.")
     return value
-
-
-def _lib() -> Any:
-    # the package, not ``actstore.extract`` (which may be the function of the same name)
-    return importlib.import_module("actstore.extract")
 
 
 # -- errors a newcomer hits before anything runs (one line each, with the fix) ---------------
@@ -243,9 +237,9 @@ def _model_error(exc: BaseException, model: str, revision: str | None) -> Except
 def _extract(args: argparse.Namespace) -> int:
     check_device(args.device)
     check_model(args.model, args.revision, args.trust_remote_code)
-    ex = _lib()
+    from ..extraction import extract  # loads torch and transformers: only when run
 
-    ds = ex.extract(
+    ds = extract(
         args.model, args.input, out=args.out, layers=parse_layers(args.layers),
         pooling=[p.strip() for p in args.pooling.split(",") if p.strip()], dtype=args.dtype,
         text_column=args.text_column, label_column=args.label_column, batch_size=args.batch_size,
@@ -262,8 +256,8 @@ def _extract(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    ex = _lib()
+    from ..extraction import merge
 
-    ds = ex.merge(args.out, keep_parts=args.keep_parts, work_dir=args.work_dir)
+    ds = merge(args.out, keep_parts=args.keep_parts, work_dir=args.work_dir)
     print(f"merged {len(ds)} rows into {args.out}")
     return 0

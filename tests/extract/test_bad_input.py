@@ -7,7 +7,7 @@ import pytest
 
 import actstore
 from actstore.errors import InvalidArgumentError, LayerNotFoundError
-from actstore.extract.layers import resolve_model_layers
+from actstore.extraction.layers import resolve_model_layers
 
 
 def _run(lm, prompts, tmp_path, **kw):
@@ -55,7 +55,7 @@ def test_model_without_pad_token_falls_back_to_eos(gpt2_path, tmp_path):
 
     raw = AutoTokenizer.from_pretrained(gpt2_path)
     assert raw.pad_token is None                                   # the fixture has none
-    from actstore.extract import load_model
+    from actstore.extraction import load_model
 
     lm = load_model(gpt2_path, device="cpu")
     assert lm.tokenizer.pad_token == lm.tokenizer.eos_token == "</s>"

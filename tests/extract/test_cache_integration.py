@@ -1,5 +1,5 @@
 """``extract(..., cache=...)`` computes only what the UnifiedCache lacks, and shares
-entries with ``UnifiedCache.warmup``."""
+entries with ``warmup(cache, ...)``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import actstore
 from actstore.cache import UnifiedCache
 from actstore.errors import InvalidArgumentError
-from actstore.extract import forward
+from actstore.extraction import forward, warmup
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_second_run_computes_nothing_and_matches(gpt2, tmp_path, prompts, counte
 
 def test_only_missing_prompts_are_computed_after_warmup(gpt2, tmp_path, prompts, counted):
     cache = UnifiedCache(str(tmp_path / "cache"))
-    assert cache.warmup(gpt2, prompts[:5], layers=[1], pooling="last_token") == list(range(5))
+    assert warmup(cache, gpt2, prompts[:5], layers=[1], pooling="last_token") == list(range(5))
     counted.clear()
     ds = actstore.extract(gpt2, prompts, out=str(tmp_path / "ds"), layers=[1], cache=cache,
                           progress=False)

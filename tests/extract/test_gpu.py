@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 @pytest.mark.parametrize("path_fixture", ["gpt2_path", "llama_path"])
 def test_cuda_vectors_match_cpu_unbatched(path_fixture, request, tmp_path, prompts):
-    from actstore.extract import load_model
+    from actstore.extraction import load_model
 
     path = request.getfixturevalue(path_fixture)
     cpu, gpu = load_model(path, device="cpu"), load_model(path, device="cuda")

@@ -13,7 +13,7 @@ import torch
 
 import actstore
 from actstore.errors import InvalidArgumentError
-from actstore.extract.inputs import read_prompts
+from actstore.extraction.inputs import read_prompts
 
 ROWS = [
     {"text": "the cat sat", "label": 1, "source": "a"},

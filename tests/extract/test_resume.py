@@ -13,7 +13,7 @@ import pytest
 
 import actstore
 from actstore.errors import ConfigMismatchError, InvalidArgumentError
-from actstore.extract.runner import worker_from_env
+from actstore.extraction.runner import worker_from_env
 
 DRIVER = r'''
 import sys, time
@@ -188,7 +188,7 @@ def test_resume_with_a_different_number_of_workers(gpt2, tmp_path, prompts, monk
     kw = dict(layers=[2], shard_size=2, progress=False)
     out = str(tmp_path / "ds")
     assert actstore.extract(gpt2, prompts, out=out, rank=2, world_size=3, **kw) is None
-    from actstore.extract import runner
+    from actstore.extraction import runner
 
     computed: list[int] = []
     real = runner._compute

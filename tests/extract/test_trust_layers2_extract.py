@@ -7,6 +7,7 @@ import numpy as np
 
 import actstore
 from actstore.cache import UnifiedCache
+from actstore.extraction import warmup
 
 
 def test_cached_extract_and_warmup_of_the_embeddings(gpt2, tmp_path, prompts):
@@ -14,7 +15,7 @@ def test_cached_extract_and_warmup_of_the_embeddings(gpt2, tmp_path, prompts):
     kw = dict(layers=["embeddings", -1], progress=False)
     plain = actstore.extract(gpt2, prompts, out=str(tmp_path / "plain"), **kw)
     assert plain.info.layers == ("embeddings", 3)
-    assert cache.warmup(gpt2, prompts[:3], layers=["embeddings", -1]) == [0, 1, 2]
+    assert warmup(cache, gpt2, prompts[:3], layers=["embeddings", -1]) == [0, 1, 2]
     cached = actstore.extract(gpt2, prompts, out=str(tmp_path / "c"), cache=cache, **kw)
     np.testing.assert_allclose(cached.layer("embeddings"), plain.layer("embeddings"), atol=1e-5)
     np.testing.assert_allclose(cached.layer(3), plain.layer(3), atol=1e-4)

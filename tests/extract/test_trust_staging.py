@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 
 import actstore
-from actstore.extract.layout import RunDir
+from actstore.extraction.layout import RunDir
 
 _WRITER = textwrap.dedent("""
     import sys

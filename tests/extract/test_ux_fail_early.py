@@ -17,7 +17,7 @@ PROMPTS = ["the cat sat", "hello world", "two plus two is four", "why is the sky
 @pytest.fixture
 def no_model_load(monkeypatch):
     """Any attempt to load a model fails the test: the check must come first."""
-    import actstore.extract as ex
+    import actstore.extraction.models as ex  # where the model is loaded
 
     def boom(*a, **k):  # pragma: no cover - reached only on failure
         raise AssertionError("the model was loaded before the inputs were checked")
@@ -62,7 +62,7 @@ def test_changed_settings_fail_before_the_model_loads_and_name_the_way_out(tmp_p
                                                                             monkeypatch):
     out = str(tmp_path / "ds")
     actstore.extract(gpt2_path, PROMPTS, out=out, layers=[0], shard_size=2, progress=False)
-    import actstore.extract as ex
+    import actstore.extraction.models as ex  # where the model is loaded
 
     monkeypatch.setattr(ex, "load_model", lambda *a, **k: (_ for _ in ()).throw(AssertionError))
     with pytest.raises(ConfigMismatchError, match="dtype.*--overwrite") as err:
@@ -82,7 +82,7 @@ def test_overwrite_starts_over(tmp_path, gpt2_path):
 
 def _killed_run(gpt2, out, monkeypatch, after=2):
     """An extraction killed once ``after`` shards (of one prompt each) are committed."""
-    import actstore.extract.runner as runner
+    import actstore.extraction.runner as runner
 
     real = runner._write_part
     calls = []

@@ -3,38 +3,40 @@
 Prompts are cut into fixed shards in input order. Worker ``rank`` of ``world_size`` takes
 shards ``rank, rank + world_size, ...``; each finished shard is committed on its own as a
 complete part dataset under ``<out>/_parts/shard-NNNNN`` (its index is its commit point;
-see :mod:`actstore.extract.layout`).
+see :mod:`actstore.extraction.layout`).
 A rerun skips committed parts, so a run killed at any moment finishes, when rerun with the
 same command, with the same dataset an uninterrupted run writes. ``merge`` joins the parts
-in shard order into the single dataset at ``<out>`` and removes them.
+in shard order into the single dataset at ``<out>`` and removes them. One worker with one
+shard writes the dataset at ``<out>`` directly (the part would be all of it; the merge would
+only read it back and write it again).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
 from typing import Any
 
+from ..cache import UnifiedCache
 from ..errors import ConfigMismatchError, InvalidArgumentError
 from ..format.durable import atomic_file
 from ..format.layersel import request
 from ..format.reader import open_dataset
 from ..format.writer import DatasetWriter
-from .cached import cache_space, check_cacheable, run_cached_group
+from .cached import run_cached_group
 from .forward import GroupResult, run_group
-from .generate import generated_views, run_generate_group
+from .generate import run_generate_group
 from .inputs import PromptSet
 from .layout import RunDir
 from .merge import merge
 from .models import LoadedModel
+from .runconfig import RunConfig, fingerprint
 
-__all__ = ["RunSpec", "check_writable", "fingerprint", "merge", "precheck_config", "resumed_prompts", "run_shards",
-           "start_over", "worker_from_env"]
+__all__ = ["RunConfig", "check_writable", "fingerprint", "merge", "precheck_config", "resumed_prompts",
+           "run_shards", "start_over", "worker_from_env"]
 
 def worker_from_env(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
     """Rank and world size: arguments, else torchrun/accelerate, a SLURM array, or srun tasks.
@@ -65,14 +67,6 @@ def _env_worker(env: Any) -> tuple[int, int]:
     if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env:  # srun --ntasks N
         return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
     return 0, 1
-
-
-def fingerprint(prompts: PromptSet) -> str:
-    h = hashlib.sha256()
-    for t in prompts.texts:
-        h.update(t.encode("utf-8") + b"\x00")
-    h.update(json.dumps(prompts.labels, default=str).encode())
-    return h.hexdigest()
 
 
 def _recorded_config(run: RunDir, world_size: int = 1) -> dict[str, Any] | None:
@@ -181,57 +175,47 @@ def _check_config(run: RunDir, config: dict[str, Any], world_size: int = 1) -> b
     return False
 
 
-@dataclass
-class RunSpec:
-    """What a run computes and stores; recorded in the metadata and compared on rerun."""
-
-    layers: list[int]
-    pooling: list[str]
-    dtype: str = "float32"
-    batch_size: int = 32
-    max_length: int | None = None
-    shard_size: int = 1024
-    logits_k: int | None = None
-    perplexity: bool = False
-    generate: dict[str, Any] | None = None
-
-    @property
-    def views(self) -> list[str]:
-        return generated_views(self.pooling) if self.generate else list(self.pooling)
-
-
-def run_shards(lm: LoadedModel, prompts: PromptSet, run: RunDir, spec: RunSpec, *, rank: int = 0,
-               world_size: int = 1, record: dict[str, Any] | None = None,
-               progress: Any = None, cache: Any = None) -> list[int]:
+def run_shards(lm: LoadedModel, prompts: PromptSet, run: RunDir, cfg: RunConfig, *, rank: int = 0,
+               world_size: int = 1, progress: Any = None,
+               cache: UnifiedCache | None = None) -> list[int]:
     """Extract and commit every shard assigned to this worker; returns the shards done now.
 
-    ``record`` (model, revision, template, ...) is stored with ``spec`` as the run's config.
-    With ``cache`` (a UnifiedCache), only prompts it lacks are computed
-    (see :mod:`actstore.extract.cached`).
+    ``cfg`` (bound to the model: :meth:`RunConfig.bind`) is recorded as the run's
+    configuration. With ``cache``, only prompts it lacks are computed
+    (see :mod:`actstore.extraction.cached`).
     """
     if cache is not None:
-        check_cacheable(spec)
-        rec = record or {}
-        cache = (cache, cache_space(spec.dtype, spec.max_length, rec.get("template"),
-                                    bool(rec.get("chat_template"))))
-    config = {**(record or {}), **asdict(spec), "prompts_sha256": fingerprint(prompts),
-              "num_prompts": len(prompts.texts)}
+        cfg.check_cacheable()
+    config = cfg.record()
     if _check_config(run, config, world_size):
         run.remove_parts()  # a merge that was killed while deleting the parts
         return []
     n, done = len(prompts.texts), []
+    shards = range(rank, -(-n // cfg.shard_size), world_size)
+    if world_size == 1 and len(shards) == 1 and not run.part_done(0):
+        # one worker, one shard: the part would be the whole dataset, so it is written at
+        # ``out`` at once (its index is the commit point there too) instead of as a part
+        # that the merge reads back and writes again; a rerun after a kill recomputes the
+        # one shard either way
+        run.remove_stale_staging()
+        res = _compute(lm, prompts, 0, n, cfg, _ticker(progress), cache)
+        # overwrite=True as the merge writes: no dataset is there (checked above); tensor
+        # files a killed earlier write left behind are removed at the commit
+        _write_rows(prompts, run.out, 0, res, cfg, storage_options=run.storage_options,
+                    overwrite=True)
+        return [0]
     # one part is written (sha256, safetensors, index) while the next is computed; at most
     # two shards of results are in memory at once
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="actstore-part") as pool:
         pending: Future[None] | None = None
-        for shard in range(rank, -(-n // spec.shard_size), world_size):
-            lo, hi = shard * spec.shard_size, min(n, (shard + 1) * spec.shard_size)
+        for shard in shards:
+            lo, hi = shard * cfg.shard_size, min(n, (shard + 1) * cfg.shard_size)
             if run.part_done(shard):
                 continue  # counted in the bar's start (see ``resumed_prompts``)
-            res, src = _compute(lm, prompts, lo, hi, spec, _ticker(progress), cache)
+            res = _compute(lm, prompts, lo, hi, cfg, _ticker(progress), cache)
             if pending is not None:
                 pending.result()
-            pending = pool.submit(_write_part, prompts, run.part(shard), lo, res, src, spec, config)
+            pending = pool.submit(_write_part, prompts, run.part(shard), lo, res, cfg)
             done.append(shard)
         if pending is not None:
             pending.result()
@@ -251,44 +235,47 @@ def _ticker(progress: Any) -> Callable[[int, int], None] | None:
     return tick
 
 
-def _compute(lm: LoadedModel, prompts: PromptSet, lo: int, hi: int, spec: RunSpec,
-             tick: Callable[[int, int], None] | None,
-             cache: tuple[Any, dict[str, Any]] | None) -> tuple[GroupResult, list[int]]:
-    """Views for prompts ``lo:hi`` and, per output row, the prompt it came from."""
+def _compute(lm: LoadedModel, prompts: PromptSet, lo: int, hi: int, cfg: RunConfig,
+             tick: Callable[[int, int], None] | None, cache: UnifiedCache | None) -> GroupResult:
+    """The rows of prompts ``lo:hi`` (each names the prompt it came from: ``source_rows``)."""
     texts = prompts.texts[lo:hi]
     if cache is not None:
-        res = run_cached_group(lm, texts, prompts.given[lo:hi], spec, cache[0], cache[1], tick)
-        res.extra["texts"] = texts
-        return res, list(range(hi - lo))
-    if spec.generate:
-        res = run_generate_group(lm, texts, spec.layers, spec.pooling, spec.generate, first_row=lo,
-                                 batch_size=spec.batch_size, max_length=spec.max_length, on_batch=tick)
-        return res, res.extra["source_rows"]
-    res = run_group(lm, texts, spec.layers, spec.pooling, batch_size=spec.batch_size,
-                    max_length=spec.max_length, logits_k=spec.logits_k, perplexity=spec.perplexity,
-                    on_batch=tick)
-    res.extra["texts"] = texts
-    return res, list(range(hi - lo))
+        return run_cached_group(lm, texts, prompts.given[lo:hi], cfg, cache, tick)
+    if cfg.generate:
+        return run_generate_group(lm, texts, cfg.stored_layers, list(cfg.pooling), dict(cfg.generate),
+                                  first_row=lo, batch_size=cfg.batch_size,
+                                  max_length=cfg.max_length, on_batch=tick)
+    return run_group(lm, texts, cfg.stored_layers, list(cfg.pooling), batch_size=cfg.batch_size,
+                     max_length=cfg.max_length, logits_k=cfg.logits_k, perplexity=cfg.perplexity,
+                     on_batch=tick)
 
 
-def _write_part(prompts: PromptSet, part: str, lo: int, res: GroupResult, src: list[int],
-                spec: RunSpec, config: dict[str, Any]) -> None:
+def _write_part(prompts: PromptSet, part: str, lo: int, res: GroupResult, cfg: RunConfig) -> None:
     """Commit one shard's rows as a complete part dataset (its index last)."""
-    views = spec.views
+    if os.path.exists(part):
+        shutil.rmtree(part)  # an uncommitted part from a killed run: start it again
+    _write_rows(prompts, part, lo, res, cfg)
+
+
+def _write_rows(prompts: PromptSet, where: str, lo: int, res: GroupResult, cfg: RunConfig, *,
+                storage_options: dict[str, Any] | None = None, overwrite: bool = False) -> None:
+    """Write ``res`` (the rows of prompts from ``lo`` on) as a dataset at ``where``."""
+    views = cfg.views
+    src = res.source_rows
     dim = next(iter(res.views[views[0]].values()))[0].shape[-1]
     meta = {k: [v[lo + i] for i in src] for k, v in prompts.metadata.items()}
-    meta.update(res.extra.get("columns", {}))
+    meta.update(res.columns)
     meta["truncated"] = res.truncated
     if res.perplexity is not None:
         meta["perplexity"] = res.perplexity
     labels = None if prompts.labels is None else [prompts.labels[lo + i] for i in src]
-    if os.path.exists(part):
-        shutil.rmtree(part)  # an uncommitted part from a killed run: start it again
-    with DatasetWriter(part, model=config["model"], revision=config.get("revision"),
-                       layers=[request(L) for L in spec.layers], dim=dim, dtype=spec.dtype, pooling=views,
-                       logits_k=spec.logits_k, extraction={"run": config}, num_rows=len(src)) as w:
+    with DatasetWriter(where, model=cfg.model, revision=cfg.revision,
+                       layers=[request(L) for L in cfg.stored_layers], dim=dim, dtype=cfg.dtype,
+                       pooling=views, logits_k=cfg.logits_k, extraction={"run": cfg.record()},
+                       num_rows=len(src), storage_options=storage_options,
+                       overwrite=overwrite) as w:
         # the writer takes the embeddings by name (the stored -1 would be refused)
         named = {p: {request(L): a for L, a in res.views[p].items()} for p in views}
-        w.add(res.extra["texts"], hidden=named[views[0]],
+        w.add(res.texts, hidden=named[views[0]],
               views={p: named[p] for p in views[1:]}, labels=labels, metadata=meta,
               num_tokens=None if views[0] == "all" else res.num_tokens, logits_topk=res.logits)

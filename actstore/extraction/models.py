@@ -6,16 +6,18 @@ The runner itself takes loaded objects; this module is the convenience the CLI a
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import os
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from ..errors import InvalidArgumentError, require
 
-__all__ = ["LoadedModel", "find_blocks", "is_causal", "load_model", "name_notice", "prepare_tokenizer",
+__all__ = ["LoadedModel", "as_loaded", "find_blocks", "is_causal", "load_model", "name_notice", "prepare_tokenizer",
            "public_name"]
 
 
@@ -30,6 +32,21 @@ class LoadedModel:
     device: Any
     causal: bool
     public: str | None = None  # the name recorded in metadata (never a local path)
+
+    @cached_property
+    def blocks(self) -> list[Any]:
+        """The transformer blocks (:func:`find_blocks`), found once per model, not per batch."""
+        return find_blocks(self.model)
+
+    @cached_property
+    def forward_args(self) -> frozenset[str]:
+        """The argument names ``model.forward`` takes, read once (``inspect.signature`` is
+        slow enough to show per batch)."""
+        return frozenset(inspect.signature(self.model.forward).parameters)
+
+    def accepts(self, argument: str) -> bool:
+        """Whether ``model.forward`` takes ``argument`` (decorated forwards included)."""
+        return argument in self.forward_args
 
     @property
     def published_name(self) -> str:
@@ -140,11 +157,6 @@ def prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
-def accepts(model: Any, argument: str) -> bool:
-    """Whether ``model.forward`` takes ``argument`` (decorated forwards included)."""
-    return argument in inspect.signature(model.forward).parameters
-
-
 def _auto_device(torch: Any) -> str:
     """This process's GPU (``LOCAL_RANK`` under torchrun/accelerate), else the CPU."""
     import os
@@ -200,3 +212,30 @@ def load_model(
     if notice is not None:  # the name will be published: say where it came from
         print(notice, file=sys.stderr)
     return lm
+
+
+def as_loaded(model: Any, tokenizer: Any = None, *, revision: str | None = None,
+              device: str = "auto", dtype: Any = "auto", trust_remote_code: bool = False,
+              with_lm_head: bool = False, model_name: str | None = None,
+              progress: bool = True) -> LoadedModel:
+    """A :class:`LoadedModel` from a name/path (loaded with :func:`load_model`), a
+    ``LoadedModel`` (kept), or a transformers model (with its ``tokenizer``, else the one
+    saved with it)."""
+    if isinstance(model, LoadedModel):
+        if model_name is not None:
+            model = dataclasses.replace(model, public=public_name(model.name, model_name))
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load_model(os.fspath(model), revision=revision, device=device, dtype=dtype,
+                          trust_remote_code=trust_remote_code, with_lm_head=with_lm_head,
+                          model_name=model_name, progress=progress)
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model.config.name_or_path)
+    model.eval()
+    name = getattr(model.config, "name_or_path", None) or type(model).__name__
+    sha = revision or getattr(model.config, "_commit_hash", None)
+    return LoadedModel(model, prepare_tokenizer(tokenizer), name, sha,
+                       next(model.parameters()).device, is_causal(model),
+                       public_name(name, model_name))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .layers import EMBEDDINGS
-from .models import find_blocks
+from .models import LoadedModel
 
 __all__ = ["capture"]
 
@@ -14,13 +14,15 @@ class _StopForward(Exception):
     """Raised from the deepest hook: the rest of the model is not run."""
 
 
-def capture(model: Any, inputs: dict[str, Any], layers: list[int], *, full: bool = False) -> tuple[dict[int, Any], Any]:
-    """Run ``model(**inputs)`` and return ``({layer: hidden (B, T, D)}, model output or None)``.
+def capture(lm: LoadedModel, inputs: dict[str, Any], layers: list[int], *,
+            full: bool = False) -> tuple[dict[int, Any], Any]:
+    """Run ``lm.model(**inputs)``; return ``({layer: hidden (B, T, D)}, model output or None)``.
 
     Layer ``i`` is the output of block ``i``; layer ``-1`` the input of block 0 (the
     embedding output). Unless ``full``, the forward pass stops after the deepest layer.
+    The blocks are the ones ``lm`` found once (:attr:`LoadedModel.blocks`).
     """
-    blocks = find_blocks(model)
+    blocks = lm.blocks
     saved: dict[int, Any] = {}
     deepest = max(layers)
     handles = []
@@ -45,7 +47,7 @@ def capture(model: Any, inputs: dict[str, Any], layers: list[int], *, full: bool
             else:
                 handles.append(blocks[layer].register_forward_hook(post(layer)))
         try:
-            output = model(**inputs)
+            output = lm.model(**inputs)
         except _StopForward:
             output = None
     finally:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from .capture import capture
-from .models import LoadedModel, accepts
+from .models import LoadedModel
 from .pooling import pool
 
 __all__ = ["GroupResult", "run_group"]
@@ -23,14 +23,22 @@ __all__ = ["GroupResult", "run_group"]
 
 @dataclass
 class GroupResult:
-    """Per-view arrays in input order, plus per-row token counts and extras."""
+    """One group's output rows: per-view arrays in row order, and what each row records.
+
+    ``texts[i]`` is row ``i``'s text (what the model processed) and ``source_rows[i]`` the
+    position, within the group, of the prompt it came from (one row per prompt, except when
+    generating several continuations); ``columns`` are index columns the run adds
+    (generation's ``continuation``, ...).
+    """
 
     views: dict[str, dict[int, Any]]
     num_tokens: list[int]
     truncated: list[bool]
+    texts: list[str]
+    source_rows: list[int]
     logits: tuple[np.ndarray, np.ndarray] | None = None
     perplexity: list[float] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    columns: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def tokenize(lm: LoadedModel, texts: list[str], max_length: int | None) -> tuple[list[list[int]], list[bool]]:
@@ -109,10 +117,10 @@ def _batch_inputs(lm: LoadedModel, ids: list[list[int]]) -> dict[str, Any]:
     input_ids, mask = pad_batch(ids, tok.pad_token_id, tok.padding_side)
     inputs = {"input_ids": torch.from_numpy(input_ids).to(lm.device),
               "attention_mask": torch.from_numpy(mask).to(lm.device)}
-    if lm.causal and accepts(lm.model, "position_ids"):
+    if lm.causal and lm.accepts("position_ids"):
         # positions count real tokens only, so left padding does not shift them
         inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-    if accepts(lm.model, "use_cache"):
+    if lm.accepts("use_cache"):
         inputs["use_cache"] = False  # no KV cache: nothing reuses it, and it costs memory
     return inputs
 
@@ -197,7 +205,7 @@ def run_group(
         for start in range(0, n, batch_size):
             rows = order[start : start + batch_size]
             inputs = _batch_inputs(lm, [ids[i] for i in rows])
-            hidden, output = capture(lm.model, inputs, layers, full=need_head)
+            hidden, output = capture(lm, inputs, layers, full=need_head)
             mask = inputs["attention_mask"]
             _store_pooled(hidden, mask, layers, pooled_views, rows, out, n)
             if full:
@@ -214,5 +222,5 @@ def run_group(
     stacked: dict[str, dict[int, Any]] = {p: {L: out[p][k] for k, L in enumerate(layers)} for p in out}
     if full:
         stacked["all"] = full
-    return GroupResult(stacked, lengths.tolist(), truncated,
+    return GroupResult(stacked, lengths.tolist(), truncated, list(texts), list(range(n)),
                        (values, indices) if logits_k else None, ppl if perplexity else None)

@@ -22,7 +22,7 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from .capture import capture
 from .forward import GroupResult, check_lengths, tokenize
-from .models import LoadedModel, accepts
+from .models import LoadedModel
 from .pooling import pool
 
 __all__ = ["GENERATE_COLUMNS", "GENERATE_KEYS", "check_generate", "generated_views", "run_generate_group"]
@@ -126,9 +126,9 @@ def run_generate_group(
             rows = list(range(start, min(start + batch_size, len(texts))))
             seqs, mask, width = _generate(lm, [ids[i] for i in rows], opts)
             inputs = {"input_ids": seqs, "attention_mask": mask}
-            if accepts(lm.model, "position_ids"):
+            if lm.accepts("position_ids"):
                 inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
-            hidden, _ = capture(lm.model, inputs, layers)
+            hidden, _ = capture(lm, inputs, layers)
             prompt_mask, gen_mask = mask.clone(), mask.clone()
             prompt_mask[:, width:] = 0
             gen_mask[:, :width] = 0
@@ -148,7 +148,5 @@ def run_generate_group(
             if on_batch:
                 on_batch(len(rows), int(mask.sum()))
     stacked = {v: {L: np.concatenate(views[v][L]) for L in layers} for v in names}
-    res = GroupResult(stacked, num_tokens, [t for t in truncated for _ in range(k)])
-    res.extra = {"texts": out_texts, "source_rows": [r - first_row for r in extra["prompt_index"]],
-                 "columns": extra}
-    return res
+    return GroupResult(stacked, num_tokens, [t for t in truncated for _ in range(k)], out_texts,
+                       [r - first_row for r in extra["prompt_index"]], columns=extra)

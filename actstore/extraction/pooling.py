@@ -9,10 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import InvalidArgumentError
+from ..format.spec import POOLINGS  # the one list of pooling names
 
 __all__ = ["POOLINGS", "pool"]
-
-POOLINGS = ("last_token", "first_token", "mean", "all")
 
 
 def pool(hidden: Any, mask: Any, how: str) -> Any:

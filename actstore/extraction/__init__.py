@@ -2,10 +2,13 @@
 
 Needs the ``extract`` extra: ``pip install "actstore[extract]"``.
 
-Modules: :mod:`.models` (loading, blocks), :mod:`.layers` (layer specs), :mod:`.capture`
-(hooks, early stop), :mod:`.pooling`, :mod:`.forward` (length-grouped batches, logits),
-:mod:`.generate`, :mod:`.inputs`, :mod:`.cached` (``cache=``), :mod:`.runner` (shards,
-workers, resume), :mod:`.layout` (where parts live), :mod:`.merge`.
+``actstore.extract`` is the function :func:`extract` of this package (``actstore.extraction``).
+
+Modules: :mod:`.models` (loading, blocks), :mod:`.layers` (layer specs), :mod:`.runconfig`
+(the one run configuration, checked once), :mod:`.capture` (hooks, early stop),
+:mod:`.pooling`, :mod:`.forward` (length-grouped batches, logits), :mod:`.generate`,
+:mod:`.inputs`, :mod:`.cached` (``cache=``), :mod:`.warmup` (fill the activation cache),
+:mod:`.runner` (shards, workers, resume), :mod:`.layout` (where parts live), :mod:`.merge`.
 
 Layer ``i`` is the output of block ``i`` (lmprobe's numbering; the last block's output is
 taken before any final norm); ``"embeddings"`` asks for the embedding output, stored as
@@ -26,90 +29,58 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import os
 import sys
-import types
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidArgumentError, require
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 require("torch", "extract")
 require("transformers", "extract")
 
+from ..cache import UnifiedCache  # noqa: E402
+from ..format.layersel import LayerSpec  # noqa: E402
 from ..format.reader import Dataset  # noqa: E402
-from ..format.spec import FLOAT_DTYPES, RESERVED_COLUMNS  # noqa: E402
+from ..format.spec import RESERVED_COLUMNS  # noqa: E402
 from .cached import as_cache  # noqa: E402
 from .forward import model_max_length  # noqa: E402
-from .generate import GENERATE_COLUMNS, check_generate  # noqa: E402
+from .generate import GENERATE_COLUMNS  # noqa: E402
 from .inputs import PromptSet, apply_template, read_prompts  # noqa: E402
 from .layers import resolve_model_layers  # noqa: E402
 from .layout import RunDir  # noqa: E402
 from .merge import merge  # noqa: E402
-from .models import LoadedModel, is_causal, load_model, prepare_tokenizer, public_name  # noqa: E402
-from .pooling import POOLINGS  # noqa: E402
+from .models import LoadedModel, as_loaded, load_model, public_name  # noqa: E402
+from .runconfig import RunConfig, fingerprint  # noqa: E402
 from .runner import (  # noqa: E402
-    RunSpec,
     check_writable,
-    fingerprint,
     precheck_config,
     resumed_prompts,
     run_shards,
     start_over,
     worker_from_env,
 )
+from .warmup import warmup  # noqa: E402
 
-__all__ = ["LoadedModel", "extract", "load_model", "merge", "read_prompts", "resolve_model_layers"]
-
-
-def _as_loaded(model: Any, tokenizer: Any, *, revision: str | None, device: str, dtype: Any,
-               trust_remote_code: bool, with_lm_head: bool, model_name: str | None,
-               progress: bool) -> LoadedModel:
-    if isinstance(model, LoadedModel):
-        if model_name is not None:
-            model = dataclasses.replace(model, public=public_name(model.name, model_name))
-        return model
-    if isinstance(model, (str, os.PathLike)):
-        return load_model(os.fspath(model), revision=revision, device=device, dtype=dtype,
-                          trust_remote_code=trust_remote_code, with_lm_head=with_lm_head,
-                          model_name=model_name, progress=progress)
-    if tokenizer is None:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(model.config.name_or_path)
-    model.eval()
-    name = getattr(model.config, "name_or_path", None) or type(model).__name__
-    sha = revision or getattr(model.config, "_commit_hash", None)
-    return LoadedModel(model, prepare_tokenizer(tokenizer), name, sha,
-                       next(model.parameters()).device, is_causal(model),
-                       public_name(name, model_name))
-
-
-def _poolings(pooling: str | Sequence[str]) -> list[str]:
-    names = [pooling] if isinstance(pooling, str) else list(pooling)
-    unknown = [p for p in names if p not in POOLINGS]
-    if unknown or not names:
-        raise InvalidArgumentError(
-            f"Unknown pooling {unknown or names}; expected some of {', '.join(POOLINGS)}."
-        )
-    if "all" in names:  # full sequences are the primary view; pooled ones ride along
-        names = ["all"] + [p for p in names if p != "all"]
-    return list(dict.fromkeys(names))
+__all__ = ["LoadedModel", "RunConfig", "extract", "load_model", "merge", "read_prompts",
+           "resolve_model_layers", "warmup"]
 
 
 def extract(
-    model: Any,
-    prompts: Any,
-    out: str,
+    model: str | os.PathLike[str] | LoadedModel | PreTrainedModel,
+    prompts: Sequence[str] | str | os.PathLike[str],
+    out: str | os.PathLike[str],
     *,
-    layers: Any = "all",
+    layers: LayerSpec = "all",
     pooling: str | Sequence[str] = "last_token",
     dtype: str = "float32",
-    labels: Any = None,
+    labels: Sequence[Any] | None = None,
     metadata: dict[str, Sequence[Any]] | None = None,
-    tokenizer: Any = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     text_column: str = "text",
     label_column: str | None = None,
     batch_size: int = 32,
@@ -121,13 +92,13 @@ def extract(
     generate: dict[str, Any] | None = None,
     revision: str | None = None,
     device: str = "auto",
-    model_dtype: Any = "auto",
+    model_dtype: str | torch.dtype = "auto",
     trust_remote_code: bool = False,
     shard_size: int | None = None,
     rank: int | None = None,
     world_size: int | None = None,
     progress: bool = True,
-    cache: Any = None,
+    cache: UnifiedCache | str | os.PathLike[str] | bool | None = None,
     work_dir: str | None = None,
     storage_options: dict[str, Any] | None = None,
     model_name: str | None = None,
@@ -160,7 +131,7 @@ def extract(
         Generate first (``max_new_tokens``, ``num_return_sequences``, ``do_sample``,
         ``top_p``, ``top_k``, ``temperature``, ``seed``), then store views over the prompt
         tokens and ``generated_<pooling>`` views over the generated tokens, one row per
-        continuation (see :mod:`actstore.extract.generate`).
+        continuation (see :mod:`actstore.extraction.generate`).
     shard_size : int, optional
         Prompts per shard: the unit of resumption, of distribution across workers, and of
         memory (one shard's results, plus one being written, are held in host memory:
@@ -195,8 +166,9 @@ def extract(
     Inputs, columns, the output folder and the settings are checked before the model
     loads; a rerun that resumes says how many prompts are already done.
     """
-    _check_sizes(dtype, batch_size=batch_size, shard_size=shard_size, max_length=max_length)
-    poolings = _poolings(pooling)
+    cfg = RunConfig.create(pooling=pooling, dtype=dtype, batch_size=batch_size,
+                           max_length=max_length, shard_size=shard_size, logits_k=logits_k,
+                           perplexity=perplexity, template=template, chat_template=chat_template)
     ps = _prompt_set(prompts, text_column, label_column, labels, metadata)
     _check_columns(ps, prompts, label_column, templated=template is not None or chat_template,
                    perplexity=perplexity, generating=generate is not None)
@@ -210,47 +182,34 @@ def extract(
             f"parts; delete {run.parts!r} (and any dataset at {run.out!r}) once, then start "
             "the workers without it."
         )
-    shard_size = shard_size or (64 if poolings[0] == "all" else 1024)
-    known: dict[str, Any] = {
-        "template": template, "chat_template": chat_template, "pooling": poolings,
-        "dtype": dtype, "batch_size": batch_size, "max_length": max_length,
-        "shard_size": shard_size, "logits_k": logits_k, "perplexity": perplexity,
-        "num_prompts": len(ps.texts),
-    }
-    if isinstance(model, (str, os.PathLike)):
-        known["model"] = public_name(os.fspath(model), model_name)
-    if not chat_template:
-        known["prompts_sha256"] = fingerprint(_templated(ps, template, None, False))
+    cfg = cfg.with_prompts(
+        len(ps.texts),
+        None if chat_template else fingerprint(_templated(ps, template, None, False)),
+        public_name(os.fspath(model), model_name) if isinstance(model, (str, os.PathLike)) else None,
+    )
     # before the model loads: a mistake costs seconds, not hours
     if overwrite:
         check_writable(run)
     else:
-        precheck_config(run, known, world_size)
-    lm = _as_loaded(model, tokenizer, revision=revision, device=device, dtype=model_dtype,
-                    trust_remote_code=trust_remote_code,
-                    with_lm_head=bool(logits_k or perplexity or generate), model_name=model_name,
-                    progress=progress)
+        precheck_config(run, cfg.known(), world_size)
+    lm = as_loaded(model, tokenizer, revision=revision, device=device, dtype=model_dtype,
+                   trust_remote_code=trust_remote_code,
+                   with_lm_head=bool(logits_k or perplexity or generate), model_name=model_name,
+                   progress=progress)
     _check_model(lm, max_length, need_head=bool(logits_k or perplexity))
     if overwrite:
         start_over(run)  # only once the model is loaded: a typo must not cost the old dataset
     if template is not None or chat_template:
         ps = _templated(ps, template, lm.tokenizer, chat_template)
-    spec = RunSpec(
-        layers=resolve_model_layers(layers, lm.model.config.num_hidden_layers), pooling=poolings,
-        dtype=dtype, batch_size=batch_size, max_length=max_length,
-        shard_size=shard_size, logits_k=logits_k, perplexity=perplexity,
-        generate=None if generate is None else check_generate(dict(generate), poolings, lm),
-    )
-    record = {"model": lm.published_name, "revision": lm.revision, "template": template,
-              "chat_template": chat_template, "padding_side": lm.tokenizer.padding_side}
-    done, mine = resumed_prompts(run, len(ps.texts), spec.shard_size, rank, world_size)
+    cfg = cfg.bind(lm, layers, generate, ps)
+    done, mine = resumed_prompts(run, len(ps.texts), cfg.shard_size, rank, world_size)
     if done and progress:
         print(f"actstore extract: resuming: {done} of {mine} prompts done", file=sys.stderr,
               flush=True)
     bar = _progress(mine, done, rank, world_size, progress)
     try:
-        run_shards(lm, ps, run, spec, rank=rank, world_size=world_size, record=record,
-                   progress=bar, cache=as_cache(cache))
+        run_shards(lm, ps, run, cfg, rank=rank, world_size=world_size, progress=bar,
+                   cache=as_cache(cache))
     finally:
         if bar is not None:
             bar.close()
@@ -296,14 +255,6 @@ def _check_columns(ps: PromptSet, source: Any, label_column: str | None, *, temp
         )
 
 
-def _check_sizes(dtype: str, **sizes: int | None) -> None:
-    if dtype not in FLOAT_DTYPES:
-        raise InvalidArgumentError(f"dtype must be one of {sorted(FLOAT_DTYPES)}; got {dtype!r}.")
-    for name, value in sizes.items():
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise InvalidArgumentError(f"{name} must be a positive integer; got {value!r}.")
-
-
 def _prompt_set(prompts: Any, text_column: str, label_column: str | None, labels: Any,
                 metadata: dict[str, Sequence[Any]] | None) -> PromptSet:
     ps = read_prompts(prompts, text_column=text_column, label_column=label_column, labels=labels)
@@ -338,22 +289,3 @@ def _progress(mine: int, done: int, rank: int, world: int, enabled: bool) -> Any
 
     return tqdm(total=mine, initial=done, unit="prompt",
                 desc=f"extract[{rank}/{world}]" if world > 1 else "extract")
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``actstore.extract(...)`` call the function even once the submodule is imported.
-
-    Importing ``actstore.extract.<anything>`` makes Python bind the *package* to
-    ``actstore.extract``, which would shadow the function (lmprobe's ``from lmprobe import
-    extract`` returns a module for this reason); calling the package forwards to ``extract``.
-    """
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Dataset | None:
-        return extract(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-# ``actstore.extract?`` / ``help`` / ``inspect.signature`` show the function's own signature
-# (not ``(*args, **kwargs)``); the module stays a package for its submodules (issue 13 plans a
-# plain function in its place).
-__signature__ = inspect.signature(extract)
