@@ -63,7 +63,7 @@ _LAZY: dict[str, str] = {
     "fit_streaming": "actstore.probe",
     "mdl_probe": "actstore.probe",
     "control_task": "actstore.probe",
-    "stream": "actstore.stream",
+    "stream": "actstore.loader",
 }
 
 __all__ = sorted([*errors.__all__, "__version__", "errors", *_LAZY])

@@ -48,7 +48,7 @@ def test_is_an_iterable_dataset_with_len(pooled):
 
     s = actstore.stream(actstore.open_dataset(str(pooled)), layers=0, batch_size=64)
     assert isinstance(s, IterableDataset) and len(s) == 5
-    assert actstore.stream.stream is not None and isinstance(s, actstore.stream.Stream)
+    assert actstore.loader.stream is not None and isinstance(s, actstore.loader.Stream)
 
 
 def test_without_torch_it_is_a_plain_iterable_of_numpy_batches(pooled):

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import actstore
-from actstore.stream import Plan
+from actstore.loader import Plan
 
 
 def rows_of(batches) -> list[np.ndarray]:

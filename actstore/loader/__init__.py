@@ -3,14 +3,11 @@
 Batches come from contiguous blocks shuffled by ``(seed, epoch)`` and mixed inside a bounded
 window, split over DDP ranks (equal batch counts) and DataLoader workers (the same order for
 any ``num_workers``), resumable at any batch from a small JSON state. See :func:`stream`, and
-:mod:`actstore.stream.order` for the exact order and its guarantees.
+:mod:`actstore.loader.order` for the exact order and its guarantees.
 """
 
 from __future__ import annotations
 
-import inspect
-import sys
-import types
 from collections.abc import Sequence
 from typing import Any
 
@@ -91,15 +88,3 @@ def stream(ds: Dataset, *, layers: Any = None, view: str | None = None, tokens: 
                   seed=seed, block_rows=block_rows, window=window, drop_last=drop_last, rank=rank,
                   world_size=world_size, columns=columns, dtype=dtype, prefetch=prefetch, threads=threads,
                   skip_first_token=skip_first_token, device=device, numpy=numpy)
-
-
-class _CallableModule(types.ModuleType):
-    """``actstore.stream(ds, ...)`` calls :func:`stream` even once the package is imported
-    (importing a submodule binds the package to ``actstore.stream``; see ``actstore.extract``)."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Stream:
-        return stream(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
-__signature__ = inspect.signature(stream)
