@@ -84,11 +84,22 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and the API reference (griffe)
     from .cache import UnifiedCache
-    from .extract import extract, merge
+    from .extraction import extract, merge
     from .format.info import DatasetInfo
     from .format.reader import Dataset
     from .format.verify import VerifyReport
     from .format.writer import DatasetWriter
     from .hub import fetch_metadata, pull_dataset, push_dataset
+    from .loader import stream
     from .open import open_dataset
-    from .probe import Probe, control_task, cross_validate, fit_streaming, mdl_probe, sweep_layers
+    from .probe import (
+        BaselineBattery,
+        Probe,
+        ProbeEnsemble,
+        baselines,
+        control_task,
+        cross_validate,
+        fit_streaming,
+        mdl_probe,
+        sweep_layers,
+    )

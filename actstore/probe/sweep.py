@@ -202,6 +202,8 @@ def sweep_layers(
         Also refit each layer's probe on every row and keep it (``sweep[layer]``,
         ``sweep.score(test)``, ``sweep.predict(test)``, ``sweep.best_layer_on(test)``).
 
+    Notes
+    -----
     Layer specs also take lmprobe's sweep grammar: ``"sweep"`` (every stored layer),
     ``"sweep:N"`` (every N-th block from block 0), ``"sweep:START-END"`` (blocks START to
     END inclusive, those stored).
