@@ -33,7 +33,7 @@ from .paths import safe_relpath
 from .spec import (
     ACTSTORE_FORMAT_VERSION,
     EXT_PREFIX,
-    FLOAT_DTYPES,
+    STORED_DTYPES,
     HIDDEN_PATTERN,
     KNOWN_EXTENSIONS,
     LMPROBE_FORMAT_VERSION,
@@ -74,6 +74,8 @@ class ViewLayout:
     key_pattern: str
     shard_rows: tuple[int, ...]
     last_token_shards: int = 0
+    #: The compact storage codec (``codecs.CodecSpec``) of an int8/fp8 view; None for floats.
+    codec: Any = None
 
     def path(self, layer: int, shard: int) -> str:
         """Relative path of one shard file, checked to stay inside the dataset."""
@@ -115,6 +117,9 @@ class DatasetInfo:
     files: dict[str, dict[str, Any]] = field(default_factory=dict, repr=False)
     #: Layers the metadata lists whose files are not in this (partially pulled) local copy.
     absent_layers: tuple[int | str, ...] = ()
+    #: Codec datasets: dtype, scale granularity and the error measured at write time
+    #: (``codecs.info_summary``); None for float datasets.
+    codec: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -394,8 +399,11 @@ def _view(name: str, desc: object, *, default_pooling: str, where: str,
             f"storage; got {_show(lt_raw)}."
         )
     dtype = desc.get("dtype", "float32")
-    if not isinstance(dtype, str) or dtype not in FLOAT_DTYPES:
-        raise FormatError(f"{where}.dtype must be one of {sorted(FLOAT_DTYPES)}; got {_show(dtype)}.")
+    if not isinstance(dtype, str) or dtype not in STORED_DTYPES:
+        raise FormatError(f"{where}.dtype must be one of {sorted(STORED_DTYPES)}; got {_show(dtype)}.")
+    from .codecs import parse_codec  # same layer; a top-level import would cycle through header
+
+    codec = parse_codec(dtype, desc, where=where)
     pooling = desc.get("pooling", default_pooling)
     _str(pooling, where=f"{where}.pooling")
     full = storage == STORAGE_FULL
@@ -411,6 +419,7 @@ def _view(name: str, desc: object, *, default_pooling: str, where: str,
         key_pattern=key_pattern,
         shard_rows=_shard_rows(shards, where=where, full=full, lt=int(lt) if full else 0),
         last_token_shards=int(lt) if full else len(shards),
+        codec=codec,
     )
 
 

@@ -27,6 +27,7 @@ from ..errors import (
 )
 from . import spec
 from .arrowio import arrow_buffer
+from .codecs import QuantizedRows, gather_codes, load_scales, read_coded
 from .dtypes import bf16_bits
 from .header import HEADER_PROBE_BYTES, TensorEntry, header_length, parse_header
 from .layersel import request, resolve_layer, resolve_layers
@@ -143,6 +144,7 @@ class _State:
     verified: set[str] = field(default_factory=set)
     info: DatasetInfo | None = None
     present: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    scales: dict[str, np.ndarray] = field(default_factory=dict)  # codec shards' checked scales
 
 
 def _locations(table: pa.Table, cols: tuple[str, str], shard_rows: Sequence[int], what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -417,9 +419,10 @@ class Dataset:
                 f"{path}: tensor {key!r} has shape {list(e.shape)}; the metadata expects "
                 f"[{want}, {v.dim}]."
             )
-        if e.dtype not in ("F32", "F16", "BF16"):
-            raise IntegrityError(f"{path}: hidden states must be F32, F16 or BF16; found {e.dtype}.")
-        if self._s.files and spec.FLOAT_DTYPES.get(v.dtype, ("",))[0] != e.dtype:
+        allowed = (v.codec.codec.code,) if v.codec is not None else ("F32", "F16", "BF16")
+        if e.dtype not in allowed:
+            raise IntegrityError(f"{path}: hidden states must be {' or '.join(allowed)}; found {e.dtype}.")
+        if self._s.files and spec.STORED_DTYPES.get(v.dtype, ("",))[0] != e.dtype:
             raise IntegrityError(
                 f"{path}: header dtype {e.dtype} disagrees with the metadata dtype {v.dtype!r}."
             )
@@ -492,6 +495,10 @@ class Dataset:
                 continue
             sh = int(s[group[0]])
             entry = self._entry(v, layer, sh)
+            if v.codec is not None:  # int8/fp8: dequantised a chunk at a time (codecs)
+                read_coded(self._s.source, v.path(layer, sh), entry, self._scales(v, layer, sh),
+                           v.codec, o[group], group, out, max_gap_bytes=self._s.max_gap_bytes)
+                continue
             bits = bf16_bits(out) if entry.dtype == "BF16" else None  # stored bits as they are
             read_rows(self._s.source, v.path(layer, sh), entry, o[group], group,
                       out if bits is None else bits, max_gap_bytes=self._s.max_gap_bytes)
@@ -610,8 +617,46 @@ class Dataset:
             e = self._entry(v, layer, int(sh))
             if offs[sel].max() >= e.shape[0] or offs[sel].min() < 0:
                 raise FormatError(f"Index row {int(r)} points past the end of shard {int(sh)}.")
-            read_rows(self._s.source, v.path(layer, int(sh)), e, offs[sel], sel, out)
+            if v.codec is not None:
+                read_coded(self._s.source, v.path(layer, int(sh)), e, self._scales(v, layer, int(sh)),
+                           v.codec, offs[sel], sel, out)
+            else:
+                read_rows(self._s.source, v.path(layer, int(sh)), e, offs[sel], sel, out)
         return out
+
+    def _scales(self, v: ViewLayout, layer: int, shard: int) -> np.ndarray:
+        """The checked scales of one codec shard file (cached)."""
+        path = v.path(layer, shard)
+        cached = self._s.scales.get(path)
+        if cached is None:
+            e = self._entry(v, layer, shard)
+            cached = load_scales(self._s.source, path, self._header(path), layer, v.codec,
+                                 e.shape[0], v.dim)
+            self._s.scales[path] = cached
+        return cached
+
+    def codes(self, layer: int | str, rows: Any = None, *, view: str | None = None) -> QuantizedRows:
+        """The stored codes and scales of an int8/fp8 dataset, not dequantised.
+
+        For callers that dequantise themselves (on a GPU, at a quarter of float32's bytes);
+        see :class:`~actstore.format.codecs.QuantizedRows` for the formula.
+        ``rows`` as in :meth:`get` (default: every row of this selection).
+        """
+        v = self._view(view)
+        layer = self._check_layer(v, layer)
+        if v.codec is None:
+            raise InvalidArgumentError(
+                f"codes() needs an int8 or fp8_e4m3 dataset; view {v.name!r} stores {v.dtype}. "
+                "Use layer() for float datasets."
+            )
+        pos = self._abs if rows is None else self._positions(rows)
+        shard, off = self._s.loc
+
+        def read(sh: int, offs: np.ndarray, dest: np.ndarray, out: np.ndarray) -> None:
+            read_rows(self._s.source, v.path(layer, sh), self._entry(v, layer, sh), offs, dest, out)
+
+        return gather_codes(v.codec, v.dim, shard[pos], off[pos], read,
+                            lambda sh: self._scales(v, layer, sh))
 
     def logits_topk(self, rows: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k logits at the last token: ``(values, indices)``, each ``(n, k)``."""

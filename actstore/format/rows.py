@@ -36,7 +36,8 @@ GATHER_PARALLEL_BYTES = 4 << 20
 PAGE = 4096
 
 _NUMPY = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "F64": np.float64,
-          "I32": np.int32, "I64": np.int64, "I16": np.int16, "U8": np.uint8}
+          "I32": np.int32, "I64": np.int64, "I16": np.int16, "U8": np.uint8,
+          "I8": np.int8, "F8_E4M3": np.int8}  # fp8 codes as raw bytes (codecs decodes them)
 
 
 def storage_numpy(code: str) -> np.dtype:

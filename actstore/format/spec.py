@@ -9,7 +9,9 @@ LMPROBE_FORMAT_VERSION = "2.0"
 #: Version of actstore's extension keys (``actstore:format``); its major follows the lmprobe major.
 ACTSTORE_FORMAT_VERSION = "2.1"
 #: Extensions this reader understands; a dataset listing others under ``must_understand`` is refused.
-KNOWN_EXTENSIONS = frozenset({"views", "files", "extraction", "labels"})
+KNOWN_EXTENSIONS = frozenset({"views", "files", "extraction", "labels", "codecs"})
+#: The ``must_understand`` name of compact storage codecs (spec section 2b).
+CODEC_EXTENSION = "codecs"
 
 INDEX_DIR = "index"
 INDEX_FILE = "index/{split}-{part:05d}-of-{parts:05d}.parquet"
@@ -32,6 +34,14 @@ VIEW_NAME = re.compile(r"^[a-z0-9_]{1,64}$")
 
 #: Float dtypes a hidden-state shard may hold: name -> (safetensors code, itemsize).
 FLOAT_DTYPES = {"float32": ("F32", 4), "float16": ("F16", 2), "bfloat16": ("BF16", 2)}
+#: Compact storage codecs (spec section 2b): name -> (safetensors code of the codes, itemsize).
+CODEC_DTYPES = {"int8": ("I8", 1), "fp8_e4m3": ("F8_E4M3", 1)}
+#: Every dtype a hidden-state view may record: the floats and the codecs.
+STORED_DTYPES = {**FLOAT_DTYPES, **CODEC_DTYPES}
+#: Keys of a codec shard's codes and scales (never ``hidden.layer_{layer}``: older readers
+#: that find no such key refuse the file instead of reading codes as activations).
+CODES_KEY = "hidden.layer_{layer}.codes"
+SCALE_KEY = "hidden.layer_{layer}.scale"
 #: safetensors dtype code -> (name, itemsize) for every code the reader accepts.
 ST_DTYPES = {
     "F32": ("float32", 4),
@@ -42,6 +52,8 @@ ST_DTYPES = {
     "I64": ("int64", 8),
     "I16": ("int16", 2),
     "U8": ("uint8", 1),
+    "I8": ("int8", 1),
+    "F8_E4M3": ("fp8_e4m3", 1),
 }
 #: Largest safetensors header accepted (the reference implementation's own limit).
 MAX_HEADER_BYTES = 100_000_000
