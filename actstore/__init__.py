@@ -47,6 +47,7 @@ _LAZY: dict[str, str] = {
     "Dataset": "actstore.format.reader",
     "DatasetInfo": "actstore.format.metadata",
     "DatasetWriter": "actstore.format.writer",
+    "convert": "actstore.format.convert",
     "VerifyReport": "actstore.format.verify",
     "open_dataset": "actstore.open",
     "UnifiedCache": "actstore.cache",
