@@ -41,7 +41,7 @@ require("transformers", "extract")
 
 from ..format.index_builder import RESERVED_COLUMNS  # noqa: E402
 from ..format.reader import Dataset  # noqa: E402
-from ..format.spec import FLOAT_DTYPES  # noqa: E402
+from ..format.spec import STORED_DTYPES  # noqa: E402
 from .cached import as_cache  # noqa: E402
 from .forward import model_max_length  # noqa: E402
 from .generate import GENERATE_COLUMNS, check_generate  # noqa: E402
@@ -149,8 +149,9 @@ def extract(
         ``(n - 1) // 2``; ``"embeddings"`` = embedding output).
     pooling : str or list
         ``last_token``, ``first_token``, ``mean``, ``all`` (full sequence); several become views.
-    dtype : {"float32", "float16", "bfloat16"}
-        Storage dtype.
+    dtype : {"float32", "float16", "bfloat16", "int8", "fp8_e4m3"}
+        Storage dtype. ``"int8"``/``"fp8_e4m3"`` are lossy one-byte codecs with per-channel
+        scales (spec section 2b); parts are kept as float32 and encoded once, at the merge.
     max_length : int, optional
         Truncate longer prompts; each truncated row is flagged in the ``truncated`` column.
     logits_k : int, optional
@@ -296,8 +297,8 @@ def _check_columns(ps: PromptSet, source: Any, label_column: str | None, *, temp
 
 
 def _check_sizes(dtype: str, **sizes: int | None) -> None:
-    if dtype not in FLOAT_DTYPES:
-        raise InvalidArgumentError(f"dtype must be one of {sorted(FLOAT_DTYPES)}; got {dtype!r}.")
+    if dtype not in STORED_DTYPES:  # the floats, and the codecs int8/fp8_e4m3 (format/codecs.py)
+        raise InvalidArgumentError(f"dtype must be one of {sorted(STORED_DTYPES)}; got {dtype!r}.")
     for name, value in sizes.items():
         if value is not None and (not isinstance(value, int) or value < 1):
             raise InvalidArgumentError(f"{name} must be a positive integer; got {value!r}.")

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from ..format.layersel import request
+from ..format.spec import CODEC_DTYPES
 from .forward import GroupResult, check_lengths, run_group, tokenize
 from .models import LoadedModel
 
@@ -39,7 +40,8 @@ def check_cacheable(spec: Any) -> None:
     refused = [name for name, on in (("pooling='all'", "all" in spec.pooling),
                                      ("generate=", bool(spec.generate)),
                                      ("logits_k=", bool(spec.logits_k)),
-                                     ("perplexity=True", spec.perplexity)) if on]
+                                     ("perplexity=True", spec.perplexity),
+                                     (f"dtype={spec.dtype!r}", spec.dtype in CODEC_DTYPES)) if on]
     if refused:
         raise InvalidArgumentError(
             f"cache= holds pooled vectors only; it cannot be combined with {', '.join(refused)}. "

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..errors import ConfigMismatchError, InvalidArgumentError
+from ..format.codecs import float_dtype
 from ..format.layersel import request
 from ..format.reader import open_dataset
 from ..format.writer import DatasetWriter
@@ -286,7 +287,7 @@ def _write_part(prompts: PromptSet, part: str, lo: int, res: GroupResult, src: l
     if os.path.exists(part):
         shutil.rmtree(part)  # an uncommitted part from a killed run: start it again
     with DatasetWriter(part, model=config["model"], revision=config.get("revision"),
-                       layers=[request(L) for L in spec.layers], dim=dim, dtype=spec.dtype, pooling=views,
+                       layers=[request(L) for L in spec.layers], dim=dim, dtype=float_dtype(spec.dtype), pooling=views,
                        logits_k=spec.logits_k, extraction={"run": config}, num_rows=len(src)) as w:
         # the writer takes the embeddings by name (the stored -1 would be refused)
         named = {p: {request(L): a for L, a in res.views[p].items()} for p in views}
