@@ -124,6 +124,8 @@ def verify_dataset(ds: Dataset, *, checksums: bool = True) -> VerifyReport:
                     path = view.path(layer, shard)
                     referenced.add(path)
                     ds._entry(view, layer, shard)
+                    if view.codec is not None:  # int8/fp8: the scales are checked too
+                        ds._scales(view, layer, shard)
                 except ActstoreError as exc:
                     report.problems.append(str(exc))
     if s.logits is not None:
