@@ -59,8 +59,10 @@ __all__ = [
 SCALES = ("per_channel", "per_row")
 #: The default granularity (measured: see specs/format-v2.md section 2b).
 DEFAULT_SCALE = "per_channel"
-#: Codes dequantised per chunk (1 MiB of codes widens into 4 MiB of float32, cache-sized).
-CHUNK_BYTES = 1 << 20
+#: Codes read per request while dequantising (one ``read_rows`` call).
+CHUNK_BYTES = 4 << 20
+#: Codes widened per step (256 KiB of codes widen into 1 MiB of float32, cache-resident).
+DECODE_BYTES = 256 << 10
 #: Outputs at least this large are dequantised on parallel threads (local files).
 PARALLEL_BYTES = 16 << 20
 _F8_MAGIC = np.float32(2.0**120)  # e4m3 bits placed in a float32's exponent, rescaled exactly
@@ -185,7 +187,10 @@ def decode(codes: np.ndarray, scale: np.ndarray, codec: Codec, out: np.ndarray, 
     with no lookup table; the NaN codes (``0x7F``, ``0xFF``) are refused, naming ``where``.
     """
     if codec.code == "I8":
-        np.multiply(codes, scale, out=out)
+        # a plain cast then an in-place multiply: both SIMD loops, measured ~1.6x faster
+        # than one mixed-type multiply (numpy buffers that through small casts)
+        np.copyto(out, codes, casting="unsafe")
+        np.multiply(out, scale, out=out)
         return
     bits = out.view(np.int32)
     np.left_shift(codes, 24, out=bits, dtype=np.int32)
@@ -427,35 +432,41 @@ def read_coded(source: ByteSource, path: str, entry: TensorEntry, scales: np.nda
     offs, dst = offsets[order].astype(np.int64), dest[order].astype(np.int64)
     n = offs.size
     step = max(1, CHUNK_BYTES // max(dim, 1))
+    sub = max(1, min(step, DECODE_BYTES // max(dim, 1)))
     chunks = -(-n // step)
+    per_channel = codec.scale == "per_channel"
     is_bf16 = out.dtype.name == "bfloat16" and out.dtype.itemsize == 2
     where = f"{path} ({entry.key})"
 
     def piece(lo_c: int, hi_c: int) -> None:
         codes = np.empty((min(step, n), dim), dtype=np.int8)
-        f32 = np.empty((min(step, n), dim), dtype=np.float32)
+        f32 = np.empty((min(sub, n), dim), dtype=np.float32)
         for c in range(lo_c, hi_c):
             a, b = c * step, min(n, (c + 1) * step)
             k = b - a
             read_rows(source, path, entry, offs[a:b], np.arange(k), codes[:k], max_gap_bytes=max_gap_bytes)
-            s = scales if codec.scale == "per_channel" else scales[offs[a:b]][:, None]
-            d = dst[a:b]
-            d0 = int(d[0])
-            consecutive = int(d[-1]) - d0 == k - 1 and (k == 1 or bool(np.all(np.diff(d) == 1)))
-            if consecutive and out.dtype == np.float32:
-                decode(codes[:k], s, codec.codec, out[d0 : d0 + k], where=where)
-                continue
-            decode(codes[:k], s, codec.codec, f32[:k], where=where)
-            if is_bf16:
-                bits = out.view(np.uint16)
-                if consecutive:
-                    bits[d0 : d0 + k] = f32_to_bf16_bits(f32[:k])
-                else:
-                    bits[d] = f32_to_bf16_bits(f32[:k])
-            elif consecutive:
-                out[d0 : d0 + k] = f32[:k]
+            for x in range(0, k, sub):  # widen a cache-sized block at a time
+                y = min(k, x + sub)
+                _widen(codes[x:y], scales if per_channel else scales[offs[a + x : a + y]][:, None],
+                       dst[a + x : a + y], f32[: y - x])
+
+    def _widen(block: np.ndarray, s: np.ndarray, d: np.ndarray, f32: np.ndarray) -> None:
+        d0, k = int(d[0]), d.size
+        consecutive = int(d[-1]) - d0 == k - 1 and (k == 1 or bool(np.all(np.diff(d) == 1)))
+        if consecutive and out.dtype == np.float32:
+            decode(block, s, codec.codec, out[d0 : d0 + k], where=where)
+            return
+        decode(block, s, codec.codec, f32, where=where)
+        if is_bf16:
+            bits = out.view(np.uint16)
+            if consecutive:
+                bits[d0 : d0 + k] = f32_to_bf16_bits(f32)
             else:
-                out[d] = f32[:k]
+                bits[d] = f32_to_bf16_bits(f32)
+        elif consecutive:
+            out[d0 : d0 + k] = f32
+        else:
+            out[d] = f32
 
     parallel = isinstance(source, LocalSource)
     in_pieces(piece, chunks, piece_count(chunks, n * dim * 4, PARALLEL_BYTES) if parallel else 1)
