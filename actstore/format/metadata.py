@@ -33,7 +33,6 @@ from .paths import safe_relpath
 from .spec import (
     ACTSTORE_FORMAT_VERSION,
     EXT_PREFIX,
-    STORED_DTYPES,
     HIDDEN_PATTERN,
     KNOWN_EXTENSIONS,
     LMPROBE_FORMAT_VERSION,
@@ -45,6 +44,7 @@ from .spec import (
     META_PREFIX,
     STORAGE_FULL,
     STORAGE_POOLED,
+    STORED_DTYPES,
     VIEW_NAME,
     VIEW_PATTERN,
 )

@@ -40,8 +40,8 @@ import numpy as np
 
 from ..errors import DatasetExistsError, InvalidArgumentError, LayerNotFoundError, WriteError
 from . import spec
-from .codecs import CodecShardFile, ErrorStats, check_codec, codec_record, float_dtype
 from .checks import check_counts, check_finite, check_layers, check_texts, check_views, positive_int
+from .codecs import CodecShardFile, ErrorStats, check_codec, codec_record, float_dtype
 from .columns import normalize_labels, normalize_metadata
 from .dtypes import to_storage
 from .index_builder import IndexBuilder

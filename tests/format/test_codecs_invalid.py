@@ -11,7 +11,12 @@ import pyarrow.parquet as pq
 import pytest
 
 import actstore
-from actstore.errors import FormatError, IntegrityError, InvalidArgumentError, UnsupportedVersionError
+from actstore.errors import (
+    FormatError,
+    IntegrityError,
+    InvalidArgumentError,
+    UnsupportedVersionError,
+)
 from actstore.format.writer import DatasetWriter
 
 DIM, N = 4, 6
