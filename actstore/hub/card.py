@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..format.codecs import card_lines
 from ..format.layersel import request, stored
 from ..format.metadata import DatasetInfo
 
@@ -127,6 +128,8 @@ def build_dataset_card(info: DatasetInfo, repo_id: str, *, license: str = "cc-by
     if info.description:
         lines += [info.description, ""]
     lines += ["## Contents", "", *_contents(info), ""]
+    if info.codec:  # int8/fp8 storage: say so, with the error measured at write
+        lines += card_lines(info.codec)
     if info.labels:
         lines += [f"Labels: `{json.dumps(info.labels)}`", ""]
     lines += _snippets(repo_id, info)

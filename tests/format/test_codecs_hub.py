@@ -31,3 +31,17 @@ def test_int8_dataset_pushes_pulls_and_reads_remotely(hub, tmp_path):
     remote = actstore.open_dataset(f"hf://datasets/{repo}", storage_options={"token": WRITE})
     np.testing.assert_array_equal(remote.layer(0), local.layer(0))
     np.testing.assert_array_equal(remote.get([19, 2], [1])[:, 0], local.layer(1)[[19, 2]])
+
+
+def test_dataset_card_states_the_codec_and_its_error(tmp_path):
+    from actstore.hub.card import build_dataset_card
+
+    x = np.random.default_rng(1).standard_normal((10, 8)).astype(np.float32)
+    with DatasetWriter(str(tmp_path / "q"), model="org/m", layers=["embeddings", 2], dim=8,
+                       dtype="fp8_e4m3") as w:
+        w.add([f"p{i}" for i in range(10)], hidden={"embeddings": x, 2: x})
+    info = actstore.open_dataset(str(tmp_path / "q")).info
+    card = build_dataset_card(info, "org/q")
+    assert "## Storage codec" in card and "**fp8_e4m3**" in card and "**per_channel**" in card
+    rel = info.codec["layers"][2]["rel_l2"]
+    assert f"| 2 | {100 * rel:.3f} % |" in card and "| embeddings |" in card
