@@ -22,7 +22,7 @@ def test_exported_members_are_pinned() -> None:
         "HubError", "IntegrityError", "InvalidArgumentError", "LayerNotFoundError",
         "MissingDependencyError", "NotFittedError", "OfflineError", "Probe", "UnifiedCache",
         "UnsafePathError", "UnsupportedVersionError", "VerifyReport", "__version__",
-        "control_task", "cross_validate", "errors", "extract", "fetch_metadata", "fit_streaming", "mdl_probe",
+        "control_task", "convert", "cross_validate", "errors", "extract", "fetch_metadata", "fit_streaming", "mdl_probe",
         "merge", "open_dataset", "pull_dataset", "push_dataset", "sweep_layers", "WriteError",
     }
 
