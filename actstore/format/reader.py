@@ -511,6 +511,8 @@ class Dataset:
         float16, unless ``dtype`` asks for another: ``dtype="bfloat16"`` gives numpy bfloat16
         (``ml_dtypes``, as JAX uses), bfloat16 shards then read bit for bit at half the memory.
         Pass ``out`` (C-contiguous, right shape) to read into a preallocated array.
+        int8 and fp8_e4m3 datasets (spec section 2b) are dequantised to float32 (or ``dtype``)
+        a cache-sized chunk at a time; :meth:`codes` gives their stored codes and scales.
         ``layer`` is a block number (negatives count from the deepest stored block, ``"last"``
         and ``"middle"`` work too) or ``"embeddings"`` (stored as lmprobe's layer ``-1``).
 
