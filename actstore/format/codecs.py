@@ -37,6 +37,7 @@ from .source import ByteSource, LocalSource
 
 __all__ = [
     "CODECS",
+    "CODEC_MAX_SHARD_BYTES",
     "DEFAULT_SCALE",
     "SCALES",
     "Codec",
@@ -63,6 +64,8 @@ DEFAULT_SCALE = "per_channel"
 CHUNK_BYTES = 4 << 20
 #: Codes widened per step (256 KiB of codes widen into 1 MiB of float32, cache-resident).
 DECODE_BYTES = 256 << 10
+#: Largest codec shard file a writer makes (its float32 spill is 4x this while it is open).
+CODEC_MAX_SHARD_BYTES = 64 << 20
 #: Outputs at least this large are dequantised on parallel threads (local files).
 PARALLEL_BYTES = 16 << 20
 _F8_MAGIC = np.float32(2.0**120)  # e4m3 bits placed in a float32's exponent, rescaled exactly

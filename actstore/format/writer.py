@@ -41,7 +41,14 @@ import numpy as np
 from ..errors import DatasetExistsError, InvalidArgumentError, LayerNotFoundError, WriteError
 from . import spec
 from .checks import check_counts, check_finite, check_layers, check_texts, check_views, positive_int
-from .codecs import CodecShardFile, ErrorStats, check_codec, codec_record, float_dtype
+from .codecs import (
+    CODEC_MAX_SHARD_BYTES,
+    CodecShardFile,
+    ErrorStats,
+    check_codec,
+    codec_record,
+    float_dtype,
+)
 from .columns import normalize_labels, normalize_metadata
 from .dtypes import to_storage
 from .index_builder import IndexBuilder
@@ -82,7 +89,9 @@ class DatasetWriter:
     revision : str, optional
         Model revision (commit sha) used for extraction.
     shard_bytes : int
-        Target size of one per-layer shard file.
+        Target size of one per-layer shard file. Codec dtypes cap it at
+        ``codecs.CODEC_MAX_SHARD_BYTES`` (64 MiB of codes): until a codec file closes, its
+        rows wait as float32 in the staging folder (4x its size, one per open layer and view).
     num_rows : int, optional
         Total rows, if known: lets every shard be hashed in a single pass.
     logits_k : int, optional
@@ -148,6 +157,8 @@ class DatasetWriter:
         self.code, itemsize = spec.STORED_DTYPES[dtype]
         self.full_sequence = self.views[0] == "all"
         self.shard_bytes = positive_int(shard_bytes, "shard_bytes")
+        if self.codec is not None:  # each open file spills 4 bytes a value until it closes
+            self.shard_bytes = min(self.shard_bytes, CODEC_MAX_SHARD_BYTES)
         self.rows_per_shard = max(1, self.shard_bytes // (dim * itemsize))
         self.num_rows = num_rows
         self.check_finite = check_finite or self.codec is not None  # a scale needs finite rows

@@ -246,3 +246,12 @@ def test_written_datasets_read_back_the_formula(dtype, scale, n, rows_per_shard,
         assert ds.info.codec["layers"][0]["rel_l2"] == pytest.approx(rel, rel=1e-3, abs=1e-9)
         rows = np.random.default_rng(seed).permutation(n)[: max(1, n // 2)]
         np.testing.assert_array_equal(ds.get(rows, [0])[:, 0], got[rows])
+
+
+def test_codec_shards_are_capped_so_the_float32_spill_stays_bounded(tmp_path):
+    w = DatasetWriter(str(tmp_path / "a"), model="m", layers=[0], dim=DIM, dtype="int8")
+    assert w.shard_bytes == codecs.CODEC_MAX_SHARD_BYTES and w.rows_per_shard == (64 << 20) // DIM
+    w.abort()
+    f = DatasetWriter(str(tmp_path / "b"), model="m", layers=[0], dim=DIM, dtype="bfloat16")
+    assert f.shard_bytes == 1 << 30
+    f.abort()
