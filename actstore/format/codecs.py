@@ -439,6 +439,11 @@ def read_coded(source: ByteSource, path: str, entry: TensorEntry, scales: np.nda
     chunks = -(-n // step)
     per_channel = codec.scale == "per_channel"
     is_bf16 = out.dtype.name == "bfloat16" and out.dtype.itemsize == 2
+    if out.dtype.kind != "f" and not is_bf16:  # an int8 output would silently truncate values
+        raise InvalidArgumentError(
+            f"{path}: a {codec.codec.name} dataset dequantises to a float dtype; got dtype "
+            f"{out.dtype}. Use codes() for the stored codes and scales."
+        )
     where = f"{path} ({entry.key})"
 
     def piece(lo_c: int, hi_c: int) -> None:

@@ -184,3 +184,9 @@ def test_codes_api_needs_a_codec_dataset(tmp_path):
         w.add([f"p{i}" for i in range(N)], hidden={0: np.ones((N, DIM))})
     with pytest.raises(InvalidArgumentError, match="layer\\(\\)"):
         actstore.open_dataset(str(tmp_path / "f")).codes(0)
+
+
+def test_an_integer_output_dtype_is_refused_not_truncated(q):
+    ds = actstore.open_dataset(str(q))
+    with pytest.raises(InvalidArgumentError, match="codes\\(\\)"):
+        ds.layer(0, dtype="int8")
