@@ -190,3 +190,18 @@ def test_an_integer_output_dtype_is_refused_not_truncated(q):
     ds = actstore.open_dataset(str(q))
     with pytest.raises(InvalidArgumentError, match="codes\\(\\)"):
         ds.layer(0, dtype="int8")
+
+
+def test_raw_row_reads_never_return_codes_as_values(q):
+    """A caller (a loader) that skips the codec and reads rows into floats is refused."""
+    from actstore.format.rows import read_rows
+
+    ds = actstore.open_dataset(str(q))
+    v = ds._view(None)
+    entry = ds._entry(v, 0, 0)
+    out = np.empty((2, DIM), dtype=np.float32)
+    with pytest.raises(InvalidArgumentError, match="read_coded"):
+        read_rows(ds.source, SHARD, entry, np.array([0, 1]), np.array([0, 1]), out)
+    raw = np.empty((2, DIM), dtype=np.int8)
+    read_rows(ds.source, SHARD, entry, np.array([0, 1]), np.array([0, 1]), raw)
+    np.testing.assert_array_equal(raw, ds.codes(0, [0, 1]).codes)
