@@ -33,6 +33,7 @@ from .dtypes import f32_to_bf16_bits
 from .header import TensorEntry, build_header
 from .parallel import in_pieces, piece_count
 from .rows import read_rows
+from .shardfile import _write_all  # every byte written, or a WriteError
 from .source import ByteSource, LocalSource
 
 __all__ = [
@@ -45,11 +46,14 @@ __all__ = [
     "CodecSpec",
     "ErrorStats",
     "QuantizedRows",
+    "card_lines",
     "check_codec",
+    "codec_record",
     "compute_scales",
     "decode",
     "encode",
     "float_dtype",
+    "gather_codes",
     "info_summary",
     "load_scales",
     "parse_codec",
@@ -379,12 +383,6 @@ class CodecShardFile:
         for p in (self._spill_path, self.path):
             if os.path.exists(p):
                 os.remove(p)
-
-
-def _write_all(f: Any, data: bytes | memoryview, path: str) -> None:
-    from .shardfile import _write_all as write_all
-
-    write_all(f, data, path)
 
 
 # -- reading -----------------------------------------------------------------------------
