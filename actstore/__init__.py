@@ -46,6 +46,7 @@ _LAZY: dict[str, str] = {
     "Dataset": "actstore.format.reader",
     "DatasetInfo": "actstore.format.info",
     "DatasetWriter": "actstore.format.writer",
+    "convert": "actstore.format.convert",
     "VerifyReport": "actstore.format.verify",
     "open_dataset": "actstore.open",
     "UnifiedCache": "actstore.cache",
@@ -85,6 +86,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and the API reference (griffe)
     from .cache import UnifiedCache
     from .extraction import extract, merge
+    from .format.convert import convert
     from .format.info import DatasetInfo
     from .format.reader import Dataset
     from .format.verify import VerifyReport

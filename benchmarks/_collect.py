@@ -9,7 +9,7 @@ import platform
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ORDER = ["format", "extract", "cache", "hub", "probe"]
+ORDER = ["format", "codecs", "extract", "cache", "hub", "probe"]
 
 
 def _cpu() -> str:

@@ -22,9 +22,9 @@ def test_exported_members_are_pinned() -> None:
         "HubError", "IntegrityError", "InvalidArgumentError", "LayerNotFoundError",
         "MissingDependencyError", "NotFittedError", "OfflineError", "Probe", "UnifiedCache",
         "UnsafePathError", "UnsupportedVersionError", "VerifyReport", "__version__",
-        "control_task", "cross_validate", "errors", "extract", "fetch_metadata", "fit_streaming", "mdl_probe",
-        "merge", "open_dataset", "baselines", "BaselineBattery", "ProbeEnsemble", "pull_dataset",
-        "push_dataset", "stream", "sweep_layers", "WriteError",
+        "control_task", "convert", "cross_validate", "errors", "extract", "fetch_metadata",
+        "fit_streaming", "mdl_probe", "merge", "open_dataset", "baselines", "BaselineBattery",
+        "ProbeEnsemble", "pull_dataset", "push_dataset", "stream", "sweep_layers", "WriteError",
     }
 
 

@@ -18,7 +18,7 @@ from ..config import debug
 from ..errors import ActstoreError
 
 # command-group modules, in the order their commands appear in --help
-_GROUPS = ("_format", "_extract", "_cache", "_hub", "_probe", "_demo")
+_GROUPS = ("_format", "_convert", "_extract", "_cache", "_hub", "_probe", "_demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,8 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--pooling", default="last_token", help="comma list of last_token, first_token, mean, all")
     p.add_argument("--text-column", default="text", help="column holding the prompts (.jsonl/.csv/.parquet)")
     p.add_argument("--label-column", default=None, help="column holding the labels (default: none)")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
-                   help="storage dtype")
+    p.add_argument("--dtype", default="float32",
+                   choices=["float32", "float16", "bfloat16", "int8", "fp8_e4m3"],
+                   help="storage dtype (int8/fp8_e4m3: lossy one-byte codes with scales)")
     p.add_argument("--model-dtype", default="auto", help="dtype to load the model in (auto = its own)")
     p.add_argument("--batch-size", type=int, default=32, help="prompts per forward pass")
     p.add_argument("--max-length", type=int, default=None, help="truncate longer prompts (flagged)")

@@ -119,8 +119,9 @@ def extract(
         ``(n - 1) // 2``; ``"embeddings"`` = embedding output).
     pooling : str or list
         ``last_token``, ``first_token``, ``mean``, ``all`` (full sequence); several become views.
-    dtype : {"float32", "float16", "bfloat16"}
-        Storage dtype.
+    dtype : {"float32", "float16", "bfloat16", "int8", "fp8_e4m3"}
+        Storage dtype. ``"int8"``/``"fp8_e4m3"`` are lossy one-byte codecs with per-channel
+        scales (spec section 2b); parts are kept as float32 and encoded once, at the merge.
     max_length : int, optional
         Truncate longer prompts; each truncated row is flagged in the ``truncated`` column.
     logits_k : int, optional

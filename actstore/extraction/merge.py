@@ -84,19 +84,20 @@ def merge(out: str, *, keep_parts: bool = False, work_dir: str | None = None,
             f"Cannot merge {out!r}: shards {missing[:10]} of {n_shards} are not finished yet; run "
             "the workers that own them (same command), then merge again."
         )
-    _write(run, n_shards, storage_options)
+    _write(run, n_shards, storage_options, config.get("dtype"))
     if not keep_parts:
         run.remove_parts()
     return open_dataset(out, storage_options=storage_options)
 
 
-def _write(run: RunDir, n_shards: int, storage_options: dict[str, Any] | None) -> None:
+def _write(run: RunDir, n_shards: int, storage_options: dict[str, Any] | None,
+           dtype: str | None = None) -> None:
     run.remove_stale_staging()
     first = open_dataset(run.part(0)).info
     # one part open at a time: a run may have thousands
     rows = sum(open_dataset(run.part(s)).info.num_prompts for s in range(n_shards))
     with DatasetWriter(run.out, model=first.model, revision=first.revision, layers=list(first.layers),
-                       dim=first.dim, dtype=first.dtype, pooling=list(first.views),
+                       dim=first.dim, dtype=dtype or first.dtype, pooling=list(first.views),
                        logits_k=first.logits_k, extraction=first.extraction, overwrite=True,
                        num_rows=rows, storage_options=storage_options) as w:
         for s in range(n_shards):

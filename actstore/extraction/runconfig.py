@@ -22,7 +22,7 @@ from typing import Any
 from ..cache.activations import cache_space
 from ..errors import InvalidArgumentError
 from ..format.layersel import LayerSpec
-from ..format.spec import FLOAT_DTYPES, POOLINGS
+from ..format.spec import CODEC_DTYPES, POOLINGS, STORED_DTYPES
 from .generate import check_generate, generated_views
 from .inputs import PromptSet
 from .layers import resolve_model_layers
@@ -86,8 +86,8 @@ class RunConfig:
                perplexity: bool, template: str | None, chat_template: bool) -> RunConfig:
         """Check the settings that need neither the prompts nor the model, once;
         ``shard_size=None`` picks the default (1024 prompts, 64 for full sequences)."""
-        if dtype not in FLOAT_DTYPES:
-            raise InvalidArgumentError(f"dtype must be one of {sorted(FLOAT_DTYPES)}; got {dtype!r}.")
+        if dtype not in STORED_DTYPES:  # the floats, and the codecs int8/fp8_e4m3 (format/codecs.py)
+            raise InvalidArgumentError(f"dtype must be one of {sorted(STORED_DTYPES)}; got {dtype!r}.")
         for name, value in (("batch_size", batch_size), ("shard_size", shard_size),
                             ("max_length", max_length)):
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -170,7 +170,8 @@ class RunConfig:
         refused = [name for name, on in (("pooling='all'", "all" in self.pooling),
                                          ("generate=", bool(self.generate)),
                                          ("logits_k=", bool(self.logits_k)),
-                                         ("perplexity=True", self.perplexity)) if on]
+                                         ("perplexity=True", self.perplexity),
+                                         (f"dtype={self.dtype!r}", self.dtype in CODEC_DTYPES)) if on]
         if refused:
             raise InvalidArgumentError(
                 f"cache= holds pooled vectors only; it cannot be combined with "

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..cache import UnifiedCache
 from ..errors import ConfigMismatchError, InvalidArgumentError
+from ..format.codecs import float_dtype
 from ..format.durable import atomic_file
 from ..format.layersel import request
 from ..format.reader import open_dataset
@@ -254,12 +255,14 @@ def _write_part(prompts: PromptSet, part: str, lo: int, res: GroupResult, cfg: R
     """Commit one shard's rows as a complete part dataset (its index last)."""
     if os.path.exists(part):
         shutil.rmtree(part)  # an uncommitted part from a killed run: start it again
-    _write_rows(prompts, part, lo, res, cfg)
+    _write_rows(prompts, part, lo, res, cfg, as_part=True)
 
 
 def _write_rows(prompts: PromptSet, where: str, lo: int, res: GroupResult, cfg: RunConfig, *,
-                storage_options: dict[str, Any] | None = None, overwrite: bool = False) -> None:
-    """Write ``res`` (the rows of prompts from ``lo`` on) as a dataset at ``where``."""
+                storage_options: dict[str, Any] | None = None, overwrite: bool = False,
+                as_part: bool = False) -> None:
+    """Write ``res`` (the rows of prompts from ``lo`` on) as a dataset at ``where``; a part
+    keeps a codec run's rows as float32 (the merge encodes them once)."""
     views = cfg.views
     src = res.source_rows
     dim = next(iter(res.views[views[0]].values()))[0].shape[-1]
@@ -270,7 +273,8 @@ def _write_rows(prompts: PromptSet, where: str, lo: int, res: GroupResult, cfg: 
         meta["perplexity"] = res.perplexity
     labels = None if prompts.labels is None else [prompts.labels[lo + i] for i in src]
     with DatasetWriter(where, model=cfg.model, revision=cfg.revision,
-                       layers=[request(L) for L in cfg.stored_layers], dim=dim, dtype=cfg.dtype,
+                       layers=[request(L) for L in cfg.stored_layers], dim=dim,
+                       dtype=float_dtype(cfg.dtype) if as_part else cfg.dtype,
                        pooling=views, logits_k=cfg.logits_k, extraction={"run": cfg.record()},
                        num_rows=len(src), storage_options=storage_options,
                        overwrite=overwrite) as w:

@@ -62,6 +62,9 @@ class IndexBuilder:
         self.logit_shards: list[dict[str, Any]] = []
         self.files: dict[str, dict[str, Any]] = {}
         self.last_token_shards = 0
+        #: Codec datasets: the CodecSpec and the per-view, per-layer error measured at write.
+        self.codec: Any = None
+        self.codec_stats: dict[str, dict[str, dict[str, Any]]] = {}
 
     @property
     def num_rows(self) -> int:
@@ -121,7 +124,7 @@ class IndexBuilder:
 
     # -- output ------------------------------------------------------------------------
     def _view_descriptor(self, view: str, *, primary: bool) -> dict[str, Any]:
-        itemsize = spec.FLOAT_DTYPES[self.dtype][1]
+        itemsize = spec.STORED_DTYPES[self.dtype][1]
         full = primary and view == "all"
         desc: dict[str, Any] = {
             "type": "hidden",
@@ -142,6 +145,9 @@ class IndexBuilder:
             desc["pooling"] = view
             desc["row_bytes"] = self.dim * itemsize
         desc["view"] = view
+        if self.codec is not None:  # spec section 2b: codes under their own key, and scales
+            desc["key_pattern"] = spec.CODES_KEY
+            desc["codec"] = self.codec.descriptor()
         return desc
 
     def metadata(self) -> dict[str, Any]:
@@ -155,6 +161,9 @@ class IndexBuilder:
                 "shards": self.logit_shards,
             }
         ext = ["views", "files"]
+        must = [spec.CODEC_EXTENSION] if self.codec is not None else []
+        codec = {} if self.codec is None else {"actstore:codec": {
+            "dtype": self.codec.codec.name, "scale": self.codec.scale, "layers": self.codec_stats}}
         return {
             "lmprobe:format_version": spec.LMPROBE_FORMAT_VERSION,
             "lmprobe:model": {"name": self.model, "revision": self.revision},
@@ -162,13 +171,14 @@ class IndexBuilder:
             "lmprobe:prompt_ordering": "input",
             "lmprobe:tensors": tensors,
             "lmprobe:provenance": _versions(),
-            "actstore:format": {"version": spec.ACTSTORE_FORMAT_VERSION, "must_understand": [],
-                                "extensions": ext},
+            "actstore:format": {"version": spec.ACTSTORE_FORMAT_VERSION, "must_understand": must,
+                                "extensions": ext + must},
             "actstore:views": {v: self._view_descriptor(v, primary=False) for v in self.views[1:]},
             "actstore:files": self.files,
             "actstore:extraction": self.extraction,
             "actstore:labels": {"kind": label_array(self.labels)[1] if self.labels else None},
             "actstore:description": self.description,
+            **codec,
         }
 
     def table(self) -> pa.Table:

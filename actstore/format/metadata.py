@@ -34,7 +34,6 @@ from .paths import safe_relpath
 from .spec import (
     ACTSTORE_FORMAT_VERSION,
     EXT_PREFIX,
-    FLOAT_DTYPES,
     HIDDEN_PATTERN,
     KNOWN_EXTENSIONS,
     LMPROBE_FORMAT_VERSION,
@@ -46,6 +45,7 @@ from .spec import (
     META_PREFIX,
     STORAGE_FULL,
     STORAGE_POOLED,
+    STORED_DTYPES,
     VIEW_NAME,
     VIEW_PATTERN,
 )
@@ -74,6 +74,8 @@ class ViewLayout:
     key_pattern: str
     shard_rows: tuple[int, ...]
     last_token_shards: int = 0
+    #: The compact storage codec (``codecs.CodecSpec``) of an int8/fp8 view; None for floats.
+    codec: Any = None
 
     def path(self, layer: int, shard: int) -> str:
         """Relative path of one shard file, checked to stay inside the dataset."""
@@ -344,8 +346,11 @@ def _view(name: str, desc: object, *, default_pooling: str, where: str,
             f"storage; got {_show(lt_raw)}."
         )
     dtype = desc.get("dtype", "float32")
-    if not isinstance(dtype, str) or dtype not in FLOAT_DTYPES:
-        raise FormatError(f"{where}.dtype must be one of {sorted(FLOAT_DTYPES)}; got {_show(dtype)}.")
+    if not isinstance(dtype, str) or dtype not in STORED_DTYPES:
+        raise FormatError(f"{where}.dtype must be one of {sorted(STORED_DTYPES)}; got {_show(dtype)}.")
+    from .codecs import parse_codec  # same layer; a top-level import would cycle through header
+
+    codec = parse_codec(dtype, desc, where=where)
     pooling = desc.get("pooling", default_pooling)
     _str(pooling, where=f"{where}.pooling")
     full = storage == STORAGE_FULL
@@ -361,6 +366,7 @@ def _view(name: str, desc: object, *, default_pooling: str, where: str,
         key_pattern=key_pattern,
         shard_rows=_shard_rows(shards, where=where, full=full, lt=int(lt) if full else 0),
         last_token_shards=int(lt) if full else len(shards),
+        codec=codec,
     )
 
 

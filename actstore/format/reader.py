@@ -27,6 +27,7 @@ from ..errors import (
 )
 from . import spec
 from .arrowio import arrow_buffer
+from .codecs import QuantizedRows, gather_codes, read_coded
 from .dtypes import bf16_bits
 from .header import TensorEntry
 from .info import DatasetInfo
@@ -441,6 +442,10 @@ class Dataset:
                 continue
             sh = int(s[group[0]])
             entry = self._entry(v, layer, sh)
+            if v.codec is not None:  # int8/fp8: dequantised a chunk at a time (codecs)
+                read_coded(self._s.source, v.path(layer, sh), entry, self._scales(v, layer, sh),
+                           v.codec, o[group], group, out)
+                continue
             bits = bf16_bits(out) if entry.dtype == "BF16" else None  # stored bits as they are
             read_rows(self._s.source, v.path(layer, sh), entry, o[group], group,
                       out if bits is None else bits)
@@ -453,6 +458,8 @@ class Dataset:
         float16, unless ``dtype`` asks for another: ``dtype="bfloat16"`` gives numpy bfloat16
         (``ml_dtypes``, as JAX uses), bfloat16 shards then read bit for bit at half the memory.
         Pass ``out`` (C-contiguous, right shape) to read into a preallocated array.
+        int8 and fp8_e4m3 datasets (spec section 2b) are dequantised to float32 (or ``dtype``)
+        a cache-sized chunk at a time; :meth:`codes` gives their stored codes and scales.
         ``layer`` is a block number (negatives count from the deepest stored block, ``"last"``
         and ``"middle"`` work too) or ``"embeddings"`` (stored as lmprobe's layer ``-1``).
 
@@ -561,8 +568,40 @@ class Dataset:
             e = self._entry(v, layer, int(sh))
             if offs[sel].max() >= e.shape[0] or offs[sel].min() < 0:
                 raise FormatError(f"Index row {int(r)} points past the end of shard {int(sh)}.")
-            read_rows(self._s.source, v.path(layer, int(sh)), e, offs[sel], sel, out)
+            if v.codec is not None:
+                read_coded(self._s.source, v.path(layer, int(sh)), e, self._scales(v, layer, int(sh)),
+                           v.codec, offs[sel], sel, out)
+            else:
+                read_rows(self._s.source, v.path(layer, int(sh)), e, offs[sel], sel, out)
         return out
+
+    def _scales(self, v: ViewLayout, layer: int, shard: int) -> np.ndarray:
+        """The checked scales of one codec shard file (the catalog keeps them)."""
+        return self._s.catalog.scales(v, layer, shard)
+
+    def codes(self, layer: int | str, rows: RowSelection | None = None, *,
+              view: str | None = None) -> QuantizedRows:
+        """The stored codes and scales of an int8/fp8 dataset, not dequantised.
+
+        For callers that dequantise themselves (on a GPU, at a quarter of float32's bytes);
+        see :class:`~actstore.format.codecs.QuantizedRows` for the formula.
+        ``rows`` as in :meth:`get` (default: every row of this selection).
+        """
+        v = self._view(view)
+        layer = self._check_layer(v, layer)
+        if v.codec is None:
+            raise InvalidArgumentError(
+                f"codes() needs an int8 or fp8_e4m3 dataset; view {v.name!r} stores {v.dtype}. "
+                "Use layer() for float datasets."
+            )
+        pos = self._abs if rows is None else self._positions(rows)
+        shard, off = self._s.loc
+
+        def read(sh: int, offs: np.ndarray, dest: np.ndarray, out: np.ndarray) -> None:
+            read_rows(self._s.source, v.path(layer, sh), self._entry(v, layer, sh), offs, dest, out)
+
+        return gather_codes(v.codec, v.dim, shard[pos], off[pos], read,
+                            lambda sh: self._scales(v, layer, sh))
 
     def logits_topk(self, rows: RowSelection | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-k logits at the last token: ``(values, indices)``, each ``(n, k)``."""

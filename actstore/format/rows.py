@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from ..errors import InvalidArgumentError
 from .dtypes import bf16_bits_to_f32
 from .header import TensorEntry
 from .parallel import in_pieces, piece_count
@@ -99,6 +100,11 @@ def read_rows(
     max_gap_bytes : int
         Rows this close are fetched in one request, gap included.
     """
+    if entry.dtype in ("I8", "F8_E4M3") and out.dtype != np.int8:  # never codes as values
+        raise InvalidArgumentError(
+            f"{path}: {entry.key!r} holds {entry.dtype} codes; they are read raw only into int8 "
+            "arrays. Dequantise them with actstore.format.codecs.read_coded."
+        )
     if offsets.size == 0:
         return
     rb = max(entry.row_bytes, 1)

@@ -14,8 +14,11 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
+
 from ..errors import IntegrityError
 from . import spec
+from .codecs import load_scales
 from .header import HEADER_PROBE_BYTES, TensorEntry, header_length, parse_header
 from .metadata import ViewLayout
 from .source import ByteSource, LocalSource
@@ -62,6 +65,7 @@ class ShardCatalog:
         # (view, layer) -> (dtype code, shard number) of the first shard of that layer read
         self._layer_dtype: dict[tuple[str, int], tuple[str, int]] = {}
         self._present: dict[str, tuple[int, ...]] = {}
+        self._scales: dict[str, np.ndarray] = {}  # codec shards' checked scales
 
     # -- which files are here -----------------------------------------------------------
     def local_exists(self, path: str) -> bool:
@@ -136,9 +140,10 @@ class ShardCatalog:
                 f"{path}: tensor {key!r} has shape {list(e.shape)}; the metadata expects "
                 f"[{want}, {view.dim}]."
             )
-        if e.dtype not in ("F32", "F16", "BF16"):
-            raise IntegrityError(f"{path}: hidden states must be F32, F16 or BF16; found {e.dtype}.")
-        if self.files and spec.FLOAT_DTYPES.get(view.dtype, ("",))[0] != e.dtype:
+        allowed = (view.codec.codec.code,) if view.codec is not None else ("F32", "F16", "BF16")
+        if e.dtype not in allowed:  # a codec view (int8/fp8, spec section 2b) holds its codes
+            raise IntegrityError(f"{path}: hidden states must be {' or '.join(allowed)}; found {e.dtype}.")
+        if self.files and spec.STORED_DTYPES.get(view.dtype, ("",))[0] != e.dtype:
             raise IntegrityError(
                 f"{path}: header dtype {e.dtype} disagrees with the metadata dtype {view.dtype!r}."
             )
@@ -151,6 +156,19 @@ class ShardCatalog:
                 "one dtype (spec section 2)."
             )
         return e
+
+    def scales(self, view: ViewLayout, layer: int, shard: int) -> np.ndarray:
+        """The checked float32 scales of one codec shard file (read once, then kept)."""
+        path = view.path(layer, shard)
+        cached = self._scales.get(path)
+        if cached is None:
+            if view.codec is None:
+                raise IntegrityError(f"{path}: view {view.name!r} stores {view.dtype}, which has no scales.")
+            e = self.entry(view, layer, shard)
+            cached = load_scales(self.source, path, self.header(path), layer, view.codec,
+                                 e.shape[0], view.dim)
+            self._scales[path] = cached
+        return cached
 
     def logits_entries(self, shard: int) -> dict[str, TensorEntry]:
         """The values and indices tensors of one top-k logits shard, checked against the

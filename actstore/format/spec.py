@@ -10,7 +10,9 @@ LMPROBE_FORMAT_VERSION = "2.0"
 #: Version of actstore's extension keys (``actstore:format``); its major follows the lmprobe major.
 ACTSTORE_FORMAT_VERSION = "2.1"
 #: Extensions this reader understands; a dataset listing others under ``must_understand`` is refused.
-KNOWN_EXTENSIONS = frozenset({"views", "files", "extraction", "labels"})
+KNOWN_EXTENSIONS = frozenset({"views", "files", "extraction", "labels", "codecs"})
+#: The ``must_understand`` name of compact storage codecs (spec section 2b).
+CODEC_EXTENSION = "codecs"
 
 INDEX_DIR = "index"
 INDEX_FILE = "index/{split}-{part:05d}-of-{parts:05d}.parquet"
@@ -42,6 +44,15 @@ RESERVED_COLUMNS = frozenset({
 #: Float dtypes a hidden-state shard may hold: name -> (safetensors code, itemsize).
 FLOAT_DTYPES = {"float32": ("F32", 4), "float16": ("F16", 2), "bfloat16": ("BF16", 2)}
 
+#: Compact storage codecs (spec section 2b): name -> (safetensors code of the codes, itemsize).
+CODEC_DTYPES = {"int8": ("I8", 1), "fp8_e4m3": ("F8_E4M3", 1)}
+#: Every dtype a hidden-state view may record: the floats and the codecs.
+STORED_DTYPES = {**FLOAT_DTYPES, **CODEC_DTYPES}
+#: Keys of a codec shard's codes and scales (never ``hidden.layer_{layer}``: older readers
+#: that find no such key refuse the file instead of reading codes as activations).
+CODES_KEY = "hidden.layer_{layer}.codes"
+SCALE_KEY = "hidden.layer_{layer}.scale"
+
 
 class StDtype(NamedTuple):
     """One row of :data:`ST_DTYPES`."""
@@ -66,6 +77,9 @@ ST_DTYPES: dict[str, StDtype] = {
     "I64": StDtype("int64", 8, "<i8"),
     "I16": StDtype("int16", 2, "<i2"),
     "U8": StDtype("uint8", 1, "|u1"),
+    # the compact codecs' codes (spec section 2b); e4m3 codes are kept as their bit patterns
+    "I8": StDtype("int8", 1, "|i1"),
+    "F8_E4M3": StDtype("fp8_e4m3", 1, "|i1"),
 }
 #: dtype name -> safetensors code (the inverse of :data:`ST_DTYPES`).
 ST_CODES = {d.name: code for code, d in ST_DTYPES.items()}

@@ -120,6 +120,8 @@ def verify_catalog(catalog: ShardCatalog, url: str, *, checksums: bool = True) -
                     path = view.path(layer, shard)
                     referenced.add(path)
                     catalog.entry(view, layer, shard)
+                    if view.codec is not None:  # int8/fp8: the scales are checked too
+                        catalog.scales(view, layer, shard)
                 except ActstoreError as exc:
                     report.problems.append(str(exc))
     if logits is not None:

@@ -41,6 +41,14 @@ import numpy as np
 from ..errors import DatasetExistsError, InvalidArgumentError, LayerNotFoundError, WriteError
 from . import spec
 from .checks import check_counts, check_finite, check_layers, check_texts, check_views, positive_int
+from .codecs import (
+    CODEC_MAX_SHARD_BYTES,
+    CodecShardFile,
+    ErrorStats,
+    check_codec,
+    codec_record,
+    float_dtype,
+)
 from .columns import normalize_labels, normalize_metadata
 from .dtypes import to_storage
 from .index_builder import IndexBuilder
@@ -70,15 +78,20 @@ class DatasetWriter:
         the API) cannot be resolved here. ``hidden``/``views`` are keyed the same way.
     dim : int
         Hidden size.
-    dtype : {"float32", "float16", "bfloat16"}
-        Shard dtype; the metadata always records this true dtype.
+    dtype : {"float32", "float16", "bfloat16", "int8", "fp8_e4m3"}
+        Shard dtype; the metadata always records this true dtype. ``"int8"`` and
+        ``"fp8_e4m3"`` are the lossy compact codecs (spec section 2b, :mod:`.codecs`): one
+        byte per value plus float32 scales; their error is measured per layer while writing
+        and recorded (``ds.info.codec``). NaN/inf are always refused for them.
     pooling : str or sequence of str
         View names; the first is the primary view (lmprobe's ``hidden_layers``). ``"all"``
         as the primary view stores full sequences (last-token shards kept separate).
     revision : str, optional
         Model revision (commit sha) used for extraction.
     shard_bytes : int
-        Target size of one per-layer shard file.
+        Target size of one per-layer shard file. Codec dtypes cap it at
+        ``codecs.CODEC_MAX_SHARD_BYTES`` (64 MiB of codes): until a codec file closes, its
+        rows wait as float32 in the staging folder (4x its size, one per open layer and view).
     num_rows : int, optional
         Total rows, if known: lets every shard be hashed in a single pass.
     logits_k : int, optional
@@ -94,6 +107,9 @@ class DatasetWriter:
         fsspec options for remote paths.
     check_finite : bool
         Refuse NaN/inf activations (default). Set False to store them as they are.
+    scale : {"per_channel", "per_row"}, optional
+        Codec dtypes only: the scale granularity (default ``"per_channel"``: one float32
+        scale per channel per shard file; ``"per_row"``: one per row).
 
     Examples
     --------
@@ -120,31 +136,38 @@ class DatasetWriter:
         overwrite: bool = False,
         storage_options: dict[str, Any] | None = None,
         check_finite: bool = True,
+        scale: str | None = None,
     ) -> None:
         # stored numbers from here on (-1 = the embeddings, as on disk)
         self.layers = check_layers(explicit_layers(layers, what="DatasetWriter(layers=...)"))
         self.views = check_views(pooling)
         if not isinstance(dim, int) or dim <= 0:
             raise InvalidArgumentError(f"dim must be a positive integer; got {dim!r}.")
-        if dtype not in spec.FLOAT_DTYPES:
+        if dtype not in spec.STORED_DTYPES:
             raise InvalidArgumentError(
                 f"The 'dtype' argument of DatasetWriter must be one of "
-                f"{', '.join(repr(d) for d in spec.FLOAT_DTYPES)}; got {dtype!r}."
+                f"{', '.join(repr(d) for d in spec.STORED_DTYPES)}; got {dtype!r}."
             )
+        self.codec = check_codec(dtype, scale, what="DatasetWriter")
+        self._storage = float_dtype(dtype)  # what rows are converted to before encoding
+        self._codec_stats: dict[tuple[str, int], ErrorStats] = {}
         if logits_k is not None and (not isinstance(logits_k, int) or logits_k <= 0):
             raise InvalidArgumentError(f"logits_k must be a positive integer; got {logits_k!r}.")
         self.dim, self.dtype, self.logits_k = dim, dtype, logits_k
-        self.code, itemsize = spec.FLOAT_DTYPES[dtype]
+        self.code, itemsize = spec.STORED_DTYPES[dtype]
         self.full_sequence = self.views[0] == "all"
         self.shard_bytes = positive_int(shard_bytes, "shard_bytes")
+        if self.codec is not None:  # each open file spills 4 bytes a value until it closes
+            self.shard_bytes = min(self.shard_bytes, CODEC_MAX_SHARD_BYTES)
         self.rows_per_shard = max(1, self.shard_bytes // (dim * itemsize))
         self.num_rows = num_rows
-        self.check_finite = check_finite
+        self.check_finite = check_finite or self.codec is not None  # a scale needs finite rows
         self.index = IndexBuilder(
             model=model, revision=revision, layers=self.layers, dim=dim, dtype=dtype,
             views=self.views, shard_bytes=self.shard_bytes, logits_k=logits_k,
             extraction=dict(extraction or {}), description=description,
         )
+        self.index.codec = self.codec
         self._target = Target(path, storage_options)
         self.url = self._target.url
         self._index_rel = spec.INDEX_PATH
@@ -283,7 +306,7 @@ class DatasetWriter:
         return keyed
 
     def _block(self, name: str, layer: int, x: Any, n: int) -> np.ndarray:
-        block = to_storage(x, self.dtype, what=f"{name}[{request(layer)!r}]")
+        block = to_storage(x, self._storage, what=f"{name}[{request(layer)!r}]")
         if block.shape != (n, self.dim):
             raise InvalidArgumentError(
                 f"{name}[{request(layer)!r}] has shape {block.shape}; expected ({n}, {self.dim}) "
@@ -319,7 +342,7 @@ class DatasetWriter:
         return out
 
     def _seq_block(self, layer: int, i: int, x: Any) -> np.ndarray:
-        block = to_storage(x, self.dtype, what=f"hidden[{request(layer)!r}][{i}]")
+        block = to_storage(x, self._storage, what=f"hidden[{request(layer)!r}][{i}]")
         if block.ndim != 2 or block.shape[1] != self.dim or block.shape[0] < 1:
             raise InvalidArgumentError(
                 f"hidden[{request(layer)!r}][{i}] has shape {block.shape}; expected (n_tokens >= 1, {self.dim})."
@@ -362,13 +385,19 @@ class DatasetWriter:
         f = self._open.get((view, layer))
         if f is None:
             rel = self._rel(view, layer, self._shard)
-            f = StreamingTensorFile(
-                self._target.stage(rel), key=spec.HIDDEN_KEY.format(layer=layer),
-                dtype=self.code, dim=self.dim, planned_rows=self._planned(self._shard),
-                hasher=next(self._lanes),
-            )
+            f = self._new_file(self._target.stage(rel), view, layer, self._planned(self._shard))
             self._open[(view, layer)] = f
         return f
+
+    def _new_file(self, path: str, view: str, layer: int, planned: int | None) -> Any:
+        """A shard file being written: streamed floats, or codes encoded at close."""
+        if self.codec is not None:
+            stats = self._codec_stats.setdefault((view, layer), ErrorStats())
+            return CodecShardFile(path, layer=layer, dim=self.dim, codec=self.codec, stats=stats)
+        return StreamingTensorFile(
+            path, key=spec.HIDDEN_KEY.format(layer=layer), dtype=self.code, dim=self.dim,
+            planned_rows=planned, hasher=next(self._lanes),
+        )
 
     def _rel(self, view: str, layer: int, shard: int) -> str:
         if view == self.views[0]:
@@ -404,7 +433,7 @@ class DatasetWriter:
         self.index.add_file(rel, size, sha)
 
     def _write_full(self, seqs: dict[int, list[np.ndarray]], extra: dict[str, Any], n: int) -> None:
-        itemsize = spec.FLOAT_DTYPES[self.dtype][1]
+        itemsize = spec.STORED_DTYPES[self.dtype][1]
         last = {L: np.stack([s[-1] for s in seqs[L]]) for L in self.layers}
         self._write_pooled({"all": last, **extra}, n)
         for i in range(n):
@@ -427,10 +456,7 @@ class DatasetWriter:
         if not self._rest:
             k = len(self._rest_done)
             self._rest = {
-                L: StreamingTensorFile(
-                    self._target.stage(f"rest{k:05d}_layer{L:03d}"), key=spec.HIDDEN_KEY.format(layer=L),
-                    dtype=self.code, dim=self.dim, planned_rows=None, hasher=next(self._lanes),
-                )
+                L: self._new_file(self._target.stage(f"rest{k:05d}_layer{L:03d}"), "all", L, None)
                 for L in self.layers
             }
         return self._rest
@@ -480,6 +506,7 @@ class DatasetWriter:
             self._flush_logits()
             if self.full_sequence:
                 self._publish_rest()
+            self.index.codec_stats = codec_record(self._codec_stats)
             staged = self._target.stage("index.parquet")
             size = self.index.write(staged)
             self._target.check_size(staged, self._index_rel, size)

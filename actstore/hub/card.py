@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from ..format.codecs import card_lines
 from ..format.info import DatasetInfo
 from ..format.layersel import request, stored
 from ..format.spec import INDEX_PATH
@@ -155,6 +156,8 @@ def build_dataset_card(info: DatasetInfo, repo_id: str, *, license: str = "cc-by
     lines += ["## Contents", "", *_contents(info), ""]
     if info.layers:
         lines += ["### Per layer", "", *_per_layer(info), ""]
+    if info.codec:  # int8/fp8 storage: say so, with the error measured at write
+        lines += card_lines(info.codec)
     if info.labels:
         lines += [f"Labels: `{json.dumps(info.labels)}`", ""]
     if label_counts:

@@ -72,9 +72,10 @@ def _header_dtype(fs: Any, base: str, view: ViewLayout, files: dict[str, Any]) -
     entry = parse_header(probe, path=path, size=size).get(view.key(view.layers[0]))
     if entry is None:
         raise IntegrityError(f"{path}: has no tensor {view.key(view.layers[0])!r}.")
-    if entry.dtype not in ("F32", "F16", "BF16"):
-        raise IntegrityError(f"{path}: hidden states must be F32, F16 or BF16; found {entry.dtype}.")
-    if files and spec.FLOAT_DTYPES.get(view.dtype, ("",))[0] != entry.dtype:
+    allowed = (view.codec.codec.code,) if view.codec is not None else ("F32", "F16", "BF16")
+    if entry.dtype not in allowed:  # a codec view (int8/fp8, spec section 2b) holds its codes
+        raise IntegrityError(f"{path}: hidden states must be {' or '.join(allowed)}; found {entry.dtype}.")
+    if files and spec.STORED_DTYPES.get(view.dtype, ("",))[0] != entry.dtype:
         raise IntegrityError(
             f"{path}: header dtype {entry.dtype} disagrees with the metadata dtype {view.dtype!r}."
         )

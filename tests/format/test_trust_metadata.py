@@ -129,7 +129,7 @@ CASES = [
      open_only, r"must_understand must be a list of strings"),
     ("format-not-object", "pooled", raw_meta("actstore:format", b"[1]"), open_only, r"actstore:format"),
     ("dtype-list", "pooled", hidden(lambda h: set_(h, dtype=["float32"])), open_only, r"hidden_layers\.dtype"),
-    ("dtype-unknown", "pooled", hidden(lambda h: set_(h, dtype="int8")), open_only, r"hidden_layers\.dtype"),
+    ("dtype-unknown", "pooled", hidden(lambda h: set_(h, dtype="int4")), open_only, r"hidden_layers\.dtype"),
     ("num-prompts-string", "pooled", hidden(lambda h: h["shards"][0].update(num_prompts="5")), open_only,
      r"shards\[0\]\.num_prompts"),
     ("num-prompts-float", "pooled", hidden(lambda h: h["shards"][0].update(num_prompts=5.0)), open_only,

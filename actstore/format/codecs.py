@@ -1,0 +1,560 @@
+"""Compact storage codecs: int8 and fp8 (e4m3) codes with float32 scales (spec section 2b).
+
+One concept: turning float rows into one-byte codes plus positive scales and back.
+
+- Encoding: ``code = round(x / scale)`` clipped to ``[-127, 127]`` (int8), or
+  ``code = e4m3(x / scale)`` with ``|x / scale| <= 448`` (fp8 e4m3fn, round to nearest even).
+- Decoding: ``x = code * scale``, with ``scale`` a float32 per channel (one ``[dim]`` vector
+  per shard file, the default) or per row (``[rows]``).
+- Scales are computed from the data's largest magnitude, so nothing clips and e4m3 never
+  overflows into NaN; NaN and inf inputs are refused (there is no scale for them).
+- Error statistics (relative L2, mean cosine, max abs error, clipped values) are measured
+  while encoding, by decoding every chunk again, and recorded in the metadata.
+
+Readers dequantise a bounded chunk of rows at a time (:func:`read_coded`): codes are read
+into a small scratch array and widened straight into the caller's output, so no full-size
+temporary exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..errors import FormatError, IntegrityError, InvalidArgumentError, WriteError
+from . import spec
+from .dtypes import f32_to_bf16_bits
+from .header import TensorEntry, build_header
+from .parallel import in_pieces, piece_count
+from .rows import read_rows
+from .shardfile import _write_all  # every byte written, or a WriteError
+from .source import ByteSource, LocalSource
+
+__all__ = [
+    "CODECS",
+    "CODEC_MAX_SHARD_BYTES",
+    "DEFAULT_SCALE",
+    "SCALES",
+    "Codec",
+    "CodecShardFile",
+    "CodecSpec",
+    "ErrorStats",
+    "QuantizedRows",
+    "card_lines",
+    "check_codec",
+    "codec_record",
+    "compute_scales",
+    "decode",
+    "encode",
+    "float_dtype",
+    "gather_codes",
+    "info_summary",
+    "load_scales",
+    "parse_codec",
+    "read_coded",
+]
+
+#: Scale granularities: one scale per channel per shard file, or one per row.
+SCALES = ("per_channel", "per_row")
+#: The default granularity (measured: see specs/format-v2.md section 2b).
+DEFAULT_SCALE = "per_channel"
+#: Codes read per request while dequantising (one ``read_rows`` call).
+CHUNK_BYTES = 4 << 20
+#: Codes widened per step (256 KiB of codes widen into 1 MiB of float32, cache-resident).
+DECODE_BYTES = 256 << 10
+#: Largest codec shard file a writer makes (its float32 spill is 4x this while it is open).
+CODEC_MAX_SHARD_BYTES = 64 << 20
+#: Outputs at least this large are dequantised on parallel threads (local files).
+PARALLEL_BYTES = 16 << 20
+_F8_MAGIC = np.float32(2.0**120)  # e4m3 bits placed in a float32's exponent, rescaled exactly
+_F8_MASK = np.int32(0x87F00000 - (1 << 32))  # sign + 7 exponent/mantissa bits after the shift
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A one-byte code format: its name, safetensors code and largest magnitude."""
+
+    name: str
+    code: str
+    qmax: float
+
+
+CODECS = {
+    "int8": Codec("int8", "I8", 127.0),
+    "fp8_e4m3": Codec("fp8_e4m3", "F8_E4M3", 448.0),
+}
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """The codec of one view: code format and scale granularity."""
+
+    codec: Codec
+    scale: str
+
+    def descriptor(self) -> dict[str, str]:
+        """The descriptor's ``codec`` field."""
+        return {"name": self.codec.name, "scale": self.scale, "scale_dtype": "float32"}
+
+    def scale_shape(self, rows: int, dim: int) -> tuple[int]:
+        return (dim,) if self.scale == "per_channel" else (rows,)
+
+
+def float_dtype(dtype: str) -> str:
+    """The float dtype rows are handled in before encoding: float32 for a codec."""
+    return "float32" if dtype in CODECS else dtype
+
+
+def check_codec(dtype: str, scale: str | None, *, what: str) -> CodecSpec | None:
+    """The codec a writer was asked for, or None for a float dtype (arguments checked)."""
+    if dtype not in CODECS:
+        if scale is not None:
+            raise InvalidArgumentError(
+                f"{what}: scale={scale!r} applies to the codecs {sorted(CODECS)} only; "
+                f"dtype {dtype!r} stores floats. Drop scale= or choose a codec dtype."
+            )
+        return None
+    scale = DEFAULT_SCALE if scale is None else scale
+    if scale not in SCALES:
+        raise InvalidArgumentError(f"{what}: scale must be one of {list(SCALES)}; got {scale!r}.")
+    return CodecSpec(CODECS[dtype], scale)
+
+
+def parse_codec(dtype: str, desc: dict[str, Any], *, where: str) -> CodecSpec | None:
+    """The codec of a descriptor read from a dataset, or None for a float view.
+
+    Raises :class:`FormatError` for an unknown codec, a missing or malformed ``codec``
+    field, or a key pattern other than the codes key.
+    """
+    raw = desc.get("codec")
+    if dtype not in CODECS:
+        if raw is not None:
+            raise FormatError(f"{where}.codec is set but dtype {dtype!r} is not a codec {sorted(CODECS)}.")
+        return None
+    if not isinstance(raw, dict):
+        raise FormatError(f"{where}.codec must be an object for dtype {dtype!r}; got {type(raw).__name__}.")
+    name, scale = raw.get("name"), raw.get("scale")
+    if name != dtype:
+        raise FormatError(f"{where}.codec.name is {str(name)[:40]!r}; expected {dtype!r} (the dtype).")
+    if scale not in SCALES:
+        raise FormatError(f"{where}.codec.scale must be one of {list(SCALES)}; got {str(scale)[:40]!r}.")
+    if raw.get("scale_dtype", "float32") != "float32":
+        raise FormatError(f"{where}.codec.scale_dtype must be 'float32'; got {str(raw.get('scale_dtype'))[:40]!r}.")
+    if desc.get("key_pattern") != spec.CODES_KEY:
+        raise FormatError(
+            f"{where}.key_pattern must be {spec.CODES_KEY!r} for a codec view; got "
+            f"{str(desc.get('key_pattern'))[:60]!r}."
+        )
+    return CodecSpec(CODECS[dtype], str(scale))
+
+
+# -- scales, encoding, decoding --------------------------------------------------------
+def compute_scales(maxabs: np.ndarray, qmax: float) -> np.ndarray:
+    """Positive float32 scales with ``maxabs / scale <= qmax`` (1.0 where ``maxabs`` is 0)."""
+    m = np.asarray(maxabs, dtype=np.float32)
+    s = m / np.float32(qmax)
+    tiny = np.finfo(np.float32).tiny
+    s = np.where(m == 0, np.float32(1.0), np.maximum(s, tiny)).astype(np.float32)
+    over = m / s > np.float32(qmax)  # rounding may put the largest value just past the range
+    if over.any():
+        s[over] = np.nextafter(s[over], np.float32(np.inf))
+    return s
+
+
+def encode(x: np.ndarray, scale: np.ndarray, codec: Codec, codes: np.ndarray,
+           scratch: np.ndarray) -> int:
+    """Encode float32 rows ``x`` into ``codes`` (int8 storage); returns the clipped count.
+
+    ``scale`` broadcasts against ``x`` (``[dim]`` or ``[rows, 1]``); ``scratch`` is a float32
+    array of ``x``'s shape.
+    """
+    np.divide(x, scale, out=scratch)
+    clipped = int(np.count_nonzero(np.abs(scratch) > codec.qmax))
+    np.clip(scratch, -codec.qmax, codec.qmax, out=scratch)
+    if codec.code == "I8":
+        np.rint(scratch, out=scratch)
+        codes[...] = scratch
+    else:
+        import ml_dtypes
+
+        codes[...] = scratch.astype(ml_dtypes.float8_e4m3fn).view(np.int8)
+    return clipped
+
+
+def decode(codes: np.ndarray, scale: np.ndarray, codec: Codec, out: np.ndarray, *, where: str) -> None:
+    """``out = code * scale`` in float32, exactly as spec section 2b defines it.
+
+    fp8 codes are widened by placing their bits in a float32 (an exact rescale by 2^120),
+    with no lookup table; the NaN codes (``0x7F``, ``0xFF``) are refused, naming ``where``.
+    """
+    if codec.code == "I8":
+        # a plain cast then an in-place multiply: both SIMD loops, measured ~1.6x faster
+        # than one mixed-type multiply (numpy buffers that through small casts)
+        np.copyto(out, codes, casting="unsafe")
+        np.multiply(out, scale, out=out)
+        return
+    bits = out.view(np.int32)
+    np.left_shift(codes, 24, out=bits, dtype=np.int32)
+    np.right_shift(bits, 4, out=bits)  # arithmetic: the sign bit lands on bit 31 again
+    np.bitwise_and(bits, _F8_MASK, out=bits)
+    if np.any(bits == np.int32(0x07F00000)) or np.any(bits == _F8_MASK):
+        raise IntegrityError(f"{where}: holds fp8 NaN codes (0x7F/0xFF); the file is corrupt.")
+    s = np.asarray(scale, dtype=np.float32)
+    if float(np.max(s, initial=0.0)) < 2.0**7:  # scale x 2^120 stays finite: one multiply
+        np.multiply(out, s * _F8_MAGIC, out=out)
+    else:
+        np.multiply(out, _F8_MAGIC, out=out)
+        np.multiply(out, s, out=out)
+
+
+# -- error statistics ----------------------------------------------------------------
+@dataclass
+class ErrorStats:
+    """Running error of one layer: sums in float64, merged across shards."""
+
+    rows: int = 0
+    values: int = 0
+    sq_x: float = 0.0
+    sq_err: float = 0.0
+    cos_sum: float = 0.0
+    max_abs_err: float = 0.0
+    clipped: int = 0
+
+    def add(self, x: np.ndarray, xhat: np.ndarray, clipped: int) -> None:
+        if x.size == 0:
+            return
+        err = xhat - x
+        self.rows += x.shape[0]
+        self.values += x.size
+        self.sq_x += float(np.einsum("ij,ij->", x, x, dtype=np.float64))
+        self.sq_err += float(np.einsum("ij,ij->", err, err, dtype=np.float64))
+        self.max_abs_err = max(self.max_abs_err, float(np.max(np.abs(err))))
+        dots = np.einsum("ij,ij->i", x, xhat, dtype=np.float64)
+        nx = np.sqrt(np.einsum("ij,ij->i", x, x, dtype=np.float64))
+        nh = np.sqrt(np.einsum("ij,ij->i", xhat, xhat, dtype=np.float64))
+        denom = nx * nh
+        cos = np.where(denom > 0, dots / np.where(denom > 0, denom, 1.0), np.where(nx == nh, 1.0, 0.0))
+        self.cos_sum += float(cos.sum())
+        self.clipped += clipped
+
+    def to_dict(self) -> dict[str, Any]:
+        rel = math.sqrt(self.sq_err / self.sq_x) if self.sq_x > 0 else 0.0
+        return {
+            "rel_l2": rel,
+            "mean_cosine": self.cos_sum / self.rows if self.rows else 1.0,
+            "max_abs_err": self.max_abs_err,
+            "clipped": self.clipped,
+            "rows": self.rows,
+        }
+
+
+def info_summary(record: object, primary: str) -> dict[str, Any] | None:
+    """``ds.info.codec``: the recorded ``actstore:codec`` of the primary view, summarised.
+
+    Metadata comes from strangers: anything malformed yields None (these numbers are only
+    shown, never used to read).
+    """
+    if not isinstance(record, dict) or not isinstance(record.get("layers"), dict):
+        return None
+    per_view = record["layers"].get(primary)
+    if not isinstance(per_view, dict):
+        return None
+    layers: dict[int | str, dict[str, Any]] = {}
+    for key, st in per_view.items():
+        if not isinstance(st, dict) or not all(
+            isinstance(st.get(f), (int, float)) and not isinstance(st.get(f), bool)
+            for f in ("rel_l2", "mean_cosine", "max_abs_err", "clipped")
+        ):
+            return None
+        try:
+            L = int(key)
+        except ValueError:
+            return None
+        layers["embeddings" if L == -1 else L] = {f: st[f] for f in ("rel_l2", "mean_cosine", "max_abs_err", "clipped")}
+    if not layers:
+        return None
+    stats = list(layers.values())
+    return {
+        "dtype": record.get("dtype"),
+        "scale": record.get("scale"),
+        "rel_l2": max(s["rel_l2"] for s in stats),
+        "mean_cosine": min(s["mean_cosine"] for s in stats),
+        "max_abs_err": max(s["max_abs_err"] for s in stats),
+        "clipped": sum(int(s["clipped"]) for s in stats),
+        "layers": layers,
+    }
+
+
+# -- writing -----------------------------------------------------------------------------
+class CodecShardFile:
+    """One codec shard file (codes, then scales), written when its rows are complete.
+
+    Per-channel scales need the whole shard's largest magnitudes before the first code, so
+    rows are first spilled as float32 to ``<path>.f32`` beside the staged file (the first
+    pass: it tracks the per-channel maxima), and encoded from there at :meth:`close`, a
+    chunk at a time (memory stays bounded by a chunk, disk by one float32 shard).
+    The interface matches :class:`~actstore.format.shardfile.StreamingTensorFile`.
+    """
+
+    def __init__(self, path: str, *, layer: int, dim: int, codec: CodecSpec, stats: ErrorStats) -> None:
+        self.path = path
+        self.dim, self.codec, self.stats = dim, codec, stats
+        self.codes_key = spec.CODES_KEY.format(layer=layer)
+        self.scale_key = spec.SCALE_KEY.format(layer=layer)
+        self.rows = 0
+        self._spill_path = path + ".f32"
+        self._spill = open(self._spill_path, "wb", buffering=0)  # noqa: SIM115 - closed in close()/discard()
+        self._maxabs = np.zeros(dim, dtype=np.float32)
+
+    def append(self, block: np.ndarray) -> None:
+        """Append float32 ``(rows, dim)`` rows (finite: NaN/inf cannot be scaled)."""
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        if block.size:
+            m = np.max(np.abs(block), axis=0)
+            if not np.all(np.isfinite(m)):
+                raise InvalidArgumentError(
+                    f"{self.codes_key}: the {self.codec.codec.name} codec cannot store NaN or inf "
+                    "(no scale represents them); clean the activations or store a float dtype."
+                )
+            np.maximum(self._maxabs, m, out=self._maxabs)
+        _write_all(self._spill, memoryview(block).cast("B"), self._spill_path)
+        self.rows += block.shape[0]
+
+    def wait(self) -> None:
+        """Nothing is pending (the interface of StreamingTensorFile)."""
+
+    def close(self) -> tuple[int, str]:
+        """Encode the spilled rows into the final file; returns ``(size, sha256)``."""
+        self._spill.close()
+        c, dim, rows = self.codec, self.dim, self.rows
+        header = build_header([(self.codes_key, c.codec.code, (rows, dim)),
+                               (self.scale_key, "F32", c.scale_shape(rows, dim))])
+        h = hashlib.sha256(header)
+        per_channel = c.scale == "per_channel"
+        channel_scale = compute_scales(self._maxabs, c.codec.qmax) if per_channel else None
+        row_scales: list[np.ndarray] = []
+        step = max(1, CHUNK_BYTES // max(dim, 1))
+        x = np.empty((min(step, max(rows, 1)), dim), dtype=np.float32)
+        scratch, back = np.empty_like(x), np.empty_like(x)
+        codes = np.empty(x.shape, dtype=np.int8)
+        written = 0
+        with open(self._spill_path, "rb", buffering=0) as src, open(self.path, "wb", buffering=0) as f:
+            _write_all(f, header, self.path)
+            written += len(header)
+            for lo in range(0, rows, step):
+                k = min(step, rows - lo)
+                view = memoryview(x[:k]).cast("B")
+                if src.readinto(view) != view.nbytes:
+                    raise WriteError(f"{self._spill_path}: the spilled rows came back short.")
+                if per_channel:
+                    s: np.ndarray = channel_scale  # type: ignore[assignment]
+                else:
+                    rs = compute_scales(np.max(np.abs(x[:k]), axis=1), c.codec.qmax)
+                    row_scales.append(rs)
+                    s = rs[:, None]
+                clipped = encode(x[:k], s, c.codec, codes[:k], scratch[:k])
+                decode(codes[:k], s, c.codec, back[:k], where=self.path)
+                self.stats.add(x[:k], back[:k], clipped)
+                data = memoryview(codes[:k]).cast("B")
+                h.update(data)
+                _write_all(f, data, self.path)
+                written += data.nbytes
+            scales = channel_scale if per_channel else (
+                np.concatenate(row_scales) if row_scales else np.zeros(0, np.float32))
+            blob = np.ascontiguousarray(scales, dtype="<f4").tobytes()
+            h.update(blob)
+            _write_all(f, blob, self.path)
+            written += len(blob)
+            size = f.seek(0, os.SEEK_END)
+        os.remove(self._spill_path)
+        if size != written:
+            raise WriteError(f"{self.path}: holds {size} bytes after writing {written}; the write came out short.")
+        return size, h.hexdigest()
+
+    def discard(self) -> None:
+        """Close and delete the spill and the file (an aborted write)."""
+        self._spill.close()
+        for p in (self._spill_path, self.path):
+            if os.path.exists(p):
+                os.remove(p)
+
+
+# -- reading -----------------------------------------------------------------------------
+def load_scales(source: ByteSource, path: str, entries: dict[str, TensorEntry], layer: int,
+                codec: CodecSpec, rows: int, dim: int) -> np.ndarray:
+    """The checked float32 scales of one codec shard file.
+
+    Raises :class:`IntegrityError`, naming the file and key, when the scale tensor is
+    missing, not F32, has the wrong shape, or holds a value that is not finite and positive.
+    Its byte range was checked against the file by the header parser, so a hostile header
+    cannot make this read outside the shard.
+    """
+    key = spec.SCALE_KEY.format(layer=layer)
+    e = entries.get(key)
+    if e is None:
+        raise IntegrityError(f"{path}: has no scale tensor {key!r} (found {sorted(entries)[:8]}).")
+    want = codec.scale_shape(rows, dim)
+    if e.dtype != "F32" or tuple(e.shape) != want:
+        raise IntegrityError(
+            f"{path}: scale tensor {key!r} is {e.dtype} {list(e.shape)}; expected F32 {list(want)} "
+            f"({codec.scale} scales)."
+        )
+    (blob,) = source.read_ranges(path, [(e.start, e.end)])
+    s = np.frombuffer(blob, dtype="<f4").astype(np.float32)
+    bad = ~(np.isfinite(s) & (s > 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise IntegrityError(
+            f"{path}: scale tensor {key!r} holds {float(s[i])!r} at position {i}; every scale must "
+            "be finite and positive. The file is corrupt."
+        )
+    return s
+
+
+def read_coded(source: ByteSource, path: str, entry: TensorEntry, scales: np.ndarray,
+               codec: CodecSpec, offsets: np.ndarray, dest: np.ndarray, out: np.ndarray,
+               *, max_gap_bytes: int = 0) -> None:
+    """Copy rows ``offsets`` of a codec tensor, dequantised, into ``out[dest]``.
+
+    Rows are read a chunk (``CHUNK_BYTES`` of codes) at a time into a scratch array and
+    decoded straight into ``out`` where they land on consecutive rows of a float32 output;
+    other outputs (float16, bfloat16, scattered rows) go through a chunk-sized float32 scratch.
+    """
+    if offsets.size == 0:
+        return
+    dim = out.shape[1]
+    order = np.argsort(offsets, kind="stable")
+    offs, dst = offsets[order].astype(np.int64), dest[order].astype(np.int64)
+    n = offs.size
+    step = max(1, CHUNK_BYTES // max(dim, 1))
+    sub = max(1, min(step, DECODE_BYTES // max(dim, 1)))
+    chunks = -(-n // step)
+    per_channel = codec.scale == "per_channel"
+    is_bf16 = out.dtype.name == "bfloat16" and out.dtype.itemsize == 2
+    if out.dtype.kind != "f" and not is_bf16:  # an int8 output would silently truncate values
+        raise InvalidArgumentError(
+            f"{path}: a {codec.codec.name} dataset dequantises to a float dtype; got dtype "
+            f"{out.dtype}. Use codes() for the stored codes and scales."
+        )
+    where = f"{path} ({entry.key})"
+
+    def piece(lo_c: int, hi_c: int) -> None:
+        codes = np.empty((min(step, n), dim), dtype=np.int8)
+        f32 = np.empty((min(sub, n), dim), dtype=np.float32)
+        for c in range(lo_c, hi_c):
+            a, b = c * step, min(n, (c + 1) * step)
+            k = b - a
+            read_rows(source, path, entry, offs[a:b], np.arange(k), codes[:k], max_gap_bytes=max_gap_bytes)
+            for x in range(0, k, sub):  # widen a cache-sized block at a time
+                y = min(k, x + sub)
+                _widen(codes[x:y], scales if per_channel else scales[offs[a + x : a + y]][:, None],
+                       dst[a + x : a + y], f32[: y - x])
+
+    def _widen(block: np.ndarray, s: np.ndarray, d: np.ndarray, f32: np.ndarray) -> None:
+        d0, k = int(d[0]), d.size
+        consecutive = int(d[-1]) - d0 == k - 1 and (k == 1 or bool(np.all(np.diff(d) == 1)))
+        if consecutive and out.dtype == np.float32:
+            decode(block, s, codec.codec, out[d0 : d0 + k], where=where)
+            return
+        decode(block, s, codec.codec, f32, where=where)
+        if is_bf16:
+            bits = out.view(np.uint16)
+            if consecutive:
+                bits[d0 : d0 + k] = f32_to_bf16_bits(f32)
+            else:
+                bits[d] = f32_to_bf16_bits(f32)
+        elif consecutive:
+            out[d0 : d0 + k] = f32
+        else:
+            out[d] = f32
+
+    parallel = isinstance(source, LocalSource)
+    in_pieces(piece, chunks, piece_count(chunks, n * dim * 4, PARALLEL_BYTES) if parallel else 1)
+
+
+@dataclass(frozen=True)
+class QuantizedRows:
+    """Stored codes and their scales, for callers that dequantise themselves (on a GPU).
+
+    ``x[i] = codes[i] * scales[scale_index[i]]`` (per-channel scales: ``scales`` is
+    ``(groups, dim)``, one row per shard file the rows came from) or
+    ``x[i] = codes[i] * scales[i]`` (per-row scales: ``scales`` is ``(n,)`` and
+    ``scale_index`` is None). int8 codes are ``int8``; fp8 codes are their ``uint8`` bit
+    patterns (``codes.view(ml_dtypes.float8_e4m3fn)`` in numpy,
+    ``torch.from_numpy(codes).view(torch.float8_e4m3fn)`` in torch).
+    """
+
+    codes: np.ndarray
+    scales: np.ndarray
+    scale_index: np.ndarray | None
+    dtype: str
+    scale: str
+
+    def dequantize(self) -> np.ndarray:
+        """The float32 rows, exactly as the reader's own dequantisation gives them."""
+        codec = CODECS[self.dtype]
+        out = np.empty(self.codes.shape, dtype=np.float32)
+        codes = self.codes.view(np.int8)
+        if self.scale_index is None:
+            decode(codes, self.scales[:, None], codec, out, where="codes")
+            return out
+        for g in range(self.scales.shape[0]):
+            sel = np.flatnonzero(self.scale_index == g)
+            tmp = np.empty((sel.size, codes.shape[1]), dtype=np.float32)
+            decode(codes[sel], self.scales[g], codec, tmp, where="codes")
+            out[sel] = tmp
+        return out
+
+
+def gather_codes(codec: CodecSpec, dim: int, shard: np.ndarray, off: np.ndarray,
+                 read: Callable[[int, np.ndarray, np.ndarray, np.ndarray], None],
+                 scales_of: Callable[[int], np.ndarray]) -> QuantizedRows:
+    """Codes and scales of the rows at ``(shard, off)``; ``read(sh, offsets, dest, out)``
+    copies raw codes, ``scales_of(sh)`` gives a shard's checked scales."""
+    n = shard.size
+    codes = np.empty((n, dim), dtype=np.int8)
+    groups = [int(s) for s in np.unique(shard)]
+    per_channel = codec.scale == "per_channel"
+    scales = np.empty((len(groups), dim) if per_channel else (n,), dtype=np.float32)
+    index = np.empty(n, dtype=np.int64) if per_channel else None
+    for g, sh in enumerate(groups):
+        sel = np.flatnonzero(shard == sh)
+        read(sh, off[sel], sel, codes)
+        s = scales_of(sh)
+        if per_channel:
+            scales[g] = s
+            index[sel] = g  # type: ignore[index]
+        else:
+            scales[sel] = s[off[sel]]
+    out_codes = codes if codec.codec.code == "I8" else codes.view(np.uint8)
+    return QuantizedRows(out_codes, scales, index, codec.codec.name, codec.scale)
+
+
+def codec_record(stats: dict[tuple[str, int], ErrorStats]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``actstore:codec.layers``: view -> stored layer (as a string) -> error statistics."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for (view, layer), st in sorted(stats.items()):
+        out.setdefault(view, {})[str(layer)] = st.to_dict()
+    return out
+
+
+def card_lines(summary: dict[str, Any]) -> list[str]:
+    """Markdown for a dataset card: the codec and the error measured per layer at write."""
+    lines = [
+        "## Storage codec", "",
+        f"Lossy **{summary.get('dtype')}** codes with float32 **{summary.get('scale')}** scales "
+        "(actstore format section 2b): readers that know the `codecs` extension dequantise "
+        "transparently (`x = code × scale`); lmprobe 0.10.3 refuses the files. Error measured "
+        "against the original activations when they were written:", "",
+        "| layer | relative L2 | mean cosine | max abs error | clipped |", "|---|---|---|---|---|",
+    ]
+    for layer, st in summary.get("layers", {}).items():
+        lines.append(f"| {layer} | {100 * st['rel_l2']:.3f} % | {st['mean_cosine']:.6f} "
+                     f"| {st['max_abs_err']:.4g} | {int(st['clipped'])} |")
+    return [*lines, ""]
