@@ -27,8 +27,18 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FormatError, IntegrityError, InvalidArgumentError, WriteError
+from ..errors import IntegrityError, InvalidArgumentError, WriteError
 from . import spec
+from .codec_spec import (  # noqa: F401 (re-exported: the codec's description)
+    CODECS,
+    DEFAULT_SCALE,
+    SCALES,
+    Codec,
+    CodecSpec,
+    check_codec,
+    float_dtype,
+    parse_codec,
+)
 from .dtypes import f32_to_bf16_bits
 from .header import TensorEntry, build_header
 from .parallel import in_pieces, piece_count
@@ -60,10 +70,6 @@ __all__ = [
     "read_coded",
 ]
 
-#: Scale granularities: one scale per channel per shard file, or one per row.
-SCALES = ("per_channel", "per_row")
-#: The default granularity (measured: see specs/format-v2.md section 2b).
-DEFAULT_SCALE = "per_channel"
 #: Codes read per request while dequantising (one ``read_rows`` call).
 CHUNK_BYTES = 4 << 20
 #: Codes widened per step (256 KiB of codes widen into 1 MiB of float32, cache-resident).
@@ -74,84 +80,6 @@ CODEC_MAX_SHARD_BYTES = 64 << 20
 PARALLEL_BYTES = 16 << 20
 _F8_MAGIC = np.float32(2.0**120)  # e4m3 bits placed in a float32's exponent, rescaled exactly
 _F8_MASK = np.int32(0x87F00000 - (1 << 32))  # sign + 7 exponent/mantissa bits after the shift
-
-
-@dataclass(frozen=True)
-class Codec:
-    """A one-byte code format: its name, safetensors code and largest magnitude."""
-
-    name: str
-    code: str
-    qmax: float
-
-
-CODECS = {
-    "int8": Codec("int8", "I8", 127.0),
-    "fp8_e4m3": Codec("fp8_e4m3", "F8_E4M3", 448.0),
-}
-
-
-@dataclass(frozen=True)
-class CodecSpec:
-    """The codec of one view: code format and scale granularity."""
-
-    codec: Codec
-    scale: str
-
-    def descriptor(self) -> dict[str, str]:
-        """The descriptor's ``codec`` field."""
-        return {"name": self.codec.name, "scale": self.scale, "scale_dtype": "float32"}
-
-    def scale_shape(self, rows: int, dim: int) -> tuple[int]:
-        return (dim,) if self.scale == "per_channel" else (rows,)
-
-
-def float_dtype(dtype: str) -> str:
-    """The float dtype rows are handled in before encoding: float32 for a codec."""
-    return "float32" if dtype in CODECS else dtype
-
-
-def check_codec(dtype: str, scale: str | None, *, what: str) -> CodecSpec | None:
-    """The codec a writer was asked for, or None for a float dtype (arguments checked)."""
-    if dtype not in CODECS:
-        if scale is not None:
-            raise InvalidArgumentError(
-                f"{what}: scale={scale!r} applies to the codecs {sorted(CODECS)} only; "
-                f"dtype {dtype!r} stores floats. Drop scale= or choose a codec dtype."
-            )
-        return None
-    scale = DEFAULT_SCALE if scale is None else scale
-    if scale not in SCALES:
-        raise InvalidArgumentError(f"{what}: scale must be one of {list(SCALES)}; got {scale!r}.")
-    return CodecSpec(CODECS[dtype], scale)
-
-
-def parse_codec(dtype: str, desc: dict[str, Any], *, where: str) -> CodecSpec | None:
-    """The codec of a descriptor read from a dataset, or None for a float view.
-
-    Raises :class:`FormatError` for an unknown codec, a missing or malformed ``codec``
-    field, or a key pattern other than the codes key.
-    """
-    raw = desc.get("codec")
-    if dtype not in CODECS:
-        if raw is not None:
-            raise FormatError(f"{where}.codec is set but dtype {dtype!r} is not a codec {sorted(CODECS)}.")
-        return None
-    if not isinstance(raw, dict):
-        raise FormatError(f"{where}.codec must be an object for dtype {dtype!r}; got {type(raw).__name__}.")
-    name, scale = raw.get("name"), raw.get("scale")
-    if name != dtype:
-        raise FormatError(f"{where}.codec.name is {str(name)[:40]!r}; expected {dtype!r} (the dtype).")
-    if scale not in SCALES:
-        raise FormatError(f"{where}.codec.scale must be one of {list(SCALES)}; got {str(scale)[:40]!r}.")
-    if raw.get("scale_dtype", "float32") != "float32":
-        raise FormatError(f"{where}.codec.scale_dtype must be 'float32'; got {str(raw.get('scale_dtype'))[:40]!r}.")
-    if desc.get("key_pattern") != spec.CODES_KEY:
-        raise FormatError(
-            f"{where}.key_pattern must be {spec.CODES_KEY!r} for a codec view; got "
-            f"{str(desc.get('key_pattern'))[:60]!r}."
-        )
-    return CodecSpec(CODECS[dtype], str(scale))
 
 
 # -- scales, encoding, decoding --------------------------------------------------------

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, UnsupportedVersionError
+from .codec_spec import parse_codec
 from .paths import safe_relpath
 from .spec import (
     ACTSTORE_FORMAT_VERSION,
@@ -74,8 +75,8 @@ class ViewLayout:
     key_pattern: str
     shard_rows: tuple[int, ...]
     last_token_shards: int = 0
-    #: The compact storage codec (``codecs.CodecSpec``) of an int8/fp8 view; None for floats.
-    codec: Any = None
+    #: The compact storage codec of an int8/fp8 view (spec section 2b); None for floats.
+    codec: CodecSpec | None = None
 
     def path(self, layer: int, shard: int) -> str:
         """Relative path of one shard file, checked to stay inside the dataset."""
@@ -348,7 +349,6 @@ def _view(name: str, desc: object, *, default_pooling: str, where: str,
     dtype = desc.get("dtype", "float32")
     if not isinstance(dtype, str) or dtype not in STORED_DTYPES:
         raise FormatError(f"{where}.dtype must be one of {sorted(STORED_DTYPES)}; got {_show(dtype)}.")
-    from .codecs import parse_codec  # same layer; a top-level import would cycle through header
 
     codec = parse_codec(dtype, desc, where=where)
     pooling = desc.get("pooling", default_pooling)
