@@ -257,8 +257,10 @@ class CodecShardFile:
     def wait(self) -> None:
         """Nothing is pending (the interface of StreamingTensorFile)."""
 
-    def close(self) -> tuple[int, str]:
-        """Encode the spilled rows into the final file; returns ``(size, sha256)``."""
+    def close(self, *, sync: bool = False) -> tuple[int, str]:
+        """Encode the spilled rows into the final file; returns ``(size, sha256)``
+        (``sync``: flush the file to the disk before it is committed, as
+        :meth:`StreamingTensorFile.close` does)."""
         self._spill.close()
         c, dim, rows = self.codec, self.dim, self.rows
         header = build_header([(self.codes_key, c.codec.code, (rows, dim)),
@@ -300,6 +302,8 @@ class CodecShardFile:
             _write_all(f, blob, self.path)
             written += len(blob)
             size = f.seek(0, os.SEEK_END)
+            if sync:
+                os.fsync(f.fileno())
         os.remove(self._spill_path)
         if size != written:
             raise WriteError(f"{self.path}: holds {size} bytes after writing {written}; the write came out short.")

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, UnsupportedVersionError
-from .codec_spec import parse_codec
+from .codec_spec import CodecSpec, parse_codec
 from .paths import safe_relpath
 from .spec import (
     ACTSTORE_FORMAT_VERSION,
