@@ -162,6 +162,14 @@ def extract(
         The merged dataset, or None for a worker of a multi-worker run (run ``merge`` once
         every worker is done).
 
+    Examples
+    --------
+    >>> import actstore
+    >>> ds = actstore.extract("gpt2", ["The cat sat.", "Dogs bark."], out="acts/gpt2",  # doctest: +SKIP
+    ...                       layers=[4, 8], pooling=["last_token", "mean"])
+    >>> ds.layer(8).shape                                                            # doctest: +SKIP
+    (2, 768)
+
     Notes
     -----
     Inputs, columns, the output folder and the settings are checked before the model
