@@ -49,19 +49,19 @@ import os
 import re
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from .. import config
-from ..errors import CacheError, IntegrityError, OfflineError
+from ..errors import CacheError, DatasetChangedError, IntegrityError, OfflineError
+from ..format.fetch import CONCURRENCY, Pin, Pins, RangeIgnored, fetch_ranges, pin_hf_root, pin_of
+from ..format.location import fs_is_http
+from ..format.spec import INDEX_FILE
 from .segments import split_digest
 
-__all__ = ["CachedSource", "RangeIgnored", "origin_of"]
+__all__ = ["CONCURRENCY", "CachedSource", "RangeIgnored", "origin_of"]
 
 log = logging.getLogger("actstore.cache")
 
-#: Requests in flight at once for one read call.
-CONCURRENCY = 16
 #: Largest cached piece: every read checks whole pieces, so this bounds what a small read
 #: of a large fetched range reads and hashes.
 PIECE_BYTES = 256 << 10
@@ -119,14 +119,6 @@ def _s3_endpoint(fs: Any) -> str | None:
     except Exception:  # noqa: BLE001 - no client: fall back to what the environment names
         env = [os.environ.get(k, "") for k in ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_PROFILE")]
         return "env:" + "|".join(env)
-
-
-class RangeIgnored(Exception):
-    """Internal: the server sent the whole file where a range was asked for."""
-
-    def __init__(self, body: bytes) -> None:
-        super().__init__("Range ignored")
-        self.body = body
 
 
 class _Pieces:
@@ -211,7 +203,10 @@ class CachedSource:
     def __init__(self, cache: Any, fs: Any, root: str, *, url: str, index_id: str | None) -> None:
         self.cache, self.store = cache, cache.store
         self.fs, self.root, self.url, self.index_id = fs, root.rstrip("/"), url, index_id
-        self.origin = origin_of(url, fs)
+        self.origin = origin_of(url, fs)  # the URL as given: a Hub commit pin below keeps keys
+        self.pins = Pins(fs, self.root, url, _ANCHOR)
+        if not config.offline():
+            self._pin_hub_commit()
         self.files: dict[str, dict[str, Any]] = {}
         self.index_path: str | None = None
         self._sizes: dict[str, int] = {}
@@ -222,6 +217,33 @@ class CachedSource:
         self.range_ok: bool | None = None
         self.counters = {"requests": 0, "bytes_fetched": 0, "bytes_from_cache": 0,
                          "damaged_pieces": 0, "uncached_fetches": 0}
+
+    # -- versions: see actstore.format.fetch ----------------------------------------------
+    def _pin_hub_commit(self) -> None:
+        """On the Hub, read every file at the commit the revision names now; the index seen at
+        open (``index_id``) must be the one of that commit, else it changed while opening."""
+        pinned = pin_hf_root(self.fs, self.root)
+        if pinned == self.root:
+            return
+        self.root = self.pins.root = pinned
+        self.pins.immutable = True
+        if self.index_id is not None:
+            now = pin_of(dict(self.fs.info(f"{pinned}/{_ANCHOR}"))).ident
+            if now != self.index_id:
+                raise DatasetChangedError(
+                    f"{self.url}/{_ANCHOR}: the dataset changed while it was being opened (its "
+                    f"index is now {now}, it was {self.index_id}); open it again."
+                )
+
+    def _pin(self, path: str) -> Pin | None:
+        """The version of ``path`` every fetch must find (None: nothing to check)."""
+        if self.pins.immutable:
+            return None
+        if self.index_id is not None:
+            self.pins.set(_ANCHOR, _pin_from_ident(self.index_id))
+        if path == _ANCHOR and self.index_id is None:
+            return None
+        return self.pins.get(path)
 
     # -- identities ----------------------------------------------------------------------
     def bind_files(self, files: dict[str, dict[str, Any]]) -> None:
@@ -595,14 +617,18 @@ class CachedSource:
             s, e = ranges[0]
             self._check_online(path, f"{len(ranges)} byte range(s) (first: bytes {s}-{e})")
         full = self._full(path)
+        pin = self._pin(path)
         self.counters["requests"] += len(ranges)
-        if _is_http(self.fs):
-            blobs = _http_fetch(self, full, ranges)
-        elif getattr(self.fs, "async_impl", False):
-            blobs = self.fs.cat_ranges([full] * len(ranges), [s for s, _ in ranges],
-                                       [e for _, e in ranges], on_error="return")
-        else:
-            blobs = _threaded_fetch(self.fs, full, ranges)
+        http = fs_is_http(self.fs)
+        blobs = fetch_ranges(self.fs, full, ranges, pin=pin, pins=self.pins, path=path,
+                             first_alone=http and self.range_ok is not True)
+        if http:
+            ignored = next((b for b in blobs if isinstance(b, RangeIgnored)), None)
+            if ignored is not None:
+                self._note_range_ignored(path)
+                raise ignored
+            if not any(isinstance(b, Exception) for b in blobs):
+                self.range_ok = True
         out = []
         for blob, (s, e) in zip(blobs, ranges):
             if isinstance(blob, Exception):
@@ -634,6 +660,23 @@ RUN_GAP = 64 << 10
 _IOV_PIECES = 500
 
 
+#: The dataset's index: the file whose version proves every other file's.
+_ANCHOR = INDEX_FILE.format(split="train", part=0, parts=1)
+
+
+def _pin_from_ident(ident: str) -> Pin:
+    """The pin of the index from the identity the open recorded (``etag:<tag>:<size>``,
+    ``lm:<date>:<size>``, ``sha256:``/``git:`` ids), so the open costs no extra request."""
+    kind, _, rest = ident.partition(":")
+    value, _, size = rest.rpartition(":")
+    n = int(size) if size.isdigit() else None
+    if kind == "etag":
+        return Pin(ident, value if value.startswith("W/") else f'"{value}"', None, n)
+    if kind == "lm":
+        return Pin(ident, None, value, n)
+    return Pin(ident)
+
+
 def _whole(exc: RangeIgnored, size: int, url: str, path: str) -> bytes:
     if len(exc.body) != size:
         raise IntegrityError(
@@ -641,65 +684,3 @@ def _whole(exc: RangeIgnored, size: int, url: str, path: str) -> bytes:
             f"is {size} bytes; refusing bytes that cannot be placed."
         )
     return exc.body
-
-
-def _is_http(fs: Any) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "http" in protocol or "https" in protocol
-
-
-def _threaded_fetch(fs: Any, full: str, ranges: list[tuple[int, int]]) -> list[Any]:
-    def one(span: tuple[int, int]) -> Any:
-        try:  # cache_type="none": no 5 MiB read-ahead behind a small range
-            with fs.open(full, "rb", cache_type="none") as f:
-                f.seek(span[0])
-                return f.read(span[1] - span[0])
-        except Exception as exc:  # returned, then raised in order by the caller
-            return exc
-
-    if len(ranges) == 1:
-        return [one(ranges[0])]
-    with ThreadPoolExecutor(min(CONCURRENCY, len(ranges))) as pool:
-        return list(pool.map(one, ranges))
-
-
-def _http_fetch(src: CachedSource, full: str, ranges: list[tuple[int, int]]) -> list[Any]:
-    """Range GETs on the fsspec HTTP session, checking each status (206 vs 200)."""
-    import asyncio
-
-    from fsspec.asyn import sync
-
-    fs = src.fs
-
-    async def get(session: Any, sem: Any, s: int, e: int) -> Any:
-        async with sem:
-            headers = {**fs.kwargs.get("headers", {}), "Range": f"bytes={s}-{e - 1}"}
-            async with session.get(fs.encode_url(full), headers=headers) as r:
-                if r.status == 404:
-                    return FileNotFoundError(full)
-                if r.status not in (200, 206):
-                    return OSError(f"GET {full} with Range bytes={s}-{e - 1} returned {r.status}")
-                body = await r.read()
-                if r.status == 200 and (s, e) != (0, len(body)):
-                    return RangeIgnored(body)
-                return body
-
-    async def run(spans: list[tuple[int, int]]) -> list[Any]:
-        session = await fs.set_session()
-        sem = asyncio.Semaphore(CONCURRENCY)
-        return await asyncio.gather(*(get(session, sem, s, e) for s, e in spans))
-
-    # until the server has answered one range with a 206, send one request alone: a server
-    # that ignores Range would otherwise send the whole file once per range
-    first = sync(fs.loop, run, ranges[:1]) if src.range_ok is not True else []
-    if first and not isinstance(first[0], RangeIgnored):
-        src.range_ok = True
-    if first and isinstance(first[0], RangeIgnored):
-        src._note_range_ignored(full)
-        raise first[0]
-    rest = sync(fs.loop, run, ranges[len(first):]) if len(ranges) > len(first) else []
-    for blob in rest:
-        if isinstance(blob, RangeIgnored):
-            src._note_range_ignored(full)
-            raise blob
-    return list(first) + list(rest)
