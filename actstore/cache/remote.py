@@ -55,6 +55,7 @@ from .. import config
 from ..errors import CacheError, DatasetChangedError, IntegrityError, OfflineError
 from ..format.fetch import CONCURRENCY, Pin, Pins, RangeIgnored, fetch_ranges, pin_hf_root, pin_of
 from ..format.location import fs_is_http
+from ..format.ranges import DATASET_GAP, LOCAL_RUN_GAP, coalesce
 from ..format.spec import INDEX_FILE
 from .segments import split_digest
 
@@ -173,16 +174,6 @@ class _Pieces:
         if pos < e:
             out.append((pos, e, None, pos))
         return out
-
-
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[list[int]] = []
-    for s, e in sorted(spans):
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return [(s, e) for s, e in out]
 
 
 class CachedSource:
@@ -401,7 +392,7 @@ class CachedSource:
         order = np.lexsort((so, si))
         sel, ks, si, so = sel[order], ks[order], si[order], so[order]
         stop = so + (r[sel, 1] - r[sel, 0])
-        brk = np.flatnonzero((si[1:] != si[:-1]) | (so[1:] - stop[:-1] > RUN_GAP)) + 1
+        brk = np.flatnonzero((si[1:] != si[:-1]) | (so[1:] - stop[:-1] > LOCAL_RUN_GAP)) + 1
         bounds = [0, *brk.tolist(), int(sel.size)]
         left = np.flatnonzero(~ok).tolist()
         sel_l, ks_l, so_l = sel.tolist(), ks.tolist(), so.tolist()
@@ -537,7 +528,8 @@ class CachedSource:
     def _try_read(self, path: str, ident: str, ranges: Sequence[tuple[int, int]]) -> list[bytes] | None:
         pieces = self._pieces_for(path, ident)
         plans = [pieces.plan(s, e) for s, e in ranges]
-        gaps = _merge([(a, b) for plan in plans for a, b, key, _ in plan if key is None])
+        gaps = [(a, b) for a, b, _ in coalesce([(a, b) for plan in plans for a, b, key, _ in plan
+                                                 if key is None], gap=DATASET_GAP)]
         fresh: dict[str, bytes] = {}
         if gaps:
             fresh = self._fill(path, ident, gaps, pieces)
@@ -654,8 +646,6 @@ class CachedSource:
                     "are downloaded and cached instead of byte ranges.", self.url, path)
 
 
-#: Pieces of one segment file closer than this are read in one call, gap included.
-RUN_GAP = 64 << 10
 #: Pieces per ``preadv`` call (each takes one or two of the IOV_MAX = 1024 buffers).
 _IOV_PIECES = 500
 

@@ -138,7 +138,6 @@ class _State:
     loc: tuple[np.ndarray, np.ndarray]
     logit_loc: tuple[np.ndarray, np.ndarray] | None
     verify_checksums: bool
-    max_gap_bytes: int = 0
     headers: dict[str, dict[str, TensorEntry]] = field(default_factory=dict)
     verified: set[str] = field(default_factory=set)
     info: DatasetInfo | None = None
@@ -494,7 +493,7 @@ class Dataset:
             entry = self._entry(v, layer, sh)
             bits = bf16_bits(out) if entry.dtype == "BF16" else None  # stored bits as they are
             read_rows(self._s.source, v.path(layer, sh), entry, o[group], group,
-                      out if bits is None else bits, max_gap_bytes=self._s.max_gap_bytes)
+                      out if bits is None else bits)
 
     def layer(self, layer: int | str, *, view: str | None = None, dtype: Any = None,
               out: np.ndarray | None = None) -> np.ndarray:
