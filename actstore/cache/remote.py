@@ -49,7 +49,9 @@ import os
 import re
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
 
 from .. import config
 from ..errors import CacheError, DatasetChangedError, IntegrityError, OfflineError
@@ -58,6 +60,11 @@ from ..format.location import fs_is_http
 from ..format.ranges import DATASET_GAP, LOCAL_RUN_GAP, coalesce
 from ..format.spec import INDEX_FILE
 from .segments import split_digest
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+    from .store import SegmentStore
 
 __all__ = ["CONCURRENCY", "CachedSource", "RangeIgnored", "origin_of"]
 
@@ -71,7 +78,7 @@ _ENDPOINT_KEYS = ("endpoint", "endpoint_url", "host", "base_url", "api_endpoint"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def origin_of(url: str, fs: Any) -> str:
+def origin_of(url: str, fs: AbstractFileSystem) -> str:
     """Where a dataset's bytes come from: its URL and the endpoint ``fs`` talks to.
 
     Two datasets share cached pieces only when both agree (``s3://b/ds`` on two S3-compatible
@@ -104,7 +111,7 @@ def origin_of(url: str, fs: Any) -> str:
                       separators=(",", ":"))
 
 
-def _s3_endpoint(fs: Any) -> str | None:
+def _s3_endpoint(fs: AbstractFileSystem) -> str | None:
     """The endpoint an S3 filesystem's client really talks to.
 
     It may come from the environment (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``) or a
@@ -128,7 +135,7 @@ class _Pieces:
     def __init__(self, spans: list[tuple[int, int, str]]) -> None:
         self.starts: list[int] = []
         self.items: list[tuple[int, int, str, int]] = []
-        self._arrays: tuple[Any, Any, list[str], list[int]] | None = None
+        self._arrays: tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None = None
         cur = -1
         for s, e, key in sorted(spans):
             if e > cur:
@@ -136,10 +143,8 @@ class _Pieces:
                 self.items.append((max(s, cur), e, key, s))
                 cur = e
 
-    def arrays(self) -> tuple[Any, Any, list[str], list[int]]:
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
         """(starts, ends) as int64 arrays, plus keys and key starts; rebuilt after changes."""
-        import numpy as np
-
         if self._arrays is None:
             self._arrays = (np.asarray(self.starts, dtype=np.int64),
                             np.asarray([it[1] for it in self.items], dtype=np.int64),
@@ -176,6 +181,13 @@ class _Pieces:
         return out
 
 
+class CacheLike(Protocol):
+    """What a :class:`CachedSource` needs of its cache (a :class:`~actstore.cache.UnifiedCache`)."""
+
+    store: SegmentStore
+    url: str
+
+
 class CachedSource:
     """Read a remote dataset's files by byte ranges through a :class:`UnifiedCache`.
 
@@ -191,7 +203,8 @@ class CachedSource:
         index and of files the metadata gives no sha256 for.
     """
 
-    def __init__(self, cache: Any, fs: Any, root: str, *, url: str, index_id: str | None) -> None:
+    def __init__(self, cache: CacheLike, fs: AbstractFileSystem, root: str, *, url: str,
+                 index_id: str | None) -> None:
         self.cache, self.store = cache, cache.store
         self.fs, self.root, self.url, self.index_id = fs, root.rstrip("/"), url, index_id
         self.origin = origin_of(url, fs)  # the URL as given: a Hub commit pin below keeps keys
@@ -341,7 +354,6 @@ class CachedSource:
                          views: list[memoryview]) -> tuple[list[tuple[int, int]], list[memoryview]]:
         """Ranges cut where cached pieces start, so a range spanning several pieces (a whole
         layer) takes the direct path piece by piece instead of being copied through bytes."""
-        import numpy as np
 
         ident = self.ident(path)
         pieces = self._pieces.get(ident) if ident else None
@@ -369,7 +381,6 @@ class CachedSource:
         its piece's checksum, so what is checked is what is returned, whatever happens to
         the segment file meanwhile. Returns the positions of the ranges left for the general
         path (other shapes, misses, damaged pieces: dropped there and refetched)."""
-        import numpy as np
 
         ident = self.ident(path)
         pieces = self._pieces.get(ident) if ident else None
@@ -407,7 +418,6 @@ class CachedSource:
         """Where each piece of a file lies: segment (index into ``paths``; -1: not located
         yet), offset in it, and its checksum (expected hex, hash function). Kept across calls
         while the pieces are unchanged; dropped when a located segment turns out gone or bad."""
-        import numpy as np
 
         arrays = pieces.arrays()
         starts, ends, keys, _ = arrays

@@ -30,7 +30,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CacheError, InvalidArgumentError
 from ..format.ranges import SEGMENT_GAP, coalesce
@@ -47,6 +47,9 @@ from .segments import (
     writer_alive,
     writer_id,
 )
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 __all__ = ["SegmentStore"]
 
@@ -78,7 +81,7 @@ class SegmentStore:
         and the read, then returned wrong bytes.)
     """
 
-    def __init__(self, fs: Any, root: str, *, max_bytes: int | None = None,
+    def __init__(self, fs: AbstractFileSystem, root: str, *, max_bytes: int | None = None,
                  segment_bytes: int = SEGMENT_BYTES, verify: str = "first") -> None:
         if verify not in ("first", "always"):
             raise InvalidArgumentError(f"verify must be 'first' or 'always'; got {verify!r}.")

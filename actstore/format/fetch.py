@@ -32,12 +32,18 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DatasetChangedError
 from .location import fs_is_http, fs_protocols
 
-__all__ = ["CONCURRENCY", "Pin", "Pins", "RangeIgnored", "fetch_ranges", "pin_hf_root", "pin_of"]
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+#: One fetched range: its bytes, or the error of that range (raised in order by the caller).
+Answer = bytes | Exception
+
+__all__ = ["Answer", "CONCURRENCY", "Pin", "Pins", "RangeIgnored", "fetch_ranges", "pin_hf_root", "pin_of"]
 
 #: Requests in flight at once for one read call.
 CONCURRENCY = 16
@@ -133,7 +139,7 @@ class Pins:
         The file every other file's version is proven by (the dataset's index).
     """
 
-    def __init__(self, fs: Any, root: str, url: str, anchor: str) -> None:
+    def __init__(self, fs: AbstractFileSystem, root: str, url: str, anchor: str) -> None:
         self.fs, self.root, self.url, self.anchor = fs, root.rstrip("/"), url, anchor
         self._pins: dict[str, Pin] = {}
         self._lock = threading.Lock()
@@ -183,7 +189,7 @@ class Pins:
             raise _changed(self.url, path, f"{got.size} bytes, pinned {pin.size}")
 
 
-def pin_hf_root(fs: Any, root: str) -> str:
+def pin_hf_root(fs: AbstractFileSystem, root: str) -> str:
     """``root`` of a Hub dataset with its revision resolved to the commit it names now.
 
     Every file read through the returned root comes from that one commit, so a push while
@@ -203,9 +209,9 @@ def pin_hf_root(fs: Any, root: str) -> str:
     return f"{prefix}{resolved.repo_id}@{sha}{sub}"
 
 
-def fetch_ranges(fs: Any, full: str, ranges: Sequence[tuple[int, int]], *, pin: Pin | None = None,
-                 pins: Pins | None = None, path: str = "", first_alone: bool = False
-                 ) -> list[Any]:
+def fetch_ranges(fs: AbstractFileSystem, full: str, ranges: Sequence[tuple[int, int]], *,
+                 pin: Pin | None = None, pins: Pins | None = None, path: str = "",
+                 first_alone: bool = False) -> list[Answer]:
     """The bytes of each ``[start, end)`` range of ``full``, exactly, no read-ahead.
 
     Each answer is a ``bytes``-like or the exception of that range (the caller raises it in
@@ -231,8 +237,8 @@ def fetch_ranges(fs: Any, full: str, ranges: Sequence[tuple[int, int]], *, pin: 
     return _threaded_fetch(fs, full, list(ranges))
 
 
-def _threaded_fetch(fs: Any, full: str, ranges: list[tuple[int, int]]) -> list[Any]:
-    def one(span: tuple[int, int]) -> Any:
+def _threaded_fetch(fs: AbstractFileSystem, full: str, ranges: list[tuple[int, int]]) -> list[Answer]:
+    def one(span: tuple[int, int]) -> Answer:
         try:  # cache_type="none": no 5 MiB read-ahead behind a small range
             with fs.open(full, "rb", cache_type="none") as f:
                 f.seek(span[0])
@@ -246,11 +252,12 @@ def _threaded_fetch(fs: Any, full: str, ranges: list[tuple[int, int]]) -> list[A
         return list(pool.map(one, ranges))
 
 
-def _run(fs: Any, make: Callable[[Any, int, int], Any], ranges: list[tuple[int, int]]) -> list[Any]:
+def _run(fs: Any, make: Callable[[asyncio.Semaphore, int, int], Any],
+         ranges: list[tuple[int, int]]) -> list[Answer]:
     """Run ``make(sem, s, e)`` coroutines for every range on the filesystem's event loop."""
     from fsspec.asyn import sync
 
-    async def run() -> list[Any]:
+    async def run() -> list[Answer]:
         sem = asyncio.Semaphore(CONCURRENCY)
         return list(await asyncio.gather(*(make(sem, s, e) for s, e in ranges)))
 
@@ -258,7 +265,7 @@ def _run(fs: Any, make: Callable[[Any, int, int], Any], ranges: list[tuple[int, 
 
 
 def _s3_fetch(fs: Any, full: str, ranges: list[tuple[int, int]], pin: Pin | None,
-              pins: Pins | None, path: str) -> list[Any]:
+              pins: Pins | None, path: str) -> list[Answer]:
     """Range ``GetObject`` calls with ``If-Match`` on the pinned ETag (412: changed)."""
     bucket, key, version = fs.split_path(full)
     cond: dict[str, str] = {}
@@ -267,7 +274,7 @@ def _s3_fetch(fs: Any, full: str, ranges: list[tuple[int, int]], pin: Pin | None
     if version or (pin is not None and pin.version_id):
         cond["VersionId"] = version or pin.version_id  # type: ignore[assignment]
 
-    async def one(sem: Any, s: int, e: int) -> Any:
+    async def one(sem: asyncio.Semaphore, s: int, e: int) -> Answer:
         if e <= s:
             return b""
         async with sem:
@@ -289,13 +296,13 @@ def _s3_fetch(fs: Any, full: str, ranges: list[tuple[int, int]], pin: Pin | None
 
 
 def _http_fetch(fs: Any, full: str, ranges: list[tuple[int, int]], pin: Pin | None,
-                pins: Pins | None, path: str, first_alone: bool) -> list[Any]:
+                pins: Pins | None, path: str, first_alone: bool) -> list[Answer]:
     """Range GETs on the fsspec HTTP session, checking each status (206 vs 200) and, with a
     pin, each answer's validators."""
     url = fs.encode_url(full)
     where = pins.url if pins is not None else full
 
-    async def one(sem: Any, s: int, e: int) -> Any:
+    async def one(sem: asyncio.Semaphore, s: int, e: int) -> Answer:
         if e <= s:
             return b""
         session = await fs.set_session()

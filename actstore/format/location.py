@@ -148,17 +148,17 @@ def _with_revision(url: str, revision: str) -> str:
     return f"{prefix}{org}/{name}@{revision}" + (f"/{sub}" if sub else "")
 
 
-def fs_protocols(fs: Any) -> tuple[str, ...]:
+def fs_protocols(fs: AbstractFileSystem) -> tuple[str, ...]:
     """The protocol names of an fsspec filesystem (its ``protocol`` is a str or a tuple)."""
     protocol = getattr(fs, "protocol", ())
     return tuple(protocol) if isinstance(protocol, (tuple, list)) else (str(protocol),)
 
 
-def fs_is_local(fs: Any) -> bool:
+def fs_is_local(fs: AbstractFileSystem) -> bool:
     """Whether ``fs`` is the local disk (paths on it can be opened with ``os.open``)."""
     return any(p in ("file", "local") for p in fs_protocols(fs))
 
 
-def fs_is_http(fs: Any) -> bool:
+def fs_is_http(fs: AbstractFileSystem) -> bool:
     """Whether ``fs`` is fsspec's HTTP filesystem (range GETs on its aiohttp session)."""
     return any(p in ("http", "https") for p in fs_protocols(fs))

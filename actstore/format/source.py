@@ -14,7 +14,13 @@ import stat
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ..errors import DatasetChangedError, DatasetNotFoundError, FormatError, IntegrityError, UnsafePathError
+from ..errors import (
+    DatasetChangedError,
+    DatasetNotFoundError,
+    FormatError,
+    IntegrityError,
+    UnsafePathError,
+)
 from .fetch import Pins, RangeIgnored, fetch_ranges, pin_hf_root
 from .location import Location, resolve
 from .spec import INDEX_FILE

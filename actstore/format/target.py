@@ -20,8 +20,8 @@ from typing import Any
 
 from ..errors import WriteError
 from .durable import fsync_dir, fsync_file
-from .lock import WriteLock
 from .location import resolve
+from .lock import WriteLock
 
 __all__ = ["Target"]
 
