@@ -18,6 +18,9 @@ fetch is checked against it, in the same request where the protocol allows:
   answer is compared with the pin (servers that ignore ``If-Match`` are still caught).
 * **Hub** (``hf://``): the revision is resolved to its commit once (:func:`pin_hf_root`), and
   every file is read at that commit, which never changes.
+* **Other filesystems** (``memory://``, ``local://``, gcs, ...): each file is pinned at its
+  first use as below; later reads are not checked per request (they offer no conditional
+  read through fsspec).
 
 A mismatch raises :class:`~actstore.errors.DatasetChangedError` naming the file, so bytes of
 two versions are never mixed. A file first used after the open is pinned only once the

@@ -67,7 +67,8 @@ class LocalSource:
 
     A file whose real path lies outside the dataset root (a symbolic link pointing out of
     it) is refused with :class:`~actstore.errors.UnsafePathError`; links within the root
-    are followed.
+    are followed, and so are the links of a Hugging Face cache snapshot into its repo's
+    ``blobs`` folder (that is how ``snapshot_download`` lays a dataset out).
 
     Files are pinned: the identity (device, inode, size, mtime) of each file is recorded when
     it is first used, and every later open must find the same file, else
@@ -81,6 +82,7 @@ class LocalSource:
         self.root = os.fspath(root)
         self.url = self.root
         self._real_root = os.path.realpath(self.root)
+        self._allowed = (self._real_root, *_hub_blobs(self._real_root))
         self._maps: dict[str, mmap.mmap] = {}
         self._seen: dict[str, tuple[int, int, int, int]] = {}
         self._anchor: str | None = None
@@ -133,7 +135,7 @@ class LocalSource:
         if path in self._seen:
             return full
         real = os.path.realpath(full)
-        if os.path.commonpath([real, self._real_root]) != self._real_root:
+        if not any(os.path.commonpath([real, ok]) == ok for ok in self._allowed):
             raise UnsafePathError(
                 f"{full}: resolves to {real}, outside the dataset root {self._real_root} (a "
                 "symbolic link pointing out of the dataset); refusing to read it. Copy the "
@@ -204,6 +206,25 @@ class LocalSource:
             os.close(fd)
             raise
         return fd
+
+
+def _hub_blobs(real_root: str) -> tuple[str, ...]:
+    """The ``blobs`` folder of a Hugging Face cache snapshot holding ``real_root``, if any.
+
+    A snapshot (``<cache>/datasets--org--name/snapshots/<commit>/...``) is a tree of links
+    into its repo's ``blobs`` folder, so links into exactly that folder are part of the
+    dataset; every other link out of the root is still refused.
+    """
+    cur = real_root
+    for _ in range(64):  # up to the snapshot folder, whatever the dataset's depth in it
+        parent = os.path.dirname(cur)
+        if parent == cur:
+            return ()
+        if os.path.basename(parent) == "snapshots":
+            blobs = os.path.join(os.path.dirname(parent), "blobs")
+            return (os.path.realpath(blobs),) if os.path.isdir(blobs) else ()
+        cur = parent
+    return ()
 
 
 def _regular_stat(full: str, path: str) -> os.stat_result:

@@ -54,3 +54,25 @@ def test_links_within_the_root_and_a_linked_root_are_followed(tmp_path):
         ds = actstore.open_dataset(root)
         np.testing.assert_array_equal(ds.layer(0), x)
         np.testing.assert_array_equal(ds.get([3, 1], layers=[0])[:, 0], x[[3, 1]])
+
+
+def test_a_hub_cache_snapshot_links_into_its_blobs_only(tmp_path):
+    """``snapshot_download`` lays a dataset out as links into the repo's ``blobs`` folder:
+    those are followed; a link from the snapshot to anywhere else is still refused."""
+    x = _write(tmp_path / "built")
+    repo = tmp_path / "hub" / "datasets--org--name"
+    snap = repo / "snapshots" / ("ab" * 20)
+    os.makedirs(repo / "blobs")
+    for d, _, names in os.walk(tmp_path / "built"):
+        for n in names:
+            rel = os.path.relpath(os.path.join(d, n), tmp_path / "built")
+            blob = repo / "blobs" / rel.replace("/", "_")
+            shutil.copy(os.path.join(d, n), blob)
+            os.makedirs((snap / rel).parent, exist_ok=True)
+            os.symlink(os.path.relpath(blob, (snap / rel).parent), snap / rel)
+    np.testing.assert_array_equal(actstore.open_dataset(snap).layer(0), x)
+    os.remove(snap / SHARD)
+    shutil.copy(tmp_path / "built" / SHARD, repo / "elsewhere.safetensors")
+    os.symlink(repo / "elsewhere.safetensors", snap / SHARD)
+    with pytest.raises(UnsafePathError, match="outside the dataset root"):
+        actstore.open_dataset(snap).layer(0)
