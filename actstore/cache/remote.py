@@ -31,7 +31,10 @@ this process (see :mod:`actstore.cache.store`), so a segment damaged while it is
 dropped, reported and refetched, never served.
 
 Reads ask only for the bytes not cached yet, with no read-ahead, all ranges of one call in
-flight at once (``cat_ranges`` on async filesystems, a thread pool otherwise).
+flight at once, through :func:`actstore.format.fetch.fetch_ranges`; each file is pinned to
+the version first fetched (S3 ``If-Match``, HTTP validators, the Hub commit of the revision
+at open), so a dataset overwritten while open raises
+:class:`~actstore.errors.DatasetChangedError` instead of caching and serving a mix.
 
 A server that ignores ``Range`` answers 200 with the whole file. Over HTTP the status is
 checked (the first request to a server is sent alone to find out); on every filesystem the
