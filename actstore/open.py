@@ -9,7 +9,7 @@ of the same rows is local, and offline mode serves whatever was read before.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import (
     ActstoreError,
@@ -19,12 +19,15 @@ from .errors import (
     InvalidArgumentError,
     MissingDependencyError,
 )
+from .format.location import IN_PROCESS, Location, resolve
 from .format.reader import Dataset
 from .format.reader import open_dataset as _open_format
 
+if TYPE_CHECKING:  # the cache is imported only for remote URLs
+    from .cache import UnifiedCache
+
 __all__ = ["open_dataset"]
 
-_IN_PROCESS = ("file", "local", "memory")
 # the actstore extra that installs a protocol's filesystem (others: the package fsspec names)
 _EXTRA_FOR = {"s3": "s3", "s3a": "s3", "hf": "hub", "http": "http", "https": "http"}
 _CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError")
@@ -36,11 +39,7 @@ _CREDENTIAL_FIX = {
 }
 
 
-def _protocol(url: str) -> str:
-    return url.split("://", 1)[0].lower() if "://" in url else "file"
-
-
-def check_protocol(url: str) -> None:
+def check_protocol(url: str | Location) -> None:
     """Refuse a URL whose scheme no filesystem handles, or whose filesystem is not installed.
 
     Raises
@@ -50,12 +49,10 @@ def check_protocol(url: str) -> None:
     MissingDependencyError
         The scheme is known but its package is missing; the message names what to install.
     """
-    parts = url.split("::")  # chained URLs: "simplecache::s3://bucket/ds"
-    protocols = [p.split("://", 1)[0].lower() if "://" in p else p.lower() for p in parts[:-1]]
-    protocols.append(_protocol(parts[-1]))
-    for protocol in protocols:
-        if protocol not in _IN_PROCESS:
-            _check_one_protocol(protocol, url)
+    loc = url if isinstance(url, Location) else resolve(url)
+    for protocol in loc.protocols:
+        if protocol not in IN_PROCESS:
+            _check_one_protocol(protocol, loc.url)
 
 
 def _check_one_protocol(protocol: str, url: str) -> None:
@@ -98,18 +95,9 @@ def _in_chain(exc: BaseException, names: tuple[str, ...]) -> BaseException | Non
 _CONNECT_ERRORS = ("ConnectError", "ConnectTimeout", "ConnectionRefusedError", "ClientConnectorError")
 
 
-def _hf_parts(url: str) -> tuple[str, str | None]:
-    """``hf://datasets/org/name@rev/...`` -> ``("org/name", "rev")``."""
-    rest = url[len("hf://"):].removeprefix("datasets/")
-    org, _, tail = rest.partition("/")
-    name = tail.split("/", 1)[0]
-    name, _, rev = name.partition("@")
-    return f"{org}/{name}", (rev or None)
-
-
-def _explain(exc: Exception, url: str) -> Exception | None:
-    """An error that says what really went wrong opening ``url``, or None to keep ``exc``."""
-    protocol = _protocol(url)
+def _explain(exc: Exception, loc: Location) -> Exception | None:
+    """An error that says what really went wrong opening ``loc``, or None to keep ``exc``."""
+    protocol, url = loc.protocol, loc.url
     missing = _in_chain(exc, _CREDENTIAL_ERRORS)
     if missing is not None:
         fix = _CREDENTIAL_FIX.get(protocol, "configure credentials for this store")
@@ -120,7 +108,7 @@ def _explain(exc: Exception, url: str) -> Exception | None:
                             and not isinstance(exc, DatasetNotFoundError)):
         return None
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    repo, rev = _hf_parts(url)
+    repo, rev = loc.repo, loc.revision
     refused = _in_chain(exc, _CONNECT_ERRORS)
     if refused is not None:
         return HubError(
@@ -140,32 +128,11 @@ def _explain(exc: Exception, url: str) -> Exception | None:
     return None
 
 
-def _with_revision(url: str, revision: str | None) -> str:
-    """Pin an ``hf://`` URL to ``revision`` (``hf://datasets/org/name@rev/...``)."""
-    if revision is None:
-        return url
-    if _protocol(url) != "hf":
-        raise InvalidArgumentError(
-            f"revision= applies to hf:// URLs only; got {url!r}. Pin other stores by path."
-        )
-    head, _, rest = url[len("hf://"):].partition("/")  # "datasets", "org/name[@rev]/..."
-    org, _, tail = rest.partition("/")
-    name, _, sub = tail.partition("/")
-    if "@" in name:
-        if name.split("@", 1)[1] != revision:
-            raise InvalidArgumentError(
-                f"The URL {url!r} already pins revision {name.split('@', 1)[1]!r} but revision="
-                f"{revision!r} was given; give one of them."
-            )
-        return url
-    return f"hf://{head}/{org}/{name}@{revision}" + (f"/{sub}" if sub else "")
-
-
 def open_dataset(
     url: str | os.PathLike[str],
     *,
     storage_options: dict[str, Any] | None = None,
-    cache: Any = None,
+    cache: UnifiedCache | str | os.PathLike[str] | bool | None = None,
     revision: str | None = None,
     verify_checksums: bool = False,
 ) -> Dataset:
@@ -181,9 +148,10 @@ def open_dataset(
         Local folder, ``s3://bucket/ds``, ``https://host/ds``, ``hf://datasets/org/name``.
     storage_options : dict, optional
         fsspec options for the dataset's filesystem (e.g. S3 ``endpoint_url``).
-    cache : UnifiedCache, str or False, optional
-        The cache for remote bytes (a cache, a cache location, or False for none); default
-        ``UnifiedCache()`` (``ACTSTORE_CACHE_DIR`` or ``~/.cache/actstore``).
+    cache : UnifiedCache, str, path, bool or None
+        The cache for remote bytes: a cache, a cache location, or False for none; None or
+        True mean the default ``UnifiedCache()`` (``ACTSTORE_CACHE_DIR`` or
+        ``~/.cache/actstore``).
     revision : str, optional
         Hub revision (branch, tag or commit) for ``hf://`` URLs.
     verify_checksums : bool
@@ -195,21 +163,22 @@ def open_dataset(
     >>> ds = actstore.open_dataset("s3://team-bucket/llama-acts")   # doctest: +SKIP
     >>> X = ds.get(range(0, 1000, 10), layers=[16])                 # doctest: +SKIP
     """
-    text = _with_revision(os.fspath(url), revision)
-    check_protocol(text)
+    loc = resolve(url, revision=revision)
+    check_protocol(loc)
+    text = loc.url
     try:
-        if _protocol(text) in _IN_PROCESS or cache is False:
+        if loc.in_process or cache is False:
             return _open_format(text, storage_options=storage_options,
                                 verify_checksums=verify_checksums)
         from .cache import UnifiedCache
         from .cache.opening import open_remote
 
         if not isinstance(cache, UnifiedCache):
-            cache = UnifiedCache(cache)
+            cache = UnifiedCache(None if cache is True else cache)
         return open_remote(text, cache, storage_options=storage_options,
                            verify_checksums=verify_checksums)
     except Exception as exc:
-        better = _explain(exc, text)
+        better = _explain(exc, loc)
         if better is None:
             raise
         raise better from exc

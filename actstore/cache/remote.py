@@ -31,7 +31,10 @@ this process (see :mod:`actstore.cache.store`), so a segment damaged while it is
 dropped, reported and refetched, never served.
 
 Reads ask only for the bytes not cached yet, with no read-ahead, all ranges of one call in
-flight at once (``cat_ranges`` on async filesystems, a thread pool otherwise).
+flight at once, through :func:`actstore.format.fetch.fetch_ranges`; each file is pinned to
+the version first fetched (S3 ``If-Match``, HTTP validators, the Hub commit of the revision
+at open), so a dataset overwritten while open raises
+:class:`~actstore.errors.DatasetChangedError` instead of caching and serving a mix.
 
 A server that ignores ``Range`` answers 200 with the whole file. Over HTTP the status is
 checked (the first request to a server is sent alone to find out); on every filesystem the
@@ -49,19 +52,27 @@ import os
 import re
 import threading
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
 
 from .. import config
-from ..errors import CacheError, IntegrityError, OfflineError
+from ..errors import CacheError, DatasetChangedError, IntegrityError, OfflineError
+from ..format.fetch import CONCURRENCY, Pin, Pins, RangeIgnored, fetch_ranges, pin_hf_root, pin_of
+from ..format.location import fs_is_http
+from ..format.ranges import DATASET_GAP, LOCAL_RUN_GAP, coalesce
+from ..format.spec import INDEX_FILE
 from .segments import split_digest
 
-__all__ = ["CachedSource", "RangeIgnored", "origin_of"]
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+    from .store import SegmentStore
+
+__all__ = ["CONCURRENCY", "CachedSource", "RangeIgnored", "origin_of"]
 
 log = logging.getLogger("actstore.cache")
 
-#: Requests in flight at once for one read call.
-CONCURRENCY = 16
 #: Largest cached piece: every read checks whole pieces, so this bounds what a small read
 #: of a large fetched range reads and hashes.
 PIECE_BYTES = 256 << 10
@@ -70,7 +81,7 @@ _ENDPOINT_KEYS = ("endpoint", "endpoint_url", "host", "base_url", "api_endpoint"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def origin_of(url: str, fs: Any) -> str:
+def origin_of(url: str, fs: AbstractFileSystem) -> str:
     """Where a dataset's bytes come from: its URL and the endpoint ``fs`` talks to.
 
     Two datasets share cached pieces only when both agree (``s3://b/ds`` on two S3-compatible
@@ -103,7 +114,7 @@ def origin_of(url: str, fs: Any) -> str:
                       separators=(",", ":"))
 
 
-def _s3_endpoint(fs: Any) -> str | None:
+def _s3_endpoint(fs: AbstractFileSystem) -> str | None:
     """The endpoint an S3 filesystem's client really talks to.
 
     It may come from the environment (``AWS_ENDPOINT_URL``, ``AWS_ENDPOINT_URL_S3``) or a
@@ -121,21 +132,13 @@ def _s3_endpoint(fs: Any) -> str | None:
         return "env:" + "|".join(env)
 
 
-class RangeIgnored(Exception):
-    """Internal: the server sent the whole file where a range was asked for."""
-
-    def __init__(self, body: bytes) -> None:
-        super().__init__("Range ignored")
-        self.body = body
-
-
 class _Pieces:
     """Disjoint cached intervals of one file: ``[a, b)`` served from entry ``key`` at ``k0``."""
 
     def __init__(self, spans: list[tuple[int, int, str]]) -> None:
         self.starts: list[int] = []
         self.items: list[tuple[int, int, str, int]] = []
-        self._arrays: tuple[Any, Any, list[str], list[int]] | None = None
+        self._arrays: tuple[np.ndarray, np.ndarray, list[str], np.ndarray] | None = None
         cur = -1
         for s, e, key in sorted(spans):
             if e > cur:
@@ -143,10 +146,8 @@ class _Pieces:
                 self.items.append((max(s, cur), e, key, s))
                 cur = e
 
-    def arrays(self) -> tuple[Any, Any, list[str], list[int]]:
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
         """(starts, ends) as int64 arrays, plus keys and key starts; rebuilt after changes."""
-        import numpy as np
-
         if self._arrays is None:
             self._arrays = (np.asarray(self.starts, dtype=np.int64),
                             np.asarray([it[1] for it in self.items], dtype=np.int64),
@@ -183,14 +184,11 @@ class _Pieces:
         return out
 
 
-def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    out: list[list[int]] = []
-    for s, e in sorted(spans):
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return [(s, e) for s, e in out]
+class CacheLike(Protocol):
+    """What a :class:`CachedSource` needs of its cache (a :class:`~actstore.cache.UnifiedCache`)."""
+
+    store: SegmentStore
+    url: str
 
 
 class CachedSource:
@@ -208,10 +206,14 @@ class CachedSource:
         index and of files the metadata gives no sha256 for.
     """
 
-    def __init__(self, cache: Any, fs: Any, root: str, *, url: str, index_id: str | None) -> None:
+    def __init__(self, cache: CacheLike, fs: AbstractFileSystem, root: str, *, url: str,
+                 index_id: str | None) -> None:
         self.cache, self.store = cache, cache.store
         self.fs, self.root, self.url, self.index_id = fs, root.rstrip("/"), url, index_id
-        self.origin = origin_of(url, fs)
+        self.origin = origin_of(url, fs)  # the URL as given: a Hub commit pin below keeps keys
+        self.pins = Pins(fs, self.root, url, _ANCHOR)
+        if not config.offline():
+            self._pin_hub_commit()
         self.files: dict[str, dict[str, Any]] = {}
         self.index_path: str | None = None
         self._sizes: dict[str, int] = {}
@@ -222,6 +224,33 @@ class CachedSource:
         self.range_ok: bool | None = None
         self.counters = {"requests": 0, "bytes_fetched": 0, "bytes_from_cache": 0,
                          "damaged_pieces": 0, "uncached_fetches": 0}
+
+    # -- versions: see actstore.format.fetch ----------------------------------------------
+    def _pin_hub_commit(self) -> None:
+        """On the Hub, read every file at the commit the revision names now; the index seen at
+        open (``index_id``) must be the one of that commit, else it changed while opening."""
+        pinned = pin_hf_root(self.fs, self.root)
+        if pinned == self.root:
+            return
+        self.root = self.pins.root = pinned
+        self.pins.immutable = True
+        if self.index_id is not None:
+            now = pin_of(dict(self.fs.info(f"{pinned}/{_ANCHOR}"))).ident
+            if now != self.index_id:
+                raise DatasetChangedError(
+                    f"{self.url}/{_ANCHOR}: the dataset changed while it was being opened (its "
+                    f"index is now {now}, it was {self.index_id}); open it again."
+                )
+
+    def _pin(self, path: str) -> Pin | None:
+        """The version of ``path`` every fetch must find (None: nothing to check)."""
+        if self.pins.immutable:
+            return None
+        if self.index_id is not None:
+            self.pins.set(_ANCHOR, _pin_from_ident(self.index_id))
+        if path == _ANCHOR and self.index_id is None:
+            return None
+        return self.pins.get(path)
 
     # -- identities ----------------------------------------------------------------------
     def bind_files(self, files: dict[str, dict[str, Any]]) -> None:
@@ -328,7 +357,6 @@ class CachedSource:
                          views: list[memoryview]) -> tuple[list[tuple[int, int]], list[memoryview]]:
         """Ranges cut where cached pieces start, so a range spanning several pieces (a whole
         layer) takes the direct path piece by piece instead of being copied through bytes."""
-        import numpy as np
 
         ident = self.ident(path)
         pieces = self._pieces.get(ident) if ident else None
@@ -356,7 +384,6 @@ class CachedSource:
         its piece's checksum, so what is checked is what is returned, whatever happens to
         the segment file meanwhile. Returns the positions of the ranges left for the general
         path (other shapes, misses, damaged pieces: dropped there and refetched)."""
-        import numpy as np
 
         ident = self.ident(path)
         pieces = self._pieces.get(ident) if ident else None
@@ -379,7 +406,7 @@ class CachedSource:
         order = np.lexsort((so, si))
         sel, ks, si, so = sel[order], ks[order], si[order], so[order]
         stop = so + (r[sel, 1] - r[sel, 0])
-        brk = np.flatnonzero((si[1:] != si[:-1]) | (so[1:] - stop[:-1] > RUN_GAP)) + 1
+        brk = np.flatnonzero((si[1:] != si[:-1]) | (so[1:] - stop[:-1] > LOCAL_RUN_GAP)) + 1
         bounds = [0, *brk.tolist(), int(sel.size)]
         left = np.flatnonzero(~ok).tolist()
         sel_l, ks_l, so_l = sel.tolist(), ks.tolist(), so.tolist()
@@ -394,7 +421,6 @@ class CachedSource:
         """Where each piece of a file lies: segment (index into ``paths``; -1: not located
         yet), offset in it, and its checksum (expected hex, hash function). Kept across calls
         while the pieces are unchanged; dropped when a located segment turns out gone or bad."""
-        import numpy as np
 
         arrays = pieces.arrays()
         starts, ends, keys, _ = arrays
@@ -515,7 +541,8 @@ class CachedSource:
     def _try_read(self, path: str, ident: str, ranges: Sequence[tuple[int, int]]) -> list[bytes] | None:
         pieces = self._pieces_for(path, ident)
         plans = [pieces.plan(s, e) for s, e in ranges]
-        gaps = _merge([(a, b) for plan in plans for a, b, key, _ in plan if key is None])
+        gaps = [(a, b) for a, b, _ in coalesce([(a, b) for plan in plans for a, b, key, _ in plan
+                                                 if key is None], gap=DATASET_GAP)]
         fresh: dict[str, bytes] = {}
         if gaps:
             fresh = self._fill(path, ident, gaps, pieces)
@@ -595,14 +622,18 @@ class CachedSource:
             s, e = ranges[0]
             self._check_online(path, f"{len(ranges)} byte range(s) (first: bytes {s}-{e})")
         full = self._full(path)
+        pin = self._pin(path)
         self.counters["requests"] += len(ranges)
-        if _is_http(self.fs):
-            blobs = _http_fetch(self, full, ranges)
-        elif getattr(self.fs, "async_impl", False):
-            blobs = self.fs.cat_ranges([full] * len(ranges), [s for s, _ in ranges],
-                                       [e for _, e in ranges], on_error="return")
-        else:
-            blobs = _threaded_fetch(self.fs, full, ranges)
+        http = fs_is_http(self.fs)
+        blobs = fetch_ranges(self.fs, full, ranges, pin=pin, pins=self.pins, path=path,
+                             first_alone=http and self.range_ok is not True)
+        if http:
+            ignored = next((b for b in blobs if isinstance(b, RangeIgnored)), None)
+            if ignored is not None:
+                self._note_range_ignored(path)
+                raise ignored
+            if not any(isinstance(b, Exception) for b in blobs):
+                self.range_ok = True
         out = []
         for blob, (s, e) in zip(blobs, ranges):
             if isinstance(blob, Exception):
@@ -628,10 +659,25 @@ class CachedSource:
                     "are downloaded and cached instead of byte ranges.", self.url, path)
 
 
-#: Pieces of one segment file closer than this are read in one call, gap included.
-RUN_GAP = 64 << 10
 #: Pieces per ``preadv`` call (each takes one or two of the IOV_MAX = 1024 buffers).
 _IOV_PIECES = 500
+
+
+#: The dataset's index: the file whose version proves every other file's.
+_ANCHOR = INDEX_FILE.format(split="train", part=0, parts=1)
+
+
+def _pin_from_ident(ident: str) -> Pin:
+    """The pin of the index from the identity the open recorded (``etag:<tag>:<size>``,
+    ``lm:<date>:<size>``, ``sha256:``/``git:`` ids), so the open costs no extra request."""
+    kind, _, rest = ident.partition(":")
+    value, _, size = rest.rpartition(":")
+    n = int(size) if size.isdigit() else None
+    if kind == "etag":
+        return Pin(ident, value if value.startswith("W/") else f'"{value}"', None, n)
+    if kind == "lm":
+        return Pin(ident, None, value, n)
+    return Pin(ident)
 
 
 def _whole(exc: RangeIgnored, size: int, url: str, path: str) -> bytes:
@@ -641,65 +687,3 @@ def _whole(exc: RangeIgnored, size: int, url: str, path: str) -> bytes:
             f"is {size} bytes; refusing bytes that cannot be placed."
         )
     return exc.body
-
-
-def _is_http(fs: Any) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "http" in protocol or "https" in protocol
-
-
-def _threaded_fetch(fs: Any, full: str, ranges: list[tuple[int, int]]) -> list[Any]:
-    def one(span: tuple[int, int]) -> Any:
-        try:  # cache_type="none": no 5 MiB read-ahead behind a small range
-            with fs.open(full, "rb", cache_type="none") as f:
-                f.seek(span[0])
-                return f.read(span[1] - span[0])
-        except Exception as exc:  # returned, then raised in order by the caller
-            return exc
-
-    if len(ranges) == 1:
-        return [one(ranges[0])]
-    with ThreadPoolExecutor(min(CONCURRENCY, len(ranges))) as pool:
-        return list(pool.map(one, ranges))
-
-
-def _http_fetch(src: CachedSource, full: str, ranges: list[tuple[int, int]]) -> list[Any]:
-    """Range GETs on the fsspec HTTP session, checking each status (206 vs 200)."""
-    import asyncio
-
-    from fsspec.asyn import sync
-
-    fs = src.fs
-
-    async def get(session: Any, sem: Any, s: int, e: int) -> Any:
-        async with sem:
-            headers = {**fs.kwargs.get("headers", {}), "Range": f"bytes={s}-{e - 1}"}
-            async with session.get(fs.encode_url(full), headers=headers) as r:
-                if r.status == 404:
-                    return FileNotFoundError(full)
-                if r.status not in (200, 206):
-                    return OSError(f"GET {full} with Range bytes={s}-{e - 1} returned {r.status}")
-                body = await r.read()
-                if r.status == 200 and (s, e) != (0, len(body)):
-                    return RangeIgnored(body)
-                return body
-
-    async def run(spans: list[tuple[int, int]]) -> list[Any]:
-        session = await fs.set_session()
-        sem = asyncio.Semaphore(CONCURRENCY)
-        return await asyncio.gather(*(get(session, sem, s, e) for s, e in spans))
-
-    # until the server has answered one range with a 206, send one request alone: a server
-    # that ignores Range would otherwise send the whole file once per range
-    first = sync(fs.loop, run, ranges[:1]) if src.range_ok is not True else []
-    if first and not isinstance(first[0], RangeIgnored):
-        src.range_ok = True
-    if first and isinstance(first[0], RangeIgnored):
-        src._note_range_ignored(full)
-        raise first[0]
-    rest = sync(fs.loop, run, ranges[len(first):]) if len(ranges) > len(first) else []
-    for blob in rest:
-        if isinstance(blob, RangeIgnored):
-            src._note_range_ignored(full)
-            raise blob
-    return list(first) + list(rest)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..format.durable import atomic_write
+from ..format.location import fs_is_local
 
 __all__ = [
     "Entry",
@@ -188,8 +189,8 @@ def decode_index(raw: bytes, sid: str) -> tuple[SegmentInfo, list[Entry]]:
 
 
 def is_local(fs: Any) -> bool:
-    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return "file" in protocol or "local" in protocol
+    """Whether the cache's filesystem is the local disk (see :func:`~actstore.format.location.fs_is_local`)."""
+    return fs_is_local(fs)
 
 
 def atomic_put(fs: Any, path: str, data: bytes) -> None:

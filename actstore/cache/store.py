@@ -30,9 +30,10 @@ import logging
 import threading
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import CacheError, InvalidArgumentError
+from ..format.ranges import SEGMENT_GAP, coalesce
 from .segments import (
     Entry,
     SegmentInfo,
@@ -46,6 +47,9 @@ from .segments import (
     writer_alive,
     writer_id,
 )
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 __all__ = ["SegmentStore"]
 
@@ -77,7 +81,7 @@ class SegmentStore:
         and the read, then returned wrong bytes.)
     """
 
-    def __init__(self, fs: Any, root: str, *, max_bytes: int | None = None,
+    def __init__(self, fs: AbstractFileSystem, root: str, *, max_bytes: int | None = None,
                  segment_bytes: int = SEGMENT_BYTES, verify: str = "first") -> None:
         if verify not in ("first", "always"):
             raise InvalidArgumentError(f"verify must be 'first' or 'always'; got {verify!r}.")
@@ -269,10 +273,6 @@ class SegmentStore:
             found = self._index.get(key)
             return found[0] if found else None
 
-    def pending_meta(self, key: str) -> dict[str, Any] | None:
-        i = self._pending_map.get(key)
-        return None if i is None else self._pending[i][3]
-
     def get(self, key: str) -> bytes | None:
         """The checked bytes of ``key``, or None when absent or dropped as damaged."""
         got = self.get_many([key])
@@ -324,7 +324,7 @@ class SegmentStore:
     def _read_segment(self, sid: str, entries: list[Entry]) -> list[Any] | None:
         """Checked bytes-like views of ``entries`` of one segment (None: segment unusable)."""
         path = self._seg(sid, "seg")
-        spans = _coalesce(entries)
+        spans = coalesce([(e.offset, e.offset + e.length) for e in entries], gap=SEGMENT_GAP)
         try:
             if is_local(self.fs):
                 raw = _pread_many(path, [(a, b - a) for a, b, _ in spans])
@@ -506,25 +506,6 @@ class SegmentStore:
             self._seg_keys.clear()
             self._segments.clear()
             self._used.clear()
-
-
-#: Entries of one segment closer than this are fetched in one read, gap included.
-COALESCE_GAP = 256 << 10
-
-
-def _coalesce(entries: list[Entry]) -> list[tuple[int, int, list[int]]]:
-    """Merge the byte spans of entries into few reads: ``(start, end, entry positions)``."""
-    order = sorted(range(len(entries)), key=lambda i: entries[i].offset)
-    spans: list[tuple[int, int, list[int]]] = []
-    for i in order:
-        e = entries[i]
-        if spans and e.offset - spans[-1][1] <= COALESCE_GAP:
-            a, b, members = spans[-1]
-            members.append(i)
-            spans[-1] = (a, max(b, e.offset + e.length), members)
-        else:
-            spans.append((e.offset, e.offset + e.length, [i]))
-    return spans
 
 
 def _mtime(detail: dict[str, Any], default: float) -> float:

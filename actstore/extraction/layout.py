@@ -15,6 +15,7 @@ import shutil
 from typing import Any
 
 from .. import config as settings
+from ..format.location import resolve
 from ..format.spec import INDEX_PATH
 
 __all__ = ["CONFIG", "PARTS", "RunDir"]
@@ -29,9 +30,10 @@ class RunDir:
 
     def __init__(self, out: str, work_dir: str | None = None,
                  storage_options: dict[str, Any] | None = None) -> None:
-        self.out = os.fspath(out)
-        self.remote = "://" in self.out and not self.out.startswith("file://")
-        self.local_out = None if self.remote else self.out.removeprefix("file://")
+        self.location = resolve(out)
+        self.out = self.location.url
+        self.remote = not self.location.is_local
+        self.local_out = None if self.remote else self.location.path
         self.storage_options = storage_options
         if work_dir is not None:
             self.parts = os.path.join(os.fspath(work_dir), PARTS)
@@ -58,9 +60,7 @@ class RunDir:
         """Whether the merged dataset's index exists (only ``merge`` writes it)."""
         if self.local_out is not None:
             return os.path.exists(os.path.join(self.local_out, INDEX))
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(self.out, **(self.storage_options or {}))
+        fs, root = self.location.filesystem(self.storage_options)
         return bool(fs.exists(f"{root.rstrip('/')}/{INDEX_PATH}"))
 
     def remove_parts(self) -> None:

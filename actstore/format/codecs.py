@@ -350,8 +350,7 @@ def load_scales(source: ByteSource, path: str, entries: dict[str, TensorEntry], 
 
 
 def read_coded(source: ByteSource, path: str, entry: TensorEntry, scales: np.ndarray,
-               codec: CodecSpec, offsets: np.ndarray, dest: np.ndarray, out: np.ndarray,
-               *, max_gap_bytes: int = 0) -> None:
+               codec: CodecSpec, offsets: np.ndarray, dest: np.ndarray, out: np.ndarray) -> None:
     """Copy rows ``offsets`` of a codec tensor, dequantised, into ``out[dest]``.
 
     Rows are read a chunk (``CHUNK_BYTES`` of codes) at a time into a scratch array and
@@ -382,7 +381,7 @@ def read_coded(source: ByteSource, path: str, entry: TensorEntry, scales: np.nda
         for c in range(lo_c, hi_c):
             a, b = c * step, min(n, (c + 1) * step)
             k = b - a
-            read_rows(source, path, entry, offs[a:b], np.arange(k), codes[:k], max_gap_bytes=max_gap_bytes)
+            read_rows(source, path, entry, offs[a:b], np.arange(k), codes[:k])
             for x in range(0, k, sub):  # widen a cache-sized block at a time
                 y = min(k, x + sub)
                 _widen(codes[x:y], scales if per_channel else scales[offs[a + x : a + y]][:, None],

@@ -17,6 +17,7 @@ from ..errors import InvalidArgumentError
 from .dtypes import bf16_bits_to_f32
 from .header import TensorEntry
 from .parallel import in_pieces, piece_count
+from .ranges import DATASET_GAP, coalesce_sorted
 from .source import ByteSource, LocalSource, pread_exact
 from .spec import ST_DTYPES
 
@@ -51,28 +52,6 @@ def convert_rows(raw: np.ndarray, code: str, out: np.ndarray) -> None:
         out[...] = raw
 
 
-def _runs(offs: np.ndarray, max_gap: int, max_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index ranges ``[a, b)`` of sorted offsets with gaps of at most ``max_gap`` rows,
-    none spanning more than ``max_rows`` rows of the file."""
-    cuts = np.flatnonzero(np.diff(offs) > max_gap + 1) + 1
-    a = np.concatenate(([0], cuts))
-    b = np.concatenate((cuts, [offs.size]))
-    long = np.flatnonzero(offs[b - 1] - offs[a] >= max_rows)
-    if long.size:  # rare: split runs longer than one read
-        pieces_a, pieces_b = list(a), list(b)
-        for i in long[::-1]:
-            lo, hi, parts = int(a[i]), int(b[i]), []
-            while int(offs[hi - 1]) - int(offs[lo]) >= max_rows:
-                cut = lo + int(np.searchsorted(offs[lo:hi], offs[lo] + max_rows))
-                parts.append((lo, cut))
-                lo = cut
-            parts.append((lo, hi))
-            pieces_a[i : i + 1] = [p[0] for p in parts]
-            pieces_b[i : i + 1] = [p[1] for p in parts]
-        a, b = np.asarray(pieces_a), np.asarray(pieces_b)
-    return a.astype(np.int64), b.astype(np.int64)
-
-
 def read_rows(
     source: ByteSource,
     path: str,
@@ -80,8 +59,6 @@ def read_rows(
     offsets: np.ndarray,
     dest: np.ndarray,
     out: np.ndarray,
-    *,
-    max_gap_bytes: int = 0,
 ) -> None:
     """Copy rows ``offsets`` of one tensor into ``out[dest]``.
 
@@ -97,8 +74,6 @@ def read_rows(
         Row numbers in the tensor and the matching row numbers in ``out``.
     out : ndarray
         2-D C-contiguous output array.
-    max_gap_bytes : int
-        Rows this close are fetched in one request, gap included.
     """
     if entry.dtype in ("I8", "F8_E4M3") and out.dtype != np.int8:  # never codes as values
         raise InvalidArgumentError(
@@ -110,7 +85,9 @@ def read_rows(
     rb = max(entry.row_bytes, 1)
     order = np.argsort(offsets, kind="stable")
     offs, dst = offsets[order].astype(np.int64), dest[order].astype(np.int64)
-    a, b = _runs(offs, max(0, max_gap_bytes // rb), max(1, MAX_READ_BYTES // rb))
+    starts = offs * rb  # runs of rows per the one coalescing policy: exact bytes, bounded reads
+    a, b = coalesce_sorted(starts, starts + rb, gap=DATASET_GAP,
+                           max_span=max(1, MAX_READ_BYTES // rb) * rb)
     counts = b - a
     span = offs[b - 1] - offs[a] + 1
     # a run goes straight into `out` when it is gap-free and lands on consecutive rows

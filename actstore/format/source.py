@@ -12,9 +12,24 @@ import mmap
 import os
 import stat
 from collections.abc import Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ..errors import DatasetChangedError, DatasetNotFoundError, FormatError, IntegrityError
+from ..errors import (
+    DatasetChangedError,
+    DatasetNotFoundError,
+    FormatError,
+    IntegrityError,
+    UnsafePathError,
+)
+from .fetch import Pins, RangeIgnored, fetch_ranges, pin_hf_root
+from .location import Location, resolve
+from .spec import INDEX_FILE
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+#: The file whose version proves every other file's (a writer replaces it first).
+_ANCHOR = INDEX_FILE.format(split="train", part=0, parts=1)
 
 __all__ = ["ByteSource", "FsspecSource", "LocalSource", "pread_exact", "source_for_url", "split_url"]
 
@@ -50,6 +65,11 @@ class LocalSource:
     read-only with ``MADV_RANDOM``, so a cold page fault reads one page rather than an
     8 MiB read-ahead, while warm pages are copied at memory speed.
 
+    A file whose real path lies outside the dataset root (a symbolic link pointing out of
+    it) is refused with :class:`~actstore.errors.UnsafePathError`; links within the root
+    are followed, and so are the links of a Hugging Face cache snapshot into its repo's
+    ``blobs`` folder (that is how ``snapshot_download`` lays a dataset out).
+
     Files are pinned: the identity (device, inode, size, mtime) of each file is recorded when
     it is first used, and every later open must find the same file, else
     :class:`~actstore.errors.DatasetChangedError`. The first file used (a dataset's index) is
@@ -61,6 +81,8 @@ class LocalSource:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = os.fspath(root)
         self.url = self.root
+        self._real_root = os.path.realpath(self.root)
+        self._allowed = (self._real_root, *_hub_blobs(self._real_root))
         self._maps: dict[str, mmap.mmap] = {}
         self._seen: dict[str, tuple[int, int, int, int]] = {}
         self._anchor: str | None = None
@@ -107,9 +129,28 @@ class LocalSource:
     def _full(self, path: str) -> str:
         return os.path.join(self.root, path)
 
+    def _contained(self, path: str) -> str:
+        """The full name of ``path``, refused if it resolves outside the dataset root.
+
+        Links inside the dataset are followed only when their target stays under the root;
+        checked at a file's first use (later uses must find the same file: see ``_pin``).
+        """
+        full = self._full(path)
+        if path in self._seen:
+            return full
+        real = os.path.realpath(full)
+        if not any(os.path.commonpath([real, ok]) == ok for ok in self._allowed):
+            raise UnsafePathError(
+                f"{full}: resolves to {real}, outside the dataset root {self._real_root} (a "
+                "symbolic link pointing out of the dataset); refusing to read it. Copy the "
+                "file into the dataset instead of linking to it."
+            )
+        return full
+
     def size(self, path: str) -> int:
         try:
             st = _regular_stat(self._full(path), path)
+            self._contained(path)
         except FileNotFoundError:
             if path in self._seen:
                 raise _changed(self.root, path) from None
@@ -151,6 +192,7 @@ class LocalSource:
         full = self._full(path)
         try:
             _regular_stat(full, path)
+            self._contained(path)
             fd = os.open(full, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             if path in self._seen:  # it was there when first used: removed since
@@ -168,6 +210,25 @@ class LocalSource:
             os.close(fd)
             raise
         return fd
+
+
+def _hub_blobs(real_root: str) -> tuple[str, ...]:
+    """The ``blobs`` folder of a Hugging Face cache snapshot holding ``real_root``, if any.
+
+    A snapshot (``<cache>/datasets--org--name/snapshots/<commit>/...``) is a tree of links
+    into its repo's ``blobs`` folder, so links into exactly that folder are part of the
+    dataset; every other link out of the root is still refused.
+    """
+    cur = real_root
+    for _ in range(64):  # up to the snapshot folder, whatever the dataset's depth in it
+        parent = os.path.dirname(cur)
+        if parent == cur:
+            return ()
+        if os.path.basename(parent) == "snapshots":
+            blobs = os.path.join(os.path.dirname(parent), "blobs")
+            return (os.path.realpath(blobs),) if os.path.isdir(blobs) else ()
+        cur = parent
+    return ()
 
 
 def _regular_stat(full: str, path: str) -> os.stat_result:
@@ -212,33 +273,46 @@ def pread_exact(fd: int, path: str, offset: int, buffer: memoryview) -> None:
 
 
 class FsspecSource:
-    """Files under a root on any fsspec filesystem, read by exact byte ranges."""
+    """Files under a root on any fsspec filesystem, read by exact byte ranges.
 
-    def __init__(self, fs: Any, root: str, *, url: str | None = None) -> None:
+    Reads ask for exactly the bytes wanted (no read-ahead; see :mod:`actstore.format.fetch`),
+    and every file is pinned to the version first used: a file replaced while the dataset
+    is open raises :class:`~actstore.errors.DatasetChangedError`, never mixes versions.
+    A Hub URL's revision is resolved to its commit when the source is made.
+    """
+
+    def __init__(self, fs: AbstractFileSystem, root: str, *, url: str | None = None,
+                 anchor: str = _ANCHOR) -> None:
         self.fs = fs
-        self.root = root.rstrip("/")
+        self.root = pin_hf_root(fs, root.rstrip("/"))
         self.url = url or root
+        self.pins = Pins(fs, self.root, self.url, anchor)
+        self.pins.immutable = self.root != root.rstrip("/")  # a Hub commit never changes
 
     def _full(self, path: str) -> str:
         return f"{self.root}/{path}"
 
     def size(self, path: str) -> int:
-        return int(self.fs.size(self._full(path)))
+        pin = self.pins.get(path)
+        if pin.size is None:
+            return int(self.fs.size(self._full(path)))
+        return pin.size
 
     def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         if not ranges:
             return []
-        full = self._full(path)
-        starts = [s for s, _ in ranges]
-        ends = [e for _, e in ranges]
-        # cat_ranges runs the requests concurrently on async filesystems (s3, http)
-        blobs = self.fs.cat_ranges([full] * len(ranges), starts, ends)
+        pin = self.pins.get(path)
+        blobs = fetch_ranges(self.fs, self._full(path), ranges, pin=pin, pins=self.pins, path=path)
+        out = []
         for blob, (start, end) in zip(blobs, ranges):
+            if isinstance(blob, RangeIgnored):  # the whole file came back: slice it
+                blob = blob.body[start:end]
             if isinstance(blob, Exception):
                 raise blob
             if len(blob) != end - start:
                 raise _short(path, start, end - start, len(blob))
-        return list(blobs)
+            out.append(blob)
+        return out
 
     def readinto(self, path: str, requests: Sequence[tuple[int, memoryview]]) -> None:
         views = [buffer.cast("B") for _, buffer in requests]
@@ -247,12 +321,11 @@ class FsspecSource:
             view[:] = blob
 
 
-def split_url(url: str, storage_options: dict[str, Any] | None = None) -> tuple[Any, str]:
-    """Resolve a URL or path to ``(filesystem, root path)`` with fsspec."""
-    import fsspec
-
-    fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
-    return fs, root
+def split_url(url: str | Location, storage_options: dict[str, Any] | None = None
+              ) -> tuple[AbstractFileSystem, str]:
+    """Resolve a URL or path to ``(filesystem, root path)`` with fsspec (see :mod:`.location`)."""
+    loc = url if isinstance(url, Location) else resolve(url)
+    return loc.filesystem(storage_options)
 
 
 def source_for_url(url: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> ByteSource:
@@ -264,13 +337,12 @@ def source_for_url(url: str | os.PathLike[str], storage_options: dict[str, Any] 
     >>> isinstance(src, LocalSource)
     True
     """
-    text = os.fspath(url)
-    if "://" not in text or text.startswith("file://"):
-        local = text.removeprefix("file://")
-        if not os.path.isdir(local):
+    loc = resolve(url)
+    if loc.is_local:
+        if not os.path.isdir(loc.path):
             raise DatasetNotFoundError(
-                f"No dataset directory at {text!r}; expected a folder holding index/ and tensors/."
+                f"No dataset directory at {loc.url!r}; expected a folder holding index/ and tensors/."
             )
-        return LocalSource(local)
-    fs, root = split_url(text, storage_options)
-    return FsspecSource(fs, root, url=text)
+        return LocalSource(loc.path)
+    fs, root = loc.filesystem(storage_options)
+    return FsspecSource(fs, root, url=loc.url)

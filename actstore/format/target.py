@@ -20,8 +20,8 @@ from typing import Any
 
 from ..errors import WriteError
 from .durable import fsync_dir, fsync_file
+from .location import resolve
 from .lock import WriteLock
-from .source import split_url
 
 __all__ = ["Target"]
 
@@ -30,17 +30,17 @@ class Target:
     """A dataset location being written: staging area plus publish/remove/exists."""
 
     def __init__(self, url: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> None:
-        text = os.fspath(url)
-        self.url = text
-        self.remote = "://" in text and not text.startswith("file://")
+        loc = resolve(url)
+        text = self.url = loc.url
+        self.remote = not loc.is_local
         self.lock: WriteLock | None = None
         self._pending: list[tuple[str, str, int]] = []  # (staged, rel, size), local only
         self.published: list[str] = []  # files this writer put under their final names
         if self.remote:
-            self.fs, self.root = split_url(text, storage_options)
+            self.fs, self.root = loc.filesystem(storage_options)
             self.staging = tempfile.mkdtemp(prefix="actstore-write-")
         else:
-            self.fs, self.root = None, text.removeprefix("file://")
+            self.fs, self.root = None, loc.path
             self._new_root = not os.path.isdir(self.root)
             os.makedirs(self.root, exist_ok=True)
             self.lock = WriteLock(self.root, text)

@@ -1,0 +1,126 @@
+"""The one coalescing policy for byte ranges: which nearby ranges are read in one request.
+
+Every reader of byte ranges — rows of local and remote shard files, gaps a cache fills from
+the origin, entries of a cache segment, pieces read straight from a local segment — merges
+its ranges here, with the rule of zarr's ``abc/store.py::get_ranges``: ranges are sorted,
+and two ranges whose gap is at most ``gap`` bytes become one read (the gap is read and
+thrown away); a merged read never grows past ``max_span`` bytes. Overlapping and touching
+ranges always merge.
+
+The defaults differ by what a wasted byte costs against a saved request:
+
+=====================  ===========  ============================================================
+setting                gap          why
+=====================  ===========  ============================================================
+``DATASET_GAP``        0            dataset files, local or remote: a remote byte is the scarce
+                                    resource (a dataset should transfer about the bytes asked for),
+                                    and locally a gap costs a copy for nothing
+``SEGMENT_GAP``        256 KiB      entries of one cache segment: a cache on S3 pays a request
+                                    per read, and entries of one read were mostly written together
+``LOCAL_RUN_GAP``      64 KiB       pieces ``preadv``'d from a local segment: one syscall instead
+                                    of several, the gap read into shared scratch memory
+=====================  ===========  ============================================================
+
+Examples
+--------
+>>> coalesce([(10, 20), (0, 5), (20, 30), (100, 110)], gap=0)
+[(0, 5, [1]), (10, 30, [0, 2]), (100, 110, [3])]
+>>> coalesce([(0, 5), (8, 10)], gap=3)
+[(0, 10, [0, 1])]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+__all__ = ["DATASET_GAP", "LOCAL_RUN_GAP", "SEGMENT_GAP", "coalesce", "coalesce_sorted"]
+
+#: Dataset files (local and remote rows, gaps the cache fills): exact bytes only.
+DATASET_GAP = 0
+#: Entries of one cache segment closer than this are read in one request, gap included.
+SEGMENT_GAP = 256 << 10
+#: Pieces of one local segment file closer than this are read in one ``preadv`` call.
+LOCAL_RUN_GAP = 64 << 10
+
+
+def coalesce(spans: Sequence[tuple[int, int]], *, gap: int = DATASET_GAP,
+             max_span: int | None = None) -> list[tuple[int, int, list[int]]]:
+    """Merge ``[start, end)`` spans into few reads.
+
+    Parameters
+    ----------
+    spans : sequence of (start, end)
+        Byte ranges, in any order; they may overlap.
+    gap : int
+        Largest gap in bytes between two spans read as one.
+    max_span : int, optional
+        Largest merged read in bytes (a single longer span stays one read).
+
+    Returns
+    -------
+    list of (start, end, members)
+        The reads in offset order, each with the positions in ``spans`` it covers.
+    """
+    order = sorted(range(len(spans)), key=lambda i: spans[i])
+    out: list[tuple[int, int, list[int]]] = []
+    for i in order:
+        s, e = spans[i]
+        if out:
+            a, b, members = out[-1]
+            end = max(b, e)
+            if s - b <= gap and (max_span is None or end - a <= max_span):
+                members.append(i)
+                out[-1] = (a, end, members)
+                continue
+        out.append((s, e, [i]))
+    return out
+
+
+def coalesce_sorted(starts: np.ndarray, ends: np.ndarray, *, gap: int = DATASET_GAP,
+                    max_span: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`coalesce` for many spans already sorted by start, vectorised.
+
+    Parameters
+    ----------
+    starts, ends : ndarray of int
+        Span bounds, ``starts`` ascending.
+    gap, max_span : int
+        As for :func:`coalesce`.
+
+    Returns
+    -------
+    a, b : ndarray of int64
+        Each read covers spans ``a[k]:b[k]`` (index ranges into ``starts``).
+
+    Examples
+    --------
+    >>> s = np.array([0, 4, 8, 40]); a, b = coalesce_sorted(s, s + 4, max_span=8)
+    >>> a.tolist(), b.tolist()
+    ([0, 2, 3], [2, 3, 4])
+    """
+    n = int(starts.size)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    reach = np.maximum.accumulate(ends)  # the end of everything read so far
+    cuts = np.flatnonzero(starts[1:] - reach[:-1] > gap) + 1
+    a = np.concatenate(([0], cuts))
+    b = np.concatenate((cuts, [n]))
+    if max_span is not None:
+        long = np.flatnonzero(reach[b - 1] - starts[a] > max_span)
+        if long.size:  # rare: split reads longer than max_span
+            pieces_a, pieces_b = list(a), list(b)
+            for i in long[::-1]:
+                lo, hi, parts = int(a[i]), int(b[i]), []
+                while lo < hi and int(reach[hi - 1]) - int(starts[lo]) > max_span:
+                    # the spans from lo whose read stays within max_span (at least one)
+                    fit = int(np.searchsorted(reach[lo:hi], starts[lo] + max_span, side="right"))
+                    parts.append((lo, lo + max(1, fit)))
+                    lo += max(1, fit)
+                if lo < hi:
+                    parts.append((lo, hi))
+                pieces_a[i : i + 1] = [p[0] for p in parts]
+                pieces_b[i : i + 1] = [p[1] for p in parts]
+            a, b = np.asarray(pieces_a), np.asarray(pieces_b)
+    return a.astype(np.int64), b.astype(np.int64)
