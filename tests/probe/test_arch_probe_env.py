@@ -102,7 +102,10 @@ def test_a_demo_dataset_that_fails_verification_raises_an_actstore_error(tmp_pat
         def verify(self):
             return Report()
 
-    monkeypatch.setattr(actstore, "extract", lambda *a, **k: Written(), raising=False)
+    import importlib
+
+    extraction = importlib.import_module("actstore.extraction")  # the demo runs extraction's extract
+    monkeypatch.setattr(extraction, "extract", lambda *a, **k: Written())
     with pytest.raises(actstore.IntegrityError, match="failed verification") as info:
         demo.run_demo(str(tmp_path / "out"), model=str(tmp_path / "model"), n_per_task=4, cv=2,
                       progress=False, quiet=True)
