@@ -13,14 +13,16 @@ from .control import control_labels, control_task  # noqa: E402
 from .estimator import Probe  # noqa: E402
 from .mdl import MDLResult, mdl_probe  # noqa: E402
 from .results import append_results, report  # noqa: E402
-from .streaming import StreamingFit, fit_streaming  # noqa: E402
+from .streaming import StreamingFit, StreamingStatistics, accumulate_statistics, fit_streaming  # noqa: E402
 from .sweep import SweepResult, cross_validate, sweep_layers  # noqa: E402
 
 __all__ = [
     "MDLResult",
     "Probe",
     "StreamingFit",
+    "StreamingStatistics",
     "SweepResult",
+    "accumulate_statistics",
     "append_results",
     "control_labels",
     "control_task",
