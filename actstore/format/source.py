@@ -227,8 +227,10 @@ class FsspecSource:
         full = self._full(path)
         starts = [s for s, _ in ranges]
         ends = [e for _, e in ranges]
-        # cat_ranges runs the requests concurrently on async filesystems (s3, http)
-        blobs = self.fs.cat_ranges([full] * len(ranges), starts, ends)
+        # cat_ranges runs the requests concurrently on async filesystems (s3, http); sync ones
+        # (hf://) open the file per range, which must not read ahead (to the end of a shard)
+        extra = {} if getattr(self.fs, "async_impl", False) else {"cache_type": "none"}
+        blobs = self.fs.cat_ranges([full] * len(ranges), starts, ends, **extra)
         for blob, (start, end) in zip(blobs, ranges):
             if isinstance(blob, Exception):
                 raise blob
