@@ -516,7 +516,10 @@ def accumulate_statistics(ds: Any, y: Any = None, *, layers: LayerSpec = "all",
     budget = None if memory_budget is None else parse_bytes(memory_budget)
     shape = {"dim": d, "n_layers": len(chosen), "n_groups": K * F, "fourth": fourth, "block_rows": int(block_rows)}
     check_memory(budget, memory_needed(**shape, width=d + (target is not None)), **shape)
-    digest = hashlib.sha256(code.tobytes() + fold_of.tobytes() + (b"" if target is None else target.tobytes()))
+    digest = hashlib.sha256(memoryview(code))
+    digest.update(memoryview(fold_of))
+    if target is not None:
+        digest.update(memoryview(target))
     config = {
         "arguments": {"layers": [_layer_key(L) for L in chosen], "classifiers": names, "task": task,
                       "view": view, "block_rows": int(block_rows), "cv": cv, "seed": int(seed),
