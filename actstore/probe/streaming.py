@@ -419,19 +419,24 @@ def _rows_for(rows: Any, rank: int | None, world_size: int | None, n: int) -> np
     return uniq
 
 
+def _plain(label: Any) -> Any:
+    """A numpy scalar label as the Python value it prints as."""
+    return label.item() if isinstance(label, np.generic) else label
+
+
 def _check_groups(names: list[str], code: np.ndarray, fold_of: np.ndarray, F: int, K: int, classes: Any) -> None:
     """Refuse, before reading, classes too small for the fit or absent from a training set."""
     counts = np.bincount(code, minlength=K)
     if "lda" in names and counts.min() < 2:
         raise InvalidArgumentError(
-            f"Class {classes[int(counts.argmin())]!r} has {int(counts.min())} row(s); LDA needs at least "
+            f"Class {_plain(classes[int(counts.argmin())])!r} has {int(counts.min())} row(s); LDA needs at least "
             "two rows per class. Drop the class, collect more rows, or leave 'lda' out."
         )
     for k in range(F if F > 1 else 0):
         present = np.bincount(code[fold_of != k], minlength=K)
         if present.min() == 0:
             raise InvalidArgumentError(
-                f"Class {classes[int(present.argmin())]!r} has {int(counts[present.argmin()])} row(s), all in "
+                f"Class {_plain(classes[int(present.argmin())])!r} has {int(counts[present.argmin()])} row(s), all in "
                 f"fold {k}, so that fold's training set lacks it; every class needs rows in every "
                 "training set. Use fewer folds, or drop the rare class."
             )
