@@ -32,9 +32,17 @@ def _dataset(path: str, n: int = 420, dim: int = 10, classes: int = 2, seed: int
 
 
 def _same(a, b, X) -> None:
+    # other blocks, other rounding: LDA's shrinkage uses float32 products of each block
     for key, probe in a.probes.items():
         s, t = probe.decision_function(X[:, key[0]]), b.probes[key].decision_function(X[:, key[0]])
-        np.testing.assert_allclose(s, t, rtol=0, atol=1e-9 * np.abs(t).max())
+        np.testing.assert_allclose(s, t, rtol=0, atol=(1e-7 if key[1] == "lda" else 1e-9) * np.abs(t).max())
+
+
+def _exact(X: np.ndarray, ref: np.ndarray):
+    from actstore.probe.streaming_stats import Moments
+
+    C, U = X - X.mean(0), X - ref
+    return Moments(len(X), X.mean(0), C.T @ C, ref, (U * U).T @ U, (U * U).T @ (U * U))
 
 
 def test_fourth_moments_move_to_another_shift_exactly():
@@ -42,20 +50,24 @@ def test_fourth_moments_move_to_another_shift_exactly():
 
     rng = np.random.default_rng(1)
     X = rng.normal(size=(300, 4)) * [1, 2, 3, 4] + 7.0
-    m = block_moments(X, X[:50].mean(0))
+    m = _exact(X, X[:50].mean(0))
     ref = X[200:].mean(0) + 0.3
     A21, A22 = shift_fourth(m, ref)
-    U = X - ref
-    np.testing.assert_allclose(A21, (U * U).T @ U, rtol=1e-10, atol=1e-8)
-    np.testing.assert_allclose(A22, (U * U).T @ (U * U), rtol=1e-10)
-    # and a merge of groups accumulated about different shifts equals one group
-    a, b = block_moments(X[:120], X[:10].mean(0)), block_moments(X[120:], X[150:].mean(0))
+    want = _exact(X, ref)
+    np.testing.assert_allclose(A21, want.A21, rtol=1e-10, atol=1e-8)
+    np.testing.assert_allclose(A22, want.A22, rtol=1e-10)
+    # a merge of groups accumulated about different shifts equals one group
     whole = empty(4, True)
-    whole.merge(a)
-    whole.merge(b)
-    one = block_moments(X, whole.ref)
-    for got, want in ((whole.M, one.M), (whole.A21, one.A21), (whole.A22, one.A22)):
-        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-8 * np.abs(want).max())
+    whole.merge(_exact(X[:120], X[:10].mean(0)))
+    whole.merge(_exact(X[120:], X[150:].mean(0)))
+    one = _exact(X, whole.ref)
+    for got, want_ in ((whole.M, one.M), (whole.A21, one.A21), (whole.A22, one.A22)):
+        np.testing.assert_allclose(got, want_, rtol=1e-10, atol=1e-8 * np.abs(want_).max())
+    # block_moments: the scatter in float64, the fourth moments from float32 products
+    blk = block_moments(X, X[:10].mean(0))
+    ref_ = _exact(X, X[:10].mean(0))
+    np.testing.assert_allclose(blk.M, ref_.M, rtol=1e-12)
+    np.testing.assert_allclose(blk.A22, ref_.A22, rtol=1e-5)
 
 
 @pytest.mark.parametrize("cv", [None, 3])
@@ -73,7 +85,7 @@ def test_row_shares_merge_to_the_single_pass_fit(tmp_path, cv):
         for key, probes in whole.fold_probes.items():
             got = merged.finish().fold_probes[key]
             for p, q in zip(got, probes):
-                np.testing.assert_allclose(p.pipeline_.W, q.pipeline_.W, rtol=1e-8, atol=1e-10)
+                np.testing.assert_allclose(p.pipeline_.W, q.pipeline_.W, rtol=1e-6, atol=1e-10)
     # arbitrary row sets too
     odd = accumulate_statistics(ds, layers=[1], classifiers=clfs, cv=cv, rows=np.arange(1, len(ds), 2))
     even = accumulate_statistics(ds, layers=[1], classifiers=clfs, cv=cv, rows=slice(0, None, 2))
@@ -109,7 +121,7 @@ def test_two_processes_save_and_merge(tmp_path):
     merged = a.merge(b).finish()
     single = actstore.fit_streaming(ds, layers="all", classifiers=clfs, block_rows=50)
     for key, probe in single.probes.items():
-        tol = 1e-6 if key[1] == "logistic_regression" else 1e-9
+        tol = {"logistic_regression": 1e-6, "lda": 1e-7}.get(key[1], 1e-9)
         t = probe.decision_function(X[:, key[0]])
         np.testing.assert_allclose(merged[key].decision_function(X[:, key[0]]), t, rtol=0,
                                    atol=tol * np.abs(t).max())
@@ -180,4 +192,4 @@ def test_torch_distributed_all_reduce_two_ranks(tmp_path):
     for r in range(2):
         with np.load(tmp_path / f"w{r}.npz") as z:
             for (L, c), probe in single.probes.items():
-                np.testing.assert_allclose(z[f"{L}-{c}"], probe.pipeline_.W, rtol=1e-8, atol=1e-12)
+                np.testing.assert_allclose(z[f"{L}-{c}"], probe.pipeline_.W, rtol=1e-6, atol=1e-12)
