@@ -380,6 +380,8 @@ class StreamingStatistics:
 
 def _merge_folds(per_fold: list[list[Moments]], *, skip: int | None) -> list[Moments]:
     """Per class, the statistics of every fold but ``skip`` (all folds for None), merged."""
+    if skip is None and len(per_fold) == 1:
+        return per_fold[0]  # read only from here on: no d x d copies at the memory peak
     out = []
     for c in range(len(per_fold[0])):
         m = empty(per_fold[0][c].mean.size, per_fold[0][c].fourth)
