@@ -84,12 +84,13 @@ def _peak() -> int:
 # -- child processes ----------------------------------------------------------------------
 def _warm_imports() -> None:
     """Import what the fits import, so that no import lands in a timed (or rchar-counted) run."""
-    import actstore.probe  # noqa: F401
     import scipy.linalg  # noqa: F401
     import scipy.optimize  # noqa: F401
     import sklearn.discriminant_analysis  # noqa: F401
     import sklearn.linear_model  # noqa: F401
     import sklearn.pipeline  # noqa: F401
+
+    import actstore.probe  # noqa: F401
     from actstore.probe import estimator, head, io  # noqa: F401
 
 
@@ -108,12 +109,13 @@ def child_streaming(url: str, block_rows: int, out: str) -> None:
 
 
 def child_memory(path: str, out: str) -> None:
-    import actstore
-    from actstore.probe.classifiers import MassMeanProbe
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from sklearn.linear_model import RidgeClassifier
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+
+    import actstore
+    from actstore.probe.classifiers import MassMeanProbe
 
     _warm_imports()
     ds = actstore.open_dataset(path)

@@ -101,7 +101,7 @@ def _check_once(log: list[dict], tensor_bytes: int) -> None:
         seen.setdefault(r["path"], []).append((int(m.group(1)), int(m.group(2)) + 1))
     for path, spans in seen.items():
         spans = sorted(s for s in spans if s[0] > 0)
-        for (a0, a1), (b0, b1) in zip(spans, spans[1:]):
+        for (_, a1), (b0, b1) in zip(spans, spans[1:]):
             assert b0 >= a1, f"{path}: bytes {b0}-{min(a1, b1)} fetched twice"
     sent = sum(r["bytes"] for r in gets)
     assert ROWS * DIM * 4 * len(LAYERS) <= sent <= 1.05 * tensor_bytes
