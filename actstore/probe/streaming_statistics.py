@@ -172,28 +172,42 @@ class StreamingStatistics:
         """Combine every ``torch.distributed`` rank's statistics, in place (each rank ends
         with the same merged statistics, merged in rank order); returns self.
 
-        Works with any backend that gathers float64 CPU tensors (``gloo``).
+        Works with any backend that gathers float64 CPU tensors (``gloo``). One group (layer,
+        fold, class) is gathered at a time, so the extra memory is ``world_size`` groups, not
+        ``world_size`` copies of the statistics.
         """
         import torch
         import torch.distributed as dist
 
         world = dist.get_world_size(group)
+
+        def gather(a: np.ndarray) -> list[np.ndarray]:
+            mine = torch.from_numpy(np.ascontiguousarray(a))
+            parts = [torch.empty_like(mine) for _ in range(world)]
+            dist.all_gather(parts, mine, group=group)
+            return [p.numpy() for p in parts]
+
         digest = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).digest()
-        mine = torch.frombuffer(bytearray(digest), dtype=torch.uint8)
-        seen = [torch.empty_like(mine) for _ in range(world)]
-        dist.all_gather(seen, mine, group=group)
-        if any(not torch.equal(s, mine) for s in seen):
+        if any(d.tobytes() != digest for d in gather(np.frombuffer(digest, dtype=np.uint8).copy())):
             raise InvalidArgumentError(
                 "The ranks' statistics were made with different settings or labels; every rank "
                 "must call accumulate_statistics with the same arguments (only rows differ)."
             )
-        flat = torch.from_numpy(np.concatenate([a.ravel() for a in self._arrays().values()]))
-        parts = [torch.empty_like(flat) for _ in range(world)]
-        dist.all_gather(parts, flat, group=group)
-        merged = self._like()
-        for part in parts:
-            merged.merge(self._from_flat(part.numpy()))
-        self.covered, self._stats = merged.covered, merged._stats
+        covered = gather(self.covered.astype(np.uint8))
+        both = np.sum(covered, axis=0) > 1
+        if both.any():
+            raise InvalidArgumentError(
+                f"Several ranks hold row {int(np.argmax(both))}; ranks must cover disjoint rows "
+                "(rank=/world_size=, or non-overlapping rows=)."
+            )
+        for per_fold in self._stats:
+            for groups in per_fold:
+                for c, m in enumerate(groups):
+                    merged = empty(m.mean.size, m.fourth)
+                    for flat in gather(_flatten(m)):
+                        merged.merge(_unflatten(flat, m.mean.size, m.fourth))
+                    groups[c] = merged
+        self.covered = np.logical_or.reduce(covered, axis=0).astype(bool)
         return self
 
     # -- saving (no pickle) -------------------------------------------------------------
@@ -222,13 +236,6 @@ class StreamingStatistics:
                     if self.config["fourth"]:
                         m.ref, m.A21, m.A22 = (arrays[f"{j}.{k}"][i].copy() for k in ("ref", "A21", "A22"))
         return out
-
-    def _from_flat(self, flat: np.ndarray) -> StreamingStatistics:
-        arrays, at = {}, 0
-        for key, a in self._arrays().items():
-            arrays[key] = flat[at : at + a.size].reshape(a.shape)
-            at += a.size
-        return self._from_arrays(arrays)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the statistics to ``path`` (a ``.npz`` of float64 arrays and a JSON config;
@@ -348,3 +355,23 @@ def _merge_folds(per_fold: list[list[Moments]], *, skip: int | None) -> list[Mom
                 m.merge(groups[c])
         out.append(m)
     return out
+
+
+def _flatten(m: Moments) -> np.ndarray:
+    """One group's statistics as one float64 vector (count, mean, scatter[, ref, A21, A22])."""
+    parts = [np.array([float(m.n)]), m.mean, m.M.ravel()]
+    if m.fourth:
+        assert m.ref is not None and m.A21 is not None and m.A22 is not None
+        parts += [m.ref, m.A21.ravel(), m.A22.ravel()]
+    return np.concatenate(parts)
+
+
+def _unflatten(flat: np.ndarray, d: int, fourth: bool) -> Moments:
+    sq = d * d
+    m = Moments(int(flat[0]), flat[1 : 1 + d].copy(), flat[1 + d : 1 + d + sq].reshape(d, d).copy())
+    if fourth:
+        at = 1 + d + sq
+        m.ref = flat[at : at + d].copy()
+        m.A21 = flat[at + d : at + d + sq].reshape(d, d).copy()
+        m.A22 = flat[at + d + sq : at + d + 2 * sq].reshape(d, d).copy()
+    return m
