@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from .layers import LayerSpec, resolve_layers
 from .streaming_blocks import check_memory, memory_needed
-from .streaming_statistics import StreamingFit, StreamingStatistics, _layer_key
+from .streaming_statistics import StreamingFit, StreamingStatistics, layer_key
 
 __all__ = ["StreamingFit", "StreamingStatistics", "accumulate_statistics", "fit_streaming"]
 
@@ -206,7 +206,7 @@ def accumulate_statistics(ds: Any, y: Any = None, *, layers: LayerSpec = "all",
     if target is not None:
         digest.update(memoryview(target))
     config = {
-        "arguments": {"layers": [_layer_key(L) for L in chosen], "classifiers": names, "task": task,
+        "arguments": {"layers": [layer_key(L) for L in chosen], "classifiers": names, "task": task,
                       "view": view, "block_rows": int(block_rows), "cv": cv, "seed": int(seed),
                       "classifier_kwargs": kw or None, "label_column": y if isinstance(y, str) else None},
         "dim": d, "rows": n, "model": ds.info.model, "n_groups": [K, F], "fourth": fourth, "view": view,

@@ -25,7 +25,7 @@ from .streaming_blocks import blocks
 from .streaming_heads import heads
 from .streaming_stats import Moments, block_moments, empty
 
-__all__ = ["StreamingFit", "StreamingStatistics"]
+__all__ = ["StreamingFit", "StreamingStatistics", "layer_key"]
 
 FORMAT = "actstore-streaming-statistics/1"
 
@@ -74,7 +74,8 @@ def _make_probe(ds: Any, y: Any, view: str | None, layer: int, classifier: str, 
     return probe
 
 
-def _layer_key(L: int | str) -> int | str:
+def layer_key(L: int | str) -> int | str:
+    """A resolved layer as JSON keeps it (``"embeddings"`` by name, blocks as ints)."""
     return L if isinstance(L, str) else int(L)
 
 
