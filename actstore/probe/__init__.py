@@ -15,7 +15,7 @@ from .ensemble import ProbeEnsemble  # noqa: E402
 from .estimator import Probe  # noqa: E402
 from .mdl import MDLResult, mdl_probe  # noqa: E402
 from .results import append_results, report  # noqa: E402
-from .streaming import StreamingFit, fit_streaming  # noqa: E402
+from .streaming import StreamingFit, StreamingStatistics, accumulate_statistics, fit_streaming  # noqa: E402
 from .sweep import SweepResult, cross_validate, sweep_layers  # noqa: E402
 
 __all__ = [
@@ -25,7 +25,9 @@ __all__ = [
     "Probe",
     "ProbeEnsemble",
     "StreamingFit",
+    "StreamingStatistics",
     "SweepResult",
+    "accumulate_statistics",
     "append_results",
     "baselines",
     "control_labels",
