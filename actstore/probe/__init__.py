@@ -15,7 +15,13 @@ from .ensemble import ProbeEnsemble  # noqa: E402
 from .estimator import Probe  # noqa: E402
 from .mdl import MDLResult, mdl_probe  # noqa: E402
 from .results import append_results, report  # noqa: E402
-from .streaming import StreamingFit, StreamingStatistics, accumulate_statistics, fit_streaming  # noqa: E402
+from .streaming import (  # noqa: E402
+    StreamingFit,
+    StreamingStatistics,
+    accumulate_statistics,
+    fit_streaming,
+    load_statistics,
+)
 from .sweep import SweepResult, cross_validate, sweep_layers  # noqa: E402
 
 __all__ = [
@@ -34,6 +40,7 @@ __all__ = [
     "control_task",
     "cross_validate",
     "fit_streaming",
+    "load_statistics",
     "mdl_probe",
     "report",
     "sweep_layers",

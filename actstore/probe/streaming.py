@@ -23,6 +23,8 @@ standard scaling folded into one affine map, as a saved probe stores it) equals 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -31,6 +33,7 @@ import numpy as np
 from ..errors import InvalidArgumentError
 from .layers import LayerSpec, resolve_layers
 from .streaming_blocks import check_memory, memory_needed
+from .streaming_statistics import FORMAT as STATS_FORMAT
 from .streaming_statistics import StreamingFit, StreamingStatistics, layer_key
 
 __all__ = ["StreamingFit", "StreamingStatistics", "accumulate_statistics", "fit_streaming"]
@@ -290,3 +293,37 @@ def fit_streaming(ds: Any, y: Any = None, *, layers: LayerSpec = "all",
     return accumulate_statistics(ds, y, layers=layers, classifiers=classifiers, task=task, view=view,
                                  block_rows=block_rows, cv=cv, seed=seed, classifier_kwargs=classifier_kwargs,
                                  memory_budget=memory_budget).finish()
+
+
+def load_statistics(path: str | os.PathLike[str], ds: Any, y: Any = None) -> StreamingStatistics:
+    """Statistics saved by :meth:`StreamingStatistics.save`, for dataset ``ds`` (and the same ``y``).
+
+    Raises
+    ------
+    InvalidArgumentError
+        When the file is not a statistics file, or was made for other data or labels.
+    """
+    try:
+        with np.load(os.fspath(path), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        config = json.loads(arrays.pop("config").tobytes().decode())
+    except (OSError, ValueError, KeyError) as exc:
+        raise InvalidArgumentError(f"{os.fspath(path)!r} is not a statistics file written by "
+                                   f"StreamingStatistics.save ({exc}).") from None
+    if config.pop("format", None) != STATS_FORMAT:
+        raise InvalidArgumentError(f"{os.fspath(path)!r} is not in the {STATS_FORMAT} format.")
+    opts = config["arguments"]
+    if y is None and isinstance(opts.get("label_column"), str):
+        y = opts["label_column"]
+    like = accumulate_statistics(ds, y, rows=np.zeros(0, dtype=np.int64), layers=opts["layers"],
+                                 classifiers=opts["classifiers"], task=opts["task"], view=opts["view"],
+                                 block_rows=opts["block_rows"], cv=opts["cv"], seed=opts["seed"],
+                                 classifier_kwargs=opts["classifier_kwargs"])
+    if like.config != config:
+        diff = sorted(k for k in config if like.config.get(k) != config[k])
+        raise InvalidArgumentError(f"{os.fspath(path)!r} holds statistics of other data or settings "
+                                   f"(differing: {diff}); load it with the dataset and labels it was made from.")
+    try:
+        return like._from_arrays(arrays)
+    except (KeyError, IndexError, ValueError) as exc:
+        raise InvalidArgumentError(f"{os.fspath(path)!r} is damaged ({exc}).") from None

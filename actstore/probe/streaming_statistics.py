@@ -248,42 +248,6 @@ class StreamingStatistics:
             np.savez(f, config=config, **self._arrays())
         os.replace(tmp, path)
 
-    @classmethod
-    def load(cls, path: str | os.PathLike[str], ds: Any, y: Any = None) -> StreamingStatistics:
-        """Statistics saved by :meth:`save`, for dataset ``ds`` (and the same ``y``).
-
-        Raises
-        ------
-        InvalidArgumentError
-            When the file is not a statistics file, or was made for other data or labels.
-        """
-        try:
-            with np.load(os.fspath(path), allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            config = json.loads(arrays.pop("config").tobytes().decode())
-        except (OSError, ValueError, KeyError) as exc:
-            raise InvalidArgumentError(f"{os.fspath(path)!r} is not a statistics file written by "
-                                       f"StreamingStatistics.save ({exc}).") from None
-        if config.pop("format", None) != FORMAT:
-            raise InvalidArgumentError(f"{os.fspath(path)!r} is not in the {FORMAT} format.")
-        opts = config["arguments"]
-        if y is None and isinstance(opts.get("label_column"), str):
-            y = opts["label_column"]
-        from .streaming import accumulate_statistics
-
-        like = accumulate_statistics(ds, y, rows=np.zeros(0, dtype=np.int64), layers=opts["layers"],
-                                     classifiers=opts["classifiers"], task=opts["task"], view=opts["view"],
-                                     block_rows=opts["block_rows"], cv=opts["cv"], seed=opts["seed"],
-                                     classifier_kwargs=opts["classifier_kwargs"])
-        if like.config != config:
-            diff = sorted(k for k in config if like.config.get(k) != config[k])
-            raise InvalidArgumentError(f"{os.fspath(path)!r} holds statistics of other data or settings "
-                                       f"(differing: {diff}); load it with the dataset and labels it was made from.")
-        try:
-            return like._from_arrays(arrays)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise InvalidArgumentError(f"{os.fspath(path)!r} is damaged ({exc}).") from None
-
     # -- fitting ------------------------------------------------------------------------
     def finish(self, *, allow_partial: bool = False) -> StreamingFit:
         """Fit every layer's probes from the statistics (logistic regression streams the

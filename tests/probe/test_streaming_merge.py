@@ -13,7 +13,7 @@ import pytest
 
 import actstore
 from actstore.format.writer import DatasetWriter
-from actstore.probe import StreamingStatistics, accumulate_statistics
+from actstore.probe import accumulate_statistics, load_statistics
 from actstore.probe.streaming_stats import block_moments, empty
 
 CLFS = ("ridge", "lda", "mass_mean")
@@ -114,7 +114,7 @@ def test_two_processes_save_and_merge(tmp_path):
     for p in procs:
         assert p.wait(timeout=300) == 0, p.stderr.read()
     ds = actstore.open_dataset(path)
-    a, b = (StreamingStatistics.load(o, ds) for o in outs)
+    a, b = (load_statistics(o, ds) for o in outs)
     assert not (a.covered & b.covered).any() and (a.covered | b.covered).all()
     with pytest.raises(actstore.InvalidArgumentError, match="cover 210 of 420 rows"):
         a.finish()
@@ -140,10 +140,10 @@ def test_mismatched_or_overlapping_statistics_refuse_to_merge(tmp_path):
         a.merge(accumulate_statistics(ds, flipped, layers=[0], rows=range(200, 420)))
     a.save(tmp_path / "a.npz")
     with pytest.raises(actstore.InvalidArgumentError, match="other data or settings"):
-        StreamingStatistics.load(tmp_path / "a.npz", ds, flipped)
+        load_statistics(tmp_path / "a.npz", ds, flipped)
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
     with pytest.raises(actstore.InvalidArgumentError, match="not a statistics file"):
-        StreamingStatistics.load(tmp_path / "junk.npz", ds)
+        load_statistics(tmp_path / "junk.npz", ds)
     # a partial fit only when asked for
     part = a.finish(allow_partial=True)
     X0 = ds.get(np.arange(420), layers=[0])
