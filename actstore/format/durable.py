@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import IO, Any
 
-__all__ = ["atomic_file", "atomic_path", "atomic_write", "fsync_dir", "fsync_file"]
+__all__ = ["atomic_file", "atomic_folder", "atomic_path", "atomic_write", "fsync_dir", "fsync_file"]
 
 
 @contextmanager
@@ -67,6 +67,52 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, durable: bo
     raw = data.encode("utf-8") if isinstance(data, str) else data
     with atomic_file(path, "wb", durable=durable) as f:
         f.write(raw)
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike[str], order: tuple[str, ...], *,
+                  durable: bool = True) -> Iterator[str]:
+    """A staging folder next to ``path`` to write the files ``order`` names into; on a clean
+    exit it becomes ``path``.
+
+    A new ``path`` is the staging folder renamed (atomic). An existing folder gets each file
+    by ``os.replace``, in ``order``: a crash between two leaves the earlier files new and the
+    later ones old, so the caller puts last the file that binds the others (a probe's config,
+    which records its weights' sha256, so a mixed folder is refused on load, never read). On
+    an exception nothing at ``path`` changes and the staging folder is removed.
+
+    Examples
+    --------
+    >>> with atomic_folder("probes/p", order=("weights.safetensors", "probe.json")) as tmp:  # doctest: +SKIP
+    ...     write_weights(tmp); write_config(tmp)
+    """
+    import shutil
+
+    final = os.path.abspath(os.fspath(path))
+    parent = os.path.dirname(final)
+    os.makedirs(parent, exist_ok=True)
+    if os.path.lexists(final) and not os.path.isdir(final):
+        raise NotADirectoryError(f"{final!r} exists and is not a folder")
+    staging = os.path.join(parent, f".{os.path.basename(final)}.tmp-{os.getpid()}-{secrets.token_hex(6)}")
+    os.mkdir(staging)
+    try:
+        yield staging
+        if durable:
+            for name in order:
+                fsync_file(os.path.join(staging, name))
+            fsync_dir(staging)
+        if not os.path.exists(final):
+            os.rename(staging, final)
+            if durable:
+                fsync_dir(parent)
+            return
+        for name in order:
+            os.replace(os.path.join(staging, name), os.path.join(final, name))
+        if durable:
+            fsync_dir(final)
+    finally:
+        if os.path.isdir(staging):
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def fsync_file(path: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FormatError, InvalidArgumentError, NotFittedError
+from ..format.durable import atomic_write
 from .data import labels_for, load_features
 from .estimator import Probe, check_targets
 from .metrics import classification_metrics
@@ -205,9 +206,7 @@ class ProbeEnsemble:
             p.save(str(root / f"member_{i:03d}"))
         meta = {"format": _FORMAT, "voting": self.voting, "members": len(self.members_),
                 "weights": self.weights_.tolist()}
-        tmp = root / "ensemble.json.tmp"
-        tmp.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp, root / "ensemble.json")  # the JSON last: a half-saved folder does not load
+        atomic_write(root / "ensemble.json", json.dumps(meta, indent=2))  # last: a half-saved folder does not load
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> ProbeEnsemble:

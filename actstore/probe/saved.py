@@ -25,7 +25,7 @@ import numpy as np
 from safetensors.numpy import load, save_file
 
 from ..errors import FormatError, IntegrityError, InvalidArgumentError, UnsupportedVersionError
-from ..format.durable import fsync_dir, fsync_file
+from ..format.durable import atomic_folder
 
 __all__ = ["CONFIG", "PROBE_FORMAT_VERSION", "WEIGHTS", "HeadKind", "Label", "SavedProbe",
            "read_probe", "write_probe"]
@@ -118,37 +118,17 @@ def _write_atomic(path: str, arrays: dict[str, np.ndarray], config: dict[str, An
     a silently mixed probe. Every file is ``fsync``'ed before its rename and every folder
     after, so the save is durable.
     """
-    # TODO(lead): a folder of two files is committed here; use the format.durable helper
-    # for the per-file replace once it exists
-    path = os.path.abspath(path)
-    parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    staging = os.path.join(parent, f".{os.path.basename(path)}.actstore-tmp-{os.urandom(6).hex()}")
-    os.mkdir(staging)
-    try:
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise InvalidArgumentError(f"{path!r} exists and is not a folder; save the probe elsewhere.")
+    # the config last: it records the weights' sha256, so a crash between the two replaces
+    # leaves a folder that read_probe refuses, never a silently mixed probe
+    with atomic_folder(path, order=(WEIGHTS, CONFIG)) as staging:
         weights = os.path.join(staging, WEIGHTS)
         save_file(arrays, weights, metadata={"config_sha256": _config_sha256(config)})
         with open(weights, "rb") as f:
             config["weights_sha256"] = hashlib.sha256(f.read()).hexdigest()
         with open(os.path.join(staging, CONFIG), "w") as f:
             json.dump(config, f, indent=2)
-        for name in (WEIGHTS, CONFIG):
-            fsync_file(os.path.join(staging, name))
-        fsync_dir(staging)
-        if not os.path.exists(path):
-            os.rename(staging, path)
-            fsync_dir(parent)
-            return
-        if not os.path.isdir(path):
-            raise InvalidArgumentError(f"{path!r} exists and is not a folder; save the probe elsewhere.")
-        for name in (WEIGHTS, CONFIG):
-            os.replace(os.path.join(staging, name), os.path.join(path, name))
-        fsync_dir(path)
-    finally:
-        if os.path.isdir(staging):
-            import shutil
-
-            shutil.rmtree(staging, ignore_errors=True)
 
 
 def _config_sha256(config: dict[str, Any]) -> str:

@@ -86,3 +86,25 @@ def test_cache_segments_are_written_through_the_helper(tmp_path, monkeypatch):
     atomic_put(fsspec.filesystem("file"), path, b"abc")
     assert open(path, "rb").read() == b"abc"
     assert order == ["replace"]  # a cache: every piece is checked on read, no flush
+
+
+def test_atomic_folder_commits_new_and_replaces_in_order(tmp_path):
+    from actstore.format.durable import atomic_folder
+
+    target = tmp_path / "p"
+    with atomic_folder(target, order=("a", "b")) as staging:
+        (tmp_path / staging / "a").write_text("1")
+        (tmp_path / staging / "b").write_text("1")
+    assert (target / "a").read_text() == "1" and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    import pytest
+
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target, order=("a", "b")) as staging:
+            (tmp_path / staging / "a").write_text("2")
+            raise RuntimeError("disk full")
+    assert (target / "a").read_text() == "1"          # nothing replaced on a failure
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # staging removed
+    with atomic_folder(target, order=("a", "b")) as staging:
+        (tmp_path / staging / "a").write_text("3")
+        (tmp_path / staging / "b").write_text("3")
+    assert (target / "a").read_text() == (target / "b").read_text() == "3"
