@@ -17,7 +17,6 @@ from sklearn.base import BaseEstimator, is_classifier, is_regressor
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 from sklearn.utils.metaestimators import available_if
 
 from ..errors import InvalidArgumentError, NotFittedError
@@ -88,11 +87,14 @@ class Probe(BaseEstimator):
         ``"sgd"``, or any scikit-learn estimator instance. ``None`` (default) means logistic
         regression for classification and ridge for regression, as in lmprobe.
     task : {"classification", "regression"}
-    normalize : bool
-        Standardise features before the classifier.
-    preprocessing : {None, "standard", "pca"}
-        ``"pca"`` projects onto ``pca_components`` principal components (after
-        standardisation when ``normalize``).
+    normalize : bool or {"per_neuron", "per_layer"}
+        Standardise features before the classifier: ``True`` / ``"per_neuron"`` one mean and
+        standard deviation per feature, ``"per_layer"`` one per layer (lmprobe's
+        ``PerLayerScaler``), ``False`` none. Left out when ``preprocessing`` standardises.
+    preprocessing : str or list of str, optional
+        lmprobe's grammar: ``"standard"`` (or ``"standard_scaler"``), ``"pca"``
+        (``pca_components`` components) and ``"pca:N"``, joined by ``"+"``
+        (``"standard+pca:8"``) or as a list, applied in order after ``normalize``.
     pca_components : int, optional
     classifier_kwargs : dict, optional
         Passed to the classifier.
@@ -121,6 +123,10 @@ class Probe(BaseEstimator):
         only), the prediction of a regression. ``"mean"``, ``"last_token"``,
         ``"first_token"``, ``"activation:max"``, ``"activation:min"`` pool each row's
         tokens first and score once. Arrays are always scored as given.
+    mass_mean_augment : bool
+        lmprobe's augmentation (binary classification): the projection on the unit
+        mass-mean direction, learnt after ``normalize`` and before ``preprocessing``, is
+        appended as one more feature for the classifier.
 
     Notes
     -----
@@ -144,8 +150,8 @@ class Probe(BaseEstimator):
         view: str | None = None,
         classifier: ClassifierSpec = None,
         task: str = "classification",
-        normalize: bool = True,
-        preprocessing: str | None = None,
+        normalize: bool | str = True,
+        preprocessing: str | Sequence[str] | None = None,
         pca_components: int | None = None,
         classifier_kwargs: dict[str, Any] | None = None,
         random_state: int | None = None,
@@ -154,6 +160,7 @@ class Probe(BaseEstimator):
         fast_auto_top_k: int | None = None,
         train_pooling: str | None = None,
         inference_pooling: str | None = None,
+        mass_mean_augment: bool = False,
     ) -> None:
         self.layers = layers
         self.view = view
@@ -169,6 +176,7 @@ class Probe(BaseEstimator):
         self.fast_auto_top_k = fast_auto_top_k
         self.train_pooling = train_pooling
         self.inference_pooling = inference_pooling
+        self.mass_mean_augment = mass_mean_augment
 
     def __sklearn_tags__(self) -> Any:
         """A classifier or regressor per ``task``, so scikit-learn's model selection
@@ -297,15 +305,11 @@ class Probe(BaseEstimator):
         )
 
     def _steps(self) -> list[tuple[str, Any]]:
-        if self.preprocessing not in (None, "standard", "pca"):
-            raise InvalidArgumentError(
-                f"preprocessing must be None, 'standard' or 'pca'; got {self.preprocessing!r}."
-            )
-        steps: list[tuple[str, Any]] = []
-        if self.normalize or self.preprocessing == "standard":
-            steps.append(("scale", StandardScaler()))
-        if self.preprocessing == "pca":
-            steps.append(("pca", PCA(n_components=self.pca_components, random_state=self.random_state)))
+        from .preprocess import preprocessing_steps
+
+        n_layers = len(getattr(self, "layers_", [0]))
+        steps = preprocessing_steps(self.normalize, self.preprocessing, self.pca_components, n_layers,
+                                    bool(self.mass_mean_augment), self.random_state)
         est = make_estimator(self.classifier, self.task, self.classifier_kwargs, self.random_state)
         if (self.task == "regression" and is_classifier(est)) or (
             self.task == "classification" and is_regressor(est)
@@ -474,9 +478,10 @@ class Probe(BaseEstimator):
             raise InvalidArgumentError(
                 "layer importance needs the fitted pipeline, which a loaded probe does not keep "
                 "(it predicts through the stored affine head); refit the probe to compute it.")
-        if "pca" in steps:
-            raise InvalidArgumentError("layer importance is undefined after PCA (its components mix "
-                                       "the layers); fit without preprocessing='pca'.")
+        if any(isinstance(s, PCA) for s in steps.values()) or "augment" in steps:
+            raise InvalidArgumentError("layer importance is undefined after PCA or mass_mean_augment "
+                                       "(their features mix the layers); fit without them, or use "
+                                       "compute_layer_importance().")
         model = steps["model"]
         if not hasattr(model, "coef_"):
             raise InvalidArgumentError(f"{type(model).__name__} has no coefficients; layer "
@@ -677,15 +682,25 @@ class Probe(BaseEstimator):
         return None, False
 
     def evaluate(self, X: FeatureSource, y: LabelSource = None, *,
-                 layers: HeldLayers | None = None) -> dict[str, float | int]:
+                 layers: HeldLayers | None = None) -> dict[str, float | int | str]:
         """Metrics on held-out data: classification (accuracy, balanced accuracy, AUROC, F1,
-        precision, recall, n) or regression (R², Pearson r, Spearman ρ, MSE, MAE, n).
+        precision, recall, n) or regression (R², Pearson r, Spearman ρ, MSE, MAE, n), and
+        lmprobe's ``n_eval`` (rows) and ``eval_hash`` (which rows: see
+        :func:`actstore.probe.metrics.evaluation_hash`).
         ``layers`` (arrays only): the layers X holds, as for :meth:`fit`."""
+        from .metrics import evaluation_hash
+
         self._check_fitted()
         if self._score_pooling(X) is not None:
-            return self._pooled_metrics(X, labels_for(X, y, len(X)))
-        Xf = self._features(X, self._held(X, layers))
-        return self._metrics(Xf, labels_for(X, y, Xf.shape[0]))
+            yv = labels_for(X, y, len(X))
+            out: dict[str, float | int | str] = dict(self._pooled_metrics(X, yv))
+        else:
+            Xf = self._features(X, self._held(X, layers))
+            yv = labels_for(X, y, Xf.shape[0])
+            out = dict(self._metrics(Xf, yv))
+        out["n_eval"] = int(len(yv))
+        out["eval_hash"] = evaluation_hash(X, yv)
+        return out
 
     def _metrics(self, Xf: np.ndarray, yv: np.ndarray) -> dict[str, float | int]:
         pred = self.pipeline_.predict(Xf)
