@@ -20,8 +20,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.metaestimators import available_if
 
 from ..errors import InvalidArgumentError, NotFittedError
-from .classifiers import CLASSIFIERS, ClassifierSpec, builtin_name, make_estimator
 from ..format.reader import Dataset
+from .classifiers import CLASSIFIERS, ClassifierSpec, builtin_name, make_estimator
 from .data import FeatureSource, HeldLayers, LabelSource, is_dataset, labels_for, load_features
 from .head import LinearHead, collapse_pipeline
 from .layers import LayerSpec, request, stored
