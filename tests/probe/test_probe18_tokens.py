@@ -184,3 +184,23 @@ def test_refusals(full, tmp_path):
     with pytest.raises(LayerNotFoundError, match="pooling='all'"):
         probe.predict(pooled)
     assert probe.predict(np.eye(4, 8)).shape == (4,)
+
+
+def test_cross_validate_and_sweep_split_rows_and_pool_tokens_by_hand(full):
+    from actstore.probe.folds import make_folds
+
+    frame = actstore.cross_validate(full, layers=LAYERS, cv=3, seeds=[0], train_pooling="all",
+                                    inference_pooling="max")
+    y = np.asarray(full.labels)
+    toks = [_tokens(full, r) for r in range(len(full))]
+    for k, (tr, va) in enumerate(make_folds(y, 3, "classification", 0, None)):
+        X = np.concatenate([toks[r] for r in tr])
+        hand = Probe(layers=[0, 1], random_state=0).fit(X, np.repeat(y[tr], [len(toks[r]) for r in tr]))
+        p1 = np.array([hand.predict_proba(toks[r])[:, 1].max() for r in va])
+        assert frame.loc[k, "accuracy"] == pytest.approx(np.mean((p1 > 0.5) == y[va]))
+        assert frame.loc[k, "layers"] == "0,1" and frame.loc[k, "fold"] == k
+    sweep = actstore.sweep_layers(full, layers=[1], cv=3, seed=0, train_pooling="all",
+                                  inference_pooling="max", keep_probes=True)
+    one = actstore.cross_validate(full, layers=[1], cv=3, seeds=[0], train_pooling="all", inference_pooling="max")
+    np.testing.assert_allclose(sweep.results["accuracy"].to_numpy(), one["accuracy"].to_numpy())
+    assert sweep[1].train_pooling == "all" and sweep[1].predict(full).shape == (len(full),)
