@@ -204,3 +204,8 @@ def test_cross_validate_and_sweep_split_rows_and_pool_tokens_by_hand(full):
     one = actstore.cross_validate(full, layers=[1], cv=3, seeds=[0], train_pooling="all", inference_pooling="max")
     np.testing.assert_allclose(sweep.results["accuracy"].to_numpy(), one["accuracy"].to_numpy())
     assert sweep[1].train_pooling == "all" and sweep[1].predict(full).shape == (len(full),)
+
+
+def test_mdl_refuses_token_pooling(full):
+    with pytest.raises(InvalidArgumentError, match="token pooling"):
+        actstore.mdl_probe(full, layers=1, inference_pooling="max")
