@@ -11,7 +11,16 @@ C=1, max_iter=1000, tol=1e-4) on the same folds, so the accuracies are comparabl
 per fit; the 1-thread loop shows how much of the gain is BLAS threading that does not pay for
 fits this size.
 
-Usage: ``python benchmarks/bench_probe.py [--quick]`` -> ``benchmarks/results/probe.md``.
+Two more sections (issue 18.9): ``layers="auto"`` (group lasso over the candidate layers
+0.25/0.5/0.75 of the depth, then a refit on the kept ones) against lmprobe's own group lasso
+run on the same arrays (its ``PerLayerScaler`` + ``GroupLassoClassifier``, then
+``fit_from_activations`` on the kept layers: what ``lmprobe.Probe(layers="auto").fit`` does
+after extraction, which needs a model), and token-level training, ``Probe(train_pooling="all")``
+on a full-sequence dataset, in rows/s and tokens/s with its peak RSS (a child process, so the
+peak is that fit's own).
+
+Usage: ``python benchmarks/bench_probe.py [--quick | --tiny] [--sections sweep,auto,tokens]``
+-> ``benchmarks/results/probe.md`` (``--tiny`` only prints: it proves the script runs).
 """
 
 from __future__ import annotations
@@ -94,6 +103,74 @@ def run_lmprobe(ds, y, folds, layers):  # type: ignore[no-untyped-def]
     return acc
 
 
+def run_auto_actstore(ds):  # type: ignore[no-untyped-def]
+    probe = actstore.Probe(layers="auto").fit(ds, "label")
+    return probe.candidate_layers_, probe.selected_layers_, probe.score(ds, "label")
+
+
+def run_auto_lmprobe(ds, candidates, alpha=0.01):  # type: ignore[no-untyped-def]
+    """lmprobe 0.10.3's ``_fit_auto_layers`` minus extraction, on the candidates' arrays."""
+    from lmprobe import Probe as LmProbe
+    from lmprobe.classifiers import build_group_lasso_classifier
+    from lmprobe.scaling import PerLayerScaler
+
+    X = np.concatenate([ds.layer(L) for L in candidates], axis=1)
+    y = ds.labels
+    Xs = PerLayerScaler(len(candidates), ds.info.dim, "per_neuron").fit_transform(X)
+    gl = build_group_lasso_classifier(hidden_dim=ds.info.dim, n_layers=len(candidates), alpha=alpha,
+                                      random_state=0)
+    gl.fit(Xs, y)
+    keep = list(gl.selected_groups_) or list(range(len(candidates)))
+    kept = [candidates[i] for i in keep]
+    Xk = np.concatenate([ds.layer(L) for L in kept], axis=1)
+    p = LmProbe(model="bench/synthetic", layers=kept, classifier="logistic_regression", random_state=0,
+                device="cpu")
+    p.fit_from_activations(Xk, y, n_layers=len(kept))
+    return candidates, kept, p.score_from_activations(Xk, y)
+
+
+def make_token_dataset(path: str, n: int, tokens: int, dim: int) -> None:
+    """A full-sequence dataset: rows of ``tokens // 2 .. tokens`` tokens, one of which carries
+    the label (so per-token training has something to find)."""
+    rng = np.random.default_rng(1)
+    direction = rng.normal(size=dim).astype(np.float32)
+    direction /= np.linalg.norm(direction)
+    with DatasetWriter(path, model="bench/synthetic", layers=[0], dim=dim, pooling="all") as w:
+        for start in range(0, n, 256):
+            texts, seqs, labels = [], [], []
+            for i in range(start, min(n, start + 256)):
+                T, lab = int(rng.integers(tokens // 2, tokens + 1)), i % 2
+                a = rng.normal(size=(T, dim)).astype(np.float32)
+                a[int(rng.integers(T))] += 4 * lab * direction  # a positive row has one marked token
+                texts.append(f"prompt {i}")
+                seqs.append(a)
+                labels.append(lab)
+            w.add(texts, hidden={0: seqs}, labels=labels)
+
+
+def token_child(path: str) -> None:
+    """Run in a child process: one token-level fit, its time and the child's peak RSS, as JSON."""
+    import json
+
+    ds = actstore.open_dataset(path)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    t0 = time.perf_counter()
+    probe = actstore.Probe(layers=0, train_pooling="all", inference_pooling="max").fit(ds, "label")
+    took = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": took, "rows": len(ds), "tokens": probe.n_train_tokens_, "rss_mib": rss, "rss_before_mib": before,
+                      "auroc": probe.evaluate(ds, "label")["auroc"]}))
+
+
+def run_tokens(path: str) -> dict:  # type: ignore[type-arg]
+    import json
+    import subprocess
+
+    out = subprocess.run([sys.executable, __file__, "--_token-child", path], check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def run_actstore(ds, layers):  # type: ignore[no-untyped-def]
     sweep = actstore.sweep_layers(ds, "label", layers=layers, cv=5, seed=0)
     frame = sweep.to_frame()
@@ -103,10 +180,22 @@ def run_actstore(ds, layers):  # type: ignore[no-untyped-def]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="4 layers x 1,000 prompts x 128 dims")
+    ap.add_argument("--tiny", action="store_true", help="4 layers x 200 prompts x 32 dims; prints only")
+    ap.add_argument("--sections", default="sweep,auto,tokens", help="comma-separated: sweep, auto, tokens")
     ap.add_argument("--repeats", type=int, default=None, help="rounds, best time kept (default 3; 2 quick)")
+    ap.add_argument("--_token-child", dest="token_child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    n, n_layers, dim = (1000, 4, 128) if args.quick else (5000, 12, 768)
-    args.repeats = args.repeats or (2 if args.quick else 3)
+    if args.token_child:
+        token_child(args.token_child)
+        return
+    sections = {s.strip() for s in args.sections.split(",") if s.strip()}
+    unknown = sections - {"sweep", "auto", "tokens"}
+    if unknown:
+        ap.error(f"unknown sections {sorted(unknown)}")
+    size = "tiny" if args.tiny else "quick" if args.quick else "full"
+    n, n_layers, dim = {"tiny": (200, 4, 32), "quick": (1000, 4, 128), "full": (5000, 12, 768)}[size]
+    tok_rows, tok_len = {"tiny": (100, 16), "quick": (1000, 32), "full": (2000, 64)}[size]
+    args.repeats = args.repeats or (1 if args.tiny else 2 if args.quick else 3)
     best_layer = None
     work = tempfile.mkdtemp(prefix="bench-probe-")
     warnings.filterwarnings("ignore")
@@ -118,14 +207,23 @@ def main() -> None:
         ds = actstore.open_dataset(path)
         layers = list(range(n_layers))
         folds = make_folds(y, 5, "classification", 0, None)
+        extra = []
+        if "auto" in sections:
+            extra += auto_section(ds, args.repeats)
+        if "tokens" in sections:
+            tpath = os.path.join(work, "tokens")
+            make_token_dataset(tpath, tok_rows, tok_len, dim)
+            extra += tokens_section(run_tokens(tpath), tok_rows, tok_len, dim)
         contenders = {"actstore": lambda: run_actstore(ds, layers),
                       "scikit-learn loop": lambda: (run_sklearn(ds, y, folds, layers), None),
                       "lmprobe 0.10.3": lambda: (run_lmprobe(ds, y, folds, layers), None),
                       "scikit-learn loop, 1 BLAS thread": lambda: (run_sklearn_1thread(ds, y, folds, layers), None)}
+        if "sweep" not in sections:
+            contenders = {}
         timings, accs = {name: float("inf") for name in contenders}, {}
         # the machine is shared: best of `repeats` rounds, with the order rotated each round,
         # so a burst of someone else's load does not land on one contender only
-        for r in range(args.repeats):
+        for r in range(args.repeats if contenders else 0):
             names = list(contenders)[r % len(contenders):] + list(contenders)[:r % len(contenders)]
             for name in names:
                 t0 = time.perf_counter()
@@ -135,10 +233,53 @@ def main() -> None:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
-    text = render(args, n, n_layers, dim, timings, accs, rss, best_layer)
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "probe.md").write_text(text)
+    text = render(args, n, n_layers, dim, timings, accs, rss, best_layer) if timings else ""
+    text += "\n".join(extra)
+    if not args.tiny:
+        (HERE / "results").mkdir(exist_ok=True)
+        (HERE / "results" / "probe.md").write_text(text)
     print(text)
+
+
+def auto_section(ds, repeats: int) -> list[str]:  # type: ignore[no-untyped-def]
+    times = {"actstore": float("inf"), "lmprobe 0.10.3": float("inf")}
+    found, missing = {}, None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        found["actstore"] = run_auto_actstore(ds)
+        times["actstore"] = min(times["actstore"], time.perf_counter() - t0)
+        if "lmprobe 0.10.3" not in times:
+            continue
+        t0 = time.perf_counter()
+        try:
+            found["lmprobe 0.10.3"] = run_auto_lmprobe(ds, list(found["actstore"][0]))
+        except ImportError as exc:  # lmprobe's group lasso needs skglm (lmprobe[auto])
+            missing = str(exc).splitlines()[0]
+            del times["lmprobe 0.10.3"]
+            continue
+        times["lmprobe 0.10.3"] = min(times["lmprobe 0.10.3"], time.perf_counter() - t0)
+    lines = ["", "### `layers=\"auto\"` (group lasso over the candidate layers, then a refit)", "",
+             f"{len(ds):,} prompts × {ds.info.dim} dims; candidates 0.25/0.5/0.75 of the depth, "
+             f"auto_alpha=0.01; lmprobe's group lasso on the same arrays; best of {repeats}.", "",
+             "| contender | time | time ÷ actstore time | candidates | kept | train accuracy |",
+             "|---|---:|---:|---|---|---:|"]
+    for name, t in times.items():
+        cand, kept, acc = found[name]
+        lines.append(f"| {name} | {t:.2f} s | {t / times['actstore']:.2f}× | {list(cand)} | {list(kept)} | {acc:.4f} |")
+    if missing:
+        lines.append(f"| lmprobe 0.10.3 | not run: {missing} | - | - | - | - |")
+    return lines + [""]
+
+
+def tokens_section(r: dict, rows: int, length: int, dim: int) -> list[str]:  # type: ignore[type-arg]
+    return ["", "### Token-level training (`Probe(train_pooling=\"all\")` on a full-sequence dataset)", "",
+            f"{rows:,} rows of {length // 2}–{length} tokens × {dim} dims, one layer; every real token "
+            "a training sample (read row by row with `ds.tokens`), logistic regression.", "",
+            "| rows | tokens | fit time | rows/s | tokens/s | peak RSS of the child (before the fit) "
+            "| train AUROC (`inference_pooling=\"max\"`) |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
+            f"| {r['rows']:,} | {r['tokens']:,} | {r['seconds']:.2f} s | {r['rows'] / r['seconds']:,.0f} | "
+            f"{r['tokens'] / r['seconds']:,.0f} | {r['rss_mib']:,.0f} MiB ({r['rss_before_mib']:,.0f} MiB) | {r['auroc']:.4f} |", ""]
 
 
 def render(args, n, n_layers, dim, timings, accs, rss, best_layer) -> str:  # type: ignore[no-untyped-def]
@@ -148,7 +289,7 @@ def render(args, n, n_layers, dim, timings, accs, rss, best_layer) -> str:  # ty
     lines = [
         "## Probes: full layer sweep (`benchmarks/bench_probe.py`)",
         "",
-        f"Command: `python benchmarks/bench_probe.py{' --quick' if args.quick else ''}`; {n_layers} layers × "
+        f"Command: `python benchmarks/bench_probe.py{' --quick' if args.quick else ' --tiny' if args.tiny else ''}`; {n_layers} layers × "
         f"{n:,} prompts × {dim} dims (a v2 dataset on disk), 5-fold CV, StandardScaler + lbfgs logistic "
         f"regression (C=1, max_iter=1000, tol=1e-4) in every contender; best of {args.repeats} rounds "
         f"(order rotated each round); {machine}, shared with other jobs.",

@@ -17,10 +17,10 @@ from sklearn.base import BaseEstimator, is_classifier, is_regressor
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError as SklearnNotFittedError
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 from sklearn.utils.metaestimators import available_if
 
 from ..errors import InvalidArgumentError, NotFittedError
+from ..format.reader import Dataset
 from .classifiers import CLASSIFIERS, ClassifierSpec, builtin_name, make_estimator
 from .data import FeatureSource, HeldLayers, LabelSource, is_dataset, labels_for, load_features
 from .head import LinearHead, collapse_pipeline
@@ -87,11 +87,14 @@ class Probe(BaseEstimator):
         ``"sgd"``, or any scikit-learn estimator instance. ``None`` (default) means logistic
         regression for classification and ridge for regression, as in lmprobe.
     task : {"classification", "regression"}
-    normalize : bool
-        Standardise features before the classifier.
-    preprocessing : {None, "standard", "pca"}
-        ``"pca"`` projects onto ``pca_components`` principal components (after
-        standardisation when ``normalize``).
+    normalize : bool or {"per_neuron", "per_layer"}
+        Standardise features before the classifier: ``True`` / ``"per_neuron"`` one mean and
+        standard deviation per feature, ``"per_layer"`` one per layer (lmprobe's
+        ``PerLayerScaler``), ``False`` none. Left out when ``preprocessing`` standardises.
+    preprocessing : str or list of str, optional
+        lmprobe's grammar: ``"standard"`` (or ``"standard_scaler"``), ``"pca"``
+        (``pca_components`` components) and ``"pca:N"``, joined by ``"+"``
+        (``"standard+pca:8"``) or as a list, applied in order after ``normalize``.
     pca_components : int, optional
     classifier_kwargs : dict, optional
         Passed to the classifier.
@@ -106,6 +109,24 @@ class Probe(BaseEstimator):
         ``layers`` also takes lmprobe's ``"sweep"``, ``"sweep:N"`` (every N-th block) and
         ``"sweep:START-END"``: each candidate is cross-validated (5 folds) on the training
         rows, and the probe is fitted on the best one (``sweep_scores_`` holds the scores).
+    train_pooling : {None, "all", "last_token", "first_token", "mean"}
+        How a full-sequence Dataset's tokens become training samples (lmprobe's name).
+        ``None`` (default) reads the pooled ``view``; ``"all"`` makes every real token of
+        each row a sample with the row's label and weight (never padding), and the folds of
+        ``layers="sweep"`` then group tokens by row; the others pool each row's tokens.
+    inference_pooling : str, optional
+        How a full-sequence Dataset's rows are scored at prediction (lmprobe's names).
+        ``None`` (default) reads the pooled ``view``. ``"max"``, ``"min"``, ``"score:mean"``
+        (any base prefixed ``score:``) score every token and reduce the scores per row: the
+        positive-class probability (or margin) of a binary probe, each class's probability
+        of a multiclass one (``score:mean``, ``score:last_token``, ``score:first_token``
+        only), the prediction of a regression. ``"mean"``, ``"last_token"``,
+        ``"first_token"``, ``"activation:max"``, ``"activation:min"`` pool each row's
+        tokens first and score once. Arrays are always scored as given.
+    mass_mean_augment : bool
+        lmprobe's augmentation (binary classification): the projection on the unit
+        mass-mean direction, learnt after ``normalize`` and before ``preprocessing``, is
+        appended as one more feature for the classifier.
 
     Notes
     -----
@@ -129,14 +150,17 @@ class Probe(BaseEstimator):
         view: str | None = None,
         classifier: ClassifierSpec = None,
         task: str = "classification",
-        normalize: bool = True,
-        preprocessing: str | None = None,
+        normalize: bool | str = True,
+        preprocessing: str | Sequence[str] | None = None,
         pca_components: int | None = None,
         classifier_kwargs: dict[str, Any] | None = None,
         random_state: int | None = None,
         auto_candidates: Sequence[int | float] | None = None,
         auto_alpha: float = 0.01,
         fast_auto_top_k: int | None = None,
+        train_pooling: str | None = None,
+        inference_pooling: str | None = None,
+        mass_mean_augment: bool = False,
     ) -> None:
         self.layers = layers
         self.view = view
@@ -150,6 +174,9 @@ class Probe(BaseEstimator):
         self.auto_candidates = auto_candidates
         self.auto_alpha = auto_alpha
         self.fast_auto_top_k = fast_auto_top_k
+        self.train_pooling = train_pooling
+        self.inference_pooling = inference_pooling
+        self.mass_mean_augment = mass_mean_augment
 
     def __sklearn_tags__(self) -> Any:
         """A classifier or regressor per ``task``, so scikit-learn's model selection
@@ -220,6 +247,14 @@ class Probe(BaseEstimator):
                     f"{self.layers_} are positions in that array), so it cannot tell which "
                     "layers of a Dataset to read. Fit on the Dataset, or pass layers= to fit."
                 )
+            pooling = self._inference_pooling(X)
+            if pooling is not None:  # activation pooling: each row's tokens pooled first
+                from .tokens import pool_tokens, row_tokens
+
+                out = np.empty((len(X), len(self.layers_), self.dim_), dtype=np.float32)
+                for r in range(len(X)):
+                    out[r] = pool_tokens(row_tokens(X, r, self.layers_), pooling.base)
+                return out
             return read_layers(X, self.layers_, self.view)
         arr = as_dense(X)
         n_fit = len(self.layers_)
@@ -270,15 +305,11 @@ class Probe(BaseEstimator):
         )
 
     def _steps(self) -> list[tuple[str, Any]]:
-        if self.preprocessing not in (None, "standard", "pca"):
-            raise InvalidArgumentError(
-                f"preprocessing must be None, 'standard' or 'pca'; got {self.preprocessing!r}."
-            )
-        steps: list[tuple[str, Any]] = []
-        if self.normalize or self.preprocessing == "standard":
-            steps.append(("scale", StandardScaler()))
-        if self.preprocessing == "pca":
-            steps.append(("pca", PCA(n_components=self.pca_components, random_state=self.random_state)))
+        from .preprocess import preprocessing_steps
+
+        n_layers = len(getattr(self, "layers_", [0]))
+        steps = preprocessing_steps(self.normalize, self.preprocessing, self.pca_components, n_layers,
+                                    bool(self.mass_mean_augment), self.random_state)
         est = make_estimator(self.classifier, self.task, self.classifier_kwargs, self.random_state)
         if (self.task == "regression" and is_classifier(est)) or (
             self.task == "classification" and is_regressor(est)
@@ -315,19 +346,46 @@ class Probe(BaseEstimator):
             spec = sweep_spec(self.layers, [request(L) for L in have])
         else:
             spec = self.layers
-        feats, chosen = load_features(X, spec, self.view, held=held)
-        yv = labels_for(X, y, feats.shape[0])
-        weights = self._weights(sample_weight, feats.shape[0])
+        from .tokens import check_train_pooling, parse_inference_pooling
+
+        pooling = check_train_pooling(self.train_pooling)
+        parse_inference_pooling(self.inference_pooling)  # a bad value is refused before reading
+        groups = None
+        if pooling is None:
+            feats, chosen = load_features(X, spec, self.view, held=held)
+            yv = labels_for(X, y, feats.shape[0])
+            weights = self._weights(sample_weight, feats.shape[0])
+        else:
+            feats, chosen, yv, weights, groups = self._token_samples(X, y, spec, pooling, sample_weight)
         if auto:
             keep = self._select_layers(feats, yv, chosen, weights)
             feats, chosen = feats[:, keep], [chosen[i] for i in keep]
         elif swept:
-            best = self._sweep_best(feats, yv, chosen, weights)
+            best = self._sweep_best(feats, yv, chosen, weights, groups=groups)
             feats, chosen = feats[:, [best]], [chosen[best]]
         Xf = self._fit_layout(feats, chosen, named=named)
         self._fit_head(Xf, yv, weights)
         self.provenance_ = dataset_provenance(X, y, self.view, self.layers_)  # saved with it
         return self
+
+    def _token_samples(self, X: FeatureSource, y: LabelSource, spec: LayerSpec, pooling: str,
+                       sample_weight: ArrayLike | None) -> tuple[np.ndarray, list[int], np.ndarray,
+                                                                 np.ndarray | None, np.ndarray | None]:
+        """Training samples of ``train_pooling``: features, layers, labels, weights and the
+        row of each sample (the CV groups of ``"all"``; None when there is one per row)."""
+        from .data import stored_layers
+        from .layers import resolve_layers
+        from .tokens import require_full_sequence, token_features
+
+        ds = require_full_sequence(X, f"train_pooling={pooling!r}")
+        chosen = resolve_layers(spec, stored_layers(ds), where="the dataset")
+        y_rows = labels_for(ds, y, len(ds))
+        w_rows = self._weights(sample_weight, len(ds))
+        feats, rows = token_features(ds, chosen, pooling)
+        if pooling != "all":
+            return feats, chosen, y_rows, w_rows, None
+        self.n_train_tokens_ = int(rows.size)
+        return feats, chosen, y_rows[rows], None if w_rows is None else w_rows[rows], rows
 
     def _candidates(self, X: FeatureSource, held: HeldLayers | None) -> list[int | str]:
         """The candidate layers of ``"auto"``/``"fast_auto"``, as stored layer names."""
@@ -382,14 +440,16 @@ class Probe(BaseEstimator):
         return keep
 
     def _sweep_best(self, feats: np.ndarray, yv: np.ndarray, chosen: list[int | str],
-                    weights: np.ndarray | None, cv: int = 5) -> int:
-        """Position of the layer with the best 5-fold CV score (lmprobe's ``layers="sweep"``)."""
+                    weights: np.ndarray | None, cv: int = 5, groups: np.ndarray | None = None) -> int:
+        """Position of the layer with the best 5-fold CV score (lmprobe's ``layers="sweep"``);
+        ``groups`` (the row of each token sample) keeps a row's tokens in one fold."""
         from .folds import make_folds
 
         check_targets(yv, self.task)
         seed = 0 if self.random_state is None else int(self.random_state)
-        folds = make_folds(yv, cv, self.task, seed, None)
-        params = {**self.get_params(deep=False), "layers": 0}
+        folds = make_folds(yv, cv, self.task, seed, groups)
+        params = {**self.get_params(deep=False), "layers": 0, "train_pooling": None,
+                  "inference_pooling": None}
         scores = []
         for i in range(len(chosen)):
             fold_scores = []
@@ -418,9 +478,10 @@ class Probe(BaseEstimator):
             raise InvalidArgumentError(
                 "layer importance needs the fitted pipeline, which a loaded probe does not keep "
                 "(it predicts through the stored affine head); refit the probe to compute it.")
-        if "pca" in steps:
-            raise InvalidArgumentError("layer importance is undefined after PCA (its components mix "
-                                       "the layers); fit without preprocessing='pca'.")
+        if any(isinstance(s, PCA) for s in steps.values()) or "augment" in steps:
+            raise InvalidArgumentError("layer importance is undefined after PCA or mass_mean_augment "
+                                       "(their features mix the layers); fit without them, or use "
+                                       "compute_layer_importance().")
         model = steps["model"]
         if not hasattr(model, "coef_"):
             raise InvalidArgumentError(f"{type(model).__name__} has no coefficients; layer "
@@ -540,19 +601,78 @@ class Probe(BaseEstimator):
     def predict(self, X: FeatureSource, *, layers: HeldLayers | None = None) -> np.ndarray:
         """``layers`` (arrays only): the layers X holds, as for :meth:`fit`."""
         self._check_fitted()
+        if self._score_pooling(X) is not None:
+            return self._pooled_predict(X)
         return self.pipeline_.predict(self._features(X, self._held(X, layers)))
 
     @available_if(lambda self: self._has("predict_proba"))
     def predict_proba(self, X: FeatureSource, *, layers: HeldLayers | None = None) -> np.ndarray:
         """``layers`` (arrays only): the layers X holds, as for :meth:`fit`."""
         self._check_fitted()
+        if self._score_pooling(X) is not None:
+            return self._pooled_scores(X, "predict_proba")
         return self.pipeline_.predict_proba(self._features(X, self._held(X, layers)))
 
     @available_if(lambda self: self._has("decision_function"))
     def decision_function(self, X: FeatureSource, *, layers: HeldLayers | None = None) -> np.ndarray:
         """``layers`` (arrays only): the layers X holds, as for :meth:`fit`."""
         self._check_fitted()
+        if self._score_pooling(X) is not None:
+            return self._pooled_scores(X, "decision_function")
         return self.pipeline_.decision_function(self._features(X, self._held(X, layers)))
+
+    # -- token pooling at inference ----------------------------------------------------
+    def _inference_pooling(self, X: FeatureSource) -> Any:
+        """The parsed ``inference_pooling`` for ``X`` (None for arrays or no pooling)."""
+        from .tokens import parse_inference_pooling, require_full_sequence
+
+        pooling = parse_inference_pooling(self.inference_pooling)
+        if pooling is None or not is_dataset(X):
+            return None  # arrays are scored as given (pooled or per-token features)
+        require_full_sequence(X, f"inference_pooling={self.inference_pooling!r}")
+        if not getattr(self, "layers_named_", True):
+            raise InvalidArgumentError(
+                f"This probe was fitted on an array whose layers were not named (layers_ "
+                f"{self.layers_} are positions in that array), so it cannot tell which layers "
+                "of a Dataset to read. Fit on the Dataset, or pass layers= to fit.")
+        return pooling
+
+    def _score_pooling(self, X: FeatureSource) -> Any:
+        pooling = self._inference_pooling(X)
+        return pooling if pooling is not None and pooling.score else None
+
+    def _pooled_scores(self, ds: Dataset, method: str) -> np.ndarray:
+        """``method`` applied to every token of each row, reduced per row (score pooling)."""
+        from .tokens import iter_token_batches, reduce_scores
+
+        pooling = self._score_pooling(ds)
+        multiclass = self.task == "classification" and len(self.classes_) > 2
+        if multiclass and pooling.base in ("max", "min"):
+            raise InvalidArgumentError(
+                f"inference_pooling={self.inference_pooling!r} on a multiclass probe is undefined "
+                "(per-class maxima or minima of probabilities are not a distribution); use "
+                f"'score:mean' or 'activation:{pooling.base}'.")
+        binary_proba = method == "predict_proba" and not multiclass
+        out = []
+        for toks, counts in iter_token_batches(ds, self.layers_):
+            s = getattr(self.pipeline_, method)(self._layout(toks))
+            if binary_proba:
+                s = s[:, 1]  # the positive class's probability is what is reduced
+            out.extend(reduce_scores(part, pooling.base) for part in np.split(s, np.cumsum(counts)[:-1]))
+        scores = np.asarray(out, dtype=np.float64)
+        return np.stack([1 - scores, scores], axis=1) if binary_proba else scores
+
+    def _pooled_predict(self, ds: Dataset) -> np.ndarray:
+        """Labels from the reduced scores (probabilities when the classifier has them)."""
+        if self.task == "regression":
+            return self._pooled_scores(ds, "predict")
+        method = "predict_proba" if hasattr(self.pipeline_, "predict_proba") else "decision_function"
+        s = self._pooled_scores(ds, method)
+        if s.ndim == 1:  # a binary margin
+            return self.classes_[(s > 0).astype(int)]
+        if method == "predict_proba" and s.shape[1] == 2:
+            return self.classes_[(s[:, 1] > 0.5).astype(int)]
+        return self.classes_[s.argmax(1)]
 
     def _scores(self, Xf: np.ndarray) -> tuple[np.ndarray | None, bool]:
         """Probabilities if the classifier has them, else margins; and which it was."""
@@ -562,13 +682,25 @@ class Probe(BaseEstimator):
         return None, False
 
     def evaluate(self, X: FeatureSource, y: LabelSource = None, *,
-                 layers: HeldLayers | None = None) -> dict[str, float | int]:
+                 layers: HeldLayers | None = None) -> dict[str, float | int | str]:
         """Metrics on held-out data: classification (accuracy, balanced accuracy, AUROC, F1,
-        precision, recall, n) or regression (R², Pearson r, Spearman ρ, MSE, MAE, n).
+        precision, recall, n) or regression (R², Pearson r, Spearman ρ, MSE, MAE, n), and
+        lmprobe's ``n_eval`` (rows) and ``eval_hash`` (which rows: see
+        :func:`actstore.probe.metrics.evaluation_hash`).
         ``layers`` (arrays only): the layers X holds, as for :meth:`fit`."""
+        from .metrics import evaluation_hash
+
         self._check_fitted()
-        Xf = self._features(X, self._held(X, layers))
-        return self._metrics(Xf, labels_for(X, y, Xf.shape[0]))
+        if self._score_pooling(X) is not None:
+            yv = labels_for(X, y, len(X))
+            out: dict[str, float | int | str] = dict(self._pooled_metrics(X, yv))
+        else:
+            Xf = self._features(X, self._held(X, layers))
+            yv = labels_for(X, y, Xf.shape[0])
+            out = dict(self._metrics(Xf, yv))
+        out["n_eval"] = int(len(yv))
+        out["eval_hash"] = evaluation_hash(X, yv)
+        return out
 
     def _metrics(self, Xf: np.ndarray, yv: np.ndarray) -> dict[str, float | int]:
         pred = self.pipeline_.predict(Xf)
@@ -576,6 +708,17 @@ class Probe(BaseEstimator):
             return regression_metrics(yv, pred)
         scores, is_proba = self._scores(Xf)
         return classification_metrics(yv, pred, scores, self.classes_, scores_are_proba=is_proba)
+
+    def _pooled_metrics(self, ds: Dataset, yv: np.ndarray) -> dict[str, float | int]:
+        """:meth:`_metrics` with score pooling: labels and scores from the reduced scores."""
+        pred = self._pooled_predict(ds)
+        if self.task == "regression":
+            return regression_metrics(yv, pred)
+        for method in ("predict_proba", "decision_function"):
+            if hasattr(self.pipeline_, method):
+                return classification_metrics(yv, pred, self._pooled_scores(ds, method), self.classes_,
+                                              scores_are_proba=method == "predict_proba")
+        return classification_metrics(yv, pred, None, self.classes_)
 
     def score(self, X: FeatureSource, y: LabelSource = None, *, layers: HeldLayers | None = None) -> float:
         """Accuracy (classification) or R² (regression); ``layers`` as for :meth:`evaluate`."""

@@ -27,7 +27,7 @@ from sklearn.svm import SVC, LinearSVC, LinearSVR
 from ..errors import InvalidArgumentError
 from .classifiers import MassMeanProbe
 
-__all__ = ["LinearHead", "collapse_pipeline"]
+__all__ = ["LinearHead", "affine_steps", "collapse_pipeline"]
 
 _PROBA = (LogisticRegression, LogisticRegressionCV, LinearDiscriminantAnalysis, MassMeanProbe)
 # SVC's probabilities come from a separate Platt fit (and may disagree with its predictions),
@@ -64,6 +64,40 @@ class LinearHead:
         return e / e.sum(1, keepdims=True)
 
 
+def affine_steps(steps: Sequence[BaseEstimator], n_features: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Preprocessing steps as one affine map ``x -> x @ M + b``: ``(diag, W, b)`` where ``M``
+    is ``diag(diag)`` while ``W`` is None (only diagonal steps so far), else ``W``.
+
+    Standard and per-layer scaling are diagonal; PCA (without whitening) is dense.
+    """
+    from .preprocess import PerLayerScaler
+
+    # x -> x @ W + b, with W kept as a diagonal vector until a dense step (PCA) appears
+    diag = np.ones(n_features)
+    W: np.ndarray | None = None
+    b = np.zeros(diag.size)
+    for step in steps:
+        if isinstance(step, (StandardScaler, PerLayerScaler)):
+            scale = np.ones(b.size) if step.scale_ is None else step.scale_
+            mean = np.zeros(b.size) if step.mean_ is None else step.mean_
+            if W is None:
+                diag = diag / scale
+            else:
+                W = W / scale
+            b = (b - mean) / scale
+        elif isinstance(step, PCA) and not step.whiten:
+            C = step.components_.T
+            W = diag[:, None] * C if W is None else W @ C
+            b = (b - step.mean_) @ C
+        else:
+            raise InvalidArgumentError(
+                f"Pipeline step {type(step).__name__} cannot be saved safely (only standard "
+                "or per-layer scaling, PCA without whitening and the mass-mean augmentation "
+                "are stored)."
+            )
+    return diag, W, b
+
+
 def collapse_pipeline(steps: Sequence[BaseEstimator], estimator: BaseEstimator, n_features: int) -> LinearHead:
     """Compose preprocessing and a linear model (inputs already scaled per layer) into a :class:`LinearHead`.
 
@@ -91,30 +125,22 @@ def collapse_pipeline(steps: Sequence[BaseEstimator], estimator: BaseEstimator, 
             "the built-in linear classifiers are stored (as JSON + safetensors, never pickle). "
             "Use one of them, or keep the estimator yourself."
         )
-    # x -> x @ W + b, with W kept as a diagonal vector until a dense step (PCA) appears
-    diag = np.ones(n_features)
-    W: np.ndarray | None = None
-    b = np.zeros(diag.size)
-    for step in steps:
-        if isinstance(step, StandardScaler):
-            scale = np.ones(b.size) if step.scale_ is None else step.scale_
-            mean = np.zeros(b.size) if step.mean_ is None else step.mean_
-            if W is None:
-                diag = diag / scale
-            else:
-                W = W / scale
-            b = (b - mean) / scale
-        elif isinstance(step, PCA) and not step.whiten:
-            C = step.components_.T
-            W = diag[:, None] * C if W is None else W @ C
-            b = (b - step.mean_) @ C
-        else:
-            raise InvalidArgumentError(
-                f"Pipeline step {type(step).__name__} cannot be saved safely (only standard "
-                "scaling and PCA without whitening are stored)."
-            )
+    from .preprocess import MassMeanAugment
+
     coef = np.atleast_2d(np.asarray(estimator.coef_, dtype=np.float64))
     intercept = np.atleast_1d(np.asarray(estimator.intercept_, dtype=np.float64))
+    steps = list(steps)
+    if steps and isinstance(steps[-1], MassMeanAugment):
+        # the model reads [inner(x), x @ direction]: fold both into coefficients on x
+        aug = steps.pop()
+        d_in, W_in, b_in = affine_steps(aug.fitted_steps_, aug.direction_.size)
+        inner = coef[:, :-1]
+        M = d_in[:, None] * inner.T if W_in is None else W_in @ inner.T
+        intercept = intercept + b_in @ inner.T
+        coef = (M + aug.direction_[:, None] * coef[:, -1][None, :]).T
+    if any(isinstance(s, MassMeanAugment) for s in steps):
+        raise InvalidArgumentError("The mass-mean augmentation must be the last step before the model.")
+    diag, W, b = affine_steps(steps, n_features)
     W = diag[:, None] * coef.T if W is None else W @ coef.T
     b = b @ coef.T + intercept
     classes = getattr(estimator, "classes_", None)

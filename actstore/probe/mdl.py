@@ -97,6 +97,11 @@ def mdl_probe(
     >>> result.codelength, result.compression                # doctest: +SKIP
     """
     layers = layers_keyword("mdl_probe", layers, layer)
+    pooled = [k for k in ("train_pooling", "inference_pooling") if probe_params.get(k) is not None]
+    if pooled:
+        raise InvalidArgumentError(
+            f"mdl_probe reads pooled views; it does not take {pooled} (token pooling). Pool by "
+            "hand with ds.tokens, or fit Probe(train_pooling=...) directly.")
     X, _ = load_features(data, layers, view)
     X = X.reshape(X.shape[0], -1)
     yv = labels_for(data, y, X.shape[0])

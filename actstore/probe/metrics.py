@@ -6,7 +6,7 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
 
-__all__ = ["MAIN_METRICS", "classification_metrics", "main_metric", "regression_metrics"]
+__all__ = ["MAIN_METRICS", "classification_metrics", "evaluation_hash", "main_metric", "regression_metrics"]
 
 #: The score a probe reports per task (``Probe.score``, a sweep's best layer, plots).
 MAIN_METRICS = {"classification": "accuracy", "regression": "r2"}
@@ -21,6 +21,34 @@ def main_metric(task: str) -> str:
     'r2'
     """
     return MAIN_METRICS["regression" if task == "regression" else "classification"]
+
+
+def evaluation_hash(data: object, labels: np.ndarray) -> str:
+    """``"sha256:..."`` naming the evaluation rows, as lmprobe's ``evaluate`` reports it.
+
+    For a Dataset it is lmprobe's own hash: the sha256 of the sorted prompt texts and label
+    strings joined by newlines, so the same prompts and labels give the same hash in both
+    libraries. Arrays have no prompts: the hash covers their float32 bytes, shape and the
+    label strings.
+
+    Examples
+    --------
+    >>> evaluation_hash(np.zeros((2, 3)), np.array([0, 1]))[:7]
+    'sha256:'
+    """
+    import hashlib
+
+    from ..format.reader import Dataset
+
+    label_strs = [str(v) for v in np.asarray(labels).tolist()]
+    if isinstance(data, Dataset):
+        combined = "\n".join(sorted(list(data.texts) + label_strs))
+        return "sha256:" + hashlib.sha256(combined.encode()).hexdigest()
+    arr = np.ascontiguousarray(np.asarray(data, dtype=np.float32))
+    h = hashlib.sha256(repr(arr.shape).encode())
+    h.update(arr.tobytes())
+    h.update("\n".join(label_strs).encode())
+    return "sha256:" + h.hexdigest()
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, scores: np.ndarray | None,

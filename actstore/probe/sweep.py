@@ -79,6 +79,32 @@ def _fit_folds(X: np.ndarray, y: np.ndarray, folds: list[tuple[np.ndarray, np.nd
     return rows
 
 
+_TOKEN_PARAMS = ("train_pooling", "inference_pooling")
+
+
+def _token_pooled(params: dict[str, Any]) -> bool:
+    """Whether the probe parameters pool tokens (then folds go through the public fit)."""
+    return any(params.get(k) is not None for k in _TOKEN_PARAMS)
+
+
+def _fit_token_folds(data: FeatureSource, y: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]],
+                     params: dict[str, Any], layers: list[int | str], seed: int,
+                     weights: np.ndarray | None) -> list[dict[str, Any]]:
+    """Folds of a token-pooled probe: fitted on the training rows' tokens and evaluated on
+    the validation rows with its inference pooling (``Probe.fit``/``evaluate`` on
+    ``data.select``), so a row's tokens are always in one fold. Tokens are read per fold."""
+    from .tokens import require_full_sequence
+
+    ds = require_full_sequence(data, "train_pooling / inference_pooling")
+    rows = []
+    for k, (tr, va) in enumerate(folds):
+        probe = Probe(layers=list(layers), **{**params, "random_state": seed})
+        probe.fit(ds.select(tr), y[tr], sample_weight=None if weights is None else weights[tr])
+        ev = probe.evaluate(ds.select(va), y[va])
+        rows.append({"fold": k, **{m: v for m, v in ev.items() if m not in ("n_eval", "eval_hash")}})
+    return rows
+
+
 @dataclass
 class SweepResult:
     """Per-fold metrics of a sweep, with a per-layer summary and the best layer.
@@ -225,6 +251,15 @@ def sweep_layers(
     bar = _bar(len(chosen), progress)
 
     def one(layer: int) -> list[dict[str, Any]]:
+        if _token_pooled(params):  # each fold reads its rows' tokens
+            rows = [{"layer": request(layer), "seed": seed, **r}
+                    for r in _fit_token_folds(data, yv, folds, params, [layer], seed, weights)]
+            if keep_probes:
+                probe = Probe(layers=request(layer), **{**params, "random_state": seed})
+                kept[request(layer)] = probe.fit(data, yv, sample_weight=weights)
+            if bar is not None:
+                bar.update(1)
+            return rows
         X, _ = load_features(data, [layer], view)  # read and checked once; the folds share it
         rows = _fit_folds(X, yv, folds, params, request(layer), seed, weights)  # rows name the embeddings
         if keep_probes:  # the same read: refit on every row, named by the real layer
@@ -286,6 +321,8 @@ def cross_validate(
     >>> table["accuracy"].mean()                                # doctest: +SKIP
     """
     layers = layers_keyword("cross_validate", layers, probe_params.pop("layer", None))
+    if _token_pooled(probe_params):
+        return _cross_validate_tokens(data, y, layers, cv, seeds, groups, sample_weight, probe_params)
     X, chosen = load_features(data, layers, view)
     yv = labels_for(data, y, X.shape[0])
     task = probe_params.get("task", "classification")
@@ -305,3 +342,24 @@ def cross_validate(
         rows = Parallel(n_jobs=_jobs(None, *X.shape[:1], X.shape[1] * X.shape[2]), prefer="threads")(
             delayed(one)(*job) for job in jobs)
     return pd.DataFrame(rows)
+
+
+def _cross_validate_tokens(data: FeatureSource, y: LabelSource, layers: LayerSpec, cv: int,
+                           seeds: Iterable[int], groups: str | ArrayLike | None,
+                           sample_weight: ArrayLike | None, params: dict[str, Any]) -> pd.DataFrame:
+    """:func:`cross_validate` of a token-pooled probe: folds split rows, never a row's tokens."""
+    from .tokens import require_full_sequence
+
+    ds = require_full_sequence(data, "train_pooling / inference_pooling")
+    chosen = resolve_layers(layers, stored_layers(ds), where="the dataset")
+    yv = labels_for(ds, y, len(ds))
+    task = params.get("task", "classification")
+    check_targets(yv, task)
+    g = _groups(ds, groups)
+    weights = Probe()._weights(sample_weight, len(yv))
+    out = []
+    for seed in seeds:
+        folds = make_folds(yv, cv, task, seed, g)
+        for row in _fit_token_folds(ds, yv, folds, params, list(chosen), seed, weights):
+            out.append({"layers": ",".join(str(request(L)) for L in chosen), "seed": seed, **row})
+    return pd.DataFrame(out)
