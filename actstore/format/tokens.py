@@ -14,6 +14,7 @@ Every check runs before anything sized from these columns is allocated by a call
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +24,10 @@ from ..errors import FormatError, IntegrityError
 from . import spec
 from .metadata import ViewLayout
 
-__all__ = ["TokenLayout", "build_token_layout", "check_compact_declared"]
+if TYPE_CHECKING:
+    from .reader import Dataset
+
+__all__ = ["TokenLayout", "build_token_layout", "check_compact_declared", "selection_tokens"]
 
 _BIG = 1 << 62
 
@@ -256,3 +260,15 @@ def _agree(layout: TokenLayout, lens: np.ndarray, ids: np.ndarray, offs: np.ndar
             f"token_shard_offsets say shard {int(ids[t])} row {int(offs[t])}, the compact columns "
             f"shard {int(s[t])} row {int(o[t])}; the two token layouts disagree (spec section 5b)."
         )
+
+
+def selection_tokens(ds: Dataset) -> tuple[TokenLayout, np.ndarray, np.ndarray]:
+    """The checked layout of a full-sequence dataset and, for each row of the selection ``ds``
+    in its order, the global id of its first token and its token count (O(rows)).
+
+    The hook the stream loader's token sample space reads through (it never needs the
+    reader's private parts); :meth:`TokenLayout.locate` maps global ids to stored rows.
+    """
+    layout = ds._token_layout()
+    rows = ds._abs
+    return layout, layout.cum[rows], layout.counts[rows]
