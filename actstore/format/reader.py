@@ -32,6 +32,7 @@ from .dtypes import bf16_bits
 from .header import TensorEntry
 from .info import DatasetInfo
 from .layersel import request, resolve_layer, resolve_layers
+from .lazy_index import IndexTable
 from .metadata import (
     ViewLayout,
     check_num_prompts,
@@ -65,6 +66,12 @@ def read_index(source: ByteSource, path: str = INDEX_PATH) -> pa.Table:
     per byte of file and decoded column data at most ``MAX_INDEX_EXPANSION`` times the file
     (a decompression bomb declares far more).
     """
+    return read_index_lazy(source, path).table()
+
+
+def read_index_lazy(source: ByteSource, path: str = INDEX_PATH) -> IndexTable:
+    """The index file, checked as :func:`read_index` checks it, with its columns decoded one
+    at a time on first use (:class:`~.lazy_index.IndexTable`)."""
     try:
         size = source.size(path)
     except FileNotFoundError:
@@ -98,15 +105,12 @@ def read_index(source: ByteSource, path: str = INDEX_PATH) -> pa.Table:
             f"file (more than {spec.MAX_INDEX_EXPANSION}x); it is corrupt or a decompression bomb."
         )
     try:
-        table = pq.read_table(pa.BufferReader(buf))
+        return IndexTable(pq.ParquetFile(pa.BufferReader(buf)), path=path)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise FormatError(f"{path}: the index is not a readable Parquet file ({exc}).") from None
-    if table.num_rows != rows:
-        raise FormatError(f"{path}: the index footer declares {rows} rows but holds {table.num_rows}.")
-    return table
 
 
-def _check_columns(table: pa.Table) -> None:
+def _check_columns(table: IndexTable) -> None:
     """Index columns the reader uses must have the types the spec gives them."""
     t = table.schema
     if "text" not in t.names:
@@ -141,7 +145,7 @@ class _State:
 
     source: ByteSource
     url: str
-    table: pa.Table
+    table: IndexTable  # columns decoded on first use
     meta: dict[str, Any]
     views: dict[str, ViewLayout]
     logits: dict[str, Any] | None
@@ -153,7 +157,7 @@ class _State:
     tokens: TokenLayout | None = None  # full sequence: built and checked on first token use
 
 
-def _locations(table: pa.Table, cols: tuple[str, str], shard_rows: Sequence[int], what: str) -> tuple[np.ndarray, np.ndarray]:
+def _locations(table: IndexTable, cols: tuple[str, str], shard_rows: Sequence[int], what: str) -> tuple[np.ndarray, np.ndarray]:
     for c in cols:
         if c not in table.column_names:
             raise FormatError(f"The index lacks the {c!r} column needed to locate {what} rows.")
@@ -178,7 +182,7 @@ def _locations(table: pa.Table, cols: tuple[str, str], shard_rows: Sequence[int]
     return shard, off
 
 
-def _build_state(source: ByteSource, table: pa.Table, url: str, verify_checksums: bool) -> _State:
+def _build_state(source: ByteSource, table: IndexTable, url: str, verify_checksums: bool) -> _State:
     try:
         return _parse_state(source, table, url, verify_checksums)
     except FormatError as exc:  # every metadata error names the file it came from
@@ -187,7 +191,7 @@ def _build_state(source: ByteSource, table: pa.Table, url: str, verify_checksums
         raise type(exc)(f"{INDEX_PATH}: {exc}") from None
 
 
-def _parse_state(source: ByteSource, table: pa.Table, url: str, verify_checksums: bool) -> _State:
+def _parse_state(source: ByteSource, table: IndexTable, url: str, verify_checksums: bool) -> _State:
     meta = decode_schema_metadata(table.schema.metadata, where=INDEX_PATH)
     views, logits = parse_layout(meta)
     if not views:
@@ -239,7 +243,7 @@ def open_dataset(
     (1000, 384)
     """
     src = source if source is not None else source_for_url(url, storage_options)
-    table = read_index(src) if index is None else index
+    table = read_index_lazy(src) if index is None else IndexTable.of(index)
     return Dataset(_build_state(src, table, os.fspath(url), verify_checksums))
 
 
@@ -303,20 +307,25 @@ class Dataset:
 
     @property
     def index(self) -> pa.Table:
-        """The index rows of this selection as a pyarrow Table."""
-        t = self._s.table
+        """The index rows of this selection as a pyarrow Table (every column decoded)."""
+        t = self._s.table.table()
         return t if self._rows is None else t.take(pa.array(self._rows))
+
+    def _index_column(self, name: str) -> pa.ChunkedArray | pa.Array:
+        """One index column of this selection, decoding only that column."""
+        col = self._s.table.column(name)
+        return col if self._rows is None else col.take(pa.array(self._rows))
 
     @property
     def texts(self) -> list[str]:
-        return self.index.column("text").to_pylist()
+        return self._index_column("text").to_pylist()
 
     @property
     def labels(self) -> np.ndarray | None:
         """The ``label`` column as numpy, or None when the dataset has no labels."""
         if "label" not in self._s.table.column_names:
             return None
-        col = self.index.column("label")
+        col = self._index_column("label")
         if col.null_count == len(col) and len(col):
             return None
         return self.column("label")
@@ -327,7 +336,7 @@ class Dataset:
             raise InvalidArgumentError(
                 f"The dataset has no column {name!r}; its columns are {self._s.table.column_names}."
             )
-        return self.index.column(name).to_numpy(zero_copy_only=False)
+        return self._index_column(name).to_numpy(zero_copy_only=False)
 
     @property
     def info(self) -> DatasetInfo:

@@ -14,7 +14,7 @@ Every check runs before anything sized from these columns is allocated by a call
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -23,9 +23,6 @@ import pyarrow.compute as pc
 from ..errors import FormatError, IntegrityError
 from . import spec
 from .metadata import ViewLayout
-
-if TYPE_CHECKING:
-    from .reader import Dataset
 
 __all__ = ["TokenLayout", "build_token_layout", "check_compact_declared", "selection_tokens"]
 
@@ -262,7 +259,17 @@ def _agree(layout: TokenLayout, lens: np.ndarray, ids: np.ndarray, offs: np.ndar
         )
 
 
-def selection_tokens(ds: Dataset) -> tuple[TokenLayout, np.ndarray, np.ndarray]:
+class _TokenRows(Protocol):
+    """What :func:`selection_tokens` needs of a :class:`~.reader.Dataset` (no import of the
+    reader here: the reader imports this module)."""
+
+    @property
+    def _abs(self) -> np.ndarray: ...
+
+    def _token_layout(self) -> TokenLayout: ...
+
+
+def selection_tokens(ds: _TokenRows) -> tuple[TokenLayout, np.ndarray, np.ndarray]:
     """The checked layout of a full-sequence dataset and, for each row of the selection ``ds``
     in its order, the global id of its first token and its token count (O(rows)).
 
