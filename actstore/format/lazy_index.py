@@ -23,6 +23,8 @@ class IndexTable:
     ----------
     file : pyarrow.parquet.ParquetFile or None
         The checked index file (its size and footer were checked by the caller).
+    data : pyarrow.Buffer, optional
+        The bytes ``file`` reads (kept so the index pickles).
     table : pyarrow.Table, optional
         An index already decoded (it is used as it is).
     path : str
@@ -30,10 +32,11 @@ class IndexTable:
     """
 
     def __init__(self, file: pq.ParquetFile | None, *, table: pa.Table | None = None,
-                 path: str = "index") -> None:
+                 path: str = "index", data: pa.Buffer | None = None) -> None:
         if (file is None) == (table is None):
             raise ValueError("IndexTable needs exactly one of a Parquet file or a table.")
         self._file, self._full, self._path = file, table, path
+        self._source_bytes = data  # the file's bytes, for pickling
         self._cols: dict[str, pa.ChunkedArray] = {}
         if table is not None:
             self.schema: pa.Schema = table.schema
@@ -42,6 +45,22 @@ class IndexTable:
             assert file is not None
             self.schema = file.schema_arrow
             self.num_rows = file.metadata.num_rows
+
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled (spawned DataLoader workers) as the index bytes and what is decoded so far;
+        a ``ParquetFile`` itself does not pickle."""
+        if self._file is not None and self._source_bytes is None:
+            self.table()  # no bytes kept: pickle the decoded table
+        state = dict(self.__dict__)
+        f, raw = state.pop("_file"), state.pop("_source_bytes")
+        state["_bytes"] = None if f is None or self._full is not None else raw
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        raw = state.pop("_bytes")
+        self.__dict__.update(state)
+        self._source_bytes = raw
+        self._file = None if raw is None else pq.ParquetFile(pa.BufferReader(raw))
 
     @classmethod
     def of(cls, table: pa.Table) -> IndexTable:

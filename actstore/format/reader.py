@@ -105,7 +105,7 @@ def read_index_lazy(source: ByteSource, path: str = INDEX_PATH) -> IndexTable:
             f"file (more than {spec.MAX_INDEX_EXPANSION}x); it is corrupt or a decompression bomb."
         )
     try:
-        return IndexTable(pq.ParquetFile(pa.BufferReader(buf)), path=path)
+        return IndexTable(pq.ParquetFile(pa.BufferReader(buf)), path=path, data=buf)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise FormatError(f"{path}: the index is not a readable Parquet file ({exc}).") from None
 

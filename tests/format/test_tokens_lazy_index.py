@@ -51,3 +51,15 @@ def test_an_index_handed_in_is_used_as_it_is(tmp_path):
     src = source_for_url(str(tmp_path / "ds"), None)
     ds = open_dataset(str(tmp_path / "ds"), source=src, index=read_index(src))
     assert ds.texts == ["a", "b"]
+
+
+def test_a_lazily_read_dataset_pickles(tmp_path):
+    import pickle
+    with DatasetWriter(str(tmp_path / "ds"), model="m", layers=[0], dim=2) as w:
+        w.add(["a", "b", "c"], hidden={0: np.arange(6, dtype=np.float32).reshape(3, 2)})
+    ds = actstore.open_dataset(str(tmp_path / "ds"))
+    back = pickle.loads(pickle.dumps(ds))
+    assert back.texts == ["a", "b", "c"]
+    np.testing.assert_array_equal(back.layer(0), ds.layer(0))
+    _ = ds.index  # decoded whole: pickles as the table
+    assert pickle.loads(pickle.dumps(ds)).texts == ["a", "b", "c"]
