@@ -448,22 +448,25 @@ class Dataset:
         shard, off = self._s.loc
         self._fill_at(v, layer, shard[rows], off[rows], out)
 
-    def _fill_at(self, v: ViewLayout, layer: int, s: np.ndarray, o: np.ndarray, out: np.ndarray) -> None:
-        """Fill ``out[i]`` with row ``o[i]`` of shard ``s[i]``: grouped by shard, each group one
-        coalesced read of its runs of adjacent rows (:func:`~.rows.read_rows`)."""
+    def _fill_at(self, v: ViewLayout, layer: int, s: np.ndarray, o: np.ndarray, out: np.ndarray,
+                 dest: np.ndarray | None = None) -> None:
+        """Fill ``out[dest[i]]`` (``out[i]`` by default) with row ``o[i]`` of shard ``s[i]``:
+        grouped by shard, each group one coalesced read of its runs of adjacent rows
+        (:func:`~.rows.read_rows`)."""
         order = np.argsort(s, kind="stable")
         bounds = np.flatnonzero(np.diff(s[order])) + 1
-        for group in np.split(order, bounds):
-            if group.size == 0:
+        for where in np.split(order, bounds):
+            if where.size == 0:
                 continue
-            sh = int(s[group[0]])
+            group = where if dest is None else dest[where]
+            sh = int(s[where[0]])
             entry = self._entry(v, layer, sh)
             if v.codec is not None:  # int8/fp8: dequantised a chunk at a time (codecs)
                 read_coded(self._s.source, v.path(layer, sh), entry, self._scales(v, layer, sh),
-                           v.codec, o[group], group, out)
+                           v.codec, o[where], group, out)
                 continue
             bits = bf16_bits(out) if entry.dtype == "BF16" else None  # stored bits as they are
-            read_rows(self._s.source, v.path(layer, sh), entry, o[group], group,
+            read_rows(self._s.source, v.path(layer, sh), entry, o[where], group,
                       out if bits is None else bits)
 
     def layer(self, layer: int | str, *, view: str | None = None, dtype: DTypeLike | None = None,
@@ -625,15 +628,18 @@ class Dataset:
             sel = layers if isinstance(layers, (str, int, np.integer)) else list(np.atleast_1d(layers).tolist())
             want = resolve_layers(sel, v.layers, where=f"view {v.name!r} of the dataset")
         ids = self._token_ids(t, token_ids)
-        s, o = t.locate(ids)
+        # located in id order (a sorted binary search is cache-friendly, and stored rows then
+        # come nearly sorted), written back to the caller's order
+        order = np.argsort(ids, kind="stable")
+        s, o = t.locate(ids[order])
         first = int(s[0]) if s.size else 0
         out = np.empty((ids.size, len(want), v.dim), dtype=self._out_dtype(v, want[0], dtype, first))
         if len(want) == 1:
-            self._fill_at(v, want[0], s, o, out[:, 0])
+            self._fill_at(v, want[0], s, o, out[:, 0], order)
             return out
         tmp = np.empty((ids.size, v.dim), dtype=out.dtype)
         for j, L in enumerate(want):
-            self._fill_at(v, L, s, o, tmp)
+            self._fill_at(v, L, s, o, tmp, order)
             out[:, j] = tmp
         return out
 
