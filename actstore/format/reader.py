@@ -653,6 +653,8 @@ class Dataset:
         layer = self._check_layer(v, layer)
         t = self._token_layout()
         (r,) = self._positions([row])
+        for sh in t.row_shards(int(r)):  # headers first: the file must hold the rows it claims
+            self._entry(v, layer, sh)
         s, o = t.locate(np.arange(t.cum[r], t.cum[r + 1], dtype=np.int64))
         out = np.empty((s.size, v.dim), dtype=self._out_dtype(v, layer, dtype, int(s[0])))
         self._fill_at(v, layer, s, o, out)

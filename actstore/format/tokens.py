@@ -56,6 +56,17 @@ class TokenLayout:
         """The row of each global token id (ids must lie in ``[0, total)``)."""
         return np.searchsorted(self.cum, ids, side="right") - 1
 
+    def row_shards(self, row: int) -> list[int]:
+        """The shards holding one row's tokens (read before anything sized by its count)."""
+        lo, hi = int(self.cum[row]), int(self.cum[row + 1])
+        if self.flat_shard is not None:
+            return sorted({int(x) for x in np.unique(self.flat_shard[lo:hi])})
+        assert self.rest_shard is not None
+        shards = {int(self.last_shard[row])}
+        if hi - lo >= 2:
+            shards.add(int(self.rest_shard[row]))
+        return sorted(shards)
+
     def locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(shards, rows)`` of global token ids (checked by the caller to be in range)."""
         ids = np.asarray(ids, dtype=np.int64)

@@ -179,3 +179,28 @@ def test_what_the_writer_accepts_reads_back_identical(tmp_path_factory, tokens, 
     ids = rng.integers(0, flat.shape[0], 3 * flat.shape[0])
     np.testing.assert_array_equal(ds.get_tokens(ids, layers=[1])[:, 0], flat[ids])
     assert ds.verify().ok
+
+
+def test_a_huge_claimed_count_is_refused_before_allocating(origin, tmp_path):
+    """Counts and metadata agree on 2**26 tokens the shard file does not hold: the header is
+    checked before anything of that size is allocated."""
+    import resource
+
+    root = tmp_path / "ds"
+    shutil.copytree(origin / "c0", root)
+    t = pq.read_table(root / INDEX)
+    raw = dict(t.schema.metadata)
+    doc = json.loads(raw[b"lmprobe:tensors"])
+    extra = 2**26
+    doc["hidden_layers"]["shards"][-1]["num_tokens"] += extra
+    raw[b"lmprobe:tensors"] = json.dumps(doc).encode()
+    counts = t.column("num_tokens").to_pylist()
+    counts[-1] += extra
+    t = t.set_column(t.column_names.index("num_tokens"), "num_tokens", pa.array(counts, pa.int32()))
+    pq.write_table(t.replace_schema_metadata(raw), root / INDEX)
+    ds = actstore.open_dataset(str(root))
+    assert ds.token_range(len(TOKENS) - 1)[1] - ds.token_range(len(TOKENS) - 1)[0] == TOKENS[-1] + extra
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(actstore.IntegrityError, match=r"hidden_layer000_shard\d+\.safetensors: tensor .* has shape"):
+        ds.tokens(len(TOKENS) - 1, 0)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB
