@@ -65,6 +65,9 @@ class IndexBuilder:
         #: Codec datasets: the CodecSpec and the per-view, per-layer error measured at write.
         self.codec: Any = None
         self.codec_stats: dict[str, dict[str, dict[str, Any]]] = {}
+        #: Full sequence: write lmprobe's per-token lists too (True), never (False), or by
+        #: size (None: up to ``spec.COMPAT_MAX_TOKENS`` tokens; spec section 5b).
+        self.lmprobe_compat: bool | None = None
 
     @property
     def num_rows(self) -> int:
@@ -112,6 +115,19 @@ class IndexBuilder:
     def add_rest_shard(self, tokens: int) -> None:
         self.rest_shards.append({"num_prompts": self._rest_prompts, "num_tokens": tokens})
         self._rest_prompts = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(n for _, _, n in self.tokens)
+
+    @property
+    def token_lists(self) -> bool:
+        """Whether the per-token list columns are written (the rule of spec section 5b)."""
+        if not self.tokens:
+            return False
+        if self.lmprobe_compat is not None:
+            return bool(self.lmprobe_compat)
+        return self.total_tokens <= spec.COMPAT_MAX_TOKENS
 
     def set_last_token_shards(self, count: int) -> None:
         self.last_token_shards = count
@@ -162,6 +178,8 @@ class IndexBuilder:
             }
         ext = ["views", "files"]
         must = [spec.CODEC_EXTENSION] if self.codec is not None else []
+        if self.tokens:  # compact token columns always; required when the lists are absent
+            (ext if self.token_lists else must).append(spec.COMPACT_TOKENS_EXTENSION)
         codec = {} if self.codec is None else {"actstore:codec": {
             "dtype": self.codec.codec.name, "scale": self.codec.scale, "layers": self.codec_stats}}
         return {
@@ -204,15 +222,22 @@ class IndexBuilder:
         return pa.table(cols)
 
     def _token_columns(self) -> dict[str, pa.Array]:
+        lt = self.last_token_shards
+        cols: dict[str, pa.Array] = {
+            "token_shard": pa.array([lt + k for k, _, _ in self.tokens], type=pa.int32()),
+            "token_start": pa.array([off for _, off, _ in self.tokens], type=pa.int64()),
+        }
+        if not self.token_lists:  # compact only (spec section 5b): O(rows), not O(tokens)
+            return cols
         ids, offsets = [], []
         for (k, off, n_tok), lt_shard, lt_off in zip(self.tokens, *self.loc):
-            rest = self.last_token_shards + k
-            ids.append([rest] * (n_tok - 1) + [lt_shard])
+            ids.append([lt + k] * (n_tok - 1) + [lt_shard])
             offsets.append(list(range(off, off + n_tok - 1)) + [lt_off])
         return {
             "token_offset": pa.array(self.loc[1], type=pa.int64()),
             "token_shard_ids": pa.array(ids, type=pa.list_(pa.int64())),
             "token_shard_offsets": pa.array(offsets, type=pa.list_(pa.int64())),
+            **cols,
         }
 
     def write(self, path: str) -> int:

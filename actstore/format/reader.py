@@ -32,6 +32,7 @@ from .dtypes import bf16_bits
 from .header import TensorEntry
 from .info import DatasetInfo
 from .layersel import request, resolve_layer, resolve_layers
+from .lazy_index import IndexTable
 from .metadata import (
     ViewLayout,
     check_num_prompts,
@@ -42,6 +43,7 @@ from .metadata import (
 from .rows import read_rows, storage_numpy
 from .shards import ShardCatalog
 from .source import ByteSource, source_for_url
+from .tokens import TokenLayout, build_token_layout, check_compact_declared
 from .verify import VerifyReport, verify_catalog
 
 if TYPE_CHECKING:
@@ -64,6 +66,12 @@ def read_index(source: ByteSource, path: str = INDEX_PATH) -> pa.Table:
     per byte of file and decoded column data at most ``MAX_INDEX_EXPANSION`` times the file
     (a decompression bomb declares far more).
     """
+    return read_index_lazy(source, path).table()
+
+
+def read_index_lazy(source: ByteSource, path: str = INDEX_PATH) -> IndexTable:
+    """The index file, checked as :func:`read_index` checks it, with its columns decoded one
+    at a time on first use (:class:`~.lazy_index.IndexTable`)."""
     try:
         size = source.size(path)
     except FileNotFoundError:
@@ -97,15 +105,12 @@ def read_index(source: ByteSource, path: str = INDEX_PATH) -> pa.Table:
             f"file (more than {spec.MAX_INDEX_EXPANSION}x); it is corrupt or a decompression bomb."
         )
     try:
-        table = pq.read_table(pa.BufferReader(buf))
+        return IndexTable(pq.ParquetFile(pa.BufferReader(buf)), path=path, data=buf)
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise FormatError(f"{path}: the index is not a readable Parquet file ({exc}).") from None
-    if table.num_rows != rows:
-        raise FormatError(f"{path}: the index footer declares {rows} rows but holds {table.num_rows}.")
-    return table
 
 
-def _check_columns(table: pa.Table) -> None:
+def _check_columns(table: IndexTable) -> None:
     """Index columns the reader uses must have the types the spec gives them."""
     t = table.schema
     if "text" not in t.names:
@@ -140,7 +145,7 @@ class _State:
 
     source: ByteSource
     url: str
-    table: pa.Table
+    table: IndexTable  # columns decoded on first use
     meta: dict[str, Any]
     views: dict[str, ViewLayout]
     logits: dict[str, Any] | None
@@ -149,9 +154,10 @@ class _State:
     logit_loc: tuple[np.ndarray, np.ndarray] | None
     catalog: ShardCatalog
     info: DatasetInfo | None = None
+    tokens: TokenLayout | None = None  # full sequence: built and checked on first token use
 
 
-def _locations(table: pa.Table, cols: tuple[str, str], shard_rows: Sequence[int], what: str) -> tuple[np.ndarray, np.ndarray]:
+def _locations(table: IndexTable, cols: tuple[str, str], shard_rows: Sequence[int], what: str) -> tuple[np.ndarray, np.ndarray]:
     for c in cols:
         if c not in table.column_names:
             raise FormatError(f"The index lacks the {c!r} column needed to locate {what} rows.")
@@ -176,7 +182,7 @@ def _locations(table: pa.Table, cols: tuple[str, str], shard_rows: Sequence[int]
     return shard, off
 
 
-def _build_state(source: ByteSource, table: pa.Table, url: str, verify_checksums: bool) -> _State:
+def _build_state(source: ByteSource, table: IndexTable, url: str, verify_checksums: bool) -> _State:
     try:
         return _parse_state(source, table, url, verify_checksums)
     except FormatError as exc:  # every metadata error names the file it came from
@@ -185,13 +191,14 @@ def _build_state(source: ByteSource, table: pa.Table, url: str, verify_checksums
         raise type(exc)(f"{INDEX_PATH}: {exc}") from None
 
 
-def _parse_state(source: ByteSource, table: pa.Table, url: str, verify_checksums: bool) -> _State:
+def _parse_state(source: ByteSource, table: IndexTable, url: str, verify_checksums: bool) -> _State:
     meta = decode_schema_metadata(table.schema.metadata, where=INDEX_PATH)
     views, logits = parse_layout(meta)
     if not views:
         raise FormatError("The dataset describes no hidden-state tensors (lmprobe:tensors.hidden_layers).")
     _check_columns(table)
     check_num_prompts(meta, table.num_rows)
+    check_compact_declared(table, meta)
     primary = next(iter(views.values()))
     loc = _locations(table, ("shard_index", "row_offset"), primary.shard_rows[: primary.last_token_shards], "hidden")
     logit_loc = None
@@ -236,7 +243,7 @@ def open_dataset(
     (1000, 384)
     """
     src = source if source is not None else source_for_url(url, storage_options)
-    table = read_index(src) if index is None else index
+    table = read_index_lazy(src) if index is None else IndexTable.of(index)
     return Dataset(_build_state(src, table, os.fspath(url), verify_checksums))
 
 
@@ -300,20 +307,25 @@ class Dataset:
 
     @property
     def index(self) -> pa.Table:
-        """The index rows of this selection as a pyarrow Table."""
-        t = self._s.table
+        """The index rows of this selection as a pyarrow Table (every column decoded)."""
+        t = self._s.table.table()
         return t if self._rows is None else t.take(pa.array(self._rows))
+
+    def _index_column(self, name: str) -> pa.ChunkedArray | pa.Array:
+        """One index column of this selection, decoding only that column."""
+        col = self._s.table.column(name)
+        return col if self._rows is None else col.take(pa.array(self._rows))
 
     @property
     def texts(self) -> list[str]:
-        return self.index.column("text").to_pylist()
+        return self._index_column("text").to_pylist()
 
     @property
     def labels(self) -> np.ndarray | None:
         """The ``label`` column as numpy, or None when the dataset has no labels."""
         if "label" not in self._s.table.column_names:
             return None
-        col = self.index.column("label")
+        col = self._index_column("label")
         if col.null_count == len(col) and len(col):
             return None
         return self.column("label")
@@ -324,7 +336,7 @@ class Dataset:
             raise InvalidArgumentError(
                 f"The dataset has no column {name!r}; its columns are {self._s.table.column_names}."
             )
-        return self.index.column(name).to_numpy(zero_copy_only=False)
+        return self._index_column(name).to_numpy(zero_copy_only=False)
 
     @property
     def info(self) -> DatasetInfo:
@@ -434,20 +446,27 @@ class Dataset:
 
     def _fill(self, v: ViewLayout, layer: int, rows: np.ndarray, out: np.ndarray) -> None:
         shard, off = self._s.loc
-        s, o = shard[rows], off[rows]
+        self._fill_at(v, layer, shard[rows], off[rows], out)
+
+    def _fill_at(self, v: ViewLayout, layer: int, s: np.ndarray, o: np.ndarray, out: np.ndarray,
+                 dest: np.ndarray | None = None) -> None:
+        """Fill ``out[dest[i]]`` (``out[i]`` by default) with row ``o[i]`` of shard ``s[i]``:
+        grouped by shard, each group one coalesced read of its runs of adjacent rows
+        (:func:`~.rows.read_rows`)."""
         order = np.argsort(s, kind="stable")
         bounds = np.flatnonzero(np.diff(s[order])) + 1
-        for group in np.split(order, bounds):
-            if group.size == 0:
+        for where in np.split(order, bounds):
+            if where.size == 0:
                 continue
-            sh = int(s[group[0]])
+            group = where if dest is None else dest[where]
+            sh = int(s[where[0]])
             entry = self._entry(v, layer, sh)
             if v.codec is not None:  # int8/fp8: dequantised a chunk at a time (codecs)
                 read_coded(self._s.source, v.path(layer, sh), entry, self._scales(v, layer, sh),
-                           v.codec, o[group], group, out)
+                           v.codec, o[where], group, out)
                 continue
             bits = bf16_bits(out) if entry.dtype == "BF16" else None  # stored bits as they are
-            read_rows(self._s.source, v.path(layer, sh), entry, o[group], group,
+            read_rows(self._s.source, v.path(layer, sh), entry, o[where], group,
                       out if bits is None else bits)
 
     def layer(self, layer: int | str, *, view: str | None = None, dtype: DTypeLike | None = None,
@@ -537,42 +556,108 @@ class Dataset:
         t = torch.from_numpy(self.layer(request(layer), view=view))
         return t if dtype is None else t.to(dtype)
 
-    def tokens(self, row: int, layer: int | str, *, dtype: DTypeLike | None = None) -> np.ndarray:
-        """Every token's hidden state of one row, ``(n_tokens, dim)`` (full-sequence datasets)."""
+    # -- tokens of full-sequence datasets (spec section 5b) -----------------------------
+    def _full_view(self) -> ViewLayout:
         v = self._view(None)
         if v.storage != spec.STORAGE_FULL:
             raise LayerNotFoundError(
                 f"Per-token states need a full-sequence dataset; this one stores {v.storage!r} "
                 f"views {list(self._s.views)}."
             )
-        layer = self._check_layer(v, layer)
+        return v
+
+    def _token_layout(self) -> TokenLayout:
+        """The checked token layout (built from O(rows) columns on first use, then shared)."""
+        v = self._full_view()
+        if self._s.tokens is None:
+            self._s.tokens = build_token_layout(self._s.table, v, self._s.loc)
+        return self._s.tokens
+
+    @property
+    def num_tokens_total(self) -> int:
+        """Tokens stored for the rows of this selection (full-sequence datasets)."""
+        t = self._token_layout()
+        return t.total if self._rows is None else int(t.counts[self._rows].sum())
+
+    def token_range(self, row: int) -> tuple[int, int]:
+        """``(start, stop)``: the global token ids of one row's tokens (``row`` is a position
+        in this selection; ids are the dataset's, as :meth:`get_tokens` takes them).
+
+        Examples
+        --------
+        >>> a, b = ds.token_range(3)                      # doctest: +SKIP
+        >>> ds.get_tokens(range(a, b), layers=[12])[:, 0]   # == ds.tokens(3, 12)  # doctest: +SKIP
+        """
+        t = self._token_layout()
         (r,) = self._positions([row])
-        t = self._s.table
-        for c in ("token_shard_ids", "token_shard_offsets"):
-            if c not in t.column_names:
-                raise FormatError(f"The index lacks the {c!r} column needed for per-token states.")
-        raw_ids = t.column("token_shard_ids")[int(r)].as_py()
-        raw_offs = t.column("token_shard_offsets")[int(r)].as_py()
-        if not isinstance(raw_ids, list) or not isinstance(raw_offs, list) or any(
-            not isinstance(x, int) or not -(2**62) < x < 2**62 for x in raw_ids + raw_offs
-        ):
-            raise FormatError(f"Index row {int(r)} has invalid token_shard_ids/token_shard_offsets "
-                              "(null, or values out of range).")
-        ids = np.asarray(raw_ids, dtype=np.int64)
-        offs = np.asarray(raw_offs, dtype=np.int64)
-        if ids.size == 0 or ids.shape != offs.shape or ids.min() < 0 or ids.max() >= len(v.shard_rows):
-            raise FormatError(f"Index row {int(r)} has invalid token_shard_ids/token_shard_offsets.")
-        out = np.empty((ids.size, v.dim), dtype=self._out_dtype(v, layer, dtype, int(ids[0])))
-        for sh in np.unique(ids):
-            sel = np.flatnonzero(ids == sh)
-            e = self._entry(v, layer, int(sh))
-            if offs[sel].max() >= e.shape[0] or offs[sel].min() < 0:
-                raise FormatError(f"Index row {int(r)} points past the end of shard {int(sh)}.")
-            if v.codec is not None:
-                read_coded(self._s.source, v.path(layer, int(sh)), e, self._scales(v, layer, int(sh)),
-                           v.codec, offs[sel], sel, out)
-            else:
-                read_rows(self._s.source, v.path(layer, int(sh)), e, offs[sel], sel, out)
+        return int(t.cum[r]), int(t.cum[r + 1])
+
+    def token_rows(self, token_ids: ArrayLike) -> np.ndarray:
+        """The dataset row of each global token id (a binary search on O(rows) counts)."""
+        t = self._token_layout()
+        return t.row_of(self._token_ids(t, token_ids))
+
+    def _token_ids(self, t: TokenLayout, token_ids: ArrayLike) -> np.ndarray:
+        ids = np.asarray(token_ids)
+        if ids.ndim == 0:
+            ids = ids.reshape(1)
+        if ids.size and ids.dtype.kind not in "iu":
+            raise InvalidArgumentError(f"Token ids must be integers; got dtype {ids.dtype}.")
+        ids = ids.astype(np.int64, copy=False).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= t.total):
+            bad = int(ids[(ids < 0) | (ids >= t.total)][0])
+            raise InvalidArgumentError(
+                f"Token id {bad} is out of range: the dataset holds {t.total} tokens (ids 0.."
+                f"{t.total - 1}; see token_range)."
+            )
+        return ids
+
+    def get_tokens(self, token_ids: ArrayLike, layers: int | str | Sequence[int | str] | None = None,
+                   *, dtype: DTypeLike | None = None) -> np.ndarray:
+        """Gather tokens by global id across layers: ``(len(token_ids), len(layers), dim)``.
+
+        Ids are the dataset's (``token_range`` gives a row's); reads are grouped by shard and
+        runs of adjacent stored rows become one read, as in :meth:`get`. ``layers`` and
+        ``dtype`` as in :meth:`get`.
+        """
+        t = self._token_layout()
+        v = self._view(None)
+        if layers is None:
+            want = list(v.layers)
+        else:
+            sel = layers if isinstance(layers, (str, int, np.integer)) else list(np.atleast_1d(layers).tolist())
+            want = resolve_layers(sel, v.layers, where=f"view {v.name!r} of the dataset")
+        ids = self._token_ids(t, token_ids)
+        # located in id order (a sorted binary search is cache-friendly, and stored rows then
+        # come nearly sorted), written back to the caller's order
+        order = np.argsort(ids, kind="stable")
+        s, o = t.locate(ids[order])
+        first = int(s[0]) if s.size else 0
+        out = np.empty((ids.size, len(want), v.dim), dtype=self._out_dtype(v, want[0], dtype, first))
+        if len(want) == 1:
+            self._fill_at(v, want[0], s, o, out[:, 0], order)
+            return out
+        tmp = np.empty((ids.size, v.dim), dtype=out.dtype)
+        for j, L in enumerate(want):
+            self._fill_at(v, L, s, o, tmp, order)
+            out[:, j] = tmp
+        return out
+
+    def tokens(self, row: int, layer: int | str, *, dtype: DTypeLike | None = None) -> np.ndarray:
+        """Every token's hidden state of one row, ``(n_tokens, dim)`` (full-sequence datasets).
+
+        Either token layout (compact, or lmprobe's per-token lists) reads the same; a row's
+        tokens ``0..N-2`` are one contiguous read.
+        """
+        v = self._full_view()
+        layer = self._check_layer(v, layer)
+        t = self._token_layout()
+        (r,) = self._positions([row])
+        for sh in t.row_shards(int(r)):  # headers first: the file must hold the rows it claims
+            self._entry(v, layer, sh)
+        s, o = t.locate(np.arange(t.cum[r], t.cum[r + 1], dtype=np.int64))
+        out = np.empty((s.size, v.dim), dtype=self._out_dtype(v, layer, dtype, int(s[0])))
+        self._fill_at(v, layer, s, o, out)
         return out
 
     def _scales(self, v: ViewLayout, layer: int, shard: int) -> np.ndarray:

@@ -110,6 +110,12 @@ class DatasetWriter:
     scale : {"per_channel", "per_row"}, optional
         Codec dtypes only: the scale granularity (default ``"per_channel"``: one float32
         scale per channel per shard file; ``"per_row"``: one per row).
+    lmprobe_compat : bool, optional
+        Full sequence (``pooling="all"``) only: also write lmprobe's per-token index columns
+        ``token_shard_ids``/``token_shard_offsets`` (16 bytes a token) so lmprobe 0.10.3 reads
+        the dataset (True), or write only the compact layout, 24 bytes a row (False). By
+        default (None) the lists are written while the dataset holds at most
+        ``spec.COMPAT_MAX_TOKENS`` (2**20) tokens, compact only above (spec section 5b).
 
     Examples
     --------
@@ -137,6 +143,7 @@ class DatasetWriter:
         storage_options: dict[str, Any] | None = None,
         check_finite: bool = True,
         scale: str | None = None,
+        lmprobe_compat: bool | None = None,
     ) -> None:
         # stored numbers from here on (-1 = the embeddings, as on disk)
         self.layers = check_layers(explicit_layers(layers, what="DatasetWriter(layers=...)"))
@@ -168,6 +175,9 @@ class DatasetWriter:
             extraction=dict(extraction or {}), description=description,
         )
         self.index.codec = self.codec
+        if lmprobe_compat is not None and not isinstance(lmprobe_compat, bool):
+            raise InvalidArgumentError(f"lmprobe_compat must be True, False or None; got {lmprobe_compat!r}.")
+        self.index.lmprobe_compat = lmprobe_compat
         self._target = Target(path, storage_options)
         self.url = self._target.url
         self._index_rel = spec.INDEX_PATH

@@ -1,0 +1,162 @@
+"""Token-scale datasets (issue #14): index size, open time and RSS, and token reads.
+
+Writes ``benchmarks/results/tokens.md``. Figures, each against a goal or a baseline of the
+same run:
+
+1. A full-sequence dataset of ``--rows`` prompts x ``--tokens`` tokens (small ``--dim``), in the
+   compact layout (spec section 5b) and, at ``--compat-rows`` prompts (the per-token lists do
+   not fit in memory at full size), the lmprobe-compatible layout: index bytes per row, open
+   time (``open_dataset``, then the first ``token_range``, which builds the token map), and
+   peak RSS of a fresh process that opens it.
+2. ``get_tokens`` of ``--ids`` random token ids vs numpy memmap fancy indexing of the same
+   stored rows (locations computed outside the timing); goal >= 0.5.
+3. ``tokens(row)`` latency (median over random rows).
+
+Usage: ``python benchmarks/bench_tokens.py`` (10^6 x 128, the issue's size) or
+``python benchmarks/bench_tokens.py --quick`` (2,000 x 16: only checks that it runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+import actstore  # noqa: E402
+from actstore.format import spec  # noqa: E402
+from actstore.format.writer import DatasetWriter  # noqa: E402
+
+OPEN_CHILD = r"""
+import json, resource, sys, time
+import actstore
+t0 = time.perf_counter()
+ds = actstore.open_dataset(sys.argv[1])
+t1 = time.perf_counter()
+ds.token_range(len(ds) - 1)
+t2 = time.perf_counter()
+print(json.dumps({"open_s": t1 - t0, "map_s": t2 - t1,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+BASE_CHILD = "import resource, actstore, numpy, pyarrow.parquet; " \
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+
+
+def write(path: Path, rows: int, tokens: int, dim: int, compat: bool) -> float:
+    rng = np.random.default_rng(0)
+    block = 10_000
+    t0 = time.perf_counter()
+    with DatasetWriter(str(path), model="bench", layers=[0], dim=dim, dtype="float16",
+                       pooling="all", num_rows=rows, lmprobe_compat=compat, shard_bytes=256 << 20) as w:
+        for a in range(0, rows, block):
+            n = min(block, rows - a)
+            x = rng.standard_normal((n, tokens, dim), dtype=np.float32).astype(np.float16)
+            w.add([f"prompt {i}" for i in range(a, a + n)], hidden={0: list(x)})
+    return time.perf_counter() - t0
+
+
+def child(code: str, *args: str) -> str:
+    env = dict(os.environ, PYTHONPATH=str(HERE.parent))
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          check=True, env=env).stdout.strip()
+
+
+def open_figures(path: Path, repeats: int) -> dict[str, float]:
+    runs = [json.loads(child(OPEN_CHILD, str(path))) for _ in range(repeats)]
+    out = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+    out["index_bytes"] = (path / spec.INDEX_PATH).stat().st_size
+    return out
+
+
+def memmaps(ds: actstore.Dataset) -> list[np.ndarray]:
+    v = ds._view(None)
+    maps = []
+    for sh in range(len(v.shard_rows)):
+        e = ds._entry(v, 0, sh)
+        p = Path(ds.url) / v.path(0, sh)
+        maps.append(np.memmap(p, dtype=np.float16, mode="r", offset=e.start, shape=tuple(e.shape)))
+    return maps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--dim", type=int, default=4)
+    ap.add_argument("--compat-rows", type=int, default=40_000)
+    ap.add_argument("--ids", type=int, default=100_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="2,000 x 16 tokens: only checks that it runs")
+    ap.add_argument("--out", type=Path, default=HERE / "results" / "tokens.md")
+    a = ap.parse_args()
+    if a.quick:
+        a.rows, a.tokens, a.compat_rows, a.ids, a.repeats = 2_000, 16, 1_000, 5_000, 1
+    work = Path(tempfile.mkdtemp(prefix="bench_tokens_"))
+    try:
+        lines = ["# Token-scale datasets (`benchmarks/bench_tokens.py`)", "",
+                 f"Command: `python benchmarks/bench_tokens.py --rows {a.rows} --tokens {a.tokens} "
+                 f"--dim {a.dim} --compat-rows {a.compat_rows}`; float16, medians of {a.repeats} fresh "
+                 "processes.", "",
+                 "| layout | rows × tokens | write s | index B/row | open s | + token map s | peak RSS MB "
+                 "(imports alone) |", "|---|---|---:|---:|---:|---:|---:|"]
+        base_rss = float(child(BASE_CHILD))
+        for name, rows, compat in (("compact", a.rows, False), ("lmprobe-compatible", a.compat_rows, True)):
+            path = work / name
+            wt = write(path, rows, a.tokens, a.dim, compat)
+            f = open_figures(path, a.repeats)
+            lines.append(f"| {name} | {rows:,} × {a.tokens} | {wt:.1f} | {f['index_bytes'] / rows:.1f} | "
+                         f"{f['open_s']:.3f} | {f['map_s']:.3f} | {f['rss_mb']:.0f} ({base_rss:.0f}) |")
+            if name != "compact":
+                shutil.rmtree(path)
+        lines += ["", "Goals (issue #14, at 10^6 × 128): index ≤ 24 B/row plus the texts, open ≤ 0.5 s, "
+                  "peak RSS ≤ 300 MB.", ""]
+        ds = actstore.open_dataset(str(work / "compact"))
+        rng = np.random.default_rng(1)
+        ids = rng.integers(0, ds.num_tokens_total, a.ids)
+        t = ds._token_layout()
+        s, o = t.locate(ids)
+        maps = memmaps(ds)
+        ds.get_tokens(ids[:10], layers=[0])  # headers read once
+        ours, base = [], []
+        for _ in range(max(3, a.repeats)):
+            t0 = time.perf_counter()
+            got = ds.get_tokens(ids, layers=[0], dtype=np.float16)[:, 0]
+            ours.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            ref = np.empty((ids.size, a.dim), np.float16)
+            for sh in np.unique(s):
+                sel = np.flatnonzero(s == sh)
+                ref[sel] = maps[sh][o[sel]]
+            base.append(time.perf_counter() - t0)
+        assert np.array_equal(got, ref)
+        mo, mb = float(np.median(ours)), float(np.median(base))
+        rows = rng.integers(0, len(ds), 200)
+        lat = []
+        for r in rows:
+            t0 = time.perf_counter()
+            ds.tokens(int(r), 0)
+            lat.append(time.perf_counter() - t0)
+        lines += ["| figure | actstore | baseline | ratio | goal |", "|---|---:|---:|---:|---|",
+                  f"| `get_tokens` of {a.ids:,} random token ids | {mo * 1e3:.1f} ms | memmap fancy index "
+                  f"{mb * 1e3:.1f} ms | {mb / mo:.2f} | ≥ 0.5 {'✅' if mb / mo >= 0.5 else '❌'} |",
+                  f"| `tokens(row)` latency ({a.tokens} tokens, median of {rows.size}) | "
+                  f"{np.median(lat) * 1e6:.0f} µs | | | info |", ""]
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text("\n".join(lines))
+        print("\n".join(lines))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
