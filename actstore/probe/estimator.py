@@ -43,6 +43,18 @@ class ProbeNotFittedError(NotFittedError, SklearnNotFittedError):
     """
 
 
+def check_sample_weight(sample_weight: ArrayLike | None, n: int) -> np.ndarray | None:
+    """``sample_weight`` as ``n`` checked float64 weights, or None when none are given."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise InvalidArgumentError(
+            f"sample_weight must hold {n} finite non-negative numbers (one per row) with a "
+            f"positive sum (weights that are all zero are refused); got shape {w.shape}.")
+    return w
+
+
 def check_targets(y: np.ndarray, task: str) -> None:
     """Refuse labels that do not fit the task, with the fix in the message."""
     if task not in TASKS:
@@ -354,7 +366,7 @@ class Probe(BaseEstimator):
         if pooling is None:
             feats, chosen = load_features(X, spec, self.view, held=held)
             yv = labels_for(X, y, feats.shape[0])
-            weights = self._weights(sample_weight, feats.shape[0])
+            weights = check_sample_weight(sample_weight, feats.shape[0])
         else:
             feats, chosen, yv, weights, groups = self._token_samples(X, y, spec, pooling, sample_weight)
         if auto:
@@ -380,7 +392,7 @@ class Probe(BaseEstimator):
         ds = require_full_sequence(X, f"train_pooling={pooling!r}")
         chosen = resolve_layers(spec, stored_layers(ds), where="the dataset")
         y_rows = labels_for(ds, y, len(ds))
-        w_rows = self._weights(sample_weight, len(ds))
+        w_rows = check_sample_weight(sample_weight, len(ds))
         feats, rows = token_features(ds, chosen, pooling)
         if pooling != "all":
             return feats, chosen, y_rows, w_rows, None
@@ -460,16 +472,6 @@ class Probe(BaseEstimator):
             scores.append(float(np.mean(fold_scores)))
         self.sweep_scores_ = {request(L): v for L, v in zip(chosen, scores)}
         return int(np.argmax(scores))  # ties: the shallower layer
-
-    def _weights(self, sample_weight: ArrayLike | None, n: int) -> np.ndarray | None:
-        if sample_weight is None:
-            return None
-        w = np.asarray(sample_weight, dtype=np.float64)
-        if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-            raise InvalidArgumentError(
-                f"sample_weight must hold {n} finite non-negative numbers (one per row) with a "
-                f"positive sum (weights that are all zero are refused); got shape {w.shape}.")
-        return w
 
     def _model_coef(self) -> np.ndarray:
         """The fitted model's coefficients on the standardised stacked layers."""

@@ -20,7 +20,7 @@ from threadpoolctl import threadpool_limits
 from ..errors import InvalidArgumentError
 from .classifiers import ClassifierSpec
 from .data import FeatureSource, LabelSource, is_dataset, labels_for, load_features, stored_layers
-from .estimator import Probe, check_targets
+from .estimator import Probe, check_sample_weight, check_targets
 from .folds import _groups, make_folds, sweep_spec
 from .layers import LayerSpec, request, resolve_layers, stored
 from .metrics import main_metric
@@ -246,7 +246,7 @@ def sweep_layers(
     folds = make_folds(yv, cv, task, seed, _groups(data, groups))
     kept: dict[int | str, Probe] = {}
     params = {"classifier": classifier, "task": task, **probe_kwargs}
-    weights = Probe()._weights(sample_weight, n)
+    weights = check_sample_weight(sample_weight, n)
 
     bar = _bar(len(chosen), progress)
 
@@ -329,7 +329,7 @@ def cross_validate(
     check_targets(yv, task)
     g = _groups(data, groups)
     jobs = [(seed, k, tr, va) for seed in seeds for k, (tr, va) in enumerate(make_folds(yv, cv, task, seed, g))]
-    weights = Probe()._weights(sample_weight, len(yv))
+    weights = check_sample_weight(sample_weight, len(yv))
 
     def one(seed: int, k: int, tr: np.ndarray, va: np.ndarray) -> dict[str, Any]:
         # X was read and checked finite once; the folds fit on its layers by position
@@ -356,7 +356,7 @@ def _cross_validate_tokens(data: FeatureSource, y: LabelSource, layers: LayerSpe
     task = params.get("task", "classification")
     check_targets(yv, task)
     g = _groups(ds, groups)
-    weights = Probe()._weights(sample_weight, len(yv))
+    weights = check_sample_weight(sample_weight, len(yv))
     out = []
     for seed in seeds:
         folds = make_folds(yv, cv, task, seed, g)
