@@ -64,3 +64,33 @@ def hub(tmp_path_factory):
 
     with HubServer(tmp_path_factory.mktemp("hub_store"), port=_HUB_PORT, tokens=HUB_TOKENS) as server:
         yield server
+
+
+# -- a real S3 server (moto in server mode on 127.0.0.1), for the cache, stream and probe tests --
+@pytest.fixture(scope="session")
+def moto_server():
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture()
+def s3(moto_server, monkeypatch):
+    """(storage_options, fresh bucket name) on the moto server, through real s3fs."""
+    import uuid
+
+    import s3fs
+
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                 "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(k, v)
+    opts = {"key": "testing", "secret": "testing", "skip_instance_cache": True,
+            "client_kwargs": {"endpoint_url": moto_server}}
+    fs = s3fs.S3FileSystem(**opts)
+    bucket = f"b-{uuid.uuid4().hex[:12]}"
+    fs.mkdir(bucket)
+    return opts, bucket
