@@ -53,6 +53,11 @@ class StreamingTensorFile:
     hasher : ThreadPoolExecutor
         A single-worker pool that hashes concurrently with the writes (hashlib and file
         writes both release the GIL, so the two overlap on two cores).
+    durable : bool
+        Flush the data to the disk (``fsync``) as soon as the planned rows are written, while
+        the hash of the last blocks still runs, so that neither waits for the other; the
+        durable commit's own ``fsync`` then finds nothing left to write. Pass it for files
+        that are committed locally.
     """
 
     def __init__(
@@ -64,8 +69,11 @@ class StreamingTensorFile:
         dim: int,
         planned_rows: int | None,
         hasher: ThreadPoolExecutor,
+        durable: bool = False,
     ) -> None:
         self.path = path
+        self._durable = durable
+        self._synced = False
         self.key, self.dtype, self.dim = key, dtype, dim
         self.planned = planned_rows
         self.rows = 0
@@ -93,6 +101,9 @@ class StreamingTensorFile:
         _write_all(self._file, view, self.path)
         self._data_bytes += view.nbytes
         self.rows += block.shape[0]
+        if self._durable and self.rows == self.planned:  # complete: flush while hashing
+            os.fsync(self._file.fileno())
+            self._synced = True
 
     def wait(self) -> None:
         """Block until every appended block has been hashed (the caller may then reuse it)."""
@@ -107,7 +118,7 @@ class StreamingTensorFile:
         (the two overlap), so that the durable commit's own ``fsync`` later finds nothing left
         to write. Pass it for files that are committed locally.
         """
-        if sync and self.planned == self.rows:
+        if sync and self.planned == self.rows and not self._synced:
             os.fsync(self._file.fileno())  # the hash of the last blocks runs meanwhile
         self.wait()
         if self.planned != self.rows:

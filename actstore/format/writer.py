@@ -406,7 +406,7 @@ class DatasetWriter:
             return CodecShardFile(path, layer=layer, dim=self.dim, codec=self.codec, stats=stats)
         return StreamingTensorFile(
             path, key=spec.HIDDEN_KEY.format(layer=layer), dtype=self.code, dim=self.dim,
-            planned_rows=planned, hasher=next(self._lanes),
+            planned_rows=planned, hasher=next(self._lanes), durable=not self._target.remote,
         )
 
     def _rel(self, view: str, layer: int, shard: int) -> str:
