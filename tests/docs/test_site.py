@@ -28,6 +28,9 @@ def test_site_builds_strict(tmp_path):
     assert "Loading shared activations" in home
     api = (tmp_path / "site/reference/probes/index.html").read_text()
     assert "sweep_layers" in api and "Examples" in api  # rendered from the docstrings
+    datasets = (tmp_path / "site/reference/datasets/index.html").read_text()
+    assert "open_dataset" in datasets
+    assert ":func:<code>" not in datasets and ":meth:<code>" not in datasets  # docs/hooks.py
 
 
 @pytest.mark.parametrize("name", PUBLIC)
