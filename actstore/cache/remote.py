@@ -184,6 +184,21 @@ class _Pieces:
         return out
 
 
+class _Spans:
+    """``buffer[lo[i]:hi[i]]`` as a sequence, each view made only when it is asked for."""
+
+    __slots__ = ("_buffer", "_lo", "_hi")
+
+    def __init__(self, buffer: memoryview, lo: list[int], hi: list[int]) -> None:
+        self._buffer, self._lo, self._hi = buffer, lo, hi
+
+    def __len__(self) -> int:
+        return len(self._lo)
+
+    def __getitem__(self, i: int) -> memoryview:
+        return self._buffer[self._lo[i] : self._hi[i]]
+
+
 class CacheLike(Protocol):
     """What a :class:`CachedSource` needs of its cache (a :class:`~actstore.cache.UnifiedCache`)."""
 
@@ -339,11 +354,44 @@ class CachedSource:
         ranges = [(off, off + len(v)) for (off, _), v in zip(requests, views)]
         with self._lock:
             ranges, views = self._split_at_pieces(path, ranges, views)
-            left = self._read_direct(path, ranges, views)
-        if not left:
+            left = self._read_direct(path, np.asarray(ranges, dtype=np.int64).reshape(-1, 2), views)
+        self._read_left(path, [ranges[i] for i in left], [views[i] for i in left])
+
+    def readinto_spans(self, path: str, starts: np.ndarray, buffer: memoryview,
+                       lo: np.ndarray, hi: np.ndarray) -> None:
+        """:meth:`readinto` of ``buffer[lo[i]:hi[i]]`` from ``starts[i]`` (see
+        :func:`~actstore.format.source.read_spans`): the warm path matches the arrays against
+        the cached pieces as they are and makes a view only for the pieces it reads, so a
+        scattered ``get`` costs no Python object per row before it reaches the disk."""
+        buffer = buffer if buffer.ndim == 1 and buffer.format == "B" else buffer.cast("B")
+        starts = np.asarray(starts, dtype=np.int64)
+        r = np.stack([starts, starts + (np.asarray(hi, np.int64) - np.asarray(lo, np.int64))], axis=1)
+        views = _Spans(buffer, np.asarray(lo).tolist(), np.asarray(hi).tolist())
+        with self._lock:
+            if self._crosses_pieces(path, r):  # a range spans several pieces: the general way
+                left = None
+            else:
+                left = self._read_direct(path, r, views)
+        if left is None:
+            self.readinto(path, [(int(starts[i]), views[i]) for i in range(len(views))])
             return
-        views = [views[i] for i in left]
-        parts = self._read(path, [ranges[i] for i in left])
+        self._read_left(path, [(int(r[i, 0]), int(r[i, 1])) for i in left], [views[i] for i in left])
+
+    def _crosses_pieces(self, path: str, r: np.ndarray) -> bool:
+        """Whether a range of ``r`` crosses the start of a cached piece (see _split_at_pieces)."""
+        ident = self.ident(path)
+        pieces = self._pieces.get(ident) if ident else None
+        if pieces is None or not pieces.items or not len(r):
+            return False
+        starts = pieces.arrays()[0]
+        return bool((np.searchsorted(starts, r[:, 1], side="left")
+                     > np.searchsorted(starts, r[:, 0], side="right")).any())
+
+    def _read_left(self, path: str, ranges: list[tuple[int, int]], views: list[memoryview]) -> None:
+        """The general path for what the warm path left: cached pieces copied, misses fetched."""
+        if not ranges:
+            return
+        parts = self._read(path, ranges)
         for view, part in zip(views, parts):
             if isinstance(part, list):  # several cached pieces: copy each into place
                 pos = 0
@@ -377,7 +425,7 @@ class CachedSource:
                 out_v.append(v[s - a : e - a])
         return out_r, out_v
 
-    def _read_direct(self, path: str, ranges: list[tuple[int, int]], views: list[memoryview]) -> list[int]:
+    def _read_direct(self, path: str, r: np.ndarray, views: Sequence[memoryview]) -> list[int]:
         """Warm fast path on a local cache: ranges that are each exactly one cached piece are
         read with scattering ``preadv`` calls (one per run of nearby pieces) straight into
         their views, then each view — memory private to this process — is checked against
@@ -387,20 +435,19 @@ class CachedSource:
 
         ident = self.ident(path)
         pieces = self._pieces.get(ident) if ident else None
-        if pieces is None or not pieces.items or not ranges:
-            return list(range(len(ranges)))
+        if pieces is None or not pieces.items or not len(r):
+            return list(range(len(r)))
         starts, ends, keys, k0s = pieces.arrays()
-        r = np.asarray(ranges, dtype=np.int64)
         j = np.searchsorted(starts, r[:, 0], side="right") - 1
         jj = np.maximum(j, 0)
         ok = (j >= 0) & (starts[jj] == r[:, 0]) & (k0s[jj] == r[:, 0]) & (ends[jj] == r[:, 1])
         sel = np.flatnonzero(ok)
         if not sel.size:
-            return list(range(len(ranges)))
+            return list(range(len(r)))
         ks = j[sel]
         layout = self._layout(ident, pieces, ks)
         if layout is None:
-            return list(range(len(ranges)))
+            return list(range(len(r)))
         seg, off, hexs, fns, paths = layout
         si, so = seg[ks], off[ks]
         order = np.lexsort((so, si))
@@ -448,7 +495,7 @@ class CachedSource:
         return seg, off, hexs, fns, paths
 
     def _read_run(self, ident: str, seg: str, idx: list[int], ks: list[int], offs: list[int],
-                  views: list[memoryview], hexs: list[str], fns: list[Any], left: list[int]) -> int:
+                  views: Sequence[memoryview], hexs: list[str], fns: list[Any], left: list[int]) -> int:
         """Read one run of nearby pieces of segment file ``seg`` into their views (gaps into
         scratch memory), then check each view; failures go to ``left``, and their segment is
         dropped as damaged (or, if gone, looked up again by the general path)."""
@@ -460,26 +507,27 @@ class CachedSource:
             self._layouts.pop(ident, None)
             left.extend(idx)
             return 0
+        vs = [views[i] for i in idx]  # each piece's view, made once
+        lens = [len(v) for v in vs]
         short: set[int] = set()
         try:
             for c in range(0, len(idx), _IOV_PIECES):
                 iov: list[Any] = []
                 start = pos = offs[c]
-                for i, o in zip(idx[c : c + _IOV_PIECES], offs[c : c + _IOV_PIECES]):
+                for v, o, n in zip(vs[c : c + _IOV_PIECES], offs[c : c + _IOV_PIECES], lens[c : c + _IOV_PIECES]):
                     if o > pos:
                         iov.append(self._gap(o - pos))
-                    v = views[i]
                     iov.append(v)
-                    pos = o + len(v)
+                    pos = o + n
                 got = os.preadv(fd, iov, start)
                 if got != pos - start:
                     short.update(t for t in range(c, min(len(idx), c + _IOV_PIECES))
-                                 if offs[t] + len(views[idx[t]]) > start + got)
+                                 if offs[t] + lens[t] > start + got)
         finally:
             os.close(fd)
-        bad = [t for t, (i, k) in enumerate(zip(idx, ks)) if t in short or fns[k](views[i]) != hexs[k]]
+        bad = [t for t, (v, k) in enumerate(zip(vs, ks)) if t in short or fns[k](v) != hexs[k]]
         if not bad:
-            return sum(len(views[i]) for i in idx)
+            return sum(lens)
         self._layouts.pop(ident, None)
         self.counters["damaged_pieces"] += len(bad)
         left.extend(idx[t] for t in bad)
@@ -487,7 +535,7 @@ class CachedSource:
         what = "truncated" if bad[0] in short else "fails its checksum"
         self.store.report_damage(sid, f"a cached piece of {self.url} {what} (read {len(bad)} bad of {len(idx)})")
         bad_set = set(bad)
-        return sum(len(views[i]) for t, i in enumerate(idx) if t not in bad_set)
+        return sum(n for t, n in enumerate(lens) if t not in bad_set)
 
     def _gap(self, n: int) -> memoryview:
         """Scratch memory for bytes between pieces (shared: its contents are never used)."""

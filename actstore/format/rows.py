@@ -18,7 +18,7 @@ from .dtypes import bf16_bits_to_f32
 from .header import TensorEntry
 from .parallel import in_pieces, piece_count
 from .ranges import DATASET_GAP, coalesce_sorted
-from .source import ByteSource, LocalSource, pread_exact
+from .source import ByteSource, LocalSource, pread_exact, read_spans
 from .spec import ST_DTYPES
 
 __all__ = ["MAX_READ_BYTES", "convert_rows", "read_rows", "storage_numpy"]
@@ -107,10 +107,9 @@ def read_rows(
         a, b, counts, span, direct = a[keep], b[keep], counts[keep], span[keep], direct[keep]
     if direct.any():
         view = memoryview(out).cast("B")
-        starts = (entry.start + offs[a[direct]] * entry.row_bytes).tolist()
+        starts = entry.start + offs[a[direct]] * entry.row_bytes
         lo = dst[a[direct]] * entry.row_bytes
-        hi = lo + counts[direct] * entry.row_bytes
-        source.readinto(path, [(s, view[x:y]) for s, x, y in zip(starts, lo.tolist(), hi.tolist())])
+        read_spans(source, path, starts, view, lo, lo + counts[direct] * entry.row_bytes)
     rest = np.flatnonzero(~direct)
     held, batch = 0, []
     for i in rest.tolist():  # bounded batches of scattered runs

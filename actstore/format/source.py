@@ -26,12 +26,14 @@ from .location import Location, resolve
 from .spec import INDEX_FILE
 
 if TYPE_CHECKING:
+    import numpy as np
     from fsspec import AbstractFileSystem
 
 #: The file whose version proves every other file's (a writer replaces it first).
 _ANCHOR = INDEX_FILE.format(split="train", part=0, parts=1)
 
-__all__ = ["ByteSource", "FsspecSource", "LocalSource", "pread_exact", "source_for_url", "split_url"]
+__all__ = ["ByteSource", "FsspecSource", "LocalSource", "pread_exact", "read_spans", "source_for_url",
+           "split_url"]
 
 
 @runtime_checkable
@@ -49,6 +51,20 @@ class ByteSource(Protocol):
     def readinto(self, path: str, requests: Sequence[tuple[int, memoryview]]) -> None:
         """Fill each ``(offset, buffer)`` request exactly with the file's bytes from ``offset``."""
         ...
+
+
+def read_spans(source: ByteSource, path: str, starts: np.ndarray, buffer: memoryview,
+               lo: np.ndarray, hi: np.ndarray) -> None:
+    """Fill ``buffer[lo[i]:hi[i]]`` (a flat byte view) with ``path``'s bytes from
+    ``starts[i]``, for every ``i``: :meth:`ByteSource.readinto` for many ranges given as
+    arrays. A source with a ``readinto_spans`` method of this signature gets the arrays as
+    they are, to match them against what it holds without a Python object per range (the
+    warm cache does); any other gets the ``(offset, buffer)`` requests."""
+    spans = getattr(source, "readinto_spans", None)
+    if spans is not None:
+        spans(path, starts, buffer, lo, hi)
+        return
+    source.readinto(path, [(s, buffer[x:y]) for s, x, y in zip(starts.tolist(), lo.tolist(), hi.tolist())])
 
 
 def _short(path: str, offset: int, want: int, got: int) -> IntegrityError:
