@@ -146,7 +146,9 @@ def _get_figures(run: _Run) -> dict[str, float]:
             rows = np.linspace(0, n - 1, max(n // 100, 1)).astype(int)
             run.hub.reset_counters()
             before = ds.source.counters["requests"]
-            t = _timed(lambda: ds.get(rows, layers=[LAYER]))
+            t = time.perf_counter()
+            ds.get(rows, layers=[LAYER])
+            t = time.perf_counter() - t
         finally:
             ranges.HUB_GAP = default
         out[f"{tag}get_requests"] = float(sum(m == "GET" and "/resolve/" in p for m, p, _ in run.hub.requests))
@@ -171,6 +173,8 @@ def _sha_pass(ds_dir: Path) -> float:
 
 def _fmt(values: list[float], unit: str = "s") -> str:
     med = statistics.median(values)
+    if not unit:  # counts
+        return f"{med:g} ({min(values):g}–{max(values):g})"
     return f"{med:.2f} {unit} ({min(values):.2f}–{max(values):.2f})"
 
 
@@ -186,20 +190,31 @@ def main() -> None:
     rows = max(int(target * 1e6 / (layers * dim * 4)), 8)
     ds_dir = Path(_TMP) / "ds"
     size = _write(ds_dir, layers, rows, dim)
-    mb = size / 1e6
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     load0 = os.getloadavg()
     t0 = time.perf_counter()
-    results = {m: [_measure(ds_dir, m == "xet") for _ in range(args.repeats)] for m in modes}
     sha = [_sha_pass(ds_dir) for _ in range(args.repeats)]
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in modes}
+    for done in range(1, args.repeats + 1):  # the modes interleaved; the table rewritten per round
+        for m in modes:
+            results[m].append(_measure(ds_dir, m == "xet"))
+        _report(args, results, sha, layers, rows, dim, size, load0, t0, done)
+    shutil.rmtree(_TMP, ignore_errors=True)
+
+
+def _report(args: argparse.Namespace, results: dict[str, list[dict[str, float]]], sha: list[float],
+            layers: int, rows: int, dim: int, size: int, load0: tuple[float, float, float],
+            t0: float, done: int) -> None:
+    mb = size / 1e6
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     load1, wall = os.getloadavg(), time.perf_counter() - t0
     cmd = "python benchmarks/bench_hub.py " + " ".join(sys.argv[1:])
+    partial = "" if done == args.repeats else f" (partial: {done} of {args.repeats} rounds so far)"
     lines = ["## Hub push / pull (loopback Hub server, real huggingface_hub + hf_xet)", "",
              f"Command: `{cmd.strip()}`; machine: {platform.machine()}, {os.cpu_count()} cores, "
              f"Python {sys.version.split()[0]}. Dataset: {layers} layers x {rows:,} rows x {dim} "
-             f"float32 = {mb:,.0f} MB on disk. {args.repeats} runs each, a fresh server store per "
-             f"run; median (min–max). Load average (1/5/15 min) {load0[0]:.2f}/{load0[1]:.2f}/"
+             f"float32 = {mb:,.0f} MB on disk. {done} runs each{partial}, modes interleaved, a "
+             f"fresh server store per run; median (min–max). Load average (1/5/15 min) {load0[0]:.2f}/{load0[1]:.2f}/"
              f"{load0[2]:.2f} at the start, {load1[0]:.2f}/{load1[1]:.2f}/{load1[2]:.2f} at the end "
              f"({wall / 60:.1f} min of runs); other sessions' tests ran at nice 19 meanwhile.", "",
              "| mode | figure | actstore | baseline | ratio (baseline / actstore time) | goal |",
@@ -238,8 +253,7 @@ def main() -> None:
     out = Path(__file__).resolve().parent / "results" / "hub.md"
     out.parent.mkdir(exist_ok=True)
     out.write_text("\n".join(lines))
-    print("\n".join(lines))
-    shutil.rmtree(_TMP, ignore_errors=True)
+    print("\n".join(lines), flush=True)
 
 
 if __name__ == "__main__":
