@@ -332,7 +332,7 @@ class FsspecSource:
         if not requests:
             return
         views = [buffer.cast("B") for _, buffer in requests]
-        blobs = self._fetch(path, [(off, off + len(v)) for (off, _), v in zip(requests, views)])
+        blobs = self.read_ranges(path, [(off, off + len(v)) for (off, _), v in zip(requests, views)])
         for view, blob in zip(views, blobs):
             view[:] = blob
 
