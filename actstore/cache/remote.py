@@ -671,10 +671,9 @@ class CachedSource:
             self._check_online(path, f"{len(ranges)} byte range(s) (first: bytes {s}-{e})")
         full = self._full(path)
         pin = self._pin(path)
-        self.counters["requests"] += len(ranges)
         http = fs_is_http(self.fs)
         blobs = fetch_ranges(self.fs, full, ranges, pin=pin, pins=self.pins, path=path,
-                             first_alone=http and self.range_ok is not True)
+                             first_alone=http and self.range_ok is not True, counters=self.counters)
         if http:
             ignored = next((b for b in blobs if isinstance(b, RangeIgnored)), None)
             if ignored is not None:
@@ -686,7 +685,6 @@ class CachedSource:
         for blob, (s, e) in zip(blobs, ranges):
             if isinstance(blob, Exception):
                 raise blob
-            self.counters["bytes_fetched"] += len(blob)
             out.append(self._checked(path, blob, s, e, cache_whole))
         return out
 

@@ -4,9 +4,13 @@ Both remote byte sources — the plain :class:`~actstore.format.source.FsspecSou
 cache's :class:`~actstore.cache.remote.CachedSource` — fetch through this module, so they
 share one answer to two questions:
 
-*How are ranges fetched?* Exactly, with no read-ahead: S3 and HTTP by concurrent range GETs;
-any other filesystem through ``open(..., cache_type="none")`` in a thread pool (fsspec's
-default buffered file would read 5 MiB ahead of a 4 KiB row).
+*How are ranges fetched?* With no read-ahead, the ranges of one call merged per the store's
+:func:`~actstore.format.ranges.request_policy` (exact bytes on S3 and HTTP; on the Hub, whose
+resolve calls are rate-limited, ranges up to 4 MiB apart are one request): S3 and HTTP by
+concurrent range GETs; any other filesystem (the Hub's included) through
+``open(..., cache_type="none")`` in a thread pool (fsspec's default buffered file would read
+5 MiB ahead of a 4 KiB row). Every request made and byte received is added to the caller's
+``counters`` (``"requests"``, ``"bytes_fetched"``): a dataset's ``ds.source.counters``.
 
 *Is it still the file the reader opened?* A dataset can be overwritten while it is open. The
 first time a source uses a file it records the file's :class:`Pin` — its validator: the S3
@@ -37,8 +41,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DatasetChangedError
+from ..errors import DatasetChangedError, IntegrityError
 from .location import fs_is_http, fs_protocols
+from .ranges import coalesce, request_policy
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
@@ -50,6 +55,8 @@ __all__ = ["Answer", "CONCURRENCY", "Pin", "Pins", "RangeIgnored", "fetch_ranges
 
 #: Requests in flight at once for one read call.
 CONCURRENCY = 16
+#: Guards the ``counters`` dicts the fetches of several threads add to.
+_COUNT_LOCK = threading.Lock()
 
 
 class RangeIgnored(Exception):
@@ -214,9 +221,13 @@ def pin_hf_root(fs: AbstractFileSystem, root: str) -> str:
 
 def fetch_ranges(fs: AbstractFileSystem, full: str, ranges: Sequence[tuple[int, int]], *,
                  pin: Pin | None = None, pins: Pins | None = None, path: str = "",
-                 first_alone: bool = False) -> list[Answer]:
-    """The bytes of each ``[start, end)`` range of ``full``, exactly, no read-ahead.
+                 first_alone: bool = False,
+                 counters: dict[str, int] | None = None) -> list[Answer]:
+    """The bytes of each ``[start, end)`` range of ``full``, no read-ahead.
 
+    The ranges are merged first per the store's
+    :func:`~actstore.format.ranges.request_policy` (on the Hub, nearby ranges are one
+    request; elsewhere only touching ones), and each answer is cut out of its merged read.
     Each answer is a ``bytes``-like or the exception of that range (the caller raises it in
     order), a :class:`RangeIgnored` when an HTTP server sent the whole file. With ``pin``
     (and ``pins``, which names the dataset in errors), a file that is no longer the pinned
@@ -225,19 +236,60 @@ def fetch_ranges(fs: AbstractFileSystem, full: str, ranges: Sequence[tuple[int, 
     Parameters
     ----------
     first_alone : bool
-        HTTP only: send the first range alone, so that a server that ignores ``Range`` sends
-        the whole file once, not once per range.
+        HTTP only: send the first request alone, so that a server that ignores ``Range`` sends
+        the whole file once, not once per request.
+    counters : dict, optional
+        ``"requests"`` and ``"bytes_fetched"`` are increased by the requests sent and the
+        bytes they brought (gaps of merged reads included).
     """
     if not ranges:
         return []
+    ranges = list(ranges)
+    gap, max_span = request_policy(fs_protocols(fs))
+    reads = coalesce(ranges, gap=gap, max_span=max_span)
+    spans = [(s, e) for s, e, _ in reads]
+    blobs = _fetch_spans(fs, full, spans, pin, pins, path, first_alone)
+    if counters is not None:
+        got = sum(len(b.body) if isinstance(b, RangeIgnored) else 0 if isinstance(b, Exception)
+                  else len(b) for b in blobs)
+        with _COUNT_LOCK:
+            counters["requests"] = counters.get("requests", 0) + sum(e > s for s, e in spans)
+            counters["bytes_fetched"] = counters.get("bytes_fetched", 0) + got
+    out: list[Answer] = [b""] * len(ranges)
+    for (s, e, members), blob in zip(reads, blobs):
+        if len(members) == 1 and ranges[members[0]] == (s, e):
+            out[members[0]] = blob  # a range read alone: as fetched, checked by the caller
+            continue
+        if not isinstance(blob, Exception) and len(blob) != e - s:
+            size = pin.size if pin is not None else None
+            where = f"{pins.url}/{path}" if pins is not None and path else full
+            blob = RangeIgnored(bytes(blob)) if size is not None and len(blob) == size else IntegrityError(
+                f"{where}: asked for bytes {s}-{e} "
+                f"({e - s} bytes) but got {len(blob)}; the file changed or the server "
+                "mishandles Range requests. Open the dataset again."
+            )
+        if isinstance(blob, Exception):
+            for m in members:
+                out[m] = blob
+            continue
+        view = memoryview(blob)
+        for m in members:
+            a, b = ranges[m]
+            out[m] = view[a - s : b - s]
+    return out
+
+
+def _fetch_spans(fs: AbstractFileSystem, full: str, ranges: list[tuple[int, int]], pin: Pin | None,
+                 pins: Pins | None, path: str, first_alone: bool) -> list[Answer]:
+    """One request per ``[start, end)`` range, by the fastest route the filesystem offers."""
     if fs_is_http(fs):
-        return _http_fetch(fs, full, list(ranges), pin, pins, path, first_alone)
+        return _http_fetch(fs, full, ranges, pin, pins, path, first_alone)
     if "s3" in fs_protocols(fs) and hasattr(fs, "_call_s3"):
-        return _s3_fetch(fs, full, list(ranges), pin, pins, path)
+        return _s3_fetch(fs, full, ranges, pin, pins, path)
     if getattr(fs, "async_impl", False):
         return list(fs.cat_ranges([full] * len(ranges), [s for s, _ in ranges],
                                   [e for _, e in ranges], on_error="return"))
-    return _threaded_fetch(fs, full, list(ranges))
+    return _threaded_fetch(fs, full, ranges)
 
 
 def _threaded_fetch(fs: AbstractFileSystem, full: str, ranges: list[tuple[int, int]]) -> list[Answer]:

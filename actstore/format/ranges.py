@@ -12,14 +12,26 @@ The defaults differ by what a wasted byte costs against a saved request:
 =====================  ===========  ============================================================
 setting                gap          why
 =====================  ===========  ============================================================
-``DATASET_GAP``        0            dataset files, local or remote: a remote byte is the scarce
-                                    resource (a dataset should transfer about the bytes asked for),
-                                    and locally a gap costs a copy for nothing
+``DATASET_GAP``        0            rows of dataset files as the reader plans them, local or
+                                    remote, and the gaps a cache fills: exact bytes; locally a gap
+                                    costs a copy for nothing
+``REMOTE_GAP``         0            one remote read call on S3, HTTP and other object stores
+                                    (:func:`request_policy`): they take thousands of requests a
+                                    second and 16 run at once, so a byte is the scarcer resource
+``HUB_GAP``            4 MiB        one remote read call on the Hub (``hf://``): the Hub
+                                    rate-limits resolve calls (some thousands per 5 minutes per
+                                    user), so a request is worth megabytes; a ``get()`` of 1 % of
+                                    the rows is then a few requests per shard, not one per row
 ``SEGMENT_GAP``        256 KiB      entries of one cache segment: a cache on S3 pays a request
                                     per read, and entries of one read were mostly written together
 ``LOCAL_RUN_GAP``      64 KiB       pieces ``preadv``'d from a local segment: one syscall instead
                                     of several, the gap read into shared scratch memory
 =====================  ===========  ============================================================
+
+Remote reads merge twice: the reader plans exact runs of rows (``DATASET_GAP``), then
+:func:`~actstore.format.fetch.fetch_ranges` merges the ranges of one call per the store's
+:func:`request_policy` (the merged read never longer than its ``max_span``), so every remote
+byte source — plain or cached — follows one rule per store.
 
 Examples
 --------
@@ -27,6 +39,8 @@ Examples
 [(0, 5, [1]), (10, 30, [0, 2]), (100, 110, [3])]
 >>> coalesce([(0, 5), (8, 10)], gap=3)
 [(0, 10, [0, 1])]
+>>> request_policy(("hf",)) == (HUB_GAP, HUB_MAX_SPAN)
+True
 """
 
 from __future__ import annotations
@@ -35,10 +49,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["DATASET_GAP", "LOCAL_RUN_GAP", "SEGMENT_GAP", "coalesce", "coalesce_sorted"]
+__all__ = ["DATASET_GAP", "HUB_GAP", "HUB_MAX_SPAN", "LOCAL_RUN_GAP", "REMOTE_GAP", "REMOTE_MAX_SPAN",
+           "SEGMENT_GAP", "coalesce", "coalesce_sorted", "request_policy"]
 
 #: Dataset files (local and remote rows, gaps the cache fills): exact bytes only.
 DATASET_GAP = 0
+#: One read call on S3, HTTP and other remote stores: exact bytes (requests are cheap there).
+REMOTE_GAP = 0
+#: Largest merged read on those stores (a single longer range stays one read).
+REMOTE_MAX_SPAN = 64 << 20
+#: One read call on the Hub: ranges this close are one request (the Hub rate-limits resolves).
+HUB_GAP = 4 << 20
+#: Largest merged Hub read: each is held in memory whole, up to ``CONCURRENCY`` at once.
+HUB_MAX_SPAN = 16 << 20
 #: Entries of one cache segment closer than this are read in one request, gap included.
 SEGMENT_GAP = 256 << 10
 #: Pieces of one local segment file closer than this are read in one ``preadv`` call.
@@ -76,6 +99,31 @@ def coalesce(spans: Sequence[tuple[int, int]], *, gap: int = DATASET_GAP,
                 continue
         out.append((s, e, [i]))
     return out
+
+
+def request_policy(protocols: Sequence[str]) -> tuple[int, int]:
+    """``(gap, max_span)`` for the ranges of one remote read call on a store.
+
+    Parameters
+    ----------
+    protocols : sequence of str
+        The fsspec protocol names of the filesystem (``("hf",)``, ``("s3", "s3a")``, ...).
+
+    Returns
+    -------
+    gap, max_span : int
+        Ranges at most ``gap`` bytes apart are fetched in one request, up to ``max_span``
+        bytes long: ``HUB_GAP`` / ``HUB_MAX_SPAN`` on the Hub, ``REMOTE_GAP`` /
+        ``REMOTE_MAX_SPAN`` elsewhere.
+
+    Examples
+    --------
+    >>> request_policy(("s3", "s3a"))
+    (0, 67108864)
+    """
+    if "hf" in protocols:
+        return HUB_GAP, HUB_MAX_SPAN
+    return REMOTE_GAP, REMOTE_MAX_SPAN
 
 
 def coalesce_sorted(starts: np.ndarray, ends: np.ndarray, *, gap: int = DATASET_GAP,

@@ -292,9 +292,17 @@ class FsspecSource:
     """Files under a root on any fsspec filesystem, read by exact byte ranges.
 
     Reads ask for exactly the bytes wanted (no read-ahead; see :mod:`actstore.format.fetch`),
-    and every file is pinned to the version first used: a file replaced while the dataset
-    is open raises :class:`~actstore.errors.DatasetChangedError`, never mixes versions.
+    the ranges of one read merged per the store's policy (on the Hub, nearby rows are one
+    request), and every file is pinned to the version first used: a file replaced while the
+    dataset is open raises :class:`~actstore.errors.DatasetChangedError`, never mixes versions.
     A Hub URL's revision is resolved to its commit when the source is made.
+
+    Attributes
+    ----------
+    counters : dict
+        ``"requests"``: range requests sent so far; ``"bytes_fetched"``: bytes they brought.
+        How many requests a read made is the difference before and after it
+        (``ds.source.counters``, as for a cached source).
     """
 
     def __init__(self, fs: AbstractFileSystem, root: str, *, url: str | None = None,
@@ -304,6 +312,7 @@ class FsspecSource:
         self.url = url or root
         self.pins = Pins(fs, self.root, self.url, anchor)
         self.pins.immutable = self.root != root.rstrip("/")  # a Hub commit never changes
+        self.counters = {"requests": 0, "bytes_fetched": 0}
 
     def _full(self, path: str) -> str:
         return f"{self.root}/{path}"
@@ -314,11 +323,11 @@ class FsspecSource:
             return int(self.fs.size(self._full(path)))
         return pin.size
 
-    def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
-        if not ranges:
-            return []
+    def _fetch(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes | memoryview]:
+        """Each range's bytes, complete (checked), as fetched: bytes or views of a merged read."""
         pin = self.pins.get(path)
-        blobs = fetch_ranges(self.fs, self._full(path), ranges, pin=pin, pins=self.pins, path=path)
+        blobs = fetch_ranges(self.fs, self._full(path), ranges, pin=pin, pins=self.pins, path=path,
+                             counters=self.counters)
         out = []
         for blob, (start, end) in zip(blobs, ranges):
             if isinstance(blob, RangeIgnored):  # the whole file came back: slice it
@@ -330,7 +339,14 @@ class FsspecSource:
             out.append(blob)
         return out
 
+    def read_ranges(self, path: str, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        if not ranges:
+            return []
+        return [b if isinstance(b, bytes) else bytes(b) for b in self._fetch(path, ranges)]
+
     def readinto(self, path: str, requests: Sequence[tuple[int, memoryview]]) -> None:
+        if not requests:
+            return
         views = [buffer.cast("B") for _, buffer in requests]
         blobs = self.read_ranges(path, [(off, off + len(v)) for (off, _), v in zip(requests, views)])
         for view, blob in zip(views, blobs):

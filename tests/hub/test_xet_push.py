@@ -114,10 +114,9 @@ def test_many_shards_go_in_batches_with_index_and_card_last(hub: HubServer, repo
 
 
 def test_hf_get_makes_a_handful_of_requests(hub: HubServer, repo_id: str, tmp_path: Path) -> None:
-    """``get()`` of 1 % of the rows over hf:// makes a bounded number of requests (measured
-    and printed: the Hub rate-limits resolve calls). Coalescing far-apart rows is the remote
-    reader's policy (cache/remote.py); here: one header read per shard, then at most one
-    range per row."""
+    """``get()`` of 1 % of the rows over hf:// makes a bounded number of requests (the Hub
+    rate-limits resolve calls): the shard's header, then one merged read of the rows (the Hub
+    policy of ``format/ranges.py``; more in ``test_range_requests.py``)."""
     _, hidden, _ = write_dataset(tmp_path / "ds", n=400, dim=32, shard_bytes=1 << 20)
     actstore.push_dataset(tmp_path / "ds", repo_id, token=WRITE, progress=False)
     ds = actstore.open_dataset(f"hf://datasets/{repo_id}",
@@ -127,7 +126,5 @@ def test_hf_get_makes_a_handful_of_requests(hub: HubServer, repo_id: str, tmp_pa
     hub.reset_counters()
     np.testing.assert_array_equal(ds.get(rows, layers=[1])[:, 0], hidden[1][rows])
     ranged = [p for m, p, s in hub.requests if m == "GET" and "/resolve/" in p]
-    print(f"requests per get() of {rows.size} rows: {len(hub.requests)} "
-          f"({len(ranged)} resolve GETs)")
-    assert len(ranged) <= rows.size + 1  # the shard's header, then at most one per row
-    assert len(hub.requests) <= rows.size + 4
+    assert len(ranged) == 2  # the shard's header, then one read for the rows
+    assert len(hub.requests) <= 5
