@@ -148,6 +148,16 @@ def make_token_dataset(path: str, n: int, tokens: int, dim: int) -> None:
             w.add(texts, hidden={0: seqs}, labels=labels)
 
 
+def _hwm_mib() -> float:
+    """This process's peak RSS (``VmHWM``), in MiB. Not ``ru_maxrss``: that survives the
+    exec of a child from this large parent, so a child would report the parent's size."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
+
+
 def token_child(path: str, mode: str) -> None:
     """Run in a child process: one token-level fit, its time and the child's peak RSS, as JSON.
 
@@ -162,7 +172,7 @@ def token_child(path: str, mode: str) -> None:
 
     ds = actstore.open_dataset(path)
     y = np.asarray(ds.labels)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _hwm_mib()
     t0 = time.perf_counter()
     if mode == "memory":
         feats, rows = token_features(ds, [0], "all")
@@ -175,7 +185,7 @@ def token_child(path: str, mode: str) -> None:
                                inference_pooling="max").fit(ds, "label")
         tokens = probe.n_train_tokens_
     took = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = _hwm_mib()
     print(json.dumps({"seconds": took, "rows": len(ds), "tokens": tokens, "rss_mib": rss,
                       "rss_before_mib": before, "auroc": probe.evaluate(ds, "label")["auroc"]}))
 

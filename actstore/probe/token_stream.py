@@ -209,7 +209,10 @@ class _Moments1:
     def add(self, X: np.ndarray) -> None:
         nb = X.shape[0]
         mb = X.mean(0, dtype=np.float64)
-        m2b = np.square(X - mb.astype(X.dtype), dtype=np.float64).sum(0)
+        D = X - mb.astype(X.dtype)
+        np.square(D, out=D)
+        m2b = D.sum(0, dtype=np.float64)
+        del D
         n = self.n + nb
         delta = mb - self.mean
         self.m2 += m2b + delta**2 * (self.n * nb / n)
@@ -265,7 +268,8 @@ def _logistic(ds: Any, layers: Sequence[int | str], code: np.ndarray, K: int, op
                 view = buf[:m]
                 if spill.readinto(memoryview(view).cast("B")) != view.nbytes:
                     raise InvalidArgumentError("The temporary token file was cut short (disk full?).")
-                Z = (view - mu) / sigma
+                Z = view - mu  # float64, standardised in place
+                Z /= sigma
                 t = token_code[start : start + m]
                 lo, g, h = terms(Z, t.astype(np.float64) if K == 2 else t, w, b)
                 loss, gw, gb = loss + lo, gw + g, gb + h
