@@ -261,18 +261,21 @@ def _logistic(ds: Any, layers: Sequence[int | str], code: np.ndarray, K: int, op
 
         def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
             w, b = theta[: out * width].reshape(out, width), theta[out * width :]
-            loss, gw, gb = 0.0, np.zeros((out, width)), np.zeros(out)
+            # the standardisation folded into the weights: Z @ w + b == X @ v + c, and
+            # Z.T @ r == (X.T @ r - mu * sum(r)) / sigma, so no standardised copy is made
+            v = w / sigma
+            c = b - v @ mu
+            loss, gx, gb = 0.0, np.zeros((out, width)), np.zeros(out)
             spill.seek(0)
             for start in range(0, seen, chunk):
                 m = min(chunk, seen - start)
                 view = buf[:m]
                 if spill.readinto(memoryview(view).cast("B")) != view.nbytes:
                     raise InvalidArgumentError("The temporary token file was cut short (disk full?).")
-                Z = view - mu  # float64, standardised in place
-                Z /= sigma
                 t = token_code[start : start + m]
-                lo, g, h = terms(Z, t.astype(np.float64) if K == 2 else t, w, b)
-                loss, gw, gb = loss + lo, gw + g, gb + h
+                lo, g, h = terms(view.astype(np.float64), t.astype(np.float64) if K == 2 else t, v, c)
+                loss, gx, gb = loss + lo, gx + g, gb + h
+            gw = (gx - np.outer(gb, mu)) / sigma
             # scikit-learn's objective divided by C * n (its own scaling): same minimiser
             f = loss / seen + 0.5 / (C * seen) * float((w * w).sum())
             return f, np.concatenate([(gw / seen + w / (C * seen)).ravel(), gb / seen])
