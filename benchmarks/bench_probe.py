@@ -158,6 +158,38 @@ def _hwm_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux
 
 
+def _status_mib(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class _AnonPeak:
+    """Peak anonymous RSS (``RssAnon``, sampled every 5 ms in a thread): the memory a fit
+    allocates. ``VmHWM`` also counts the dataset's shard files, which the local reader maps
+    (file-backed pages of the page cache, shared and reclaimable), so a fit that reads every
+    token once shows the dataset's size there whatever it allocates."""
+
+    def __enter__(self) -> _AnonPeak:
+        import threading
+
+        self.peak, self._stop = _status_mib("RssAnon"), threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, _status_mib("RssAnon"))
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _status_mib("RssAnon"))
+
+
 def token_child(path: str, mode: str) -> None:
     """Run in a child process: one token-level fit, its time and the child's peak RSS, as JSON.
 
@@ -173,6 +205,8 @@ def token_child(path: str, mode: str) -> None:
     ds = actstore.open_dataset(path)
     y = np.asarray(ds.labels)
     before = _hwm_mib()
+    anon_before = _status_mib("RssAnon")
+    sampler = _AnonPeak().__enter__()
     t0 = time.perf_counter()
     if mode == "memory":
         feats, rows = token_features(ds, [0], "all")
@@ -185,9 +219,11 @@ def token_child(path: str, mode: str) -> None:
                                inference_pooling="max").fit(ds, "label")
         tokens = probe.n_train_tokens_
     took = time.perf_counter() - t0
+    sampler.__exit__()
     rss = _hwm_mib()
     print(json.dumps({"seconds": took, "rows": len(ds), "tokens": tokens, "rss_mib": rss,
-                      "rss_before_mib": before, "auroc": probe.evaluate(ds, "label")["auroc"]}))
+                      "rss_before_mib": before, "anon_before_mib": anon_before, "anon_peak_mib": sampler.peak,
+                      "auroc": probe.evaluate(ds, "label")["auroc"]}))
 
 
 def run_tokens(path: str, mode: str) -> dict:  # type: ignore[type-arg]
@@ -358,9 +394,9 @@ def tokens_section(runs: dict, rows: int, length: int, dim: int) -> list[str]:  
              "a training sample (read row by row with `ds.tokens`), logistic regression unless said; "
              f"each fit in a fresh child process, {len(runs['memory'])} runs each (min–max). Load at the "
              f"end: `{load}` (other helpers' tests run at nice 19).", "",
-             "| path | rows | tokens | fit time | rows/s | tokens/s | peak RSS of the child | RSS before the fit "
-             "| peak − before | train AUROC (`inference_pooling=\"max\"`) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| path | rows | tokens | fit time | rows/s | tokens/s | peak anonymous RSS − before (what the fit allocates) "
+             "| peak RSS (`VmHWM`, mapped shard files included) − before | train AUROC (`inference_pooling=\"max\"`) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for mode, rs in runs.items():
         r = rs[0]
         secs = [x["seconds"] for x in rs]
@@ -368,14 +404,17 @@ def tokens_section(runs: dict, rows: int, length: int, dim: int) -> list[str]:  
             f"| {names[mode]} | {r['rows']:,} | {r['tokens']:,} | {spread(secs, '.2f')} s | "
             f"{spread([x['rows'] / x['seconds'] for x in rs], ',.0f')} | "
             f"{spread([x['tokens'] / x['seconds'] for x in rs], ',.0f')} | "
-            f"{spread([x['rss_mib'] for x in rs], ',.0f')} MiB | {spread([x['rss_before_mib'] for x in rs], ',.0f')} MiB | "
+            f"{spread([x['anon_peak_mib'] - x['anon_before_mib'] for x in rs], ',.0f')} MiB | "
             f"{spread([x['rss_mib'] - x['rss_before_mib'] for x in rs], ',.0f')} MiB | {spread([x['auroc'] for x in rs], '.4f')} |")
     matrix = runs["memory"][0]["tokens"] * dim * 4 / 2**20
-    grow = [x["rss_mib"] - x["rss_before_mib"] for x in runs["bounded"]]
+    grow = [x["anon_peak_mib"] - x["anon_before_mib"] for x in runs["bounded"]]
     ok = max(grow) < matrix / 2
-    lines += ["", f"The token matrix is {matrix:,.0f} MiB (float32). Goal (bounded memory: the fit's "
-              f"RSS growth well under the token matrix, < {matrix / 2:,.0f} MiB): "
-              f"{max(grow):,.0f} MiB {'✅' if ok else '❌'}.", ""]
+    lines += ["", f"The token matrix is {matrix:,.0f} MiB (float32); RSS before the fit "
+              f"{runs['bounded'][0]['rss_before_mib']:,.0f} MiB (imports, the open dataset). Goal (bounded memory: "
+              f"what the fit allocates well under the token matrix, < {matrix / 2:,.0f} MiB): "
+              f"{max(grow):,.0f} MiB {'✅' if ok else '❌'}. `VmHWM` also grows by the shard files the "
+              "local reader maps (page cache, shared and reclaimable), about the dataset's size, on "
+              "every path that reads every token.", ""]
     return lines
 
 
