@@ -126,6 +126,11 @@ class Probe(BaseEstimator):
         ``None`` (default) reads the pooled ``view``; ``"all"`` makes every real token of
         each row a sample with the row's label and weight (never padding), and the folds of
         ``layers="sweep"`` then group tokens by row; the others pool each row's tokens.
+        With ``"all"`` and fixed layers, logistic regression, ridge, LDA and mass-mean
+        (standard scaling, no ``preprocessing``, ``mass_mean_augment`` or ``sample_weight``)
+        are fitted in bounded memory, never holding the token matrix
+        (:mod:`actstore.probe.token_stream`: one pass of statistics, or L-BFGS over the
+        tokens spilled once to a temporary file); other settings hold every token in memory.
     inference_pooling : str, optional
         How a full-sequence Dataset's rows are scored at prediction (lmprobe's names).
         ``None`` (default) reads the pooled ``view``. ``"max"``, ``"min"``, ``"score:mean"``
@@ -363,6 +368,12 @@ class Probe(BaseEstimator):
         pooling = check_train_pooling(self.train_pooling)
         parse_inference_pooling(self.inference_pooling)  # a bad value is refused before reading
         groups = None
+        if pooling == "all" and not (auto or swept):
+            from .token_stream import bounded_classifier
+
+            name = bounded_classifier(self.get_params(deep=False), sample_weight is not None)
+            if name is not None:  # every token a sample, never all of them in memory
+                return self._fit_tokens_bounded(X, y, spec, name)
         if pooling is None:
             feats, chosen = load_features(X, spec, self.view, held=held)
             yv = labels_for(X, y, feats.shape[0])
@@ -398,6 +409,30 @@ class Probe(BaseEstimator):
             return feats, chosen, y_rows, w_rows, None
         self.n_train_tokens_ = int(rows.size)
         return feats, chosen, y_rows[rows], None if w_rows is None else w_rows[rows], rows
+
+    def _fit_tokens_bounded(self, X: FeatureSource, y: LabelSource, spec: LayerSpec, name: str) -> Probe:
+        """``train_pooling="all"`` in bounded memory (:mod:`.token_stream`): the fitted head
+        is the affine map a saved probe holds, equal to the in-memory fit's."""
+        from .data import stored_layers
+        from .layers import resolve_layers
+        from .token_stream import fit_token_head
+        from .tokens import require_full_sequence
+
+        ds = require_full_sequence(X, "train_pooling='all'")
+        chosen = resolve_layers(spec, stored_layers(ds), where="the dataset")
+        yv = labels_for(ds, y, len(ds))
+        check_targets(yv, self.task)
+        self._steps()  # a classifier that does not fit the task is refused as in memory
+        fit = fit_token_head(ds, chosen, yv, name, self.task, self.classifier_kwargs)
+        self.layers_, self.layers_named_ = [request(L) for L in chosen], True
+        self.layer_scale_, self.dim_ = fit.layer_scale, int(ds.info.dim)
+        self.pipeline_ = LinearHead(fit.W, fit.b, fit.kind, fit.classes)
+        self.n_features_in_ = fit.W.shape[0]
+        if self.task == "classification":
+            self.classes_ = fit.classes
+        self.n_train_tokens_ = fit.n_tokens
+        self.provenance_ = dataset_provenance(X, y, self.view, self.layers_)
+        return self
 
     def _candidates(self, X: FeatureSource, held: HeldLayers | None) -> list[int | str]:
         """The candidate layers of ``"auto"``/``"fast_auto"``, as stored layer names."""

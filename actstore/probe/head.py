@@ -23,6 +23,7 @@ from sklearn.linear_model import (
 )
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC, LinearSVR
+from sklearn.utils.metaestimators import available_if
 
 from ..errors import InvalidArgumentError
 from .classifiers import MassMeanProbe
@@ -53,6 +54,9 @@ class LinearHead:
         assert self.classes_ is not None
         return self.classes_[(s > 0).astype(int)] if s.ndim == 1 else self.classes_[s.argmax(1)]
 
+    # only a "proba" head has probabilities: hasattr(head, "predict_proba") must say so, as a
+    # fitted pipeline of a margin classifier does, or callers asking first would call it
+    @available_if(lambda self: self.kind == "proba")
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         if self.kind != "proba":
             raise AttributeError("This probe's classifier gives no probabilities; use decision_function.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,7 @@ from .folds import _groups, make_folds, sweep_spec
 from .layers import LayerSpec, request, resolve_layers, stored
 from .metrics import main_metric
 
-__all__ = ["SweepResult", "cross_validate", "make_folds", "sweep_layers", "sweep_spec"]
+__all__ = ["BestLayer", "SweepResult", "best_layer_value", "cross_validate", "make_folds", "sweep_layers", "sweep_spec"]
 
 
 def layers_keyword(func: str, layers: LayerSpec, layer: LayerSpec | None, default: LayerSpec = -1) -> LayerSpec:
@@ -105,6 +105,57 @@ def _fit_token_folds(data: FeatureSource, y: np.ndarray, folds: list[tuple[np.nd
     return rows
 
 
+_LOWER_IS_BETTER = ("mse", "mae")
+
+
+class _CallableLayer:
+    """What makes a :data:`BestLayer` callable: ``best_layer(test, y)`` scores on ``test``."""
+
+    _on: Any
+
+    def __call__(self, data: FeatureSource, y: LabelSource = None, *, metric: str | None = None) -> int | str:
+        """The layer whose kept probe scores best on ``data`` (:meth:`SweepResult.best_layer_on`)."""
+        return self._on(data, y, metric=metric)  # type: ignore[no-any-return]
+
+    def __reduce__(self) -> tuple[Any, tuple[Any]]:
+        # copies and pickles are the plain layer: a Probe(layers=sweep.best_layer) that is
+        # cloned or saved must not carry the sweep (and all its probes) along
+        return (self._plain, (self._plain(self),))  # type: ignore[attr-defined]
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> int | str:
+        return self._plain(self)  # type: ignore[attr-defined,no-any-return]
+
+    def __copy__(self) -> int | str:
+        return self._plain(self)  # type: ignore[attr-defined,no-any-return]
+
+
+class _BestBlock(_CallableLayer, int):
+    _plain = int
+
+
+class _BestName(_CallableLayer, str):
+    _plain = str
+
+
+#: ``SweepResult.best_layer``: the layer (an ``int`` block number or ``"embeddings"``) that
+#: is also callable as lmprobe's ``best_layer(test, y)``.
+BestLayer = Union[_BestBlock, _BestName]  # noqa: UP007 (a runtime alias)
+
+
+def best_layer_value(layer: int | str, on: Any) -> BestLayer:
+    """``layer`` as a :data:`BestLayer` whose call is ``on(data, y, metric=...)``.
+
+    Examples
+    --------
+    >>> best = best_layer_value(6, lambda data, y, metric=None: 5)
+    >>> best == 6, best("test data")
+    (True, 5)
+    """
+    out: BestLayer = _BestName(layer) if isinstance(layer, str) else _BestBlock(layer)
+    out._on = on
+    return out
+
+
 @dataclass
 class SweepResult:
     """Per-fold metrics of a sweep, with a per-layer summary and the best layer.
@@ -136,20 +187,40 @@ class SweepResult:
                                        "keep_probes=True) to score or predict on new data.")
         return self.probes
 
-    def score(self, data: FeatureSource, y: LabelSource = None) -> dict[int | str, float]:
-        """Each layer's refitted probe scored on new data (accuracy or R²), by layer."""
-        return {L: p.score(data, y) for L, p in self._probes().items()}
+    def score(self, data: FeatureSource, y: LabelSource = None, *,
+              metric: str | None = None) -> dict[int | str, float]:
+        """Each layer's kept probe scored on new data, by layer: ``metric`` (a key of
+        :meth:`Probe.evaluate`, e.g. ``"auroc"``; default accuracy or R²)."""
+        if metric is None:
+            return {L: p.score(data, y) for L, p in self._probes().items()}
+        out = {}
+        for L, p in self._probes().items():
+            got = p.evaluate(data, y)
+            if metric not in got or isinstance(got[metric], str):
+                raise InvalidArgumentError(f"metric must be one of the numbers evaluate() returns "
+                                           f"({[k for k, v in got.items() if not isinstance(v, str)]}); "
+                                           f"got {metric!r}.")
+            out[L] = float(got[metric])
+        return out
 
     def predict(self, data: FeatureSource) -> dict[int | str, np.ndarray]:
         """Each layer's refitted probe's predictions on new data, by layer."""
         return {L: p.predict(data) for L, p in self._probes().items()}
 
-    def best_layer_on(self, data: FeatureSource, y: LabelSource = None) -> int | str:
-        """The layer whose refitted probe scores best on ``data`` (lmprobe's
-        ``best_layer(test)``; :attr:`best_layer` is the cross-validated choice, the one to
-        report — choosing on test data overstates the result)."""
-        scores = self.score(data, y)
-        return max(scores, key=lambda L: (scores[L], -stored(L)))
+    def best_layer_on(self, data: FeatureSource, y: LabelSource = None, *,
+                      metric: str | None = None) -> int | str:
+        """The layer whose kept probe scores best on ``data`` (the same as calling
+        ``sweep.best_layer(data, y)``, which is lmprobe's ``best_layer(test)``).
+
+        Every kept probe (``keep_probes=True``: refitted on all the sweep's rows) is scored
+        on ``data`` by ``metric`` (default the sweep's: accuracy or R²; ``"mse"`` and
+        ``"mae"`` count lower as better); ties go to the shallower layer. Choosing a layer on
+        test data and reporting its test score overstates it: report :attr:`best_layer`, the
+        cross-validated choice, or score the chosen layer on data not used to choose it.
+        """
+        scores = self.score(data, y, metric=metric)
+        sign = -1.0 if metric in _LOWER_IS_BETTER else 1.0
+        return max(scores, key=lambda L: (sign * scores[L], -stored(L)))
 
     def to_frame(self) -> pd.DataFrame:
         """Mean and standard deviation of every metric per layer, in numeric layer order
@@ -161,12 +232,25 @@ class SweepResult:
         return out.assign(layer=out["layer"].map(request))
 
     @property
-    def best_layer(self) -> int | str:
+    def best_layer(self) -> BestLayer:
         """Layer with the best mean validation score (ties: the shallower layer);
-        ``"embeddings"`` for the embedding output."""
+        ``"embeddings"`` for the embedding output.
+
+        The value is the layer itself (an ``int``, or the ``str`` ``"embeddings"``), and it
+        can be called as lmprobe's ``best_layer(test)``: ``sweep.best_layer(test_ds, y)``
+        scores every kept probe on ``test_ds`` and returns the best layer there
+        (:meth:`best_layer_on`; ``keep_probes=True`` needed).
+
+        Examples
+        --------
+        >>> sweep.best_layer                   # the cross-validated choice  # doctest: +SKIP
+        6
+        >>> sweep.best_layer(test, "label")    # chosen on test, lmprobe's  # doctest: +SKIP
+        5
+        """
         summary = self.to_frame()
         best = summary.loc[summary[f"{self.metric}_mean"].idxmax(), "layer"]
-        return best if isinstance(best, str) else int(best)
+        return best_layer_value(best if isinstance(best, str) else int(best), self.best_layer_on)
 
     def __repr__(self) -> str:
         from .results import sweep_text
@@ -226,7 +310,8 @@ def sweep_layers(
         One weight per row, used in every fold's fit (the metrics stay unweighted).
     keep_probes : bool
         Also refit each layer's probe on every row and keep it (``sweep[layer]``,
-        ``sweep.score(test)``, ``sweep.predict(test)``, ``sweep.best_layer_on(test)``).
+        ``sweep.score(test)``, ``sweep.predict(test)``, and ``sweep.best_layer(test, y)``:
+        the layer whose kept probe scores best on ``test``, lmprobe's ``best_layer(test)``).
 
     Notes
     -----
