@@ -151,6 +151,7 @@ def test_chunked_reads_are_the_formula_on_the_stored_codes(tmp_path, monkeypatch
     ``float32(code * scale)`` of the stored codes, also for fp8 scales above 2^7 (where the
     2^120 rescale cannot be folded into the scale)."""
     monkeypatch.setattr(codecs, "CHUNK_BYTES", 5 * DIM)  # 5-row chunks
+    monkeypatch.setattr(codecs, "GATHER_CHUNK_BYTES", 3 * DIM)  # 3-row chunks of scattered rows
     monkeypatch.setattr(codecs, "DECODE_BYTES", 2 * DIM)  # 2-row cache blocks
     x = activations(40)
     x[::3] *= 1e5  # scales up to ~1e6: far above 2^7
@@ -238,6 +239,7 @@ def test_remote_read_dequantises(tmp_path):
 def test_large_layer_read_in_chunks_in_parallel(tmp_path, monkeypatch):
     """A layer larger than several chunks (and than the parallel threshold) reads exactly."""
     monkeypatch.setattr(codecs, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(codecs, "GATHER_CHUNK_BYTES", 64)
     monkeypatch.setattr(codecs, "PARALLEL_BYTES", 256)
     x = activations(200)
     ds = write(tmp_path / "ds", "int8", "per_channel", x, layers=(0,), rows_per_shard=64)
