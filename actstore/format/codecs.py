@@ -42,9 +42,9 @@ from .codec_spec import (  # noqa: F401 (re-exported: the codec's description)
 from .dtypes import f32_to_bf16_bits
 from .header import TensorEntry, build_header
 from .parallel import in_pieces, piece_count
-from .rows import read_rows
+from .rows import PAGE, _phased, read_rows
 from .shardfile import _write_all  # every byte written, or a WriteError
-from .source import ByteSource, LocalSource
+from .source import ByteSource, LocalSource, pread_exact
 
 __all__ = [
     "CODECS",
@@ -70,8 +70,13 @@ __all__ = [
     "read_coded",
 ]
 
-#: Codes read per request while dequantising (one ``read_rows`` call).
-CHUNK_BYTES = 4 << 20
+#: Codes read per request while dequantising (one ``pread`` for a run of rows, else one
+#: ``read_rows`` call); 1 MiB stays in cache while it is widened (measured 1.1-1.2x faster
+#: than 4 MiB for a whole layer here).
+CHUNK_BYTES = 1 << 20
+#: The same for scattered rows (one ``read_rows`` call each, whose fixed cost is larger):
+#: 4 MiB measured 1.1x faster than 1 MiB for ``get`` of every 4th row here.
+GATHER_CHUNK_BYTES = 4 << 20
 #: Codes widened per step (256 KiB of codes widen into 1 MiB of float32, cache-resident).
 DECODE_BYTES = 256 << 10
 #: Largest codec shard file a writer makes (its float32 spill is 4x this while it is open).
@@ -79,7 +84,7 @@ CODEC_MAX_SHARD_BYTES = 64 << 20
 #: Outputs at least this large are dequantised on parallel threads (local files).
 PARALLEL_BYTES = 16 << 20
 _F8_MAGIC = np.float32(2.0**120)  # e4m3 bits placed in a float32's exponent, rescaled exactly
-_F8_MASK = np.int32(0x87F00000 - (1 << 32))  # sign + 7 exponent/mantissa bits after the shift
+_F8_MASK = np.int32(0x87F00000 - (1 << 32))  # bit 31 (sign) + bits 26-20 (exponent, mantissa)
 
 
 # -- scales, encoding, decoding --------------------------------------------------------
@@ -115,30 +120,56 @@ def encode(x: np.ndarray, scale: np.ndarray, codec: Codec, codes: np.ndarray,
     return clipped
 
 
-def decode(codes: np.ndarray, scale: np.ndarray, codec: Codec, out: np.ndarray, *, where: str) -> None:
-    """``out = code * scale`` in float32, exactly as spec section 2b defines it.
-
-    fp8 codes are widened by placing their bits in a float32 (an exact rescale by 2^120),
-    with no lookup table; the NaN codes (``0x7F``, ``0xFF``) are refused, naming ``where``.
-    """
+def _multipliers(scale: np.ndarray, codec: Codec) -> tuple[np.ndarray, np.ndarray | None]:
+    """What :func:`_dequantize` multiplies by: the scale (int8), or for fp8 the scale times
+    2^120 (``(m, None)``), or 2^120 then the scale where that product would overflow."""
+    s = np.asarray(scale, dtype=np.float32)
     if codec.code == "I8":
+        return s, None
+    if float(np.max(s, initial=0.0)) < 2.0**7:  # scale x 2^120 stays finite: one multiply
+        return s * _F8_MAGIC, None
+    return np.asarray(_F8_MAGIC), s
+
+
+def _check_fp8(codes: np.ndarray, where: str) -> None:
+    """Refuse fp8 NaN codes, naming ``where``: ``0x7F`` is the largest int8 and ``0xFF`` the
+    largest uint8, so two reductions find them with no temporary."""
+    if codes.size and (int(codes.view(np.int8).max()) == 0x7F or int(codes.view(np.uint8).max()) == 0xFF):
+        raise IntegrityError(f"{where}: holds fp8 NaN codes (0x7F/0xFF); the file is corrupt.")
+
+
+def _dequantize(codes: np.ndarray, mult: tuple[np.ndarray, np.ndarray | None], code: str,
+                out: np.ndarray) -> None:
+    """``out = code * scale`` for checked codes and :func:`_multipliers` (no checks)."""
+    if code == "I8":
         # a plain cast then an in-place multiply: both SIMD loops, measured ~1.6x faster
         # than one mixed-type multiply (numpy buffers that through small casts)
         np.copyto(out, codes, casting="unsafe")
-        np.multiply(out, scale, out=out)
-        return
-    bits = out.view(np.int32)
-    np.left_shift(codes, 24, out=bits, dtype=np.int32)
-    np.right_shift(bits, 4, out=bits)  # arithmetic: the sign bit lands on bit 31 again
-    np.bitwise_and(bits, _F8_MASK, out=bits)
-    if np.any(bits == np.int32(0x07F00000)) or np.any(bits == _F8_MASK):
-        raise IntegrityError(f"{where}: holds fp8 NaN codes (0x7F/0xFF); the file is corrupt.")
-    s = np.asarray(scale, dtype=np.float32)
-    if float(np.max(s, initial=0.0)) < 2.0**7:  # scale x 2^120 stays finite: one multiply
-        np.multiply(out, s * _F8_MAGIC, out=out)
     else:
-        np.multiply(out, _F8_MAGIC, out=out)
-        np.multiply(out, s, out=out)
+        bits = out.view(np.int32)
+        np.copyto(bits, codes.view(np.int8), casting="unsafe")  # sign-extended: a SIMD cast
+        np.left_shift(bits, 20, out=bits)
+        np.bitwise_and(bits, _F8_MASK, out=bits)
+    np.multiply(out, mult[0], out=out)
+    if mult[1] is not None:
+        np.multiply(out, mult[1], out=out)
+
+
+def decode(codes: np.ndarray, scale: np.ndarray, codec: Codec, out: np.ndarray, *, where: str) -> None:
+    """``out = code * scale`` in float32, exactly as spec section 2b defines it.
+
+    int8 codes are widened by a cast. fp8 codes are widened by placing their bits in a
+    float32: the sign-extended code shifted left by 20 and masked holds the sign on bit 31 and
+    the 7 exponent/mantissa bits on bits 26-20, which is the e4m3 value times 2^-120 exactly
+    (subnormals included); the scale times 2^120 then restores it in the one multiply.
+    fp8 NaN codes (``0x7F``, ``0xFF``) are refused first, naming ``where``. Call it on
+    cache-sized blocks: ``out`` is rewritten in place (measured here, 64-256 KiB of codes:
+    int8 ~15 GB/s, fp8 ~10 GB/s of float32 output; a 256-entry table gathered with
+    ``np.take`` reached 4 GB/s, its uint8 indices being widened to intp first).
+    """
+    if codec.code != "I8":
+        _check_fp8(codes, where)
+    _dequantize(codes, _multipliers(scale, codec), codec.code, out)
 
 
 # -- error statistics ----------------------------------------------------------------
@@ -349,6 +380,18 @@ def load_scales(source: ByteSource, path: str, entries: dict[str, TensorEntry], 
     return s
 
 
+def _per_row(mult: tuple[np.ndarray, np.ndarray | None]) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-row multipliers as columns (``[rows, 1]``), so they broadcast over a row's values."""
+    a, b = mult
+    return (a[:, None] if a.ndim == 1 else a), (None if b is None else b[:, None])
+
+
+def _rows(mult: tuple[np.ndarray, np.ndarray | None], x: int, y: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows ``x:y`` of per-row multipliers (a scalar multiplier applies to every row)."""
+    a, b = mult
+    return (a[x:y] if a.ndim == 2 else a), (None if b is None else b[x:y])
+
+
 def read_coded(source: ByteSource, path: str, entry: TensorEntry, scales: np.ndarray,
                codec: CodecSpec, offsets: np.ndarray, dest: np.ndarray, out: np.ndarray) -> None:
     """Copy rows ``offsets`` of a codec tensor, dequantised, into ``out[dest]``.
@@ -363,7 +406,8 @@ def read_coded(source: ByteSource, path: str, entry: TensorEntry, scales: np.nda
     order = np.argsort(offsets, kind="stable")
     offs, dst = offsets[order].astype(np.int64), dest[order].astype(np.int64)
     n = offs.size
-    step = max(1, CHUNK_BYTES // max(dim, 1))
+    one_run = int(offs[-1]) - int(offs[0]) == n - 1
+    step = max(1, (CHUNK_BYTES if one_run else GATHER_CHUNK_BYTES) // max(dim, 1))
     sub = max(1, min(step, DECODE_BYTES // max(dim, 1)))
     chunks = -(-n // step)
     per_channel = codec.scale == "per_channel"
@@ -375,38 +419,69 @@ def read_coded(source: ByteSource, path: str, entry: TensorEntry, scales: np.nda
         )
     where = f"{path} ({entry.key})"
 
-    def piece(lo_c: int, hi_c: int) -> None:
-        codes = np.empty((min(step, n), dim), dtype=np.int8)
-        f32 = np.empty((min(sub, n), dim), dtype=np.float32)
-        for c in range(lo_c, hi_c):
-            a, b = c * step, min(n, (c + 1) * step)
-            k = b - a
-            read_rows(source, path, entry, offs[a:b], np.arange(k), codes[:k])
-            for x in range(0, k, sub):  # widen a cache-sized block at a time
-                y = min(k, x + sub)
-                _widen(codes[x:y], scales if per_channel else scales[offs[a + x : a + y]][:, None],
-                       dst[a + x : a + y], f32[: y - x])
+    code = codec.codec.code
+    channel_mult = _multipliers(scales, codec.codec) if per_channel else None
 
-    def _widen(block: np.ndarray, s: np.ndarray, d: np.ndarray, f32: np.ndarray) -> None:
+    local = isinstance(source, LocalSource)
+    if int(offs[0]) < 0 or int(offs[-1]) >= entry.shape[0]:  # the direct reads below trust them
+        raise IntegrityError(f"{where}: asked for row {int(offs[-1]) if offs[-1] >= 0 else int(offs[0])} of a tensor "
+                             f"of {entry.shape[0]} rows; the index is corrupt.")
+
+    def piece(lo_c: int, hi_c: int) -> None:
+        slack = np.empty(min(step, n) * dim + PAGE, dtype=np.int8)
+        f32: list[np.ndarray] = []  # a cache-block scratch, made when first needed
+        fd = source.open_fd(path) if local else -1  # type: ignore[attr-defined]
+        try:
+            for c in range(lo_c, hi_c):
+                _chunk(c, fd, slack, f32)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _chunk(c: int, fd: int, slack: np.ndarray, f32: list[np.ndarray]) -> None:
+        a, b = c * step, min(n, (c + 1) * step)
+        k = b - a
+        at = entry.start + int(offs[a]) * dim
+        codes = _phased(slack.view(np.uint8), at, k * dim).view(np.int8).reshape(k, dim)
+        if fd >= 0 and int(offs[b - 1]) - int(offs[a]) == k - 1:
+            # one run of rows (a whole layer, a batch in order): one pread per chunk, into a
+            # scratch at the file's page phase (no aliased kernel copy; see rows._aliased)
+            pread_exact(fd, path, at, memoryview(codes).cast("B"))
+        else:
+            read_rows(source, path, entry, offs[a:b], np.arange(k), codes)
+        if code != "I8":
+            _check_fp8(codes, where)  # once per chunk, not per cache block
+        # per-channel multipliers are made once per call, per-row ones once per chunk
+        mult = channel_mult or _per_row(_multipliers(scales[offs[a:b]], codec.codec))
+        d = dst[a:b]
+        run = int(d[-1]) - int(d[0]) == k - 1 and (k == 1 or bool(np.all(np.diff(d) == 1)))
+        for x in range(0, k, sub):  # widen a cache-sized block at a time
+            y = min(k, x + sub)
+            m = mult if per_channel else _rows(mult, x, y)
+            if run and out.dtype == np.float32:  # straight into the caller's rows
+                d0 = int(d[x])
+                _dequantize(codes[x:y], m, code, out[d0 : d0 + y - x])
+                continue
+            if not f32:
+                f32.append(np.empty((min(sub, n), dim), dtype=np.float32))
+            tmp = f32[0][: y - x]
+            _dequantize(codes[x:y], m, code, tmp)
+            _place(tmp, d[x:y], run)
+
+    def _place(tmp: np.ndarray, d: np.ndarray, run: bool) -> None:
         d0, k = int(d[0]), d.size
-        consecutive = int(d[-1]) - d0 == k - 1 and (k == 1 or bool(np.all(np.diff(d) == 1)))
-        if consecutive and out.dtype == np.float32:
-            decode(block, s, codec.codec, out[d0 : d0 + k], where=where)
-            return
-        decode(block, s, codec.codec, f32, where=where)
         if is_bf16:
             bits = out.view(np.uint16)
-            if consecutive:
-                bits[d0 : d0 + k] = f32_to_bf16_bits(f32)
+            if run:
+                bits[d0 : d0 + k] = f32_to_bf16_bits(tmp)
             else:
-                bits[d] = f32_to_bf16_bits(f32)
-        elif consecutive:
-            out[d0 : d0 + k] = f32
+                bits[d] = f32_to_bf16_bits(tmp)
+        elif run:
+            out[d0 : d0 + k] = tmp
         else:
-            out[d] = f32
+            out[d] = tmp
 
-    parallel = isinstance(source, LocalSource)
-    in_pieces(piece, chunks, piece_count(chunks, n * dim * 4, PARALLEL_BYTES) if parallel else 1)
+    in_pieces(piece, chunks, piece_count(chunks, n * dim * 4, PARALLEL_BYTES) if local else 1)
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ view. Pooled rows are located by the index columns ``shard_index``/``row_offset`
 a full-sequence row by ``token_shard_ids``/``token_shard_offsets``. These functions read
 locations with the reader's checked headers and its coalescing row reader, so a run of adjacent
 locations becomes one contiguous byte-range read (one ``preadv`` locally, one ranged request
-remotely). Bytes come back as stored (bfloat16 as its ``uint16`` bits).
+remotely). Bytes come back as stored (bfloat16 as its ``uint16`` bits), except int8 and fp8
+codes (spec section 2b), which come back dequantised as float32: a caller never sees codes as
+values.
 
 This module only uses the :class:`~actstore.format.reader.Dataset` it is given; it lives in
 ``format`` so that code above it (``stream``) never needs the reader's private parts.
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import FormatError, InvalidArgumentError
+from .codecs import read_coded
 from .metadata import ViewLayout
 from .rows import read_rows, storage_numpy
 
@@ -38,10 +41,12 @@ def resolve_stream_layer(ds: Dataset, layer: int | str, view: str | None = None)
 
 
 def stored_code(ds: Dataset, layer: int, view: str | None = None) -> str:
-    """The safetensors dtype code (``"F32"``, ``"F16"``, ``"BF16"``) of a stored layer, read
-    from the checked header of its first shard."""
+    """The safetensors dtype code (``"F32"``, ``"F16"``, ``"BF16"``) of the rows
+    :func:`read_locations` returns for a layer, read from the checked header of its first
+    shard: ``"F32"`` for an int8/fp8 layer (its rows are dequantised)."""
     v = ds._view(view)
-    return ds._entry(v, layer, 0).dtype
+    code = ds._entry(v, layer, 0).dtype
+    return "F32" if v.codec is not None else code
 
 
 def read_locations(ds: Dataset, layer: int, shards: np.ndarray, offsets: np.ndarray,
@@ -58,7 +63,7 @@ def read_locations(ds: Dataset, layer: int, shards: np.ndarray, offsets: np.ndar
         One location per output row; every one is checked against the shard headers.
     out : ndarray
         C-contiguous ``(len(shards), dim)`` array of the stored dtype's raw numpy type
-        (``uint16`` for bfloat16).
+        (``uint16`` for bfloat16; float32 for int8/fp8 codes, dequantised with their scales).
     view : str, optional
         The view (the primary one by default).
     """
@@ -83,10 +88,11 @@ def read_locations(ds: Dataset, layer: int, shards: np.ndarray, offsets: np.ndar
     for group in np.split(order, cuts):
         sh = int(shards[group[0]])
         entry = ds._entry(v, layer, sh)
-        if out.dtype != storage_numpy(entry.dtype):
+        want = np.dtype(np.float32) if v.codec is not None else storage_numpy(entry.dtype)
+        if out.dtype != want:
             raise InvalidArgumentError(
-                f"read_locations reads stored bytes: out must be {storage_numpy(entry.dtype)} for "
-                f"{entry.dtype} shards; got {out.dtype}."
+                f"read_locations reads stored bytes: out must be {want} for {entry.dtype} shards"
+                f"{' (dequantised)' if v.codec is not None else ''}; got {out.dtype}."
             )
         offs = offsets[group]
         if offs.min() < 0 or offs.max() >= entry.shape[0]:
@@ -94,4 +100,8 @@ def read_locations(ds: Dataset, layer: int, shards: np.ndarray, offsets: np.ndar
                 f"A location points at row {int(offs.max())} of {v.path(layer, sh)}, which holds "
                 f"{entry.shape[0]} rows; the index is corrupt."
             )
+        if v.codec is not None:  # int8/fp8: dequantised a chunk at a time, never raw codes
+            read_coded(ds.source, v.path(layer, sh), entry, ds._scales(v, layer, sh), v.codec,
+                       offs, group, out)
+            continue
         read_rows(ds.source, v.path(layer, sh), entry, offs, group, out)

@@ -34,6 +34,7 @@ from .codec_spec import CodecSpec, parse_codec
 from .paths import safe_relpath
 from .spec import (
     ACTSTORE_FORMAT_VERSION,
+    CODEC_EXTENSION,
     EXT_PREFIX,
     HIDDEN_PATTERN,
     KNOWN_EXTENSIONS,
@@ -370,6 +371,21 @@ def _view(name: str, desc: object, *, default_pooling: str, where: str,
     )
 
 
+def _check_codec_declared(meta: dict[str, Any], views: dict[str, ViewLayout]) -> None:
+    """Refuse int8/fp8 views in a dataset whose ``must_understand`` lacks ``codecs``: older
+    readers would not know to refuse it (spec section 2b), so it was written wrong or edited."""
+    coded = [name for name, v in views.items() if v.codec is not None]
+    if not coded:
+        return
+    fmt = meta.get(f"{EXT_PREFIX}format")
+    must = fmt.get("must_understand") if isinstance(fmt, dict) else None
+    if not isinstance(must, list) or CODEC_EXTENSION not in must:
+        raise FormatError(
+            f"View(s) {coded} store {views[coded[0]].dtype} codes but actstore:format.must_understand "
+            f"does not list {CODEC_EXTENSION!r} (spec section 2b); the dataset is corrupt or was edited."
+        )
+
+
 def parse_layout(meta: dict[str, Any]) -> tuple[dict[str, ViewLayout], dict[str, Any] | None]:
     """Parse the hidden-state views and the logits descriptor from decoded metadata.
 
@@ -409,6 +425,7 @@ def parse_layout(meta: dict[str, Any]) -> tuple[dict[str, ViewLayout], dict[str,
             raise FormatError(f"actstore:views has a view named {_show(name)}; names are [a-z0-9_]{{1,64}}.")
         views[name] = _view(name, desc, default_pooling=name, where=f"actstore:views.{name}",
                             canonical=VIEW_PATTERN.replace("{view}", name))
+    _check_codec_declared(meta, views)
     logits = tensors.get("logits_topk")
     if logits is not None:
         if not isinstance(logits, dict) or not isinstance(logits.get("shards"), list):

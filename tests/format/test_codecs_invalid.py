@@ -116,6 +116,14 @@ def test_malformed_codec_metadata_is_refused_at_open(q, change, error, words):
     assert words in str(err.value) and INDEX in str(err.value)
 
 
+def test_a_codec_dataset_must_declare_the_extension(q):
+    """Without ``codecs`` in must_understand an older reader would not refuse it: corrupt."""
+    patch_meta(q, lambda m: m["actstore:format"].update(must_understand=[]))
+    with pytest.raises(FormatError, match="must_understand does not list 'codecs'") as err:
+        actstore.open_dataset(str(q))
+    assert "int8" in str(err.value)
+
+
 def test_float_view_with_a_codec_field_is_refused(tmp_path):
     with DatasetWriter(str(tmp_path / "f"), model="m", layers=[0], dim=DIM) as w:
         w.add([f"p{i}" for i in range(N)], hidden={0: np.ones((N, DIM))})
@@ -205,3 +213,16 @@ def test_raw_row_reads_never_return_codes_as_values(q):
     raw = np.empty((2, DIM), dtype=np.int8)
     read_rows(ds.source, SHARD, entry, np.array([0, 1]), np.array([0, 1]), raw)
     np.testing.assert_array_equal(raw, ds.codes(0, [0, 1]).codes)
+
+
+def test_location_reads_never_return_codes_as_values(q):
+    """The loader's hook (read_locations) dequantises: float32 out only, the reader's values."""
+    from actstore.format.locations import read_locations, stored_code
+
+    ds = actstore.open_dataset(str(q))
+    assert stored_code(ds, 0) == "F32"
+    with pytest.raises(InvalidArgumentError, match="float32"):
+        read_locations(ds, 0, np.zeros(2, np.int64), np.array([0, 1]), np.empty((2, DIM), np.int8))
+    out = np.empty((2, DIM), np.float32)
+    read_locations(ds, 0, np.zeros(2, np.int64), np.array([5, 0]), out)
+    np.testing.assert_array_equal(out, ds.layer(0)[[5, 0]])

@@ -144,6 +144,33 @@ def test_fp8_decode_matches_ml_dtypes_for_every_code():
         np.testing.assert_array_equal(out[0], (want.astype(np.float64) * scale).astype(np.float32))
 
 
+@pytest.mark.parametrize("dtype", ["int8", "fp8_e4m3"])
+@pytest.mark.parametrize("scale", ["per_row", "per_channel"])
+def test_chunked_reads_are_the_formula_on_the_stored_codes(tmp_path, monkeypatch, dtype, scale):
+    """Every read path, cut into small chunks and cache blocks, gives exactly
+    ``float32(code * scale)`` of the stored codes, also for fp8 scales above 2^7 (where the
+    2^120 rescale cannot be folded into the scale)."""
+    monkeypatch.setattr(codecs, "CHUNK_BYTES", 5 * DIM)  # 5-row chunks
+    monkeypatch.setattr(codecs, "GATHER_CHUNK_BYTES", 3 * DIM)  # 3-row chunks of scattered rows
+    monkeypatch.setattr(codecs, "DECODE_BYTES", 2 * DIM)  # 2-row cache blocks
+    x = activations(40)
+    x[::3] *= 1e5  # scales up to ~1e6: far above 2^7
+    ds = write(tmp_path / "ds", dtype, scale, x, layers=(0,))
+    q = ds.codes(0)
+    v = q.codes.view(ml_dtypes.float8_e4m3fn) if dtype == "fp8_e4m3" else q.codes
+    s = q.scales[:, None] if scale == "per_row" else q.scales[q.scale_index]
+    assert s.max() > 2.0**7
+    want = (v.astype(np.float64) * s.astype(np.float64)).astype(np.float32)  # exact, then one rounding
+    np.testing.assert_array_equal(ds.layer(0), want)
+    rows = [39, 0, 13, 13, 25, 7, 8, 9]
+    np.testing.assert_array_equal(ds.get(rows, [0])[:, 0], want[rows])
+    np.testing.assert_array_equal(np.concatenate([b for b, _ in ds.iter_batches(0, 11)]), want)
+    np.testing.assert_array_equal(ds.layer(0, dtype="bfloat16").astype(np.float32),
+                                  want.astype(ml_dtypes.bfloat16).astype(np.float32))
+    (b,) = actstore.stream(ds, layers=0, batch_size=40, shuffle=True, seed=2, numpy=True)
+    np.testing.assert_array_equal(b["layer_0"], want[b["row"]])
+
+
 def test_full_sequence_int8(tmp_path):
     """Full-sequence data: every token file (last-token and rest shards) has its own scales."""
     rng = np.random.default_rng(4)
@@ -158,6 +185,41 @@ def test_full_sequence_int8(tmp_path):
         assert got.shape == s.shape and np.linalg.norm(got - s) / np.linalg.norm(s) < 0.01
     np.testing.assert_array_equal(ds.layer(1), np.stack([ds.tokens(i, 1)[-1] for i in range(4)]))
     assert ds.verify().ok
+
+
+@pytest.mark.parametrize("dtype", ["int8", "fp8_e4m3"])
+def test_stream_loader_dequantises(tmp_path, dtype):
+    """The training loader (actstore.stream) returns the reader's dequantised rows, never codes."""
+    x = activations(40)
+    ds = write(tmp_path / "ds", dtype, "per_row" if dtype == "int8" else "per_channel", x)
+    got, got0 = ds.layer(2), ds.layer(0)
+    batches = list(actstore.stream(ds, layers=2, batch_size=7, shuffle=False, numpy=True))
+    X = np.concatenate([b["layer_2"] for b in batches])
+    assert X.dtype == np.float32
+    np.testing.assert_array_equal(X, got)
+    mixed = list(actstore.stream(ds, layers=[0, 2], batch_size=5, shuffle=True, seed=1, numpy=True))
+    rows = np.concatenate([b["row"] for b in mixed])
+    assert sorted(rows.tolist()) == list(range(40))
+    np.testing.assert_array_equal(np.concatenate([b["layer_2"] for b in mixed]), got[rows])
+    np.testing.assert_array_equal(np.concatenate([b["layer_0"] for b in mixed]), got0[rows])
+    (bf,) = actstore.stream(ds, layers=2, batch_size=40, shuffle=False, numpy=True, dtype="bfloat16")
+    np.testing.assert_array_equal(bf["layer_2"].astype(np.float32),
+                                  got.astype(ml_dtypes.bfloat16).astype(np.float32))
+
+
+def test_stream_tokens_of_an_int8_full_sequence_dataset(tmp_path):
+    rng = np.random.default_rng(5)
+    seqs = [rng.standard_normal((k, DIM)).astype(np.float32) * 10 for k in (3, 1, 5, 2)]
+    with DatasetWriter(str(tmp_path / "ds"), model="m", layers=[1], dim=DIM, dtype="int8",
+                       pooling="all", shard_bytes=4 * DIM) as w:
+        w.add(["a", "b", "c", "d"], hidden={1: seqs})
+    ds = actstore.open_dataset(str(tmp_path / "ds"))
+    batches = list(actstore.stream(ds, layers=1, tokens=True, batch_size=4, shuffle=False, numpy=True))
+    X = np.concatenate([b["layer_1"] for b in batches])
+    rows, toks = np.concatenate([b["row"] for b in batches]), np.concatenate([b["token"] for b in batches])
+    assert X.shape == (11, DIM)
+    for x, r, t in zip(X, rows, toks):
+        np.testing.assert_array_equal(x, ds.tokens(int(r), 1)[int(t)])
 
 
 def test_remote_read_dequantises(tmp_path):
@@ -177,6 +239,7 @@ def test_remote_read_dequantises(tmp_path):
 def test_large_layer_read_in_chunks_in_parallel(tmp_path, monkeypatch):
     """A layer larger than several chunks (and than the parallel threshold) reads exactly."""
     monkeypatch.setattr(codecs, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(codecs, "GATHER_CHUNK_BYTES", 64)
     monkeypatch.setattr(codecs, "PARALLEL_BYTES", 256)
     x = activations(200)
     ds = write(tmp_path / "ds", "int8", "per_channel", x, layers=(0,), rows_per_shard=64)
