@@ -97,8 +97,7 @@ class TokenLayout:
             where = np.lexsort((o, s))
             return s[where], o[where], where
         assert self.rest_shard is not None and self.rest_start is not None
-        order = np.argsort(ids)
-        sid = ids[order]
+        order, sid = _sorted_with_positions(ids, self.total)
         r = np.searchsorted(self.cum, sid, side="right") - 1
         j = sid - self.cum[r]
         last = j == self.counts[r] - 1
@@ -111,6 +110,21 @@ class TokenLayout:
         return (np.concatenate((s_l, self.rest_shard[rr])),
                 np.concatenate((o_l, self.rest_start[rr] + j[ri])),
                 np.concatenate((w_l, order[ri])))
+
+
+def _sorted_with_positions(ids: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, ids[order])`` with ``ids[order]`` ascending: one ``np.sort`` of
+    ``id << bits | position`` when that fits 62 bits (sorting values is about twice as fast
+    as ``argsort``), else an ``argsort``."""
+    n = ids.size
+    bits = max(1, (n - 1).bit_length())
+    if max(total, 1).bit_length() + bits > 62:
+        order = np.argsort(ids)
+        return order, ids[order]
+    key = np.left_shift(ids, bits)
+    key |= np.arange(n, dtype=np.int64)
+    key.sort()
+    return key & ((1 << bits) - 1), key >> bits
 
 
 def check_compact_declared(table: pa.Table, meta: dict[str, object]) -> None:

@@ -46,7 +46,7 @@ def test_full_sequence_records_masks_and_follows_lmprobe_compat(gpt2, tmp_path, 
     assert ds.token_ids("continuation").size == 0
     assert ds.token_ids("special").tolist() == [ds.token_range(r)[0] for r in range(len(ds))]
     for r, p in enumerate(prompts):
-        np.testing.assert_allclose(ds.tokens(r, 3), _hidden(gpt2, gpt2.tokenizer(p)["input_ids"], 3), atol=1e-4)
+        np.testing.assert_allclose(ds.tokens(r, 1), _hidden(gpt2, gpt2.tokenizer(p)["input_ids"], 1), atol=1e-4)
 
 
 def test_generation_with_all_stores_prompt_then_continuation(gpt2, tmp_path):
