@@ -191,13 +191,15 @@ def _gather(
         convert_rows(raw[int(src[0]) : int(src[0]) + d.size], entry.dtype, out[int(d[0]) : int(d[0]) + d.size])
     elif entry.dtype == "BF16" and out.dtype == np.float32:
         tmp = np.empty((d.size, width), dtype=np.float32)
-        bf16_bits_to_f32(raw[src], out=tmp)
-        out[d] = tmp
+        bf16_bits_to_f32(_take_rows(raw, src), out=tmp)
+        _put_rows(out, d, tmp)
     elif d.size == out.shape[0] and out.dtype == raw.dtype:
         # every output row comes from this batch: one gather straight into out
         np.take(raw, src[np.argsort(d)], axis=0, out=out, mode="clip")
+    elif out.dtype == raw.dtype:
+        _put_rows(out, d, _take_rows(raw, src))
     else:
-        out[d] = raw[src]
+        out[d] = _take_rows(raw, src)
 
 
 def _gather_mapped(source: LocalSource, path: str, entry: TensorEntry, offs: np.ndarray,
