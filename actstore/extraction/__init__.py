@@ -103,6 +103,7 @@ def extract(
     storage_options: dict[str, Any] | None = None,
     model_name: str | None = None,
     overwrite: bool = False,
+    lmprobe_compat: bool | None = None,
 ) -> Dataset | None:
     """Extract hidden states of ``prompts`` from ``model`` into a v2 dataset at ``out``.
 
@@ -119,6 +120,9 @@ def extract(
         ``(n - 1) // 2``; ``"embeddings"`` = embedding output).
     pooling : str or list
         ``last_token``, ``first_token``, ``mean``, ``all`` (full sequence); several become views.
+        ``all`` writes the compact token layout at scale (spec section 5b, see
+        ``lmprobe_compat``) and the token masks (section 5c): each row's ``prompt_tokens``
+        and whether its token 0 is a tokenizer-added special token (BOS/CLS).
     dtype : {"float32", "float16", "bfloat16", "int8", "fp8_e4m3"}
         Storage dtype. ``"int8"``/``"fp8_e4m3"`` are lossy one-byte codecs with per-channel
         scales (spec section 2b); parts are kept as float32 and encoded once, at the merge.
@@ -132,7 +136,9 @@ def extract(
         Generate first (``max_new_tokens``, ``num_return_sequences``, ``do_sample``,
         ``top_p``, ``top_k``, ``temperature``, ``seed``), then store views over the prompt
         tokens and ``generated_<pooling>`` views over the generated tokens, one row per
-        continuation (see :mod:`actstore.extraction.generate`).
+        continuation (see :mod:`actstore.extraction.generate`). With ``pooling="all"`` each
+        row holds the prompt's tokens then the continuation's; ``prompt_tokens`` (a token
+        mask) says where the continuation starts.
     shard_size : int, optional
         Prompts per shard: the unit of resumption, of distribution across workers, and of
         memory (one shard's results, plus one being written, are held in host memory:
@@ -155,6 +161,10 @@ def extract(
     overwrite : bool
         Start over: delete the parts of an earlier run into ``out`` and a dataset already
         there (default: resume an earlier run with the same settings, refuse other settings).
+    lmprobe_compat : bool, optional
+        ``pooling="all"`` only: also write lmprobe's per-token index lists so lmprobe 0.10.3
+        reads the dataset (True), compact only (False), or by size (None: the lists up to
+        2**20 tokens; spec section 5b). A multi-worker run passes it to ``merge`` as well.
 
     Returns
     -------
@@ -183,6 +193,8 @@ def extract(
                    perplexity=perplexity, generating=generate is not None)
     if template is not None:
         apply_template([], template, None, False)  # refuse a template without {prompt} now
+    if lmprobe_compat is not None and not isinstance(lmprobe_compat, bool):
+        raise InvalidArgumentError(f"lmprobe_compat must be True, False or None; got {lmprobe_compat!r}.")
     rank, world_size = worker_from_env(rank, world_size)
     run = RunDir(os.fspath(out), work_dir, storage_options)
     if overwrite and world_size > 1:
@@ -218,13 +230,14 @@ def extract(
     bar = _progress(mine, done, rank, world_size, progress)
     try:
         run_shards(lm, ps, run, cfg, rank=rank, world_size=world_size, progress=bar,
-                   cache=as_cache(cache))
+                   cache=as_cache(cache), lmprobe_compat=lmprobe_compat)
     finally:
         if bar is not None:
             bar.close()
     if world_size > 1:
         return None
-    return merge(os.fspath(out), work_dir=work_dir, storage_options=storage_options)
+    return merge(os.fspath(out), work_dir=work_dir, storage_options=storage_options,
+                 lmprobe_compat=lmprobe_compat)
 
 
 def _templated(ps: PromptSet, template: str | None, tokenizer: Any, chat: bool) -> PromptSet:

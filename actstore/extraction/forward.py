@@ -28,7 +28,8 @@ class GroupResult:
     ``texts[i]`` is row ``i``'s text (what the model processed) and ``source_rows[i]`` the
     position, within the group, of the prompt it came from (one row per prompt, except when
     generating several continuations); ``columns`` are index columns the run adds
-    (generation's ``continuation``, ...).
+    (generation's ``continuation``, ...); ``masks`` the token masks of spec section 5c
+    (``prompt_tokens``, ``special_first_token``: ``DatasetWriter.add`` arguments).
     """
 
     views: dict[str, dict[int, Any]]
@@ -39,6 +40,13 @@ class GroupResult:
     logits: tuple[np.ndarray, np.ndarray] | None = None
     perplexity: list[float] | None = None
     columns: dict[str, list[Any]] = field(default_factory=dict)
+    masks: dict[str, list[Any]] = field(default_factory=dict)
+
+
+def special_first(lm: LoadedModel, ids: list[list[int]]) -> list[bool]:
+    """Per prompt, whether its token 0 is a special token the tokenizer added (BOS, CLS)."""
+    special = set(lm.tokenizer.all_special_ids)
+    return [bool(x) and x[0] in special for x in ids]
 
 
 def tokenize(lm: LoadedModel, texts: list[str], max_length: int | None) -> tuple[list[list[int]], list[bool]]:
@@ -222,5 +230,9 @@ def run_group(
     stacked: dict[str, dict[int, Any]] = {p: {L: out[p][k] for k, L in enumerate(layers)} for p in out}
     if full:
         stacked["all"] = full
+    # full sequences record their token masks (spec section 5c): every token is the prompt
+    masks = {"prompt_tokens": lengths.tolist(), "special_first_token": special_first(lm, ids)} \
+        if full else {}
     return GroupResult(stacked, lengths.tolist(), truncated, list(texts), list(range(n)),
-                       (values, indices) if logits_k else None, ppl if perplexity else None)
+                       (values, indices) if logits_k else None, ppl if perplexity else None,
+                       masks=masks)

@@ -8,6 +8,10 @@ For each requested pooling ``p`` the row holds view ``p`` over the prompt tokens
 ``generated_<p>`` over the generated tokens (up to and including the first EOS), both taken
 from one forward pass over the whole sequence.
 
+With ``"all"`` among the poolings the primary view holds every token of the row, the
+prompt's then the continuation's, and the token masks (spec section 5c: ``prompt_tokens``)
+say where the continuation starts; there is no ``generated_all`` view.
+
 Sampling is seeded per shard (``seed`` + the shard's first prompt index), so a shard that is
 rerun after a crash draws the same continuations.
 """
@@ -21,7 +25,7 @@ import numpy as np
 
 from ..errors import InvalidArgumentError
 from .capture import capture
-from .forward import GroupResult, check_lengths, tokenize
+from .forward import GroupResult, check_lengths, special_first, tokenize
 from .models import LoadedModel
 from .pooling import pool
 
@@ -43,8 +47,6 @@ def check_generate(options: dict[str, Any], poolings: list[str], lm: LoadedModel
         )
     if not lm.causal:
         raise InvalidArgumentError(f"generate= needs a causal LM; {lm.name!r} is an encoder.")
-    if "all" in poolings:
-        raise InvalidArgumentError("generate= stores pooled views; drop 'all' from pooling.")
     opts = {"max_new_tokens": 20, "num_return_sequences": 1, "do_sample": False, "seed": 0, **options}
     for key in ("max_new_tokens", "num_return_sequences"):
         if not isinstance(opts[key], int) or opts[key] < 1:
@@ -53,8 +55,12 @@ def check_generate(options: dict[str, Any], poolings: list[str], lm: LoadedModel
 
 
 def generated_views(poolings: list[str]) -> list[str]:
-    """View names of a generation run: prompt views first (the primary view), then generated."""
-    return list(poolings) + [f"generated_{p}" for p in poolings]
+    """View names of a generation run: prompt views first (the primary view), then generated.
+
+    ``"all"`` (full sequences, prompt then continuation) has no ``generated_all``: its token
+    masks (spec section 5c) say which tokens are which.
+    """
+    return list(poolings) + [f"generated_{p}" for p in poolings if p != "all"]
 
 
 def _generate(lm: LoadedModel, prompt_ids: list[list[int]], opts: dict[str, Any]) -> tuple[Any, Any, int]:
@@ -117,6 +123,7 @@ def run_generate_group(
     check_lengths(lm, texts, [x + [0] * opts["max_new_tokens"] for x in ids], max_length)
     k = opts["num_return_sequences"]
     names = generated_views(poolings)
+    pooled = [p for p in poolings if p != "all"]
     views: dict[str, dict[int, list[Any]]] = {v: {L: [] for L in layers} for v in names}
     extra: dict[str, list[Any]] = {name: [] for name in GENERATE_COLUMNS}
     out_texts, num_tokens = [], []
@@ -134,9 +141,11 @@ def run_generate_group(
             gen_mask[:, :width] = 0
             for L in layers:
                 h = hidden[L].float()
-                for p in poolings:
+                for p in pooled:
                     views[p][L].append(pool(h, prompt_mask, p).cpu().numpy())
                     views[f"generated_{p}"][L].append(pool(h, gen_mask, p).cpu().numpy())
+                if "all" in poolings:  # every real token: the prompt's, then the continuation's
+                    views["all"][L].extend(x.cpu().numpy() for x in pool(h, mask, "all"))
             for j, seq in enumerate(seqs.cpu().tolist()):
                 i = rows[j // k]
                 n_gen = int(gen_mask[j].sum())
@@ -147,6 +156,10 @@ def run_generate_group(
                     extra[key].append(value)
             if on_batch:
                 on_batch(len(rows), int(mask.sum()))
-    stacked = {v: {L: np.concatenate(views[v][L]) for L in layers} for v in names}
+    stacked = {v: {L: views[v][L] if v == "all" else np.concatenate(views[v][L]) for L in layers}
+               for v in names}
+    # the prompt's length is a token mask (spec section 5c), not a plain column
+    masks = {"prompt_tokens": extra.pop("prompt_tokens"),
+             "special_first_token": [s for s in special_first(lm, ids) for _ in range(k)]}
     return GroupResult(stacked, num_tokens, [t for t in truncated for _ in range(k)], out_texts,
-                       [r - first_row for r in extra["prompt_index"]], columns=extra)
+                       [r - first_row for r in extra["prompt_index"]], columns=extra, masks=masks)

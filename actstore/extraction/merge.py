@@ -2,7 +2,14 @@
 
 Parts are read back one at a time (memory is bounded by one part) and rewritten through
 ``DatasetWriter`` in shard order, so the merged dataset is the same whichever workers
-wrote which parts, and whatever runs were killed on the way.
+wrote which parts, and whatever runs were killed on the way. The token masks of
+full-sequence parts (spec section 5c) are carried over.
+
+Token shards are rewritten, not linked: a part's files are sized for one part (64 prompts by
+default with ``pooling="all"``), so linking them would give the merged dataset thousands of
+small shards, and a codec run's parts hold float32 that the merge encodes once. A part's
+tokens are read with one coalesced read per layer (``get_tokens`` of all its ids), not row by
+row.
 """
 
 from __future__ import annotations
@@ -11,9 +18,12 @@ import json
 import os
 from typing import Any
 
+import numpy as np
+
 from ..errors import DatasetNotFoundError, InvalidArgumentError
 from ..format.reader import Dataset, open_dataset
 from ..format.spec import RESERVED_COLUMNS
+from ..format.token_masks import mask_columns
 from ..format.writer import DatasetWriter
 from .layout import CONFIG, PARTS, RunDir
 
@@ -25,7 +35,10 @@ def _part_rows(ds: Dataset) -> dict[str, Any]:
     info = ds.info
     layers = list(info.layers)  # the writer takes the embeddings by name, as info lists them
     if info.storage == "full_sequence":
-        hidden: dict[int | str, Any] = {L: [ds.tokens(i, L) for i in range(len(ds))] for L in layers}
+        ids = np.arange(ds.num_tokens_total, dtype=np.int64)
+        cuts = np.cumsum(ds.column("num_tokens").astype(np.int64))[:-1]
+        hidden: dict[int | str, Any] = {
+            L: np.split(ds.get_tokens(ids, layers=[L])[:, 0], cuts) for L in layers}
     else:
         hidden = {L: _stored(ds, L, None) for L in layers}
     extra_cols = [c for c in ds.index.column_names if c not in RESERVED_COLUMNS]
@@ -37,6 +50,7 @@ def _part_rows(ds: Dataset) -> dict[str, Any]:
         "metadata": {c: ds.index.column(c).to_pylist() for c in extra_cols},
         "num_tokens": None if info.storage == "full_sequence" else ds.column("num_tokens").tolist(),
         "logits_topk": ds.logits_topk() if info.logits_k else None,
+        **mask_columns(ds),
     }
 
 
@@ -49,7 +63,8 @@ def _stored(ds: Dataset, layer: int | str, view: str | None) -> Any:
 
 
 def merge(out: str, *, keep_parts: bool = False, work_dir: str | None = None,
-          storage_options: dict[str, Any] | None = None) -> Dataset:
+          storage_options: dict[str, Any] | None = None,
+          lmprobe_compat: bool | None = None) -> Dataset:
     """Join the committed parts of the extraction into ``out``, then remove the parts.
 
     Parameters
@@ -60,6 +75,11 @@ def merge(out: str, *, keep_parts: bool = False, work_dir: str | None = None,
         Keep the per-shard parts after merging.
     work_dir : str, optional
         Where the parts are, if the run was given a ``work_dir``.
+    storage_options : dict, optional
+        fsspec options for a remote ``out``.
+    lmprobe_compat : bool, optional
+        Full-sequence runs: the token layout rule of ``DatasetWriter`` (True: also lmprobe
+        0.10.3's per-token lists; False: compact only; None: by size, spec section 5b).
 
     Examples
     --------
@@ -84,14 +104,16 @@ def merge(out: str, *, keep_parts: bool = False, work_dir: str | None = None,
             f"Cannot merge {out!r}: shards {missing[:10]} of {n_shards} are not finished yet; run "
             "the workers that own them (same command), then merge again."
         )
-    _write(run, n_shards, storage_options, config.get("dtype"))
+    if lmprobe_compat is not None and not isinstance(lmprobe_compat, bool):
+        raise InvalidArgumentError(f"lmprobe_compat must be True, False or None; got {lmprobe_compat!r}.")
+    _write(run, n_shards, storage_options, config.get("dtype"), lmprobe_compat)
     if not keep_parts:
         run.remove_parts()
     return open_dataset(out, storage_options=storage_options)
 
 
 def _write(run: RunDir, n_shards: int, storage_options: dict[str, Any] | None,
-           dtype: str | None = None) -> None:
+           dtype: str | None = None, lmprobe_compat: bool | None = None) -> None:
     run.remove_stale_staging()
     first = open_dataset(run.part(0)).info
     # one part open at a time: a run may have thousands
@@ -99,6 +121,7 @@ def _write(run: RunDir, n_shards: int, storage_options: dict[str, Any] | None,
     with DatasetWriter(run.out, model=first.model, revision=first.revision, layers=list(first.layers),
                        dim=first.dim, dtype=dtype or first.dtype, pooling=list(first.views),
                        logits_k=first.logits_k, extraction=first.extraction, overwrite=True,
-                       num_rows=rows, storage_options=storage_options) as w:
+                       num_rows=rows, storage_options=storage_options,
+                       lmprobe_compat=lmprobe_compat) as w:
         for s in range(n_shards):
             w.add(**_part_rows(open_dataset(run.part(s))))

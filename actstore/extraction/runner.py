@@ -178,12 +178,13 @@ def _check_config(run: RunDir, config: dict[str, Any], world_size: int = 1) -> b
 
 def run_shards(lm: LoadedModel, prompts: PromptSet, run: RunDir, cfg: RunConfig, *, rank: int = 0,
                world_size: int = 1, progress: Any = None,
-               cache: UnifiedCache | None = None) -> list[int]:
+               cache: UnifiedCache | None = None, lmprobe_compat: bool | None = None) -> list[int]:
     """Extract and commit every shard assigned to this worker; returns the shards done now.
 
     ``cfg`` (bound to the model: :meth:`RunConfig.bind`) is recorded as the run's
     configuration. With ``cache``, only prompts it lacks are computed
-    (see :mod:`actstore.extraction.cached`).
+    (see :mod:`actstore.extraction.cached`). ``lmprobe_compat`` is the full-sequence layout
+    rule of the dataset written at ``out`` (``DatasetWriter``; parts are always compact).
     """
     if cache is not None:
         cfg.check_cacheable()
@@ -203,7 +204,7 @@ def run_shards(lm: LoadedModel, prompts: PromptSet, run: RunDir, cfg: RunConfig,
         # overwrite=True as the merge writes: no dataset is there (checked above); tensor
         # files a killed earlier write left behind are removed at the commit
         _write_rows(prompts, run.out, 0, res, cfg, storage_options=run.storage_options,
-                    overwrite=True)
+                    overwrite=True, lmprobe_compat=lmprobe_compat)
         return [0]
     # one part is written (sha256, safetensors, index) while the next is computed; at most
     # two shards of results are in memory at once
@@ -260,7 +261,7 @@ def _write_part(prompts: PromptSet, part: str, lo: int, res: GroupResult, cfg: R
 
 def _write_rows(prompts: PromptSet, where: str, lo: int, res: GroupResult, cfg: RunConfig, *,
                 storage_options: dict[str, Any] | None = None, overwrite: bool = False,
-                as_part: bool = False) -> None:
+                as_part: bool = False, lmprobe_compat: bool | None = None) -> None:
     """Write ``res`` (the rows of prompts from ``lo`` on) as a dataset at ``where``; a part
     keeps a codec run's rows as float32 (the merge encodes them once)."""
     views = cfg.views
@@ -276,10 +277,11 @@ def _write_rows(prompts: PromptSet, where: str, lo: int, res: GroupResult, cfg: 
                        layers=[request(L) for L in cfg.stored_layers], dim=dim,
                        dtype=float_dtype(cfg.dtype) if as_part else cfg.dtype,
                        pooling=views, logits_k=cfg.logits_k, extraction={"run": cfg.record()},
-                       num_rows=len(src), storage_options=storage_options,
-                       overwrite=overwrite) as w:
+                       num_rows=len(src), storage_options=storage_options, overwrite=overwrite,
+                       lmprobe_compat=False if as_part and views[0] == "all" else lmprobe_compat) as w:
         # the writer takes the embeddings by name (the stored -1 would be refused)
         named = {p: {request(L): a for L, a in res.views[p].items()} for p in views}
         w.add(res.texts, hidden=named[views[0]],
               views={p: named[p] for p in views[1:]}, labels=labels, metadata=meta,
-              num_tokens=None if views[0] == "all" else res.num_tokens, logits_topk=res.logits)
+              num_tokens=None if views[0] == "all" else res.num_tokens, logits_topk=res.logits,
+              **res.masks)

@@ -18,6 +18,7 @@ from ..errors import InvalidArgumentError
 from . import spec
 from .index_builder import RESERVED_COLUMNS
 from .reader import Dataset, open_dataset
+from .token_masks import mask_columns
 from .writer import DatasetWriter
 
 __all__ = ["convert"]
@@ -111,4 +112,5 @@ def _rows(part: Dataset, layers: list[Any], full: bool) -> dict[str, Any]:
         "metadata": {c: part.index.column(c).to_pylist() for c in extra} or None,
         "num_tokens": None if full else part.index.column("num_tokens").to_pylist(),
         "logits_topk": part.logits_topk() if info.logits_k else None,
+        **mask_columns(part),  # the token masks (spec section 5c) stay
     }

@@ -68,6 +68,8 @@ class IndexBuilder:
         #: Full sequence: write lmprobe's per-token lists too (True), never (False), or by
         #: size (None: up to ``spec.COMPAT_MAX_TOKENS`` tokens; spec section 5b).
         self.lmprobe_compat: bool | None = None
+        #: Token masks (spec section 5c): column name -> one value per row.
+        self.masks: dict[str, list[Any]] = {}
 
     @property
     def num_rows(self) -> int:
@@ -76,8 +78,17 @@ class IndexBuilder:
     def add_rows(
         self, texts: list[str], *, labels: list[Any] | None,
         metadata: dict[str, list[Any]] | None, num_tokens: list[int | None],
+        masks: dict[str, list[Any]] | None = None,
     ) -> None:
         before = len(self.texts)
+        if before and set(masks or {}) != set(self.masks):
+            raise InvalidArgumentError(
+                f"token masks {sorted(masks or {})} were given for this batch but {sorted(self.masks)} "
+                "for the ones before; pass the same ones (prompt_tokens, special_first_token) on "
+                "every add() or on none."
+            )
+        for name, values in (masks or {}).items():
+            self.masks.setdefault(name, []).extend(values)
         if (labels is None) != (self.labels is None) and before:
             raise InvalidArgumentError(
                 "labels were given for some batches but not others; pass labels on every "
@@ -180,6 +191,8 @@ class IndexBuilder:
         must = [spec.CODEC_EXTENSION] if self.codec is not None else []
         if self.tokens:  # compact token columns always; required when the lists are absent
             (ext if self.token_lists else must).append(spec.COMPACT_TOKENS_EXTENSION)
+        if self.masks:  # information only: a reader that ignores the masks reads right (5c.2)
+            ext.append(spec.TOKEN_MASKS_EXTENSION)
         codec = {} if self.codec is None else {"actstore:codec": {
             "dtype": self.codec.codec.name, "scale": self.codec.scale, "layers": self.codec_stats}}
         return {
@@ -212,6 +225,10 @@ class IndexBuilder:
             cols["row_offset_logits"] = pa.array(self.logit_loc[1], type=pa.int32())
         if self.tokens:
             cols.update(self._token_columns())
+        if "prompt_tokens" in self.masks:
+            cols["prompt_tokens"] = pa.array(self.masks["prompt_tokens"], type=pa.int32())
+        if "special_first_token" in self.masks:
+            cols["special_first_token"] = pa.array(self.masks["special_first_token"], type=pa.bool_())
         for name, values in self.meta.items():
             try:
                 cols[name] = pa.array(values)

@@ -43,6 +43,7 @@ from .metadata import (
 from .rows import read_rows, storage_numpy
 from .shards import ShardCatalog
 from .source import ByteSource, source_for_url
+from .token_masks import TokenMasks, build_token_masks, mask_ranges, ranges_to_ids
 from .tokens import TokenLayout, build_token_layout, check_compact_declared
 from .verify import VerifyReport, verify_catalog
 
@@ -155,6 +156,7 @@ class _State:
     catalog: ShardCatalog
     info: DatasetInfo | None = None
     tokens: TokenLayout | None = None  # full sequence: built and checked on first token use
+    masks: TokenMasks | None = None  # token masks (spec 5c): checked on first mask use
 
 
 def _locations(table: IndexTable, cols: tuple[str, str], shard_rows: Sequence[int], what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -394,6 +396,14 @@ class Dataset:
         idx = np.where(idx < 0, idx + n, idx)
         return self._abs[idx]
 
+    def _position(self, row: int) -> int:
+        """The absolute row of one position of this selection (the scalar fast path)."""
+        n = len(self)
+        if isinstance(row, (int, np.integer)) and not isinstance(row, bool) and -n <= row < n:
+            r = int(row) + n if row < 0 else int(row)
+            return r if self._rows is None else int(self._rows[r])
+        return int(self._positions([row])[0])
+
     def select(self, rows: RowSelection) -> Dataset:
         """A lazy view over some rows (positions or a boolean mask), in the order given."""
         return Dataset(self._s, self._positions(rows))
@@ -449,17 +459,19 @@ class Dataset:
         self._fill_at(v, layer, shard[rows], off[rows], out)
 
     def _fill_at(self, v: ViewLayout, layer: int, s: np.ndarray, o: np.ndarray, out: np.ndarray,
-                 dest: np.ndarray | None = None) -> None:
+                 dest: np.ndarray | None = None, *, grouped: bool = False) -> None:
         """Fill ``out[dest[i]]`` (``out[i]`` by default) with row ``o[i]`` of shard ``s[i]``:
         grouped by shard, each group one coalesced read of its runs of adjacent rows
-        (:func:`~.rows.read_rows`)."""
-        order = np.argsort(s, kind="stable")
-        bounds = np.flatnonzero(np.diff(s[order])) + 1
-        for where in np.split(order, bounds):
-            if where.size == 0:
+        (:func:`~.rows.read_rows`). ``grouped``: ``s`` is already sorted (no sort here)."""
+        order = None if grouped else np.argsort(s, kind="stable")
+        ss = s if order is None else s[order]
+        cuts = (np.flatnonzero(ss[1:] != ss[:-1]) + 1).tolist()
+        for a, b in zip([0, *cuts], [*cuts, ss.size]):
+            if b <= a:
                 continue
-            group = where if dest is None else dest[where]
-            sh = int(s[where[0]])
+            where: Any = slice(a, b) if order is None else order[a:b]
+            group = (np.arange(a, b) if order is None else where) if dest is None else dest[where]
+            sh = int(ss[a])
             entry = self._entry(v, layer, sh)
             if v.codec is not None:  # int8/fp8: dequantised a chunk at a time (codecs)
                 read_coded(self._s.source, v.path(layer, sh), entry, self._scales(v, layer, sh),
@@ -628,18 +640,17 @@ class Dataset:
             sel = layers if isinstance(layers, (str, int, np.integer)) else list(np.atleast_1d(layers).tolist())
             want = resolve_layers(sel, v.layers, where=f"view {v.name!r} of the dataset")
         ids = self._token_ids(t, token_ids)
-        # located in id order (a sorted binary search is cache-friendly, and stored rows then
-        # come nearly sorted), written back to the caller's order
-        order = np.argsort(ids, kind="stable")
-        s, o = t.locate(ids[order])
+        # located in storage order (one sort of the ids, see locate_sorted), each shard's
+        # rows one coalesced read, written back to the caller's order
+        s, o, where = t.locate_sorted(ids)
         first = int(s[0]) if s.size else 0
         out = np.empty((ids.size, len(want), v.dim), dtype=self._out_dtype(v, want[0], dtype, first))
         if len(want) == 1:
-            self._fill_at(v, want[0], s, o, out[:, 0], order)
+            self._fill_at(v, want[0], s, o, out[:, 0], where, grouped=True)
             return out
         tmp = np.empty((ids.size, v.dim), dtype=out.dtype)
         for j, L in enumerate(want):
-            self._fill_at(v, L, s, o, tmp, order)
+            self._fill_at(v, L, s, o, tmp, where, grouped=True)
             out[:, j] = tmp
         return out
 
@@ -652,12 +663,78 @@ class Dataset:
         v = self._full_view()
         layer = self._check_layer(v, layer)
         t = self._token_layout()
-        (r,) = self._positions([row])
-        for sh in t.row_shards(int(r)):  # headers first: the file must hold the rows it claims
+        r = self._position(row)
+        for sh in t.row_shards(r):  # headers first: the file must hold the rows it claims
             self._entry(v, layer, sh)
-        s, o = t.locate(np.arange(t.cum[r], t.cum[r + 1], dtype=np.int64))
-        out = np.empty((s.size, v.dim), dtype=self._out_dtype(v, layer, dtype, int(s[0])))
-        self._fill_at(v, layer, s, o, out)
+        lo, hi = int(t.cum[r]), int(t.cum[r + 1])
+        if t.rest_shard is None or t.rest_start is None:  # lmprobe's per-token lists
+            s, o = t.locate(np.arange(lo, hi, dtype=np.int64))
+            out = np.empty((s.size, v.dim), dtype=self._out_dtype(v, layer, dtype, int(s[0])))
+            self._fill_at(v, layer, s, o, out)
+            return out
+        n, last = hi - lo, int(t.last_shard[r])
+        out = np.empty((n, v.dim), dtype=self._out_dtype(v, layer, dtype, last))
+        if n > 1:  # tokens 0..N-2: one contiguous range of one shard, one read
+            start = int(t.rest_start[r])
+            self._fill_at(v, layer, np.full(n - 1, int(t.rest_shard[r])),
+                          np.arange(start, start + n - 1, dtype=np.int64), out[: n - 1], grouped=True)
+        self._fill_at(v, layer, np.array([last]), t.last_off[r : r + 1], out[n - 1 :], grouped=True)
+        return out
+
+    def _token_masks(self) -> TokenMasks:
+        """The checked token masks (spec section 5c), decoded on first use, then shared."""
+        t = self._token_layout()
+        if self._s.masks is None:
+            self._s.masks = build_token_masks(self._s.table, self._s.meta, t.counts)
+        return self._s.masks
+
+    def _mask_ranges(self, mask: str | None, rows: RowSelection | None,
+                     skip_first_token: bool | str) -> tuple[TokenLayout, np.ndarray, np.ndarray, np.ndarray]:
+        t = self._token_layout()
+        pos = self._abs if rows is None else self._positions(rows)
+        # the mask columns are decoded (and checked) only for a mask that needs them
+        need = mask not in (None, "first") or (isinstance(skip_first_token, str) and skip_first_token == "special")
+        masks = self._token_masks() if need else TokenMasks(None, None)
+        lo, hi = mask_ranges(masks, t.counts, pos, mask, skip_first_token)
+        return t, pos, lo, hi
+
+    def token_ids(self, mask: str | None = None, rows: RowSelection | None = None, *,
+                  skip_first_token: bool | str = False) -> np.ndarray:
+        """Global ids (as :meth:`get_tokens` takes them) of the tokens a mask selects.
+
+        Parameters
+        ----------
+        mask : {"prompt", "continuation", "first", "special"}, optional
+            Token masks of spec section 5c: the prompt's tokens, the generated continuation's,
+            each row's token 0, or token 0 where it is a special token the tokenizer added
+            (BOS, CLS). None: every token. ``"prompt"``/``"continuation"`` need the
+            ``prompt_tokens`` column, ``"special"`` the ``special_first_token`` one.
+        rows : positions, optional
+            Rows of this selection (default: all), in the order given.
+        skip_first_token : bool or "special"
+            Also leave out token 0 of every row (True) or where it is special.
+
+        Examples
+        --------
+        >>> ids = ds.token_ids("continuation")                    # doctest: +SKIP
+        >>> X = ds.get_tokens(ids, layers=[12])                   # doctest: +SKIP
+        """
+        t, pos, lo, hi = self._mask_ranges(mask, rows, skip_first_token)
+        return ranges_to_ids(t.cum[pos], lo, hi)
+
+    def token_mask(self, mask: str, rows: RowSelection | None = None) -> np.ndarray:
+        """Per-token booleans of a mask (:meth:`token_ids`) over the tokens of ``rows``
+        (default: every row of this selection), rows in order, each row's tokens in order.
+
+        Examples
+        --------
+        >>> ds.token_mask("prompt", rows=[0])        # doctest: +SKIP
+        array([ True,  True,  True, False, False])
+        """
+        t, pos, lo, hi = self._mask_ranges(mask, rows, False)
+        n = t.counts[pos]
+        out = np.zeros(int(n.sum()), dtype=bool)
+        out[ranges_to_ids(np.concatenate(([0], np.cumsum(n)[:-1])).astype(np.int64), lo, hi)] = True
         return out
 
     def _scales(self, v: ViewLayout, layer: int, shard: int) -> np.ndarray:

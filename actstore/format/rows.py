@@ -83,8 +83,29 @@ def read_rows(
     if offsets.size == 0:
         return
     rb = max(entry.row_bytes, 1)
-    order = np.argsort(offsets, kind="stable")
-    offs, dst = offsets[order].astype(np.int64), dest[order].astype(np.int64)
+    if isinstance(source, LocalSource) and _one_small_run(offsets, dest, rb) \
+            and 0 <= int(offsets[0]) and int(offsets[-1]) < entry.shape[0]:
+        # one run of adjacent rows into consecutive output rows (a row's tokens): one copy
+        # from the file's mapping, no planning
+        n, first, lo = int(offsets.size), int(offsets[0]), int(dest[0])
+        m = source.mapped(path, entry.end)
+        raw = np.frombuffer(m, dtype=storage_numpy(entry.dtype), count=n * out.shape[1],
+                            offset=entry.start + first * entry.row_bytes).reshape(n, out.shape[1])
+        convert_rows(raw, entry.dtype, out[lo : lo + n])
+        return
+    if offsets.size < 2 or bool(np.all(offsets[1:] >= offsets[:-1])):  # already in file order
+        offs, dst = offsets.astype(np.int64, copy=False), dest.astype(np.int64, copy=False)
+    else:
+        order = np.argsort(offsets, kind="stable")
+        offs, dst = offsets[order].astype(np.int64), dest[order].astype(np.int64)
+    if isinstance(source, LocalSource) and _all_runs_small(offs, rb):
+        # scattered rows (random token ids): no run would be streamed, so skip the planning
+        # and gather every row from the mapping
+        m = source.mapped(path, entry.end)
+        table = np.frombuffer(m, dtype=storage_numpy(entry.dtype), count=entry.shape[0] * out.shape[1],
+                              offset=entry.start).reshape(entry.shape[0], out.shape[1])
+        _copy_mapped(table, offs, dst, entry, out)
+        return
     starts = offs * rb  # runs of rows per the one coalescing policy: exact bytes, bounded reads
     a, b = coalesce_sorted(starts, starts + rb, gap=DATASET_GAP,
                            max_span=max(1, MAX_READ_BYTES // rb) * rb)
@@ -122,6 +143,29 @@ def read_rows(
         _gather(source, path, entry, offs, dst, out, batch, held)
 
 
+def _all_runs_small(offs: np.ndarray, rb: int) -> bool:
+    """Whether no run of adjacent rows among the sorted ``offs`` can reach
+    ``SMALL_RUN_BYTES`` (no ``k`` rows of them lie within ``k`` consecutive rows)."""
+    k = SMALL_RUN_BYTES // rb
+    if k < 2:
+        return False
+    if offs.size < k:
+        return True
+    return not bool(np.any(offs[k - 1 :] - offs[: offs.size - k + 1] <= k - 1))
+
+
+def _one_small_run(offsets: np.ndarray, dest: np.ndarray, rb: int) -> bool:
+    """Whether rows ``offsets`` are one ascending run of adjacent rows, under
+    ``SMALL_RUN_BYTES``, going to consecutive output rows ``dest``."""
+    n = int(offsets.size)
+    if n * rb >= SMALL_RUN_BYTES:
+        return False
+    if n == 1:
+        return True
+    return bool(int(offsets[-1]) - int(offsets[0]) == n - 1 and int(dest[-1]) - int(dest[0]) == n - 1
+                and np.all(np.diff(offsets) == 1) and np.all(np.diff(dest) == 1))
+
+
 def _gather(
     source: ByteSource, path: str, entry: TensorEntry, offs: np.ndarray, dst: np.ndarray,
     out: np.ndarray, runs: list[tuple[int, int]], total_rows: int,
@@ -146,13 +190,15 @@ def _gather(
         convert_rows(raw[int(src[0]) : int(src[0]) + d.size], entry.dtype, out[int(d[0]) : int(d[0]) + d.size])
     elif entry.dtype == "BF16" and out.dtype == np.float32:
         tmp = np.empty((d.size, width), dtype=np.float32)
-        bf16_bits_to_f32(raw[src], out=tmp)
-        out[d] = tmp
+        bf16_bits_to_f32(_take_rows(raw, src), out=tmp)
+        _put_rows(out, d, tmp)
     elif d.size == out.shape[0] and out.dtype == raw.dtype:
         # every output row comes from this batch: one gather straight into out
         np.take(raw, src[np.argsort(d)], axis=0, out=out, mode="clip")
+    elif out.dtype == raw.dtype:
+        _put_rows(out, d, _take_rows(raw, src))
     else:
-        out[d] = raw[src]
+        out[d] = _take_rows(raw, src)
 
 
 def _gather_mapped(source: LocalSource, path: str, entry: TensorEntry, offs: np.ndarray,
@@ -163,10 +209,20 @@ def _gather_mapped(source: LocalSource, path: str, entry: TensorEntry, offs: np.
     m = source.mapped(path, entry.end)
     table = np.frombuffer(m, dtype=storage_numpy(entry.dtype), count=rows * width,
                           offset=entry.start).reshape(rows, width)
-    lengths = b - a
-    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
-    sel = np.arange(int(lengths.sum())) + np.repeat(a - starts, lengths)  # every row of every run
-    src, d = offs[sel], dst[sel]
+    if a.size == offs.size:  # every run one row (scattered ids): the runs are the rows
+        src, d = offs, dst
+    else:
+        lengths = b - a
+        starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        sel = np.arange(int(lengths.sum())) + np.repeat(a - starts, lengths)  # every row of every run
+        src, d = offs[sel], dst[sel]
+    _copy_mapped(table, src, d, entry, out)
+
+
+def _copy_mapped(table: np.ndarray, src: np.ndarray, d: np.ndarray, entry: TensorEntry,
+                 out: np.ndarray) -> None:
+    """``out[d] = table[src]`` (rows of a mapped tensor), widening bfloat16 bits as needed."""
+    width = out.shape[1]
     if entry.dtype == "BF16" and out.dtype == np.float32:
         if d.size == out.shape[0]:  # every output row comes from here: widen straight into out
             order = np.empty_like(src)
@@ -174,14 +230,45 @@ def _gather_mapped(source: LocalSource, path: str, entry: TensorEntry, offs: np.
             _take_widened(table, order, out)
             return
         widened = np.empty((src.size, width), dtype=np.float32)
-        bf16_bits_to_f32(table[src], out=widened)
-        out[d] = widened
+        bf16_bits_to_f32(_take_rows(table, src), out=widened)
+        _put_rows(out, d, widened)
     elif d.size == out.shape[0] and out.dtype == table.dtype:
         order = np.empty_like(src)
         order[d] = src  # output row i comes from file row order[i]
         np.take(table, order, axis=0, out=out, mode="clip")  # indices are checked; "raise" would buffer
+    elif out.dtype == table.dtype:
+        _put_rows(out, d, _take_rows(table, src))
     else:
-        out[d] = table[src]
+        out[d] = _take_rows(table, src)
+
+
+def _rows_1d(a: np.ndarray) -> np.ndarray | None:
+    """A C-contiguous 2-D array seen as 1-D whole rows (one void item a row), or None.
+
+    numpy gathers and scatters 1-D items with one copy each, 2-D rows through its general
+    fancy-indexing machinery: 5x slower for short rows (8-byte token rows here: 33 vs 6.8 ms
+    for 10^5 rows).
+    """
+    if a.ndim != 2 or not a.flags.c_contiguous or a.shape[1] == 0:
+        return None
+    return a.view(np.dtype((np.void, a.shape[1] * a.itemsize))).reshape(-1)
+
+
+def _take_rows(table: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """``table[idx]`` for checked row numbers ``idx``, as a 1-D gather of whole rows."""
+    flat = _rows_1d(table)
+    if flat is None:
+        return table[idx]
+    return np.take(flat, idx).view(table.dtype).reshape(idx.size, table.shape[1])
+
+
+def _put_rows(out: np.ndarray, d: np.ndarray, rows: np.ndarray) -> None:
+    """``out[d] = rows`` (same dtype), as a 1-D scatter of whole rows."""
+    flat, src = _rows_1d(out), _rows_1d(np.ascontiguousarray(rows))
+    if flat is None or src is None:
+        out[d] = rows
+    else:
+        flat[d] = src
 
 
 def _local_run(source: LocalSource, path: str, entry: TensorEntry, first: int, dest: np.ndarray) -> None:

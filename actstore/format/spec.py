@@ -10,11 +10,17 @@ LMPROBE_FORMAT_VERSION = "2.0"
 #: Version of actstore's extension keys (``actstore:format``); its major follows the lmprobe major.
 ACTSTORE_FORMAT_VERSION = "2.1"
 #: Extensions this reader understands; a dataset listing others under ``must_understand`` is refused.
-KNOWN_EXTENSIONS = frozenset({"views", "files", "extraction", "labels", "codecs", "compact_tokens"})
+KNOWN_EXTENSIONS = frozenset({"views", "files", "extraction", "labels", "codecs", "compact_tokens",
+                              "token_masks"})
 #: The ``must_understand`` name of compact storage codecs (spec section 2b).
 CODEC_EXTENSION = "codecs"
 #: The ``must_understand`` name of the compact token layout (spec section 5b).
 COMPACT_TOKENS_EXTENSION = "compact_tokens"
+#: The ``extensions`` name of the per-row token masks (spec section 5c); never ``must_understand``.
+TOKEN_MASKS_EXTENSION = "token_masks"
+#: Token mask columns (spec section 5c): the row's prompt length, and whether its token 0 is a
+#: special token the tokenizer added (BOS, CLS).
+TOKEN_MASK_COLUMNS = ("prompt_tokens", "special_first_token")
 #: Per-token list columns of a full-sequence index (lmprobe's layout).
 TOKEN_LIST_COLUMNS = ("token_shard_ids", "token_shard_offsets")
 #: Compact token columns (spec section 5b): a row's rest shard and the row of its token 0 there.
@@ -47,7 +53,7 @@ VIEW_NAME = re.compile(r"^[a-z0-9_]{1,64}$")
 RESERVED_COLUMNS = frozenset({
     "text", "label", "num_tokens", "shard_index", "row_offset", "shard_index_logits",
     "row_offset_logits", "token_offset", "token_shard_ids", "token_shard_offsets",
-    "token_shard", "token_start",
+    "token_shard", "token_start", "prompt_tokens", "special_first_token",
 })
 
 #: Float dtypes a hidden-state shard may hold: name -> (safetensors code, itemsize).

@@ -46,6 +46,9 @@ class TokenLayout:
     rest_start: np.ndarray | None = None
     flat_shard: np.ndarray | None = None
     flat_off: np.ndarray | None = None
+    #: Compact: whether the last-token locations increase with the row (as actstore writes
+    #: them), so token ids in order need no sort by location (:meth:`locate_sorted`).
+    last_in_order: bool = False
 
     @property
     def total(self) -> int:
@@ -79,6 +82,49 @@ class TokenLayout:
         shards = np.where(last, self.last_shard[r], self.rest_shard[r])
         offs = np.where(last, self.last_off[r], self.rest_start[r] + j)
         return shards, offs
+
+    def locate_sorted(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(shards, rows, where)`` of global token ids (checked in range by the caller),
+        sorted by stored location: ``where[k]`` is the position in ``ids`` of location ``k``.
+
+        One sort of the ids; the compact layout then needs no sort by location: the last
+        tokens (shards ``0..n-1``) and the rest (shards ``n..``, packed in row order, spec 5b)
+        each come out in storage order, and the last tokens' shards precede the rest's.
+        """
+        ids = np.asarray(ids, dtype=np.int64)
+        if self.flat_shard is not None and self.flat_off is not None:
+            s, o = self.flat_shard[ids], self.flat_off[ids]
+            where = np.lexsort((o, s))
+            return s[where], o[where], where
+        assert self.rest_shard is not None and self.rest_start is not None
+        order, sid = _sorted_with_positions(ids, self.total)
+        r = np.searchsorted(self.cum, sid, side="right") - 1
+        j = sid - self.cum[r]
+        last = j == self.counts[r] - 1
+        li, ri = np.flatnonzero(last), np.flatnonzero(~last)
+        rl, rr = r[li], r[ri]
+        s_l, o_l, w_l = self.last_shard[rl], self.last_off[rl], order[li]
+        if not self.last_in_order:
+            k = np.lexsort((o_l, s_l))
+            s_l, o_l, w_l = s_l[k], o_l[k], w_l[k]
+        return (np.concatenate((s_l, self.rest_shard[rr])),
+                np.concatenate((o_l, self.rest_start[rr] + j[ri])),
+                np.concatenate((w_l, order[ri])))
+
+
+def _sorted_with_positions(ids: np.ndarray, total: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(order, ids[order])`` with ``ids[order]`` ascending: one ``np.sort`` of
+    ``id << bits | position`` when that fits 62 bits (sorting values is about twice as fast
+    as ``argsort``), else an ``argsort``."""
+    n = ids.size
+    bits = max(1, (n - 1).bit_length())
+    if max(total, 1).bit_length() + bits > 62:
+        order = np.argsort(ids)
+        return order, ids[order]
+    key = np.left_shift(ids, bits)
+    key |= np.arange(n, dtype=np.int64)
+    key.sort()
+    return key & ((1 << bits) - 1), key >> bits
 
 
 def check_compact_declared(table: pa.Table, meta: dict[str, object]) -> None:
@@ -167,7 +213,9 @@ def _compact(table: pa.Table, view: ViewLayout, last: tuple[np.ndarray, np.ndarr
             "the index is corrupt."
         )
     cum = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
-    return TokenLayout(counts, cum, last[0], last[1], rest_shard=shard, rest_start=start)
+    ls, lo = last
+    in_order = bool(ls.size < 2 or np.all((np.diff(ls) > 0) | ((ls[1:] == ls[:-1]) & (np.diff(lo) >= 0))))
+    return TokenLayout(counts, cum, ls, lo, rest_shard=shard, rest_start=start, last_in_order=in_order)
 
 
 def _lists(table: pa.Table, view: ViewLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -279,14 +327,20 @@ class _TokenRows(Protocol):
 
     def _token_layout(self) -> TokenLayout: ...
 
+    def _mask_ranges(self, mask: str | None, rows: None,
+                     skip_first_token: bool | str) -> tuple[TokenLayout, np.ndarray, np.ndarray, np.ndarray]: ...
 
-def selection_tokens(ds: _TokenRows) -> tuple[TokenLayout, np.ndarray, np.ndarray]:
+
+def selection_tokens(ds: _TokenRows, *, mask: str | None = None, skip_first_token: bool | str = False
+                     ) -> tuple[TokenLayout, np.ndarray, np.ndarray, np.ndarray]:
     """The checked layout of a full-sequence dataset and, for each row of the selection ``ds``
-    in its order, the global id of its first token and its token count (O(rows)).
+    in its order, the global id of its first kept token, how many it keeps, and the kept
+    range's first position in the row (O(rows)).
 
-    The hook the stream loader's token sample space reads through (it never needs the
-    reader's private parts); :meth:`TokenLayout.locate` maps global ids to stored rows.
+    ``mask``/``skip_first_token`` as in :meth:`~.reader.Dataset.token_ids` (spec section 5c):
+    every mask keeps one contiguous range of each row. The hook the stream loader's token
+    sample space reads through (it never needs the reader's private parts);
+    :meth:`TokenLayout.locate` maps global ids to stored rows.
     """
-    layout = ds._token_layout()
-    rows = ds._abs
-    return layout, layout.cum[rows], layout.counts[rows]
+    layout, rows, lo, hi = ds._mask_ranges(mask, None, skip_first_token)
+    return layout, layout.cum[rows] + lo, hi - lo, lo

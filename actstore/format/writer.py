@@ -55,6 +55,7 @@ from .index_builder import IndexBuilder
 from .layersel import explicit_layer, explicit_layers, request
 from .shardfile import StreamingTensorFile, write_tensor_file
 from .target import Target
+from .token_masks import check_mask_values
 
 __all__ = ["DatasetWriter"]
 
@@ -229,6 +230,8 @@ class DatasetWriter:
         metadata: Any = None,
         num_tokens: Sequence[int] | None = None,
         logits_topk: tuple[Any, Any] | None = None,
+        prompt_tokens: Sequence[int] | None = None,
+        special_first_token: Sequence[bool] | None = None,
     ) -> None:
         """Append a batch of rows.
 
@@ -250,6 +253,12 @@ class DatasetWriter:
             Token count per row (derived automatically for full-sequence storage).
         logits_topk : (values, indices), optional
             ``(n, k)`` arrays of top-k logits at the last token.
+        prompt_tokens : sequence of int, optional
+            Token masks (spec section 5c): per row, how many of its first tokens are the
+            prompt (``0..n_tokens``); the rest are a generated continuation.
+        special_first_token : sequence of bool, optional
+            Token masks: per row, whether its token 0 is a special token the tokenizer
+            added (BOS, CLS). Masks are given on every ``add`` or on none.
         """
         self._check_open()
         texts = check_texts(texts)
@@ -274,8 +283,11 @@ class DatasetWriter:
             tok = [len(primary[self.layers[0]][i]) for i in range(n)]
         else:
             tok = check_counts(num_tokens, n)
+        masks = {name: check_mask_values(name, values, tok) for name, values in
+                 (("prompt_tokens", prompt_tokens), ("special_first_token", special_first_token))
+                 if values is not None}
         try:  # from here on a failure leaves half a batch behind: the writer is aborted
-            self.index.add_rows(texts, labels=lab, metadata=meta, num_tokens=tok)
+            self.index.add_rows(texts, labels=lab, metadata=meta, num_tokens=tok, masks=masks)
             if self.full_sequence:
                 self._write_full(primary, extra, n)
             else:

@@ -22,8 +22,8 @@ def stream(ds: Dataset, *, layers: Any = None, view: str | None = None, tokens: 
            batch_size: int = 1024, shuffle: bool = True, seed: int = 0, block_rows: int | None = None,
            window: int | None = None, drop_last: bool = False, rank: int | None = None,
            world_size: int | None = None, columns: Sequence[str] = (), dtype: Any = None,
-           prefetch: int = 1, threads: int = 4, skip_first_token: bool = False, device: Any = None,
-           numpy: bool | None = None) -> Stream:
+           prefetch: int = 1, threads: int = 4, skip_first_token: bool | str = False, device: Any = None,
+           numpy: bool | None = None, mask: str | None = None) -> Stream:
     """A shuffled, sharded, resumable stream of batches for training.
 
     Parameters
@@ -60,13 +60,17 @@ def stream(ds: Dataset, *, layers: Any = None, view: str | None = None, tokens: 
         the stored dtype (bfloat16 stays bfloat16).
     prefetch, threads : int
         Windows read ahead, and read threads.
-    skip_first_token : bool
-        Token mode: leave out each row's first token (often an attention sink).
+    skip_first_token : bool or "special"
+        Token mode: leave out each row's first token (often an attention sink); ``"special"``
+        only where it is a special token the tokenizer added (BOS, CLS; spec section 5c).
     device : optional
         Move batches to this device (without DataLoader workers; with workers use
         ``pin_memory=True`` and move them in the loop).
     numpy : bool, optional
         Yield numpy arrays instead of torch tensors (the default when torch is missing).
+    mask : {"prompt", "continuation"}, optional
+        Token mode: stream only each row's prompt tokens or only its generated continuation
+        (the token masks of spec section 5c; also ``"first"``, ``"special"``).
 
     Returns
     -------
@@ -87,4 +91,4 @@ def stream(ds: Dataset, *, layers: Any = None, view: str | None = None, tokens: 
     return Stream(ds, layers=layers, view=view, tokens=tokens, batch_size=batch_size, shuffle=shuffle,
                   seed=seed, block_rows=block_rows, window=window, drop_last=drop_last, rank=rank,
                   world_size=world_size, columns=columns, dtype=dtype, prefetch=prefetch, threads=threads,
-                  skip_first_token=skip_first_token, device=device, numpy=numpy)
+                  skip_first_token=skip_first_token, device=device, numpy=numpy, mask=mask)

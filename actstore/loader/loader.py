@@ -191,8 +191,8 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
                  batch_size: int = 1024, shuffle: bool = True, seed: int = 0, block_rows: int | None = None,
                  window: int | None = None, drop_last: bool = False, rank: int | None = None,
                  world_size: int | None = None, columns: Sequence[str] = (), dtype: Any = None,
-                 prefetch: int = 1, threads: int = 4, skip_first_token: bool = False, device: Any = None,
-                 numpy: bool | None = None) -> None:
+                 prefetch: int = 1, threads: int = 4, skip_first_token: bool | str = False, device: Any = None,
+                 numpy: bool | None = None, mask: str | None = None) -> None:
         if not isinstance(ds, Dataset):
             raise InvalidArgumentError(f"stream() needs an actstore Dataset (open_dataset(url)); got {type(ds).__name__}.")
         bs = _positive("batch_size", batch_size)
@@ -208,11 +208,13 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
             )
         if skip_first_token and not self._tokens:
             raise InvalidArgumentError("skip_first_token=True needs tokens=True (it drops a token of each row).")
+        if mask is not None and not self._tokens:
+            raise InvalidArgumentError(f"mask={mask!r} needs tokens=True (it selects tokens of each row).")
         self._codes = {L: stored_code(ds, L, view) for L in _select_layers(ds, view, layers)}
         self._dim = v.dim
         self._dtype = _dtype_name(dtype)
         self._columns = _select_columns(ds, columns)
-        self._space: RowSpace | TokenSpace = TokenSpace(ds, skip_first_token=skip_first_token) \
+        self._space: RowSpace | TokenSpace = TokenSpace(ds, skip_first_token=skip_first_token, mask=mask) \
             if self._tokens else RowSpace(ds)
         n = self._space.n
         if n == 0:

@@ -64,16 +64,20 @@ class TokenSpace:
     either index layout of spec section 5b): per row the global id of its first token and its
     count, O(rows); a sample's stored location is computed when its block is read, never held
     per token. With ``skip_first_token`` the first token of every row (often an attention sink
-    with huge norms) is not a sample.
+    with huge norms; ``"special"``: only where it is a tokenizer-added BOS/CLS) is not a
+    sample; ``mask`` keeps only a row's ``"prompt"`` or ``"continuation"`` tokens (spec
+    section 5c). Each keeps one contiguous range per row, so the space stays O(rows).
     """
 
-    def __init__(self, ds: Dataset, *, skip_first_token: bool = False) -> None:
-        self.layout, starts, counts = selection_tokens(ds)
-        self.first = 1 if skip_first_token else 0
-        self.count = np.maximum(counts - self.first, 0)
-        self.start = starts + self.first  # global id of each row's first sample
+    def __init__(self, ds: Dataset, *, skip_first_token: bool | str = False, mask: str | None = None) -> None:
+        self.layout, self.start, self.count, self.first = selection_tokens(
+            ds, mask=mask, skip_first_token=skip_first_token)  # start: each row's first sample's id
         self.cum = np.concatenate(([0], np.cumsum(self.count))).astype(np.int64)
         self.n = int(self.cum[-1])
+        if mask is None and isinstance(skip_first_token, bool):  # the key streams always had
+            self._tag = bytes([int(skip_first_token)])
+        else:
+            self._tag = f"{mask}/{skip_first_token}".encode() + self.first.astype(np.int64).tobytes()
 
     def _row_of(self, t: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.cum, t, side="right") - 1
@@ -81,7 +85,7 @@ class TokenSpace:
     def rows(self, a: int, b: int) -> dict[str, np.ndarray]:
         t = np.arange(a, b, dtype=np.int64)
         r = self._row_of(t)
-        return {"row": r, "token": t - self.cum[r] + self.first}
+        return {"row": r, "token": t - self.cum[r] + self.first[r]}
 
     def locate(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
         if b <= a:
@@ -91,7 +95,7 @@ class TokenSpace:
         return self.layout.locate(self.start[r] + (t - self.cum[r]))
 
     def key(self) -> bytes:
-        return self.cum.tobytes() + bytes([self.first])
+        return self.cum.tobytes() + self._tag
 
 
 def fingerprint(ds: Dataset, space: RowSpace | TokenSpace, view: str | None) -> str:

@@ -59,8 +59,6 @@ def test_generate_refuses_bad_options(gpt2, minilm, tmp_path):
         actstore.extract(gpt2, ["x"], out=str(tmp_path / "a"), generate={"beams": 2}, progress=False)
     with pytest.raises(InvalidArgumentError, match="needs a causal LM"):
         actstore.extract(minilm, ["x"], out=str(tmp_path / "b"), generate={}, progress=False)
-    with pytest.raises(InvalidArgumentError, match="drop 'all'"):
-        actstore.extract(gpt2, ["x"], out=str(tmp_path / "c"), pooling="all", generate={}, progress=False)
 
 
 @pytest.mark.parametrize("name", ["gpt2", "llama"])

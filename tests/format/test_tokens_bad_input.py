@@ -155,20 +155,26 @@ def test_a_compact_column_of_floats_is_refused(origin, tmp_path):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(tokens=st.lists(st.integers(1, 9), min_size=1, max_size=12), shard=st.integers(1, 12),
        compat=st.sampled_from([True, False, None]), dtype=st.sampled_from(["float32", "bfloat16"]),
-       cut=st.integers(0, 12), seed=st.integers(0, 2**16))
-def test_what_the_writer_accepts_reads_back_identical(tmp_path_factory, tokens, shard, compat, dtype, cut, seed):
+       cut=st.integers(0, 12), seed=st.integers(0, 2**16),
+       mask=st.sampled_from([None, "prompt", "continuation"]), skip=st.sampled_from([False, True, "special"]))
+def test_what_the_writer_accepts_reads_back_identical(tmp_path_factory, tokens, shard, compat, dtype, cut,
+                                                      seed, mask, skip):
+    """Through tokens, get_tokens, token_ids (the masks of spec 5c) and the stream loader."""
     from actstore.format.dtypes import bf16_bits_to_f32, f32_to_bf16_bits
     root = tmp_path_factory.mktemp("prop") / "ds"
     rng = np.random.default_rng(seed)
     states = [rng.standard_normal((t, 2)).astype(np.float32) for t in tokens]
     if dtype == "bfloat16":
         states = [bf16_bits_to_f32(f32_to_bf16_bits(s)) for s in states]
+    prompt = [int(rng.integers(0, t + 1)) for t in tokens]
+    special = [bool(rng.integers(0, 2)) for _ in tokens]
     cut = min(cut, len(tokens))
     with DatasetWriter(str(root), model="m", layers=[1], dim=2, dtype=dtype, pooling="all",
                        shard_bytes=shard * 2 * 4, lmprobe_compat=compat) as w:
         for a, b in ((0, cut), (cut, len(tokens))):
             if b > a:
-                w.add([f"p{i}" for i in range(a, b)], hidden={1: states[a:b]})
+                w.add([f"p{i}" for i in range(a, b)], hidden={1: states[a:b]},
+                      prompt_tokens=prompt[a:b], special_first_token=special[a:b])
     ds = actstore.open_dataset(str(root))
     assert ds.num_tokens_total == sum(tokens)
     flat = np.concatenate(states)
@@ -178,6 +184,22 @@ def test_what_the_writer_accepts_reads_back_identical(tmp_path_factory, tokens, 
         np.testing.assert_array_equal(ds.get_tokens(np.arange(a, b), layers=[1])[:, 0], s)
     ids = rng.integers(0, flat.shape[0], 3 * flat.shape[0])
     np.testing.assert_array_equal(ds.get_tokens(ids, layers=[1])[:, 0], flat[ids])
+    # the masks: the kept (row, position) pairs, by the rules of spec section 5c
+    keep = [(r, j) for r, t in enumerate(tokens) for j in range(t)
+            if (mask != "prompt" or j < prompt[r]) and (mask != "continuation" or j >= prompt[r])
+            and not (j == 0 and (skip is True or (skip == "special" and special[r])))]
+    starts = np.concatenate(([0], np.cumsum(tokens)))
+    assert ds.token_ids(mask, skip_first_token=skip).tolist() == [int(starts[r]) + j for r, j in keep]
+    if keep:
+        got = {}
+        for batch in actstore.stream(ds, tokens=True, mask=mask, skip_first_token=skip, batch_size=5,
+                                     block_rows=3, window=6, seed=seed, numpy=True, dtype="float32"):
+            for r, j, x in zip(batch["row"].tolist(), batch["token"].tolist(), batch["layer_1"]):
+                assert (r, j) not in got
+                got[(r, j)] = x
+        assert sorted(got) == keep
+        for (r, j), x in got.items():
+            np.testing.assert_array_equal(x.astype(np.float32), states[r][j])
     assert ds.verify().ok
 
 
