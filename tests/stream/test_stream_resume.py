@@ -86,8 +86,8 @@ def uninterrupted(path, epoch: int) -> np.ndarray:
 
 @pytest.mark.parametrize("loader", ["plain", "stateful"])
 def test_resume_in_a_fresh_process_with_workers(pooled, tmp_path, loader):
-    if loader == "stateful":
-        pytest.importorskip("torchdata.stateful_dataloader")
+    if loader == "stateful":  # a test dependency (pyproject's `test` extra): never skipped
+        import torchdata.stateful_dataloader  # noqa: F401
     full = uninterrupted(pooled, 1)
     base = {"dataset": str(pooled), "stream": KW, "loader": loader, "num_workers": 2, "epoch": 1,
             "key": "layer_3"}
