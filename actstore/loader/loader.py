@@ -12,8 +12,9 @@ Reading: a window is read as its contiguous pieces (parts of blocks), one thread
 piece, ``prefetch`` windows ahead of the one being served; each piece is one contiguous byte
 range per layer (reads and copies release the GIL), read by ``preadv`` straight into the
 window's buffer, placed at the shards' page phase (kernel copies page to page). Memory per
-iterator (per DataLoader worker): at most ``prefetch + 2 + ceil(batch_size / window)`` windows
-and three batches, plus the batches the caller still holds, whatever the dataset's size. With
+iterator (per DataLoader worker): at most ``prefetch + 3 + ceil(batch_size / window)`` windows
+and three batches, plus the buffers of batches the caller still holds, whatever the dataset's
+size (buffers are released when the iteration ends). With
 ``shuffle`` each batch is gathered (``np.take(..., out=)``, on threads) from its window(s) into
 a batch buffer and handed out without a copy (``torch.from_numpy``); in storage order a batch
 is a slice of its window, no copy. Window and batch buffers are reused (no page faults) once
