@@ -10,11 +10,16 @@ serves the repeats).
 
 Reading: a window is read as its contiguous pieces (parts of blocks), one thread task per
 piece, ``prefetch`` windows ahead of the one being served; each piece is one contiguous byte
-range per layer (reads and copies release the GIL). Memory per iterator (per DataLoader
-worker): at most ``prefetch + 1 + ceil(batch_size / window)`` windows and a spare one, plus the
-batches handed out, whatever the dataset's size. With ``shuffle`` each batch is gathered from
-its window(s) into a fresh array (finished window buffers are reused); in storage order a batch
-is a slice of its window, no copy.
+range per layer (reads and copies release the GIL), read by ``preadv`` straight into the
+window's buffer, placed at the shards' page phase (kernel copies page to page). Memory per
+iterator (per DataLoader worker): at most ``prefetch + 3 + ceil(batch_size / window)`` windows
+and three batches, plus the buffers of batches the caller still holds, whatever the dataset's
+size (buffers are released when the iteration ends). With
+``shuffle`` each batch is gathered (``np.take(..., out=)``, on threads) from its window(s) into
+a batch buffer and handed out without a copy (``torch.from_numpy``); in storage order a batch
+is a slice of its window, no copy. Window and batch buffers are reused (no page faults) once
+the caller has dropped every batch viewing them (:class:`~.buffers.BufferPool`), so a batch
+kept by the caller is never written over.
 
 Epochs: ``set_epoch`` must reach the iterating copy, so use DataLoader's default
 ``persistent_workers=False`` (workers are started per epoch with the stream as it is then).
@@ -34,10 +39,18 @@ from ..errors import ConfigMismatchError, InvalidArgumentError, LayerNotFoundErr
 from ..format import spec
 from ..format.dtypes import bf16_bits_to_f32, f32_to_bf16_bits
 from ..format.layersel import request, resolve_layers
-from ..format.locations import read_locations, stored_code, view_layout
+from ..format.locations import (
+    data_offset,
+    read_locations,
+    scatter_locations,
+    scatters,
+    stored_code,
+    view_layout,
+)
 from ..format.parallel import in_pieces, piece_count
 from ..format.reader import Dataset
 from ..format.rows import storage_numpy
+from .buffers import BufferPool
 from .order import Plan
 from .samples import RowSpace, TokenSpace, fingerprint
 
@@ -55,6 +68,10 @@ BLOCK_BYTES = 4 << 20
 WINDOW_BLOCKS = 16
 #: Batch gathers split across threads once a batch is this large.
 GATHER_PIECE_BYTES = 4 << 20
+#: Local shuffled windows are read row by row into their shuffled places (one ``preadv`` per
+#: run of rows, no gather copy) when a row is at least this large; smaller rows are read whole
+#: and gathered (a ``preadv`` buffer per tiny row costs more than the copy it saves).
+SCATTER_ROW_BYTES = 4096
 _DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -166,11 +183,16 @@ def _block_window(block_rows: int | None, window: int | None, sample_bytes: int)
 
 
 class _Window:
-    """One window's samples as stored (per layer ``(size, dim)``), being read by threads."""
+    """One window's samples (per layer ``(size, dim)``, stored dtype), being read by threads.
+
+    ``perm[j]`` is the buffer position of the window's ``j``-th sample in yield order;
+    ``ordered`` says the buffer already is in yield order (storage order, or a local shuffled
+    window read straight into its shuffled places), so a batch is a slice of it.
+    """
 
     def __init__(self, raw: dict[int, np.ndarray], info: dict[str, np.ndarray], perm: np.ndarray,
-                 futures: list[Future[None]]) -> None:
-        self.raw, self.info, self.perm, self.futures = raw, info, perm, futures
+                 futures: list[Future[None]], ordered: bool) -> None:
+        self.raw, self.info, self.perm, self.futures, self.ordered = raw, info, perm, futures, ordered
 
     def ready(self) -> _Window:
         for f in self.futures:
@@ -211,6 +233,7 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
         if mask is not None and not self._tokens:
             raise InvalidArgumentError(f"mask={mask!r} needs tokens=True (it selects tokens of each row).")
         self._codes = {L: stored_code(ds, L, view) for L in _select_layers(ds, view, layers)}
+        self._phase = {L: data_offset(ds, L, view) for L in self._codes}
         self._dim = v.dim
         self._dtype = _dtype_name(dtype)
         self._columns = _select_columns(ds, columns)
@@ -220,6 +243,8 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
         if n == 0:
             raise InvalidArgumentError("The dataset holds no samples to stream (0 rows or tokens).")
         sample_bytes = sum(v.dim * storage_numpy(c).itemsize for c in self._codes.values())
+        self._scatter = bool(shuffle) and scatters(ds, view) and \
+            min(v.dim * storage_numpy(c).itemsize for c in self._codes.values()) >= SCATTER_ROW_BYTES
         block, win = _block_window(block_rows, window, sample_bytes)
         r, world = _rank_world(rank, world_size)
         self._plan = Plan(n, block, win, bs, bool(shuffle), seed, world, r, bool(drop_last))
@@ -251,6 +276,17 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
     @property
     def epoch(self) -> int:
         return self._epoch
+
+    @property
+    def tokens(self) -> bool:
+        """Whether a sample is a token (``tokens=True``) rather than a row."""
+        return self._tokens
+
+    @property
+    def fingerprint(self) -> str:
+        """A short hash of what the stream reads (dataset files, selected rows, sample space);
+        a state dict is only accepted by a stream with the same fingerprint."""
+        return self._fingerprint
 
     def __len__(self) -> int:
         """Batches per epoch on this rank (the same on every rank)."""
@@ -370,50 +406,66 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
         where = {k: i for i, k in enumerate(order)}
         pool = ThreadPoolExecutor(self._threads, thread_name_prefix="actstore-stream")
         held: dict[int, _Window] = {}
-        spare: list[dict[int, np.ndarray]] = []  # buffers of finished windows (no page faults)
+        per_batch = -(-plan.batch // plan.window) + 1
+        # window buffers: the held ones, the batch's, and one coming free (no page faults)
+        windows = BufferPool(len(self._codes) * (self._prefetch + per_batch + 2))
+        # batch buffers: the one the loop holds, the one being made, one coming free
+        out = BufferPool(len(self._codes) * 3)
+        # in a DataLoader worker batches go to shared memory: gather them there instead
+        scatter = self._scatter and not self._shared
         submitted = 0
         try:
             for b in batches:
                 ks = plan.batch_windows(b)
+                for k in [k for k in held if k < ks[0]]:
+                    del held[k]  # its buffers come free once no batch views them
                 upto = min(len(order), where[ks[-1]] + 1 + self._prefetch)
                 while submitted < upto:
                     k = order[submitted]
-                    held[k] = self._submit(pool, blocks, epoch, k, spare)
+                    held[k] = self._submit(pool, blocks, epoch, k, windows, scatter)
                     submitted += 1
-                for k in [k for k in held if k < ks[0]]:
-                    if self._plan.shuffle:  # batches were copied out: its buffers can be reused
-                        spare.append(held[k].raw)
-                    del held[k]
-                batch = self._assemble(b, [(k, held[k].ready()) for k in ks])
+                batch = self._assemble(b, [(k, held[k].ready()) for k in ks], out)
                 self._pos = b + stride
                 yield batch
+                del batch  # not held here while the next one is made: its buffer may come free
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _submit(self, pool: ThreadPoolExecutor, blocks: tuple[np.ndarray, np.ndarray], epoch: int,
-                k: int, spare: list[dict[int, np.ndarray]]) -> _Window:
+                k: int, buffers: BufferPool, scatter: bool) -> _Window:
         plan = self._plan
         pieces = plan.window_pieces(blocks, k)
         size = sum(b - a for a, b in pieces)
-        reuse = spare.pop() if spare and next(iter(spare[-1].values())).shape[0] >= size else None
-        raw = {L: np.empty((size, self._dim), dtype=storage_numpy(c)) if reuse is None else reuse[L][:size]
-               for L, c in self._codes.items()}
+        # at the page phase of the shards' data: each block's preadv copies page to page
+        raw = {L: buffers.take((size, self._dim), storage_numpy(c), self._phase[L]) for L, c in self._codes.items()}
+        perm = plan.window_perm(epoch, k)
+        place = None
+        if scatter:  # buffer position of each stored sample: its place in yield order
+            place = np.empty_like(perm)
+            place[perm] = np.arange(perm.size, dtype=perm.dtype)
         infos: list[dict[str, np.ndarray]] = []
         futures = []
         at = 0
         for a, b in pieces:
             infos.append(self._space.rows(a, b))
-            futures.append(pool.submit(self._read_piece, a, b, raw, at))
+            rows = None if place is None else place[at : at + b - a]
+            futures.append(pool.submit(self._read_piece, a, b, raw, at, rows))
             at += b - a
         info = {key: np.concatenate([i[key] for i in infos]) for key in infos[0]}
-        return _Window(raw, info, plan.window_perm(epoch, k), futures)
+        if place is None:
+            return _Window(raw, info, perm, futures, not plan.shuffle)
+        info = {key: values[perm] for key, values in info.items()}
+        return _Window(raw, info, np.arange(perm.size, dtype=np.int64), futures, True)
 
-    def _read_piece(self, a: int, b: int, raw: dict[int, np.ndarray], at: int) -> None:
+    def _read_piece(self, a: int, b: int, raw: dict[int, np.ndarray], at: int, rows: np.ndarray | None) -> None:
         shards, offsets = self._space.locate(a, b)
         for L, buf in raw.items():
-            read_locations(self._ds, L, shards, offsets, buf[at : at + b - a], view=self._view)
+            if rows is None:
+                read_locations(self._ds, L, shards, offsets, buf[at : at + b - a], view=self._view)
+            else:
+                scatter_locations(self._ds, L, shards, offsets, buf, rows, view=self._view)
 
-    def _assemble(self, b: int, windows: list[tuple[int, _Window]]) -> dict[str, Any]:
+    def _assemble(self, b: int, windows: list[tuple[int, _Window]], buffers: BufferPool) -> dict[str, Any]:
         plan = self._plan
         q0, q1 = plan.batch_span(b)
         parts = []
@@ -422,11 +474,11 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
             parts.append((win, win.perm[lo:hi]))
         out: dict[str, Any] = {}
         for L, code in self._codes.items():
-            if not plan.shuffle and len(parts) == 1:  # storage order: the window's rows as they are
+            if len(parts) == 1 and parts[0][0].ordered:  # the window is in yield order: a slice of it
                 (win, idx), = parts
                 out[f"layer_{request(L)}"] = self._convert(win.raw[L][int(idx[0]) : int(idx[0]) + idx.size], code)
                 continue
-            raw, shared = self._batch_buffer(q1 - q0, code)
+            raw, shared = self._batch_buffer(q1 - q0, code, buffers)
             at = 0
             for win, idx in parts:
                 _gather(win.raw[L], idx, raw[at : at + idx.size])
@@ -439,11 +491,12 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
             out[name] = self._wrap(col[info["row"]])
         return out
 
-    def _batch_buffer(self, n: int, code: str) -> tuple[np.ndarray, Any]:
-        """A batch's array, and in a DataLoader worker the shared-memory tensor it views:
-        handing that tensor to the main process passes a handle instead of a copy."""
+    def _batch_buffer(self, n: int, code: str, buffers: BufferPool) -> tuple[np.ndarray, Any]:
+        """A batch's array (a reused one once the loop dropped its earlier batch), and in a
+        DataLoader worker the shared-memory tensor it views: handing that tensor to the main
+        process passes a handle instead of a copy."""
         if not self._shared:
-            return np.empty((n, self._dim), dtype=storage_numpy(code)), None
+            return buffers.take((n, self._dim), storage_numpy(code)), None
         import torch
 
         kind = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.int16}[code]

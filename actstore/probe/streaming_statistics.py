@@ -106,23 +106,125 @@ class StreamingStatistics:
 
     # -- accumulating -------------------------------------------------------------------
     def _accumulate(self, rows: np.ndarray) -> None:
+        for here, block in blocks(self._ds, rows, self._layers, self.config["view"], self.config["block_rows"]):
+            self._fold(here, block)
+            del block
+        self.covered[rows] = True
+
+    def _fold(self, here: np.ndarray, block: Any) -> None:
+        """Add rows ``here``: ``block[j]`` (or ``block[:, j]``) is layer ``j``'s ``(n, d)``."""
         K, F = self.config["n_groups"]
         fourth, d = self.config["fourth"], self.config["dim"]
-        for here, block in blocks(self._ds, rows, self._layers, self.config["view"], self.config["block_rows"]):
-            fold, code = self._fold_of[here], self._code[here]
-            groups = [(f, c, idx) for f in range(F) for c in range(K)
-                      if (idx := np.flatnonzero((fold == f) & (code == c))).size]
-            for j in range(len(self._layers)):
-                for f, c, idx in groups:
-                    X = np.empty((idx.size, d + (self._target is not None)))
-                    X[:, :d] = block[idx, j]  # widened to float64 one class at a time
-                    if self._target is not None:
-                        X[:, d] = self._target[here[idx]]
-                    m = self._stats[j][f][c]
-                    ref = (m.ref if m.n else X.mean(0)) if fourth else None
-                    m.merge(block_moments(X, ref, overwrite=True))
-                    del X
-            del block
+        fold, code = self._fold_of[here], self._code[here]
+        groups = [(f, c, idx) for f in range(F) for c in range(K)
+                  if (idx := np.flatnonzero((fold == f) & (code == c))).size]
+        for j in range(len(self._layers)):
+            layer = block[j] if isinstance(block, list) else block[:, j]
+            for f, c, idx in groups:
+                X = np.empty((idx.size, d + (self._target is not None)))
+                X[:, :d] = layer[idx]  # widened to float64 one class at a time
+                if self._target is not None:
+                    X[:, d] = self._target[here[idx]]
+                m = self._stats[j][f][c]
+                ref = (m.ref if m.n else X.mean(0)) if fourth else None
+                m.merge(block_moments(X, ref, overwrite=True))
+                del X
+
+    def update(self, data: Any) -> StreamingStatistics:
+        """Add the rows of a row-mode stream (or of one of its batches), in any order; returns self.
+
+        This is how a training loop's stream feeds a probe batch-wise: the statistics do not
+        depend on the order rows arrive in, so a shuffled, rank-split
+        ``actstore.stream(ds, tokens=False)`` gives the same probes as the one pass of
+        :func:`~actstore.probe.streaming.fit_streaming` (up to float64 rounding).
+
+        Parameters
+        ----------
+        data : Stream or dict
+            A :class:`~actstore.loader.Stream` over the same dataset and view as these
+            statistics (every one of their layers among its layers), or one batch of such a
+            stream (``{"row": ..., "layer_<L>": ...}``, numpy arrays or torch tensors).
+
+        Raises
+        ------
+        InvalidArgumentError
+            For a stream over other data, in token mode, or without a layer of these
+            statistics; a batch naming a row already added (for instance a rank's padding
+            when ``world_size`` does not divide the rows: use ``drop_last=True`` and
+            ``finish(allow_partial=True)``), out-of-range rows, or NaN/infinite values.
+
+        Examples
+        --------
+        >>> stats = accumulate_statistics(ds, layers=[3], rows=[])             # doctest: +SKIP
+        >>> stats.update(actstore.stream(ds, layers=[3], batch_size=512, seed=0))  # doctest: +SKIP
+        >>> probe = stats.finish()[3, "ridge"]                                 # doctest: +SKIP
+        """
+        from ..loader import Stream
+
+        if isinstance(data, Stream):
+            self._check_stream(data)
+            for batch in data:
+                self._add_batch(batch)
+        else:
+            self._add_batch(data)
+        return self
+
+    def _check_stream(self, s: Any) -> None:
+        from ..format.locations import view_layout
+        from ..loader.samples import RowSpace, fingerprint
+
+        view = view_layout(self._ds, self.config["view"]).name
+        if s.tokens or s.fingerprint != fingerprint(self._ds, RowSpace(self._ds), view):
+            raise InvalidArgumentError(
+                "The stream reads other samples than these statistics' rows (another dataset, "
+                "row selection or view" + (", or token mode" if s.tokens else "") + "); make it "
+                f"with actstore.stream(ds, tokens=False, view={self.config['view']!r}) over the "
+                "dataset the statistics were made from."
+            )
+
+    def _add_batch(self, batch: Any) -> None:
+        if not isinstance(batch, Mapping) or "row" not in batch:
+            raise InvalidArgumentError(
+                f"update() takes a stream or one of its batches (a dict with 'row' and 'layer_<L>' "
+                f"keys); got {type(batch).__name__}."
+            )
+        rows = _host(batch["row"]).astype(np.int64, copy=False).reshape(-1)
+        n, d = self.covered.size, self.config["dim"]
+        if rows.size == 0:
+            return
+        if rows.min() < 0 or rows.max() >= n:
+            raise InvalidArgumentError(
+                f"The batch names row {int(rows.max() if rows.max() >= n else rows.min())}; the dataset "
+                f"has rows 0..{n - 1}. Stream the dataset the statistics were made from."
+            )
+        seen = self.covered[rows]
+        if seen.any() or np.unique(rows).size != rows.size:
+            r = int(rows[np.argmax(seen)]) if seen.any() else int(rows[np.argmax(np.bincount(rows))])
+            raise InvalidArgumentError(
+                f"Row {r} was already added; each row is counted once (a rank's padding repeats "
+                "rows when world_size does not divide them: stream with drop_last=True and "
+                "finish(allow_partial=True), or add each epoch to fresh statistics)."
+            )
+        layers = []
+        for L in self._layers:
+            key = f"layer_{request(L)}"
+            if key not in batch:
+                raise InvalidArgumentError(
+                    f"The batch has no {key!r} (keys {sorted(batch)}); stream every layer of these "
+                    f"statistics: layers={[request(x) for x in self._layers]}."
+                )
+            X = _host(batch[key])
+            if X.shape != (rows.size, d):
+                raise InvalidArgumentError(f"The batch's {key!r} has shape {X.shape}; expected ({rows.size}, {d}).")
+            X = X.astype(np.float32, copy=False)
+            finite = np.isfinite(X).all(axis=1)
+            if not finite.all():
+                raise InvalidArgumentError(
+                    f"Row {int(rows[np.argmin(finite)])} holds NaN or infinite activations (layer "
+                    f"{request(L)}); probes need finite values: drop or repair that row."
+                )
+            layers.append(X)
+        self._fold(rows, layers)
         self.covered[rows] = True
 
     # -- combining ----------------------------------------------------------------------
@@ -306,6 +408,18 @@ class StreamingStatistics:
             return ((r, X[:, 0]) for r, X in blocks(self._ds, rows, [layer], view, block_rows))
 
         return fit_logistic(stream, self._code, train, opts, layer)
+
+
+def _host(x: Any) -> np.ndarray:
+    """A batch entry (numpy array or torch tensor, bfloat16 included) as a numpy array."""
+    if isinstance(x, np.ndarray):
+        return x.astype(np.float32) if x.dtype.kind == "V" or x.dtype.name == "bfloat16" else x
+    if hasattr(x, "detach"):  # a torch tensor: numpy has no bfloat16, widen it
+        t = x.detach().cpu()
+        if str(t.dtype) == "torch.bfloat16":
+            t = t.float()
+        return t.numpy()
+    return np.asarray(x)
 
 
 def _merge_folds(per_fold: list[list[Moments]], *, skip: int | None) -> list[Moments]:

@@ -86,8 +86,8 @@ def uninterrupted(path, epoch: int) -> np.ndarray:
 
 @pytest.mark.parametrize("loader", ["plain", "stateful"])
 def test_resume_in_a_fresh_process_with_workers(pooled, tmp_path, loader):
-    if loader == "stateful":
-        pytest.importorskip("torchdata.stateful_dataloader")
+    if loader == "stateful":  # a test dependency (pyproject's `test` extra): never skipped
+        import torchdata.stateful_dataloader  # noqa: F401
     full = uninterrupted(pooled, 1)
     base = {"dataset": str(pooled), "stream": KW, "loader": loader, "num_workers": 2, "epoch": 1,
             "key": "layer_3"}
@@ -128,3 +128,30 @@ def test_foreign_states_are_refused(pooled, tmp_path):
     r1 = actstore.stream(ds, **KW, rank=1, world_size=2)
     r1.load_state_dict(actstore.stream(ds, **KW, rank=0, world_size=2).state_dict(batch=2))
     assert len(list(r1)) == len(r1) - 2
+
+
+def test_resume_reads_only_the_windows_of_its_first_batch(pooled, monkeypatch):
+    """Resuming never replays the epoch: before its first batch a resumed stream reads the
+    window(s) that batch draws from and the ``prefetch`` windows after them, as a fresh start."""
+    from actstore.loader import loader as loader_module
+
+    read: list[int] = []
+    real = loader_module.Stream._read_piece
+
+    def counting(self, a, b, *args):
+        read.append(b - a)
+        return real(self, a, b, *args)
+
+    monkeypatch.setattr(loader_module.Stream, "_read_piece", counting)
+    ds = actstore.open_dataset(str(pooled))
+    s = actstore.stream(ds, **KW)  # 300 rows: windows of 24 samples, batches of 12
+    state = s.state_dict(batch=len(s) - 3)
+    r = actstore.stream(ds, **KW)
+    r.load_state_dict(state)
+    it = iter(r)
+    first = next(it)
+    it.close()
+    n_read = sum(read)
+    expected = rows_of(actstore.stream(ds, **KW))[(len(s) - 3) * 12 : (len(s) - 2) * 12]
+    assert np.array_equal(first["row"].numpy(), expected)
+    assert n_read <= 2 * KW["window"], read  # its window and one prefetched, not the epoch
