@@ -6,8 +6,13 @@ same run:
 1. A full-sequence dataset of ``--rows`` prompts x ``--tokens`` tokens (small ``--dim``), in the
    compact layout (spec section 5b) and, at ``--compat-rows`` prompts (the per-token lists do
    not fit in memory at full size), the lmprobe-compatible layout: index bytes per row, open
-   time (``open_dataset``, then the first ``token_range``, which builds the token map), and
-   peak RSS of a fresh process that opens it.
+   time (``open_dataset`` with its imports done, and the imports a fresh process pays), the
+   index bytes read at open, peak RSS (VmHWM) after the open and after the first
+   ``token_range`` (which builds the token map); the compact dataset is also opened over the
+   loopback HTTP range server (``tests/cache/conftest.py``, its own process): open time and
+   the bytes the server sent over the index's size (goals <= 1.5 s, <= 2 %).
+1b. A pooled index of ``--pooled-rows`` short prompts (10^7): the same open figures, local and
+   over HTTP.
 2. ``get_tokens`` of ``--ids`` random token ids vs numpy memmap fancy indexing of the same
    stored rows (locations computed outside the timing); goal >= 0.5.
 3. ``tokens(row)`` latency (median over random rows).
@@ -39,14 +44,17 @@ from actstore.format import spec  # noqa: E402
 from actstore.format.writer import DatasetWriter  # noqa: E402
 
 OPEN_CHILD = r"""
-import json, resource, sys, time
-import actstore
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-base = rss()
+import json, sys, time
 t0 = time.perf_counter()
-ds = actstore.open_dataset(sys.argv[1], cache=False)
+import actstore
+from actstore.open import open_dataset  # what open imports (numpy, pyarrow, pyarrow.parquet)
 t1 = time.perf_counter()
-out = {"open_s": t1 - t0, "open_rss_mb": rss(), "import_rss_mb": base,
+# peak RSS of this process image (VmHWM; ru_maxrss would carry the forking parent's peak)
+rss = lambda: int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM")).split()[1]) / 1024
+base = rss()
+ds = open_dataset(sys.argv[1], cache=False)
+t2 = time.perf_counter()
+out = {"open_s": t2 - t1, "import_s": t1 - t0, "open_rss_mb": rss(), "import_rss_mb": base,
        "fetched": ds._s.table.fetched}
 if sys.argv[2] == "map":
     t1 = time.perf_counter()
@@ -167,16 +175,19 @@ def main() -> None:
                  f"medians of {a.repeats} fresh processes (open time: median (min–max)); "
                  f"load at start: `{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} "
                  f"{os.getloadavg()[2]:.2f}` (other helpers' tests run at nice 19 alongside).", "",
-                 "| layout | rows × tokens | write s | index B/row | open s | index bytes read at open | "
+                 "`open s` is `open_dataset` with its imports done (a notebook that has imported "
+                 "actstore); `imports s` is what a fresh process pays once before it (numpy, pyarrow, "
+                 "actstore's format modules). RSS is the process's peak (VmHWM), imports included.", "",
+                 "| layout | rows × tokens | write s | index B/row | open s | imports s | index bytes read at open | "
                  "RSS after open MB | + token map s | peak RSS with map MB | imports alone MB |",
-                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         remote: list[str] = []
         for name, rows, compat in (("compact", a.rows, False), ("lmprobe-compatible", a.compat_rows, True)):
             path = work / name
             wt = write(path, rows, a.tokens, a.dim, compat)
             f = open_figures(path, a.repeats)
             lines.append(f"| {name} | {rows:,} × {a.tokens} | {wt:.1f} | {f['index_bytes'] / rows:.1f} | "
-                         f"{spread(f)} | {f['fetched'] / f['index_bytes']:.1%} | {f['open_rss_mb']:.0f} | "
+                         f"{spread(f)} | {f['import_s']:.2f} | {f['fetched'] / f['index_bytes']:.1%} | {f['open_rss_mb']:.0f} | "
                          f"{f['map_s']:.3f} | {f['rss_mb']:.0f} | {f['import_rss_mb']:.0f} |")
             if name == "compact":
                 h = open_figures(path, a.repeats, url=f"{server.url}/{name}", server=server, token_map=False)
@@ -192,7 +203,7 @@ def main() -> None:
             p = open_figures(path, a.repeats, token_map=False)
             h = open_figures(path, a.repeats, url=f"{server.url}/pooled", server=server, token_map=False)
             lines.append(f"| pooled (last token), texts `p<i>` | {a.pooled_rows:,} × 1 | {wt:.1f} | "
-                         f"{p['index_bytes'] / a.pooled_rows:.1f} | {spread(p)} | "
+                         f"{p['index_bytes'] / a.pooled_rows:.1f} | {spread(p)} | {p['import_s']:.2f} | "
                          f"{p['fetched'] / p['index_bytes']:.1%} | {p['open_rss_mb']:.0f} | | | "
                          f"{p['import_rss_mb']:.0f} |")
             remote.append(f"| HTTP (loopback), pooled | {a.pooled_rows:,} × 1 | {spread(h)} "
@@ -202,17 +213,22 @@ def main() -> None:
         lines += ["", "Goals (issue #14): index ≤ 24 B/row plus the texts, open ≤ 0.5 s, RSS of "
                   "`open_dataset` ≤ 300 MB, for the compact layout at 10^6 × 128 and a pooled index of "
                   "10^7 rows:", "",
-                  f"- compact 10^6 × 128: open {compact['open_s']:.3f} s {mark(compact['open_s'] <= 0.5)}, "
+                  f"- compact 10^6 × 128: open {compact['open_s']:.3f} s {mark(compact['open_s'] <= 0.5)} "
+                  f"(a fresh process, imports included: {compact['open_s'] + compact['import_s']:.2f} s "
+                  f"{mark(compact['open_s'] + compact['import_s'] <= 0.5)}), "
                   f"RSS after open {compact['open_rss_mb']:.0f} MB {mark(compact['open_rss_mb'] <= 300)}, "
                   f"index {compact['index_bytes'] / a.rows:.1f} B/row {mark(compact['index_bytes'] / a.rows <= 24)}"]
         if a.pooled_rows:
-            lines.append(f"- pooled {a.pooled_rows:,} rows: open {p['open_s']:.3f} s {mark(p['open_s'] <= 0.5)}, "
+            lines.append(f"- pooled {a.pooled_rows:,} rows: open {p['open_s']:.3f} s {mark(p['open_s'] <= 0.5)} "
+                         f"(fresh process, imports included: {p['open_s'] + p['import_s']:.2f} s "
+                         f"{mark(p['open_s'] + p['import_s'] <= 0.5)}), "
                          f"RSS after open {p['open_rss_mb']:.0f} MB {mark(p['open_rss_mb'] <= 300)}")
         lines += ["", "Remote opens (`open_dataset(url, cache=False)`, the loopback range server of "
                   "`tests/cache/conftest.py` in its own process; bytes = what the server sent for the open, "
                   "over the index file's size; goals ≤ 1.5 s and ≤ 2 % without texts):", "",
                   "| open | rows × tokens | open s | bytes sent / index bytes | RSS after open MB |",
-                  "|---|---|---:|---:|---:|", *remote, ""]
+                  "|---|---|---:|---:|---:|", *remote, "",
+                  f"Load while it ran: `{os.getloadavg()[0]:.2f}` at the end (1-minute average).", ""]
         ds = actstore.open_dataset(str(work / "compact"))
         rng = np.random.default_rng(1)
         ids = rng.integers(0, ds.num_tokens_total, a.ids)
