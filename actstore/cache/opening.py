@@ -77,7 +77,7 @@ def open_remote(url: str, cache: UnifiedCache, *, storage_options: dict[str, Any
                 verify_checksums: bool = False) -> Dataset:
     """Open a remote dataset whose bytes are read through ``cache`` (see :func:`actstore.open_dataset`)."""
     from ..format.metadata import decode_schema_metadata, parse_files
-    from ..format.reader import INDEX_PATH, open_dataset, read_index
+    from ..format.reader import INDEX_PATH, open_dataset, read_index_lazy
     from ..format.source import split_url
 
     fs, root = split_url(url, storage_options)
@@ -96,9 +96,9 @@ def open_remote(url: str, cache: UnifiedCache, *, storage_options: dict[str, Any
     src = CachedSource(cache, fs, root, url=url, index_id=index_id)
     src.index_path = INDEX_PATH
     src.set_size(INDEX_PATH, size)
-    table = read_index(src)
+    table = read_index_lazy(src)  # the footer and location columns only: texts on first use
     src.bind_files(parse_files(decode_schema_metadata(table.schema.metadata)))
     if index_id is not None and not config.offline():
         _remember(cache, origin, index_id, size)
-    # the index was read once, above: the reader takes it as it is
+    # the index was opened once, above: the reader takes it as it is
     return open_dataset(url, source=src, verify_checksums=verify_checksums, index=table)

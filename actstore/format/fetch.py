@@ -34,10 +34,8 @@ file), which proves the file belongs to the index that was read.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +43,9 @@ from ..errors import DatasetChangedError, IntegrityError
 from .location import fs_is_http, fs_protocols
 from .ranges import coalesce, request_policy
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # asyncio and the thread pool are imported by remote reads only (a local
+    import asyncio  # open does not pay their ~70 ms of imports)
+
     from fsspec import AbstractFileSystem
 
 #: One fetched range: its bytes, or the error of that range (raised in order by the caller).
@@ -303,6 +303,8 @@ def _threaded_fetch(fs: AbstractFileSystem, full: str, ranges: list[tuple[int, i
 
     if len(ranges) == 1:
         return [one(ranges[0])]
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(min(CONCURRENCY, len(ranges))) as pool:
         return list(pool.map(one, ranges))
 
@@ -310,6 +312,8 @@ def _threaded_fetch(fs: AbstractFileSystem, full: str, ranges: list[tuple[int, i
 def _run(fs: Any, make: Callable[[asyncio.Semaphore, int, int], Any],
          ranges: list[tuple[int, int]]) -> list[Answer]:
     """Run ``make(sem, s, e)`` coroutines for every range on the filesystem's event loop."""
+    import asyncio
+
     from fsspec.asyn import sync
 
     async def run() -> list[Answer]:

@@ -17,7 +17,7 @@ from ..errors import InvalidArgumentError, WriteError
 from . import spec
 from .columns import label_array
 
-__all__ = ["IndexBuilder", "RESERVED_COLUMNS"]
+__all__ = ["IndexBuilder", "RESERVED_COLUMNS", "write_index_table"]
 
 RESERVED_COLUMNS = spec.RESERVED_COLUMNS  # defined in spec; re-exported for old importers
 
@@ -260,13 +260,20 @@ class IndexBuilder:
     def write(self, path: str) -> int:
         """Write the index Parquet file with all metadata in its schema; returns its size.
 
-        The file's footer is read back (natively, no Python file object) and must hold every
-        row, so a short or failed write raises :class:`~actstore.errors.WriteError`.
+        Row groups of ``spec.INDEX_ROW_GROUP_ROWS`` rows, location columns delta-encoded
+        (spec section 3, "Row groups and encodings"). The file's footer is read back
+        (natively, no Python file object) and must hold every row, so a short or failed write
+        raises :class:`~actstore.errors.WriteError`.
         """
         table = self.table()
         encoded = {k.encode(): json.dumps(v).encode() for k, v in self.metadata().items()}
+        table = table.replace_schema_metadata(encoded)
         try:
-            pq.write_table(table.replace_schema_metadata(encoded), path)
+            write_index_table(table, path)
+            size = os.path.getsize(path)
+            if table.num_rows > spec.MAX_INDEX_ROWS_PER_BYTE * size + spec.INDEX_ROWS_SLACK:
+                # rows cheaper than readers accept (texts all alike): plain offsets, 4 B/row
+                write_index_table(table, path, delta=False)
             rows = pq.read_metadata(path).num_rows
         except (OSError, pa.ArrowException) as exc:
             raise WriteError(
@@ -276,3 +283,38 @@ class IndexBuilder:
         if rows != table.num_rows:
             raise WriteError(f"{path}: the written index holds {rows} rows, not {table.num_rows}.")
         return os.path.getsize(path)
+
+
+def _leaf_paths(table: pa.Table) -> list[str]:
+    """The Parquet leaf column paths of ``table`` (``token_shard_ids.list.element``, ...)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.slice(0, 0), sink)
+    md = pq.read_metadata(pa.BufferReader(sink.getvalue()))
+    return [md.schema.column(i).path for i in range(md.num_columns)]
+
+
+def write_index_table(table: pa.Table, path: str, *, delta: bool = True) -> None:
+    """Write an index table as the spec lays it out (section 3, "Row groups and encodings").
+
+    Row groups of :data:`~.spec.INDEX_ROW_GROUP_ROWS` rows; the integer location columns
+    (:data:`~.spec.DELTA_COLUMNS`) in ``DELTA_BINARY_PACKED`` (``delta=False``: dictionary or
+    plain, as pyarrow chooses), every other column dictionary-encoded where it pays; no
+    min/max statistics for ``text`` (a long prompt would be copied into the footer of every
+    row group).
+
+    Examples
+    --------
+    >>> import tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "i.parquet")
+    >>> write_index_table(pa.table({"text": ["a"], "row_offset": pa.array([0], pa.int32())}), p)
+    >>> "DELTA_BINARY_PACKED" in pq.read_metadata(p).row_group(0).column(1).encodings
+    True
+    """
+    leaves = _leaf_paths(table)
+    delta_cols = [c for c in spec.DELTA_COLUMNS if c in leaves] if delta else []
+    pq.write_table(
+        table, path, row_group_size=spec.INDEX_ROW_GROUP_ROWS,
+        use_dictionary=[c for c in leaves if c not in delta_cols],
+        column_encoding={c: "DELTA_BINARY_PACKED" for c in delta_cols} or None,
+        write_statistics=[c for c in leaves if c != "text"],
+    )

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from numpy.typing import ArrayLike, DTypeLike
 
 from ..errors import (
@@ -26,13 +25,12 @@ from ..errors import (
     require,
 )
 from . import spec
-from .arrowio import arrow_buffer
 from .codecs import QuantizedRows, gather_codes, read_coded
 from .dtypes import bf16_bits
 from .header import TensorEntry
 from .info import DatasetInfo
 from .layersel import request, resolve_layer, resolve_layers
-from .lazy_index import IndexTable
+from .lazy_index import IndexTable, open_sparse
 from .metadata import (
     ViewLayout,
     check_num_prompts,
@@ -44,11 +42,12 @@ from .rows import read_rows, storage_numpy
 from .shards import ShardCatalog
 from .source import ByteSource, source_for_url
 from .token_masks import TokenMasks, build_token_masks, mask_ranges, ranges_to_ids
-from .tokens import TokenLayout, build_token_layout, check_compact_declared
 from .verify import VerifyReport, verify_catalog
 
 if TYPE_CHECKING:
     import torch
+
+    from .tokens import TokenLayout  # imported on first token use (it imports pyarrow.compute)
 
 __all__ = ["Dataset", "RowSelection", "open_dataset", "read_index"]
 
@@ -71,8 +70,9 @@ def read_index(source: ByteSource, path: str = INDEX_PATH) -> pa.Table:
 
 
 def read_index_lazy(source: ByteSource, path: str = INDEX_PATH) -> IndexTable:
-    """The index file, checked as :func:`read_index` checks it, with its columns decoded one
-    at a time on first use (:class:`~.lazy_index.IndexTable`)."""
+    """The index file, checked as :func:`read_index` checks it, read by byte ranges: its
+    footer now, each column's chunks when the column is first used
+    (:class:`~.lazy_index.IndexTable`)."""
     try:
         size = source.size(path)
     except FileNotFoundError:
@@ -85,15 +85,11 @@ def read_index_lazy(source: ByteSource, path: str = INDEX_PATH) -> IndexTable:
             f"{path}: the index is {size} bytes; at most {spec.MAX_INDEX_BYTES} are read "
             "(spec section 3); refusing to load it."
         )
-    (data,) = source.read_ranges(path, [(0, size)])
-    try:
-        buf = arrow_buffer(data)  # not BytesIO: see arrowio (the exit-134 crash)
-        md = pq.ParquetFile(pa.BufferReader(buf)).metadata
-        rows = md.num_rows
-        decoded = sum(md.row_group(g).column(c).total_uncompressed_size
-                      for g in range(md.num_row_groups) for c in range(md.num_columns))
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise FormatError(f"{path}: the index is not a readable Parquet file ({exc}).") from None
+    sparse, pf = open_sparse(source, path, size)
+    md = pf.metadata
+    rows = md.num_rows
+    decoded = sum(md.row_group(g).column(c).total_uncompressed_size
+                  for g in range(md.num_row_groups) for c in range(md.num_columns))
     if rows < 0 or rows > spec.MAX_INDEX_ROWS_PER_BYTE * size + spec.INDEX_ROWS_SLACK:
         raise FormatError(
             f"{path}: the index declares {rows} rows in {size} bytes, more than "
@@ -105,10 +101,12 @@ def read_index_lazy(source: ByteSource, path: str = INDEX_PATH) -> IndexTable:
             f"{path}: the index declares {decoded} bytes of decoded column data in a {size}-byte "
             f"file (more than {spec.MAX_INDEX_EXPANSION}x); it is corrupt or a decompression bomb."
         )
-    try:
-        return IndexTable(pq.ParquetFile(pa.BufferReader(buf)), path=path, data=buf)
-    except (pa.ArrowException, OSError, ValueError) as exc:
-        raise FormatError(f"{path}: the index is not a readable Parquet file ({exc}).") from None
+    table = IndexTable(sparse, path=path, parquet=pf)
+    # one batch of reads for the columns that locate rows (and tokens, for a compact
+    # full-sequence index); the texts, labels and metadata columns are read when first used
+    names = table.column_names
+    table.prefetch([*spec.LOCATION_COLUMNS, *(spec.TOKEN_LOCATION_COLUMNS if "token_start" in names else ())])
+    return table
 
 
 def _check_columns(table: IndexTable) -> None:
@@ -160,28 +158,59 @@ class _State:
 
 
 def _locations(table: IndexTable, cols: tuple[str, str], shard_rows: Sequence[int], what: str) -> tuple[np.ndarray, np.ndarray]:
+    out = []
     for c in cols:
         if c not in table.column_names:
             raise FormatError(f"The index lacks the {c!r} column needed to locate {what} rows.")
-        if table.column(c).null_count:  # a null would cast to a garbage offset
-            i = int(np.flatnonzero(table.column(c).is_null().to_numpy(zero_copy_only=False))[0])
+        col = table.column(c, keep=False)  # held as numpy below, not twice
+        if col.null_count:  # a null would cast to a garbage offset
+            i = int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0])
             raise FormatError(
                 f"The index's {c!r} column holds null values (first at row {i}); every row must "
                 f"locate its {what} data."
             )
-    shard = table.column(cols[0]).to_numpy(zero_copy_only=False).astype(np.int64)
-    off = table.column(cols[1]).to_numpy(zero_copy_only=False).astype(np.int64)
+        out.append(_int_array(col))
+        del col
+    shard, off = out
     rows = np.asarray(shard_rows, dtype=np.int64)
-    bad = (shard < 0) | (shard >= len(rows))
-    if not bad.any():
-        bad = (off < 0) | (off >= rows[shard])
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise FormatError(
-            f"Index row {i} points at {what} shard {int(shard[i])} offset {int(off[i])}, outside "
-            f"the {len(rows)} shards the metadata describes; the index is corrupt."
-        )
+    # checked a block at a time: temporaries stay small at 10^7 rows (no rows[shard] copy)
+    for check in (lambda s, o: (s < 0) | (s >= len(rows)), lambda s, o: (o < 0) | (o >= rows[s])):
+        for a in range(0, shard.size, _CHECK_BLOCK):
+            bad = check(shard[a : a + _CHECK_BLOCK], off[a : a + _CHECK_BLOCK])
+            if bad.any():
+                i = a + int(np.flatnonzero(bad)[0])
+                raise FormatError(
+                    f"Index row {i} points at {what} shard {int(shard[i])} offset {int(off[i])}, "
+                    f"outside the {len(rows)} shards the metadata describes; the index is corrupt."
+                )
     return shard, off
+
+
+#: Rows checked at once by :func:`_locations`.
+_CHECK_BLOCK = 1 << 18
+
+
+def _int_array(col: pa.ChunkedArray) -> np.ndarray:
+    """An integer column without nulls as one numpy array of its own integer type (int32 as
+    written: 4 bytes a row, not 8, at 10^7 rows), a zero-copy view when it is one chunk.
+
+    Callers index it with row numbers and widen the rows they take (``read_rows`` computes
+    byte offsets in int64), so no arithmetic is ever done in the stored width.
+    """
+    views = [_int_view(c) for c in col.chunks]
+    if len(views) == 1:
+        return views[0]
+    return np.concatenate(views) if views else np.empty(0, dtype=np.int64)
+
+
+def _int_view(chunk: pa.Array) -> np.ndarray:
+    """A numpy view of an integer Arrow array without nulls (``to_numpy`` imports pandas,
+    half a second of a cold open)."""
+    t = chunk.type
+    if not pa.types.is_integer(t) or chunk.null_count:
+        return chunk.to_numpy(zero_copy_only=False)
+    dt = np.dtype(f"={'i' if pa.types.is_signed_integer(t) else 'u'}{t.bit_width // 8}")
+    return np.frombuffer(chunk.buffers()[1], dtype=dt, count=len(chunk), offset=chunk.offset * dt.itemsize)
 
 
 def _build_state(source: ByteSource, table: IndexTable, url: str, verify_checksums: bool) -> _State:
@@ -200,7 +229,10 @@ def _parse_state(source: ByteSource, table: IndexTable, url: str, verify_checksu
         raise FormatError("The dataset describes no hidden-state tensors (lmprobe:tensors.hidden_layers).")
     _check_columns(table)
     check_num_prompts(meta, table.num_rows)
-    check_compact_declared(table, meta)
+    if all(c in table.column_names for c in spec.TOKEN_COMPACT_COLUMNS):
+        from .tokens import check_compact_declared
+
+        check_compact_declared(table, meta)
     primary = next(iter(views.values()))
     loc = _locations(table, ("shard_index", "row_offset"), primary.shard_rows[: primary.last_token_shards], "hidden")
     logit_loc = None
@@ -220,7 +252,7 @@ def open_dataset(
     storage_options: dict[str, Any] | None = None,
     source: ByteSource | None = None,
     verify_checksums: bool = False,
-    index: pa.Table | None = None,
+    index: pa.Table | IndexTable | None = None,
 ) -> Dataset:
     """Open a v2 dataset lazily: only the index is read.
 
@@ -234,9 +266,10 @@ def open_dataset(
         Read through this byte source instead of a plain one (the cache passes its own).
     verify_checksums : bool
         Hash every tensor file against its recorded sha256 before its first use.
-    index : pyarrow.Table, optional
-        The index, already read through ``source`` with :func:`read_index` (the cache reads
-        it to learn the files' checksums): it is used as it is, not read again.
+    index : pyarrow.Table or IndexTable, optional
+        The index, already opened through ``source`` with :func:`read_index_lazy` (the cache
+        opens it to learn the files' checksums) or read with :func:`read_index`: it is used as
+        it is, not read again.
 
     Examples
     --------
@@ -245,7 +278,8 @@ def open_dataset(
     (1000, 384)
     """
     src = source if source is not None else source_for_url(url, storage_options)
-    table = read_index_lazy(src) if index is None else IndexTable.of(index)
+    table = (read_index_lazy(src) if index is None
+             else index if isinstance(index, IndexTable) else IndexTable.of(index))
     return Dataset(_build_state(src, table, os.fspath(url), verify_checksums))
 
 
@@ -315,8 +349,9 @@ class Dataset:
 
     def _index_column(self, name: str) -> pa.ChunkedArray | pa.Array:
         """One index column of this selection, decoding only that column."""
-        col = self._s.table.column(name)
-        return col if self._rows is None else col.take(pa.array(self._rows))
+        if self._rows is None:
+            return self._s.table.column(name)
+        return self._s.table.rows(name, self._rows)
 
     @property
     def texts(self) -> list[str]:
@@ -582,6 +617,8 @@ class Dataset:
         """The checked token layout (built from O(rows) columns on first use, then shared)."""
         v = self._full_view()
         if self._s.tokens is None:
+            from .tokens import build_token_layout
+
             self._s.tokens = build_token_layout(self._s.table, v, self._s.loc)
         return self._s.tokens
 

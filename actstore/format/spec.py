@@ -113,6 +113,19 @@ MAX_INDEX_ROWS_PER_BYTE = 16
 INDEX_ROWS_SLACK = 4096
 #: Decoded column data may be at most this many times the index file's size (plus 64 MiB).
 MAX_INDEX_EXPANSION = 64
+#: Index columns that locate rows (decoded at open; spec section 3).
+LOCATION_COLUMNS = ("shard_index", "row_offset", "shard_index_logits", "row_offset_logits")
+#: Index columns that locate a compact full-sequence row's tokens (fetched at open with the
+#: location columns, decoded on first token use).
+TOKEN_LOCATION_COLUMNS = ("num_tokens", "token_shard", "token_start")
+#: Rows per row group of a written index (spec section 3, "Row groups"): a remote reader can
+#: fetch one group's texts without the rest, and the footer stays a few KB per 10^6 rows.
+INDEX_ROW_GROUP_ROWS = 1 << 16
+#: Integer index columns written with Parquet's ``DELTA_BINARY_PACKED`` encoding: offsets
+#: that grow by a constant take a few bits per 128 rows instead of 4 or 8 bytes per row.
+DELTA_COLUMNS = ("shard_index", "row_offset", "shard_index_logits", "row_offset_logits",
+                 "token_offset", "token_shard", "token_start")
+
 #: Largest row count, dimension, shard count and |layer| accepted from metadata.
 MAX_ROWS = 1 << 48
 MAX_DIM = 1 << 24

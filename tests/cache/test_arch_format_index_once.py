@@ -1,5 +1,4 @@
-"""A remote open reads and decodes the index once (the cache used to read it, then the reader
-again)."""
+"""A remote open opens the index once (the cache used to read it, then the reader again)."""
 
 from __future__ import annotations
 
@@ -16,13 +15,13 @@ def test_remote_open_reads_the_index_once(served, http_root, tmp_path, write_ds,
     name = f"ds-{tmp_path.name}"
     arrays = write_ds(os.path.join(http_root, name), rows=50, dim=8, shard_bytes=50 * 8 * 4 // 2)
     calls: list[str] = []
-    real = reader.read_index
+    real = reader.read_index_lazy
 
     def counting(source, path=reader.INDEX_PATH):
         calls.append(path)
         return real(source, path)
 
-    monkeypatch.setattr(reader, "read_index", counting)
+    monkeypatch.setattr(reader, "read_index_lazy", counting)
     ds = actstore.open_dataset(f"{served.url}/{name}", cache=UnifiedCache(tmp_path / "cache"))
     assert calls == [reader.INDEX_PATH]
     assert len(ds) == 50

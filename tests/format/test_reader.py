@@ -7,6 +7,7 @@ import pyarrow.compute as pc
 import pytest
 
 import actstore
+import actstore.format.reader  # noqa: F401 (the tests call actstore.format.reader.open_dataset)
 from actstore.format.source import LocalSource
 from actstore.format.writer import DatasetWriter
 

@@ -11,8 +11,7 @@ from actstore.format.writer import DatasetWriter
 
 
 def decoded(ds) -> set[str]:
-    t = ds._s.table
-    return set(t.column_names) if t._full is not None else set(t._cols)
+    return ds._s.table.decoded
 
 
 def test_open_and_reads_decode_no_text(tmp_path):
