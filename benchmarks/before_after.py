@@ -69,7 +69,7 @@ def compare(before: list[str], after: list[str], title: str) -> str:
         if not all(key in r for r in runs_b + runs_a):
             continue
 
-        def agg(runs: list[dict[str, tuple[float, float, float, str]]]) -> tuple[float, float, float]:
+        def agg(runs: list[dict[str, tuple[float, float, float, str]]], key: str = key) -> tuple[float, float, float]:
             return (statistics.median(r[key][0] for r in runs), min(r[key][1] for r in runs),
                     max(r[key][2] for r in runs))
 
@@ -79,7 +79,7 @@ def compare(before: list[str], after: list[str], title: str) -> str:
         overlap = not (a[2] < b[1] or b[2] < a[1])
         verdict = "yes (spreads overlap)" if overlap else (
             "**no: lower after**" if a[0] < b[0] else "**no: higher after**")
-        cell = lambda t: f"{t[0]:.3g}{unit} ({t[1]:.3g}–{t[2]:.3g})"  # noqa: E731
+        cell = lambda t, unit=unit: f"{t[0]:.3g}{unit} ({t[1]:.3g}–{t[2]:.3g})"  # noqa: E731
         lines.append(f"| {key} | {cell(b)} | {cell(a)} | {verdict} |")
     return "\n".join(lines) + "\n"
 

@@ -59,7 +59,7 @@ def test_texts_come_from_the_index_version_pinned_at_open(served, http_root, tmp
     time.sleep(0.01)  # a new mtime, so a new ETag
     write(os.path.join(http_root, name), tag="new ", seed=1)  # overwritten while open
     with pytest.raises(DatasetChangedError, match=spec.INDEX_PATH):
-        ds.texts
+        ds.texts  # noqa: B018 - reading the property is the test
 
 
 def test_s3_open_fetches_footer_and_locations_only(s3, tmp_path):
@@ -78,4 +78,4 @@ def test_s3_open_fetches_footer_and_locations_only(s3, tmp_path):
     write(str(tmp_path / "ds2"), tag="new ", seed=1)  # a different index under the same name
     fs.put(str(tmp_path / "ds2" / spec.INDEX_PATH), f"{bucket}/ds/{spec.INDEX_PATH}")
     with pytest.raises(DatasetChangedError, match=spec.INDEX_PATH):
-        ds.texts  # its text chunks were not fetched before the index was replaced
+        ds.texts  # noqa: B018 - its text chunks were not fetched before the index was replaced
