@@ -9,6 +9,7 @@ each row's first id; nothing per token is held unless the caller asks for the id
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,13 +69,7 @@ def build_token_masks(table: Any, meta: dict[str, Any], counts: np.ndarray) -> T
     names = table.column_names
     prompt = special = None
     if "prompt_tokens" in names:
-        col = table.column("prompt_tokens")
-        if not pa.types.is_integer(col.type):
-            raise FormatError(f"{spec.INDEX_PATH}: the index's 'prompt_tokens' column must hold "
-                              f"integers; it holds {col.type} (spec section 5c).")
-        if col.null_count:
-            raise _fail(int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0]),
-                        "has a null prompt_tokens")
+        col = _mask_column(table, "prompt_tokens", pa.types.is_integer, "integers")
         raw = col.to_numpy(zero_copy_only=False)
         if raw.dtype == np.uint64 and raw.size and int(raw.max()) >= 1 << 62:
             i = int(np.flatnonzero(raw >= 1 << 62)[0])
@@ -86,15 +81,22 @@ def build_token_masks(table: Any, meta: dict[str, Any], counts: np.ndarray) -> T
             what = "negative" if prompt[i] < 0 else f"more than its {int(counts[i])} tokens"
             raise _fail(i, f"has prompt_tokens {int(prompt[i])}, {what}")
     if "special_first_token" in names:
-        col = table.column("special_first_token")
-        if not pa.types.is_boolean(col.type):
-            raise FormatError(f"{spec.INDEX_PATH}: the index's 'special_first_token' column must "
-                              f"hold booleans; it holds {col.type} (spec section 5c).")
-        if col.null_count:
-            raise _fail(int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0]),
-                        "has a null special_first_token")
+        col = _mask_column(table, "special_first_token", pa.types.is_boolean, "booleans")
         special = col.to_numpy(zero_copy_only=False).astype(bool)
     return TokenMasks(prompt, special)
+
+
+def _mask_column(table: pa.Table, name: str, is_kind: Callable[[pa.DataType], bool],
+                 kind: str) -> pa.ChunkedArray:
+    """A mask column, checked to hold ``kind`` values and no nulls."""
+    col = table.column(name)
+    if not is_kind(col.type):
+        raise FormatError(f"{spec.INDEX_PATH}: the index's {name!r} column must hold {kind}; "
+                          f"it holds {col.type} (spec section 5c).")
+    if col.null_count:
+        raise _fail(int(np.flatnonzero(col.is_null().to_numpy(zero_copy_only=False))[0]),
+                    f"has a null {name}")
+    return col
 
 
 def mask_ranges(masks: TokenMasks, counts: np.ndarray, rows: np.ndarray, mask: str | None,
