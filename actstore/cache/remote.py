@@ -48,6 +48,7 @@ import bisect
 import hashlib
 import json
 import logging
+import operator
 import os
 import re
 import threading
@@ -60,7 +61,9 @@ from .. import config
 from ..errors import CacheError, DatasetChangedError, IntegrityError, OfflineError
 from ..format.fetch import CONCURRENCY, Pin, Pins, RangeIgnored, fetch_ranges, pin_hf_root, pin_of
 from ..format.location import fs_is_http
+from ..format.parallel import in_pieces, piece_count
 from ..format.ranges import DATASET_GAP, LOCAL_RUN_GAP, coalesce
+from ..format.rows import PARALLEL_BYTES
 from ..format.spec import INDEX_FILE
 from .segments import split_digest
 
@@ -197,6 +200,11 @@ class _Spans:
 
     def __getitem__(self, i: int) -> memoryview:
         return self._buffer[self._lo[i] : self._hi[i]]
+
+    def take(self, idx: list[int]) -> list[memoryview]:
+        """The views ``idx``, made in one pass at C speed (no Python call per view)."""
+        lo, hi = map(self._lo.__getitem__, idx), map(self._hi.__getitem__, idx)
+        return list(map(self._buffer.__getitem__, map(slice, lo, hi)))
 
 
 class CacheLike(Protocol):
@@ -457,11 +465,22 @@ class CachedSource:
         bounds = [0, *brk.tolist(), int(sel.size)]
         left = np.flatnonzero(~ok).tolist()
         sel_l, ks_l, so_l = sel.tolist(), ks.tolist(), so.tolist()
-        done = 0
-        for b0, b1 in zip(bounds[:-1], bounds[1:]):
-            done += self._read_run(ident, paths[int(si[b0])], sel_l[b0:b1], ks_l[b0:b1], so_l[b0:b1],
-                                   views, hexs, fns, left)
-        self.counters["bytes_from_cache"] += done
+        runs = list(zip(bounds[:-1], bounds[1:]))
+        nbytes = int((r[sel, 1] - r[sel, 0]).sum())
+        threads = piece_count(len(sel_l), nbytes, PARALLEL_BYTES)
+        if threads > 1:  # a large read: cut the runs into even shares of pieces, one per thread
+            cuts = np.linspace(0, len(sel_l), threads + 1).astype(np.int64).tolist()[1:-1]
+            runs = [(a, b) for a, b in _cut_runs(bounds, cuts)]
+        done = [0] * len(runs)
+
+        def share(lo: int, hi: int) -> None:  # preadv and xxhash release the GIL
+            for t in range(lo, hi):
+                b0, b1 = runs[t]
+                done[t] = self._read_run(ident, paths[int(si[b0])], sel_l[b0:b1], ks_l[b0:b1],
+                                         so_l[b0:b1], views, hexs, fns, left)
+
+        in_pieces(share, len(runs), min(threads, len(runs)))
+        self.counters["bytes_from_cache"] += sum(done)
         return sorted(left)
 
     def _layout(self, ident: str, pieces: _Pieces, ks: Any) -> tuple[Any, Any, list[str], list[Any], list[str]] | None:
@@ -507,29 +526,42 @@ class CachedSource:
             self._layouts.pop(ident, None)
             left.extend(idx)
             return 0
-        vs = [views[i] for i in idx]  # each piece's view, made once
-        lens = [len(v) for v in vs]
+        # each piece's view, made once
+        vs = views.take(idx) if isinstance(views, _Spans) else list(map(views.__getitem__, idx))
+        lens = list(map(len, vs))
+        ends = list(map(operator.add, offs, lens))
         short: set[int] = set()
         try:
             for c in range(0, len(idx), _IOV_PIECES):
-                iov: list[Any] = []
-                start = pos = offs[c]
-                for v, o, n in zip(vs[c : c + _IOV_PIECES], offs[c : c + _IOV_PIECES], lens[c : c + _IOV_PIECES]):
-                    if o > pos:
-                        iov.append(self._gap(o - pos))
-                    iov.append(v)
-                    pos = o + n
+                d = min(len(idx), c + _IOV_PIECES)
+                start, pos = offs[c], ends[d - 1]
+                if offs[c + 1 : d] == ends[c : d - 1]:  # back to back (the usual case)
+                    iov: list[Any] = vs[c:d]
+                else:
+                    iov, at = [], start
+                    for v, o, e in zip(vs[c:d], offs[c:d], ends[c:d]):
+                        if o > at:
+                            iov.append(self._gap(o - at))
+                        iov.append(v)
+                        at = e
                 got = os.preadv(fd, iov, start)
                 if got != pos - start:
-                    short.update(t for t in range(c, min(len(idx), c + _IOV_PIECES))
-                                 if offs[t] + lens[t] > start + got)
+                    short.update(t for t in range(c, d) if ends[t] > start + got)
         finally:
             os.close(fd)
-        bad = [t for t, (v, k) in enumerate(zip(vs, ks)) if t in short or fns[k](v) != hexs[k]]
+        fn = fns[ks[0]]
+        if not short and list(map(fns.__getitem__, ks)).count(fn) == len(ks):
+            # one hash function (the usual case): every check in one pass at C speed
+            want = list(map(hexs.__getitem__, ks))
+            got_hex = list(map(fn, vs))
+            bad = [] if got_hex == want else [t for t, (a, b) in enumerate(zip(got_hex, want)) if a != b]
+        else:
+            bad = [t for t, (v, k) in enumerate(zip(vs, ks)) if t in short or fns[k](v) != hexs[k]]
         if not bad:
             return sum(lens)
         self._layouts.pop(ident, None)
-        self.counters["damaged_pieces"] += len(bad)
+        with _COUNTING:  # runs may be read on several threads
+            self.counters["damaged_pieces"] += len(bad)
         left.extend(idx[t] for t in bad)
         sid = seg.rsplit("/", 1)[-1].removesuffix(".seg")
         what = "truncated" if bad[0] in short else "fails its checksum"
@@ -707,6 +739,14 @@ class CachedSource:
 
 #: Pieces per ``preadv`` call (each takes one or two of the IOV_MAX = 1024 buffers).
 _IOV_PIECES = 500
+_COUNTING = threading.Lock()
+
+
+def _cut_runs(bounds: list[int], cuts: list[int]) -> list[tuple[int, int]]:
+    """The runs ``bounds[i]:bounds[i + 1]`` of piece positions, also cut at ``cuts`` (so a
+    single long run can be shared by several threads; each part is read on its own)."""
+    edges = sorted(set(bounds) | {c for c in cuts if bounds[0] < c < bounds[-1]})
+    return list(zip(edges[:-1], edges[1:]))
 
 
 #: The dataset's index: the file whose version proves every other file's.

@@ -146,3 +146,32 @@ def test_warm_whole_layer_reads_are_cut_at_pieces_and_checked(served, http_root,
             f.write(raw)
     np.testing.assert_array_equal(ds.layer(0), arrays[0])
     assert cache.stats()["dropped_segments"] >= 1
+
+
+def test_large_warm_reads_shared_by_threads_still_check_every_piece(served, http_root, tmp_path, write_ds):
+    """A warm read large enough to be shared by threads (each reads and checks its share of the
+    pieces): one flipped byte in the last piece — the last thread's share — is still caught."""
+    from actstore.format.rows import PARALLEL_BYTES
+
+    rows, dim = 9000, 1024  # one 36.9 MB shard: shared by two threads
+    assert rows * dim * 4 >= 2 * PARALLEL_BYTES
+    arrays = write_ds(os.path.join(http_root, "big-warm"), rows=rows, dim=dim, layers=(0,),
+                      shard_bytes=rows * dim * 4 + 4096)
+    url = f"{served.url}/big-warm"
+    actstore.open_dataset(url, cache=UnifiedCache(tmp_path / "cache")).layer(0)  # cold fill
+    cache = UnifiedCache(tmp_path / "cache")
+    ds = actstore.open_dataset(url, cache=cache)
+    threads = []
+    source = ds._s.source
+    run = source._read_run
+    source._read_run = lambda *a: threads.append(threading.get_ident()) or run(*a)
+    np.testing.assert_array_equal(ds.layer(0), arrays[0])
+    assert len(set(threads)) > 1  # the read really was shared
+    seg = max((tmp_path / "cache" / "v1" / "segments").glob("*.seg"), key=os.path.getsize)
+    with open(seg, "r+b") as f:
+        f.seek(os.path.getsize(seg) - 100)  # inside the segment's last piece
+        b = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([b[0] ^ 0x01]))
+    np.testing.assert_array_equal(ds.layer(0), arrays[0])
+    assert cache.stats()["dropped_segments"] >= 1
