@@ -289,9 +289,11 @@ def gather_rows(raw_path: str, raw: np.ndarray, ds: actstore.Dataset, dtype: str
         return [Row(f"gather {k} random rows float32", ms("get"), base, g["memmap"] / g["get"], 0.5)]
     return [
         Row(f"gather {k} random rows, `dtype=\"bfloat16\"`", ms("get16"), base, g["memmap"] / g["get16"], 0.5),
-        Row(f"gather {k} random rows bfloat16 → float32 (default)", ms("get"), base, g["memmap"] / g["get"], 0.5),
+        # the memmap baseline returns bfloat16 (half the bytes, no widening): informative only;
+        # the goal applies to the baseline that returns the same float32 output
+        Row(f"gather {k} random rows bfloat16 → float32 (default)", ms("get"), base, g["memmap"] / g["get"]),
         Row(f"gather {k} random rows bfloat16 → float32 vs a float32-output baseline", ms("get"),
-            f"memmap + widen {ms('memmap_widen')}", g["memmap_widen"] / g["get"])]
+            f"memmap + widen {ms('memmap_widen')}", g["memmap_widen"] / g["get"], 0.5)]
 
 
 # -- lmprobe, memory --------------------------------------------------------------------------
