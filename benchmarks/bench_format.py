@@ -133,13 +133,13 @@ def write_rows(work: str, X: np.ndarray, dtype: str, reps: int) -> tuple[list[Ro
 
     hasher = ThreadPoolExecutor(max_workers=1)  # the baseline's second thread, made once
 
-    def tofile_and_hash() -> None:
+    def tofile_and_hash(data: np.ndarray = raw) -> None:
         """The work a checksummed durable write must do, with no format around it: write the
         bytes and fsync them on this thread while sha256 hashes them on another (hashlib and
         file writes both release the GIL)."""
-        digest = hasher.submit(lambda: hashlib.sha256(memoryview(raw).cast("B")).digest())
+        digest = hasher.submit(lambda: hashlib.sha256(memoryview(data).cast("B")).digest())
         with open(fresh("raw"), "wb") as f:
-            raw.tofile(f)
+            data.tofile(f)
             f.flush()
             os.fsync(f.fileno())
         digest.result()
@@ -159,12 +159,7 @@ def write_rows(work: str, X: np.ndarray, dtype: str, reps: int) -> tuple[list[Ro
     def convert_tofile_and_hash() -> None:
         """The same, starting from float32 input: round to bfloat16 with ml_dtypes (what a user
         would call) first, then write and hash those bytes concurrently."""
-        nonlocal raw
-        stored, raw = raw, X.astype(ml_dtypes.bfloat16).view(np.uint16)
-        try:
-            tofile_and_hash()
-        finally:
-            raw = stored
+        tofile_and_hash(X.astype(ml_dtypes.bfloat16).view(np.uint16))
 
     fns: dict[str, Callable[[], object]] = {"tofile_sha": tofile_and_hash}
     if dtype == "bfloat16":

@@ -470,8 +470,8 @@ class CachedSource:
         threads = piece_count(len(sel_l), nbytes, PARALLEL_BYTES)
         if threads > 1:  # a large read: cut the runs into even shares of pieces, one per thread
             cuts = np.linspace(0, len(sel_l), threads + 1).astype(np.int64).tolist()[1:-1]
-            runs = [(a, b) for a, b in _cut_runs(bounds, cuts)]
-        done = [0] * len(runs)
+            runs = _cut_runs(bounds, cuts)
+        done = [(0, 0)] * len(runs)  # per run: (bytes read and proven, pieces found damaged)
 
         def share(lo: int, hi: int) -> None:  # preadv and xxhash release the GIL
             for t in range(lo, hi):
@@ -480,7 +480,8 @@ class CachedSource:
                                          so_l[b0:b1], views, hexs, fns, left)
 
         in_pieces(share, len(runs), min(threads, len(runs)))
-        self.counters["bytes_from_cache"] += sum(done)
+        self.counters["bytes_from_cache"] += sum(n for n, _ in done)
+        self.counters["damaged_pieces"] += sum(k for _, k in done)
         return sorted(left)
 
     def _layout(self, ident: str, pieces: _Pieces, ks: Any) -> tuple[Any, Any, list[str], list[Any], list[str]] | None:
@@ -514,10 +515,12 @@ class CachedSource:
         return seg, off, hexs, fns, paths
 
     def _read_run(self, ident: str, seg: str, idx: list[int], ks: list[int], offs: list[int],
-                  views: Sequence[memoryview], hexs: list[str], fns: list[Any], left: list[int]) -> int:
+                  views: Sequence[memoryview], hexs: list[str], fns: list[Any], left: list[int]) -> tuple[int, int]:
         """Read one run of nearby pieces of segment file ``seg`` into their views (gaps into
         scratch memory), then check each view; failures go to ``left``, and their segment is
-        dropped as damaged (or, if gone, looked up again by the general path)."""
+        dropped as damaged (or, if gone, looked up again by the general path). Returns the
+        bytes read and proven, and the count of damaged pieces (summed by the caller, so runs
+        read on several threads share no counter)."""
         import os
 
         try:
@@ -525,7 +528,7 @@ class CachedSource:
         except FileNotFoundError:  # evicted by another process
             self._layouts.pop(ident, None)
             left.extend(idx)
-            return 0
+            return 0, 0
         # each piece's view, made once
         vs = views.take(idx) if isinstance(views, _Spans) else list(map(views.__getitem__, idx))
         lens = list(map(len, vs))
@@ -558,16 +561,14 @@ class CachedSource:
         else:
             bad = [t for t, (v, k) in enumerate(zip(vs, ks)) if t in short or fns[k](v) != hexs[k]]
         if not bad:
-            return sum(lens)
+            return sum(lens), 0
         self._layouts.pop(ident, None)
-        with _COUNTING:  # runs may be read on several threads
-            self.counters["damaged_pieces"] += len(bad)
         left.extend(idx[t] for t in bad)
         sid = seg.rsplit("/", 1)[-1].removesuffix(".seg")
         what = "truncated" if bad[0] in short else "fails its checksum"
         self.store.report_damage(sid, f"a cached piece of {self.url} {what} (read {len(bad)} bad of {len(idx)})")
         bad_set = set(bad)
-        return sum(n for t, n in enumerate(lens) if t not in bad_set)
+        return sum(n for t, n in enumerate(lens) if t not in bad_set), len(bad)
 
     def _gap(self, n: int) -> memoryview:
         """Scratch memory for bytes between pieces (shared: its contents are never used)."""
@@ -739,7 +740,6 @@ class CachedSource:
 
 #: Pieces per ``preadv`` call (each takes one or two of the IOV_MAX = 1024 buffers).
 _IOV_PIECES = 500
-_COUNTING = threading.Lock()
 
 
 def _cut_runs(bounds: list[int], cuts: list[int]) -> list[tuple[int, int]]:
