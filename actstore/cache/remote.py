@@ -190,10 +190,15 @@ class _Pieces:
 class _Spans:
     """``buffer[lo[i]:hi[i]]`` as a sequence, each view made only when it is asked for."""
 
-    __slots__ = ("_buffer", "_lo", "_hi")
+    __slots__ = ("_buffer", "_lo", "_hi", "lo", "hi")
 
-    def __init__(self, buffer: memoryview, lo: list[int], hi: list[int]) -> None:
-        self._buffer, self._lo, self._hi = buffer, lo, hi
+    def __init__(self, buffer: memoryview, lo: np.ndarray, hi: np.ndarray) -> None:
+        self.lo, self.hi = np.asarray(lo, dtype=np.int64), np.asarray(hi, dtype=np.int64)
+        self._buffer, self._lo, self._hi = buffer, self.lo.tolist(), self.hi.tolist()
+
+    def at(self, lo: list[int], hi: list[int]) -> list[memoryview]:
+        """The views ``buffer[lo[i]:hi[i]]``, made at C speed."""
+        return list(map(self._buffer.__getitem__, map(slice, lo, hi)))
 
     def __len__(self) -> int:
         return len(self._lo)
@@ -243,6 +248,7 @@ class CachedSource:
         self._pieces: dict[str, _Pieces] = {}
         self._layouts: dict[str, Any] = {}  # ident -> piece locations (see _layout)
         self._scratch = bytearray(0)
+        self._block_cache: dict[str, Any] = {}  # segment path -> its block checksums
         self._lock = threading.RLock()
         self.range_ok: bool | None = None
         self.counters = {"requests": 0, "bytes_fetched": 0, "bytes_from_cache": 0,
@@ -374,7 +380,7 @@ class CachedSource:
         buffer = buffer if buffer.ndim == 1 and buffer.format == "B" else buffer.cast("B")
         starts = np.asarray(starts, dtype=np.int64)
         r = np.stack([starts, starts + (np.asarray(hi, np.int64) - np.asarray(lo, np.int64))], axis=1)
-        views = _Spans(buffer, np.asarray(lo).tolist(), np.asarray(hi).tolist())
+        views = _Spans(buffer, lo, hi)
         with self._lock:
             if self._crosses_pieces(path, r):  # a range spans several pieces: the general way
                 left = None
@@ -476,8 +482,9 @@ class CachedSource:
         def share(lo: int, hi: int) -> None:  # preadv and xxhash release the GIL
             for t in range(lo, hi):
                 b0, b1 = runs[t]
-                done[t] = self._read_run(ident, paths[int(si[b0])], sel_l[b0:b1], ks_l[b0:b1],
-                                         so_l[b0:b1], views, hexs, fns, left)
+                read = self._read_run_spans if isinstance(views, _Spans) else self._read_run
+                done[t] = read(ident, paths[int(si[b0])], sel_l[b0:b1], ks_l[b0:b1],
+                               so_l[b0:b1], views, hexs, fns, left)
 
         in_pieces(share, len(runs), min(threads, len(runs)))
         self.counters["bytes_from_cache"] += sum(n for n, _ in done)
@@ -569,6 +576,103 @@ class CachedSource:
         self.store.report_damage(sid, f"a cached piece of {self.url} {what} (read {len(bad)} bad of {len(idx)})")
         bad_set = set(bad)
         return sum(n for t, n in enumerate(lens) if t not in bad_set), len(bad)
+
+    def _read_run_spans(self, ident: str, seg: str, idx: list[int], ks: list[int], offs: list[int],
+                        views: _Spans, hexs: list[str], fns: list[Any], left: list[int]) -> tuple[int, int]:
+        """:meth:`_read_run` for views that are spans of one buffer (a ``get``): pieces back
+        to back both in the segment and in the buffer are read as one span, and a span that
+        holds whole blocks of the segment (see :data:`~actstore.cache.segments.BLOCK_ENTRIES`)
+        is checked one hash per block; every other piece by its own checksum. A block that
+        fails is checked piece by piece, so only damaged pieces are refetched."""
+        try:
+            fd = os.open(seg, os.O_RDONLY)
+        except FileNotFoundError:  # evicted by another process
+            self._layouts.pop(ident, None)
+            left.extend(idx)
+            return 0, 0
+        ia = np.asarray(idx, dtype=np.int64)
+        off = np.asarray(offs, dtype=np.int64)
+        lo = views.lo[ia]
+        n = views.hi[ia] - lo
+        end = off + n
+        # spans: pieces back to back in the segment and in the buffer
+        cut = np.flatnonzero((off[1:] != end[:-1]) | (lo[1:] != lo[:-1] + n[:-1])) + 1
+        first = np.concatenate(([0], cut))
+        last = np.concatenate((cut, [len(idx)])) - 1
+        s_off, s_end, s_lo = off[first], end[last], lo[first]
+        spans = views.at(s_lo.tolist(), (s_lo + (s_end - s_off)).tolist())
+        got_to = np.empty(len(first), dtype=np.int64)  # per span: where its read stopped
+        try:
+            s_off_l, s_end_l = s_off.tolist(), s_end.tolist()
+            for c in range(0, len(spans), _IOV_PIECES):
+                d = min(len(spans), c + _IOV_PIECES)
+                iov: list[Any] = []
+                at = s_off_l[c]
+                for v, o, e in zip(spans[c:d], s_off_l[c:d], s_end_l[c:d]):
+                    if o > at:
+                        iov.append(self._gap(o - at))
+                    iov.append(v)
+                    at = e
+                got = os.preadv(fd, iov, s_off_l[c])
+                got_to[c:d] = s_off_l[c] + got
+        finally:
+            os.close(fd)
+        span_of = np.repeat(np.arange(len(first)), last - first + 1)
+        short = end > got_to[span_of]
+        ok = np.zeros(len(idx), dtype=bool)
+        failed_blocks = False
+        blocks = self._blocks_of(seg)
+        if blocks is not None and not short.any():
+            b_off, b_end, b_fn, b_hex = blocks
+            b = np.searchsorted(b_off, off, side="right") - 1
+            bb = np.maximum(b, 0)
+            inside = ((b >= 0) & (end <= b_end[bb]) & (b_off[bb] >= s_off[span_of])
+                      & (b_end[bb] <= s_end[span_of]))
+            if inside.any():
+                whole, at = np.unique(b[inside], return_index=True)
+                pos = np.flatnonzero(inside)[at]  # one piece of each block: where it lies
+                start = lo[pos] - (off[pos] - b_off[whole])
+                bviews = views.at(start.tolist(), (start + (b_end[whole] - b_off[whole])).tolist())
+                fn = b_fn[whole[0]] if len(set(b_fn[w] for w in whole.tolist())) == 1 else None
+                want = [b_hex[w] for w in whole.tolist()]
+                got_hex = list(map(fn, bviews)) if fn is not None else [
+                    b_fn[w](v) for w, v in zip(whole.tolist(), bviews)]
+                good = np.fromiter(map(operator.eq, got_hex, want), dtype=bool, count=len(want))
+                failed_blocks = not good.all()
+                ok[inside] = np.isin(b[inside], whole[good])
+        rest = np.flatnonzero(~ok & ~short).tolist()
+        bad = np.flatnonzero(short).tolist()
+        if rest:
+            vs = views.at(lo[rest].tolist(), (lo[rest] + n[rest]).tolist())
+            kr = [ks[t] for t in rest]
+            bad += [t for t, v, k in zip(rest, vs, kr) if fns[k](v) != hexs[k]]
+        if not bad:
+            return int(n.sum()), 0
+        if failed_blocks:
+            log.debug("a block of %s failed its checksum; its pieces were checked one by one", seg)
+        self._layouts.pop(ident, None)
+        left.extend(idx[t] for t in bad)
+        sid = seg.rsplit("/", 1)[-1].removesuffix(".seg")
+        what = "truncated" if short.any() else "fails its checksum"
+        self.store.report_damage(sid, f"a cached piece of {self.url} {what} (read {len(bad)} bad of {len(idx)})")
+        return int(n.sum() - n[bad].sum()), len(bad)
+
+    def _blocks_of(self, seg: str) -> tuple[np.ndarray, np.ndarray, list[Any], list[str]] | None:
+        """Segment ``seg``'s block checksums as (starts, ends, hash functions, expected hex);
+        None when it has none. Segments never change, so this is kept."""
+        got = self._block_cache.get(seg)
+        if got is None:
+            sid = seg.rsplit("/", 1)[-1].removesuffix(".seg")
+            blocks = self.store.blocks(sid)
+            if not blocks:
+                return None
+            parts = [split_digest(d) for _, _, d in blocks]
+            got = self._block_cache[seg] = (
+                np.asarray([o for o, _, _ in blocks], dtype=np.int64),
+                np.asarray([o + k for o, k, _ in blocks], dtype=np.int64),
+                [fn if k == length else _never_matches for (fn, _, k), (_, length, _) in zip(parts, blocks)],
+                [h for _, h, _ in parts])
+        return got
 
     def _gap(self, n: int) -> memoryview:
         """Scratch memory for bytes between pieces (shared: its contents are never used)."""
@@ -740,6 +844,10 @@ class CachedSource:
 
 #: Pieces per ``preadv`` call (each takes one or two of the IOV_MAX = 1024 buffers).
 _IOV_PIECES = 500
+
+
+def _never_matches(data: Any) -> str:
+    return ""
 
 
 def _cut_runs(bounds: list[int], cuts: list[int]) -> list[tuple[int, int]]:

@@ -3,7 +3,8 @@
 A segment is written once by one process and never modified::
 
     <root>/segments/<sid>.seg    entry payloads, concatenated
-    <root>/segments/<sid>.idx    JSON: the entries of that segment (the commit point)
+    <root>/segments/<sid>.idx    JSON: the entries of that segment (the commit point), and
+                                 checksums of blocks of consecutive entries (see BLOCK_ENTRIES)
     <root>/access/<writer>.json  last-use times of segments, one file per writing process
 
 A writer killed between the two publishes (or while writing a temporary file) leaves an
@@ -35,6 +36,7 @@ __all__ = [
     "Entry",
     "SegmentInfo",
     "atomic_put",
+    "block_digests",
     "decode_index",
     "check_digest",
     "digest",
@@ -45,6 +47,15 @@ __all__ = [
 ]
 
 INDEX_VERSION = 1
+
+#: A segment's index also carries one checksum per *block*: up to ``BLOCK_ENTRIES``
+#: consecutive entries (at most ``BLOCK_BYTES``) that lie back to back. A reader that reads
+#: a whole block in one piece checks it with one hash instead of one per entry — a warm
+#: scattered ``get`` of rows fetched together is thousands of small entries. The entries'
+#: own checksums stay the proof for everything else; an index without blocks (older
+#: writers), or whose blocks fail their own checksum, is read entry by entry.
+BLOCK_ENTRIES = 64
+BLOCK_BYTES = 1 << 20
 
 
 try:  # optional: about 8x the speed of zlib.crc32 (0.3 vs 2.3 us per 4 KiB here)
@@ -160,15 +171,58 @@ class SegmentInfo:
     size: int
     created: float
     entries: int
+    #: ``(offset, length, checksum)`` of each block of consecutive entries (see BLOCK_ENTRIES)
+    blocks: list[tuple[int, int, str]] = field(default_factory=list, compare=False)
 
 
-def encode_index(sid: str, size: int, entries: list[Entry]) -> bytes:
-    """Serialise a segment index; the body carries its own checksum."""
+def block_digests(data: bytes | memoryview, entries: list[Entry]) -> list[tuple[int, int, str]]:
+    """Checksums of blocks of consecutive back-to-back ``entries`` of segment ``data``: up to
+    ``BLOCK_ENTRIES`` entries and ``BLOCK_BYTES`` bytes each; a block has at least two."""
+    view = memoryview(data).cast("B")
+    out: list[tuple[int, int, str]] = []
+    start = end = count = 0
+    for e in entries:
+        if count and (e.offset != end or count >= BLOCK_ENTRIES or end - start + e.length > BLOCK_BYTES):
+            if count > 1:
+                out.append((start, end - start, digest(view[start:end])))
+            count = 0
+        if not count:
+            start = e.offset
+        end, count = e.offset + e.length, count + 1
+    if count > 1:
+        out.append((start, end - start, digest(view[start:end])))
+    return out
+
+
+def encode_index(sid: str, size: int, entries: list[Entry],
+                 blocks: list[tuple[int, int, str]] | None = None) -> bytes:
+    """Serialise a segment index; the body, and the block list, carry their own checksums."""
     rows = [[e.key, e.offset, e.length, e.digest, e.codec, e.meta] for e in entries]
     body = json.dumps(rows, separators=(",", ":"), sort_keys=True)
     doc = {"version": INDEX_VERSION, "segment": sid, "size": size, "created": time.time(),
            "entries": body, "digest": digest(body.encode())}
+    if blocks:
+        text = json.dumps([list(b) for b in blocks], separators=(",", ":"))
+        doc["blocks"], doc["blocks_digest"] = text, digest(text.encode())
     return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def _decode_blocks(doc: dict[str, Any], size: int) -> list[tuple[int, int, str]]:
+    """The block list of an index, or none at all when it is absent or does not check out
+    (entries are then read one by one: blocks only ever save work, they prove nothing more)."""
+    text = doc.get("blocks")
+    if not isinstance(text, str) or digest(text.encode()) != doc.get("blocks_digest"):
+        return []
+    try:
+        blocks = [(int(o), int(n), str(d)) for o, n, d in json.loads(text)]
+    except (ValueError, TypeError):
+        return []
+    end = 0
+    for o, n, _ in blocks:  # sorted, disjoint, inside the segment
+        if o < end or n <= 0 or o + n > size:
+            return []
+        end = o + n
+    return blocks
 
 
 def decode_index(raw: bytes, sid: str) -> tuple[SegmentInfo, list[Entry]]:
@@ -185,7 +239,7 @@ def decode_index(raw: bytes, sid: str) -> tuple[SegmentInfo, list[Entry]]:
         if off < 0 or length < 0 or off + length > size:
             raise ValueError(f"entry {key} lies outside the segment")
         entries.append(Entry(key, sid, int(off), int(length), dig, codec, meta))
-    return SegmentInfo(sid, size, float(doc["created"]), len(entries)), entries
+    return SegmentInfo(sid, size, float(doc["created"]), len(entries), _decode_blocks(doc, size)), entries
 
 
 def is_local(fs: Any) -> bool:

@@ -38,6 +38,7 @@ from .segments import (
     Entry,
     SegmentInfo,
     atomic_put,
+    block_digests,
     check_digest,
     decode_index,
     digest,
@@ -225,9 +226,11 @@ class SegmentStore:
                 entries.append(Entry(key, sid, pos, len(data), digest(data), codec, meta))
                 chunks.append(data)
                 pos += len(data)
+            data = b"".join(chunks)
+            blocks = block_digests(data, entries)
             try:
-                atomic_put(self.fs, self._seg(sid, "seg"), b"".join(chunks))
-                atomic_put(self.fs, self._seg(sid, "idx"), encode_index(sid, pos, entries))
+                atomic_put(self.fs, self._seg(sid, "seg"), data)
+                atomic_put(self.fs, self._seg(sid, "idx"), encode_index(sid, pos, entries, blocks))
             except OSError as exc:
                 self.counters["write_errors"] += 1
                 raise CacheError(
@@ -235,7 +238,7 @@ class SegmentStore:
                     "cache location is writable, or point ACTSTORE_CACHE_DIR elsewhere."
                 ) from exc
             self._pending, self._pending_map, self._pending_bytes = [], {}, 0
-            self._segments[sid] = SegmentInfo(sid, pos, time.time(), len(entries))
+            self._segments[sid] = SegmentInfo(sid, pos, time.time(), len(entries), blocks)
             self._seg_keys[sid] = [e.key for e in entries]
             for e in entries:
                 self._index.setdefault(e.key, []).insert(0, e)
@@ -369,6 +372,14 @@ class SegmentStore:
                     return None
                 out[key] = found[0]
         return out
+
+    def blocks(self, sid: str) -> list[tuple[int, int, str]]:
+        """``(offset, length, checksum)`` of the blocks of consecutive entries of segment
+        ``sid`` (empty when unknown or not recorded): a reader that read a whole block into
+        its own memory may check it with one hash (see :data:`~actstore.cache.segments.BLOCK_ENTRIES`)."""
+        with self._lock:
+            info = self._segments.get(sid)
+            return info.blocks if info is not None else []
 
     def segment_path(self, sid: str) -> str:
         """Where the data file of segment ``sid`` lies on the cache's filesystem."""
