@@ -29,11 +29,15 @@ def _num(text: str) -> float:
     return float(text.replace(",", ""))
 
 
-def parse(path: str) -> dict[str, tuple[float, float, float, str]]:
-    """``row name -> (value, low, high, unit)`` for every table row ending in a number."""
+def parse(path: str, columns: list[str] | None = None) -> dict[str, tuple[float, float, float, str]]:
+    """``row name -> (value, low, high, unit)`` for every table row ending in a number; with
+    ``columns``, instead every cell holding a number under a header containing one of them."""
     rows: dict[str, tuple[float, float, float, str]] = {}
     header: list[str] | None = None
+    section = ""
     for line in open(path, encoding="utf-8"):
+        if line.startswith("#"):
+            section = line.strip("# \n")
         if not line.startswith("|"):
             header = None
             continue
@@ -42,6 +46,17 @@ def parse(path: str) -> dict[str, tuple[float, float, float, str]]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if header is None:
             header = cells
+            continue
+        if columns:
+            for col, head in enumerate(header[: len(cells)]):
+                m = _NUMBER.match(cells[col]) if col and any(c in head for c in columns) else None
+                if m:
+                    value = _num(m.group(1))
+                    low, high = (_num(m.group(3)), _num(m.group(4))) if m.group(3) else (value, value)
+                    key = f"{cells[0]} — {head}"
+                    if key in rows:  # the same row name in a later table: name its section
+                        key = f"{section}: {key}"
+                    rows[key] = (value, low, high, "×" if m.group(2) else "")
             continue
         # the ratio column: the last cell holding a number (a goal column may follow it)
         for col in range(len(cells) - 1, 0, -1):
@@ -59,8 +74,8 @@ def parse(path: str) -> dict[str, tuple[float, float, float, str]]:
     return rows
 
 
-def compare(before: list[str], after: list[str], title: str) -> str:
-    runs_b, runs_a = [parse(p) for p in before], [parse(p) for p in after]
+def compare(before: list[str], after: list[str], title: str, columns: list[str] | None = None) -> str:
+    runs_b, runs_a = [parse(p, columns) for p in before], [parse(p, columns) for p in after]
     if not runs_b or not runs_a:
         raise SystemExit("need at least one run on each side")
     lines = [f"| {title}: figure | before: median (min–max) | after: median (min–max) | within noise? |",
@@ -89,8 +104,11 @@ def main() -> None:
     ap.add_argument("--before", required=True, help="glob of the sections written by the old version")
     ap.add_argument("--after", required=True, help="glob of the sections written by the new version")
     ap.add_argument("--title", default="benchmark")
+    ap.add_argument("--column", action="append", default=None,
+                    help="compare the cells under headers containing this text (repeatable) instead "
+                         "of each row's last number")
     args = ap.parse_args()
-    print(compare(sorted(glob.glob(args.before)), sorted(glob.glob(args.after)), args.title))
+    print(compare(sorted(glob.glob(args.before)), sorted(glob.glob(args.after)), args.title, args.column))
 
 
 if __name__ == "__main__":
