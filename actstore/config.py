@@ -10,7 +10,11 @@ from pathlib import Path
 
 from .errors import InvalidArgumentError
 
-__all__ = ["cache_dir", "cache_max_bytes", "debug", "offline", "parse_bytes"]
+__all__ = ["cache_dir", "cache_max_bytes", "debug", "index_cache_whole_bytes", "offline", "parse_bytes"]
+
+#: Default of :func:`index_cache_whole_bytes`: 32 MiB, a 10^6 x 128-token compact index (7 MB)
+#: or a pooled one of a few million short prompts; a fraction of a second on a first open.
+INDEX_CACHE_WHOLE_BYTES = 32 << 20
 
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
@@ -73,3 +77,14 @@ def cache_max_bytes(arg: int | str | None = None) -> int | None:
         return parse_bytes(arg)
     env = os.environ.get("ACTSTORE_CACHE_MAX_BYTES")
     return parse_bytes(env) if env else None
+
+
+def index_cache_whole_bytes(arg: int | str | None = None) -> int:
+    """The largest index an online open through the cache fetches whole into it (texts,
+    labels and metadata too, so offline mode reads every column later): ``arg``, else
+    ``ACTSTORE_INDEX_CACHE_WHOLE_BYTES``, else :data:`INDEX_CACHE_WHOLE_BYTES` (``0``: never;
+    only the columns read online are then cached)."""
+    if arg is not None:
+        return parse_bytes(arg)
+    env = os.environ.get("ACTSTORE_INDEX_CACHE_WHOLE_BYTES")
+    return parse_bytes(env) if env else INDEX_CACHE_WHOLE_BYTES

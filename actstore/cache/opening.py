@@ -99,6 +99,12 @@ def open_remote(url: str, cache: UnifiedCache, *, storage_options: dict[str, Any
     table = read_index_lazy(src)  # the footer and location columns only: texts on first use
     src.bind_files(parse_files(decode_schema_metadata(table.schema.metadata)))
     if index_id is not None and not config.offline():
+        # an index up to config.index_cache_whole_bytes() is fetched whole into the cache
+        # (a no-op once it is there), so offline mode can read every column later; a larger
+        # one keeps the columns read online, and an offline read of another is refused
+        # naming the column (lazy_index.IndexTable._read)
+        if size <= config.index_cache_whole_bytes():
+            src.cache_whole(INDEX_PATH)
         _remember(cache, origin, index_id, size)
     # the index was opened once, above: the reader takes it as it is
     return open_dataset(url, source=src, verify_checksums=verify_checksums, index=table)

@@ -340,6 +340,22 @@ class CachedSource:
         # a range covered by several cached pieces comes back as a list of them
         return [b"".join(b) if isinstance(b, list) else bytes(b) for b in self._read(path, ranges)]
 
+    def cache_whole(self, path: str) -> int:
+        """Fetch into the cache every byte of ``path`` it lacks (nothing is returned or
+        kept in memory beyond one round); returns the bytes fetched. Online only, and only
+        for a file with an identity to key it by (0 otherwise)."""
+        ident = self.ident(path)
+        if ident is None or config.offline():
+            return 0
+        with self._lock:
+            pieces = self._pieces_for(path, ident)
+            gaps = [(a, b) for a, b, _ in coalesce(
+                [(a, b) for a, b, key, _ in pieces.plan(0, self.size(path)) if key is None],
+                gap=DATASET_GAP)]
+            if gaps:
+                self._fill(path, ident, gaps, pieces)
+        return sum(b - a for a, b in gaps)
+
     # -- the remote itself, bypassing the cache (for verify) --------------------------------
     def origin_size(self, path: str) -> int:
         """The size of ``path`` as the remote reports it now (not the metadata's, not cached)."""

@@ -51,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         "local folder's recorded _name_or_path)")
     p.add_argument("--overwrite", action="store_true",
                    help="start over: delete an earlier run's parts and any dataset at --out")
+    _lmprobe_compat(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from ._probe import negative_lists
 
@@ -60,7 +61,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("out", help="the --out folder of the extraction")
     p.add_argument("--keep-parts", action="store_true", help="keep the per-shard parts")
     p.add_argument("--work-dir", default=None, help="the --work-dir the workers used")
+    _lmprobe_compat(p)
     p.set_defaults(handler=_merge)
+
+
+def _lmprobe_compat(p: argparse.ArgumentParser) -> None:
+    """``--lmprobe-compat``/``--no-lmprobe-compat``: the writer's ``lmprobe_compat``
+    (True/False; neither: None, the size rule of spec section 5b)."""
+    p.add_argument("--lmprobe-compat", action=argparse.BooleanOptionalAction, default=None,
+                   help="--pooling all: also write lmprobe 0.10.3's per-token index lists so "
+                        "lmprobe reads the dataset (--no-lmprobe-compat: compact only; default: "
+                        "the lists up to 2**20 tokens). A multi-worker run passes it to merge")
 
 
 def parse_layers(text: str) -> Any:
@@ -249,7 +260,7 @@ def _extract(args: argparse.Namespace) -> int:
         generate=_generate(args.generate), revision=args.revision, device=args.device,
         model_dtype=args.model_dtype, trust_remote_code=args.trust_remote_code, rank=args.rank,
         world_size=args.world_size, work_dir=args.work_dir, progress=not args.no_progress,
-        model_name=args.model_name, overwrite=args.overwrite,
+        model_name=args.model_name, overwrite=args.overwrite, lmprobe_compat=args.lmprobe_compat,
     )
     print(f"wrote {len(ds)} rows to {args.out}" if ds is not None else
           f"shards done; run `actstore merge {args.out}` once every worker has finished")
@@ -259,6 +270,7 @@ def _extract(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from ..extraction import merge
 
-    ds = merge(args.out, keep_parts=args.keep_parts, work_dir=args.work_dir)
+    ds = merge(args.out, keep_parts=args.keep_parts, work_dir=args.work_dir,
+               lmprobe_compat=args.lmprobe_compat)
     print(f"merged {len(ds)} rows into {args.out}")
     return 0

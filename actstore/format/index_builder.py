@@ -119,9 +119,15 @@ class IndexBuilder:
     def add_shard(self, rows: int) -> None:
         self.shards.append(rows)
 
-    def add_tokens(self, rest_shard: int, offset: int, n_tokens: int) -> None:
+    def add_tokens(self, rest_shard: int, offset: int, n_tokens: int, *, counted: bool = True) -> None:
+        """One row's tokens; ``counted=False``: in an adopted shard whose descriptor came
+        with it (:meth:`add_linked_rest_shard`), not in the shard being filled."""
         self.tokens.append((rest_shard, offset, n_tokens))
-        self._rest_prompts += 1
+        self._rest_prompts += counted
+
+    def add_linked_rest_shard(self, prompts: int, tokens: int) -> None:
+        """An adopted token shard (:mod:`.linked`) with its own descriptor."""
+        self.rest_shards.append({"num_prompts": prompts, "num_tokens": tokens})
 
     def add_rest_shard(self, tokens: int) -> None:
         self.rest_shards.append({"num_prompts": self._rest_prompts, "num_tokens": tokens})

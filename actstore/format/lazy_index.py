@@ -32,7 +32,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import FormatError
+from ..errors import FormatError, OfflineError
 
 __all__ = ["IndexTable", "SparseFile", "TAIL_BYTES"]
 
@@ -351,7 +351,18 @@ class IndexTable:
 
     def _read(self, columns: list[str] | None, groups: list[int] | None = None) -> pa.Table:
         assert self._sparse is not None
-        self._sparse.ensure(self._chunk_ranges(columns, groups), gap=_MERGE_GAP)
+        try:
+            self._sparse.ensure(self._chunk_ranges(columns, groups), gap=_MERGE_GAP)
+        except OfflineError as exc:
+            what = "every column" if columns is None else f"the column(s) {columns}"
+            url = getattr(self._sparse.source, "url", "the dataset")
+            raise OfflineError(
+                f"Offline mode is on and {what} of the index of {url} ({self._path}) were "
+                f"never read while online, so they are not in the cache (an online open caches "
+                f"the whole index only up to a size; this one is {self._sparse.size:,} bytes). "
+                "Open the dataset once online and read them (ds.texts, ds.column(name)), or "
+                "unset ACTSTORE_OFFLINE/HF_HUB_OFFLINE."
+            ) from exc
         try:
             pf = self._parquet()
             t = pf.read(columns=columns) if groups is None else pf.read_row_groups(groups, columns=columns)

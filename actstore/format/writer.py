@@ -53,6 +53,7 @@ from .columns import normalize_labels, normalize_metadata
 from .dtypes import to_storage
 from .index_builder import IndexBuilder
 from .layersel import explicit_layer, explicit_layers, request
+from .linked import LinkedFile, LinkedTokens
 from .shardfile import StreamingTensorFile, write_tensor_file
 from .target import Target
 from .token_masks import check_mask_values
@@ -232,6 +233,7 @@ class DatasetWriter:
         logits_topk: tuple[Any, Any] | None = None,
         prompt_tokens: Sequence[int] | None = None,
         special_first_token: Sequence[bool] | None = None,
+        token_shards: LinkedTokens | None = None,
     ) -> None:
         """Append a batch of rows.
 
@@ -259,13 +261,23 @@ class DatasetWriter:
         special_first_token : sequence of bool, optional
             Token masks: per row, whether its token 0 is a special token the tokenizer
             added (BOS, CLS). Masks are given on every ``add`` or on none.
+        token_shards : LinkedTokens, optional
+            Full sequence, float dtypes: the rows' tokens before their last one are already in
+            these finished token shards (another dataset's, same dtype and dim), which are
+            hard-linked (or byte-copied) into this dataset instead of written again
+            (:mod:`.linked`; what ``merge`` does). ``hidden`` then holds only each row's last
+            token, ``(n, dim)`` per layer.
         """
         self._check_open()
         texts = check_texts(texts)
         n = len(texts)
         if n == 0:
             return
-        primary = self._primary_blocks(hidden, n)
+        if token_shards is not None:
+            self._check_linked(token_shards, n)
+            primary = self._pooled_blocks("hidden", hidden, n)  # the last tokens
+        else:
+            primary = self._primary_blocks(hidden, n)
         extra = {
             name: self._pooled_blocks(f"views[{name!r}]", (views or {}).get(name), n)
             for name in self.views[1:]
@@ -279,7 +291,9 @@ class DatasetWriter:
         lab = normalize_labels(labels, n) if labels is not None else None
         meta = normalize_metadata(metadata, n) if metadata is not None else None
         logits = self._logit_blocks(logits_topk, n)
-        if self.full_sequence:
+        if token_shards is not None:
+            tok = token_shards.counts.tolist()
+        elif self.full_sequence:
             tok = [len(primary[self.layers[0]][i]) for i in range(n)]
         else:
             tok = check_counts(num_tokens, n)
@@ -288,7 +302,9 @@ class DatasetWriter:
                  if values is not None}
         try:  # from here on a failure leaves half a batch behind: the writer is aborted
             self.index.add_rows(texts, labels=lab, metadata=meta, num_tokens=tok, masks=masks)
-            if self.full_sequence:
+            if token_shards is not None:
+                self._write_linked(primary, extra, n, token_shards)
+            elif self.full_sequence:
                 self._write_full(primary, extra, n)
             else:
                 self._write_pooled({self.views[0]: primary, **extra}, n)
@@ -473,6 +489,42 @@ class DatasetWriter:
                 f.wait()
             self.index.add_tokens(len(self._rest_done), offset, rest_rows + 1)
             self._rest_fill += rest_rows
+
+    def _check_linked(self, linked: LinkedTokens, n: int) -> None:
+        """Refuse token shards this writer cannot adopt as they are (before any write)."""
+        if not self.full_sequence or self.codec is not None:
+            raise InvalidArgumentError(
+                "token_shards needs a full-sequence writer (pooling='all') with a float dtype; "
+                f"this one has pooling {list(self.views)} and dtype {self.dtype!r}: pass the "
+                "rows' tokens in hidden instead."
+            )
+        if not (linked.shard.shape == linked.start.shape == linked.counts.shape == (n,)):
+            raise InvalidArgumentError(
+                f"token_shards gives {linked.counts.shape[0]} rows' tokens for {n} texts; give one "
+                "shard, start and count per row."
+            )
+        for k, sh in enumerate(linked.shards):
+            if set(sh.files) != set(self.layers):
+                raise LayerNotFoundError(
+                    f"token_shards.shards[{k}] has files for layers {sorted(sh.files)}; the writer "
+                    f"stores {list(self.layers)}."
+                )
+
+    def _write_linked(self, last: dict[int, Any], extra: dict[str, Any], n: int,
+                      linked: LinkedTokens) -> None:
+        """The last tokens and pooled views written, the token shards adopted as they are."""
+        self._write_pooled({"all": last, **extra}, n)
+        if self._rest:  # the shard being filled is closed first: adopted ones follow it
+            self._roll_rest()
+        base = len(self._rest_done)
+        for sh in linked.shards:
+            k = len(self._rest_done)
+            self._rest_done.append({
+                L: LinkedFile(self._target.stage(f"rest{k:05d}_layer{L:03d}"), *sh.files[L])
+                for L in self.layers})
+            self.index.add_linked_rest_shard(sh.num_prompts, sh.num_tokens)
+        for k, start, count in zip(linked.shard.tolist(), linked.start.tolist(), linked.counts.tolist()):
+            self.index.add_tokens(base + k, start, count, counted=False)
 
     def _rest_files(self) -> dict[int, StreamingTensorFile]:
         if not self._rest:

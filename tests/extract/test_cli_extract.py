@@ -47,3 +47,61 @@ def test_cli_errors_are_one_line(gpt2_path, tmp_path, capsys):
     code = main(["extract", gpt2_path, str(src), "--out", str(tmp_path / "o"), "--generate", "[1]",
                  "--device", "cpu", "--no-progress"])
     assert code == 2 and "--generate must be a JSON object" in capsys.readouterr().err
+
+
+def _has_token_lists(out):
+    import os
+
+    import pyarrow.parquet as pq
+
+    from actstore.format.spec import INDEX_PATH
+
+    return "token_shard_ids" in pq.read_schema(os.path.join(out, INDEX_PATH)).names
+
+
+def test_cli_lmprobe_compat_writes_what_lmprobe_reads(gpt2_path, tmp_path, monkeypatch, capsys):
+    import os
+
+    import pytest
+
+    pytest.importorskip("lmprobe")
+    import huggingface_hub
+
+    from actstore.format import spec
+
+    # the size rule would write compact only: the flag is what puts the lists in
+    monkeypatch.setattr(spec, "COMPAT_MAX_TOKENS", 0)
+    src = tmp_path / "p.txt"
+    src.write_text("the cat sat\na dog ran in the park\nhello\nis paris the capital of france\n")
+    base = [gpt2_path, str(src), "--layers", "0,2", "--pooling", "all", "--shard-size", "2",
+            "--device", "cpu", "--no-progress"]
+    compact, compat = str(tmp_path / "compact"), str(tmp_path / "compat")
+    assert main(["extract", *base, "--out", compact]) == 0
+    assert not _has_token_lists(compact)
+    assert main(["extract", *base, "--out", compat, "--lmprobe-compat"]) == 0
+    assert _has_token_lists(compat)
+    ds = actstore.open_dataset(compat)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download",
+                        lambda repo_id, filename, **kw: os.path.join(compat, filename))
+    from lmprobe import load_activations
+
+    acts = load_activations("org/cli-compat", layers=[0, 2], show_progress=False)
+    for L in (0, 2):  # lmprobe reads each row's last token, the same bytes actstore stored
+        assert np.array_equal(np.asarray(acts[L]), np.stack([ds.tokens(r, L)[-1] for r in range(len(ds))]))
+    # two workers: `actstore merge --lmprobe-compat` writes the lists too
+    two = str(tmp_path / "two")
+    for rank in ("1", "0"):
+        assert main(["extract", *base, "--out", two, "--lmprobe-compat", "--world-size", "2",
+                     "--rank", rank]) == 0
+    assert main(["merge", two, "--lmprobe-compat"]) == 0
+    assert _has_token_lists(two)
+    merged = actstore.open_dataset(two)
+    for r in range(len(ds)):
+        np.testing.assert_array_equal(merged.tokens(r, 2), ds.tokens(r, 2))
+    # --no-lmprobe-compat: compact only, whatever the size rule says
+    monkeypatch.setattr(spec, "COMPAT_MAX_TOKENS", 1 << 20)
+    none = str(tmp_path / "none")
+    assert main(["extract", *base, "--out", none, "--no-lmprobe-compat"]) == 0
+    assert not _has_token_lists(none)
+    capsys.readouterr()
