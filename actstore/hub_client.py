@@ -29,6 +29,7 @@ from .errors import (
     HubError,
     IntegrityError,
     InvalidArgumentError,
+    UnsafePathError,
     require,
 )
 
@@ -512,7 +513,7 @@ class DownloadPool:
     def _fetch(self, path: str, want: str | None, size: int | None) -> bool:
         full = os.path.abspath(os.path.join(self.local_dir, *path.split("/")))
         if not full.startswith(self.local_dir + os.sep) or ".." in path.split("/"):
-            raise IntegrityError(
+            raise UnsafePathError(
                 f"Repo path {path!r} of {self._where()} would land outside {self.local_dir}; "
                 "refusing to write it. The dataset's metadata names an unsafe path: push the "
                 "dataset again from a trusted copy.")
