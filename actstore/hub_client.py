@@ -15,10 +15,12 @@ import contextlib
 import hashlib
 import os
 import re
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from .errors import (
     ActstoreError,
@@ -27,11 +29,13 @@ from .errors import (
     HubError,
     IntegrityError,
     InvalidArgumentError,
+    UnsafePathError,
     require,
 )
 
 __all__ = [
     "HUB_LIMITS",
+    "DownloadPool",
     "HubLimits",
     "check_hub_limits",
     "download_files",
@@ -344,41 +348,278 @@ def upload_folder_in_batches(
     return str(info.oid)
 
 
+class _HashingWriter:
+    """A file the client's ``http_get`` writes to that hashes every chunk on a thread of its
+    own while the download goes on (``hashlib`` releases the GIL), at most ``depth`` chunks
+    behind. A rewind (the client restarts a download the server would not resume) drops the
+    running hash: :meth:`hexdigest` then hashes the finished file."""
+
+    def __init__(self, f: BinaryIO, *, depth: int = 3) -> None:
+        import queue
+
+        self._f = f
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(depth)
+        self._hash = hashlib.sha256()
+        self._valid = True
+        self._thread = threading.Thread(target=self._run, name="actstore-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._hash.update(chunk)
+
+    def write(self, data: bytes) -> int:
+        if self._valid:
+            self._chunks.put(data)
+        return self._f.write(data)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self._valid = False
+        return self._f.seek(offset, whence)
+
+    def truncate(self, size: int | None = None) -> int:
+        self._valid = False
+        return self._f.truncate(size)
+
+    def close(self) -> None:
+        """Stop the hashing thread (idempotent)."""
+        if self._thread.is_alive():
+            self._chunks.put(None)
+            self._thread.join()
+
+    def hexdigest(self, path: str) -> str:
+        """The sha256 of what was written, the file at ``path`` once it is complete."""
+        self.close()
+        return self._hash.hexdigest() if self._valid else sha256_file(path)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    size: int
+    sha256: str | None  # what the Hub lists for an LFS / Xet file
+    xet: bool
+
+
+class DownloadPool:
+    """Pinned downloads of one repo on one pool of threads, each file's sha256 checked in the
+    thread that downloaded it.
+
+    The repo's file listing (one ``tree`` call, as ``snapshot_download`` makes) is requested
+    at once; files are queued with :meth:`submit` as soon as the caller knows their names, so
+    a small file that names the big ones (a dataset index) and the big ones share the pool,
+    with no serial phase. A file the listing marks as Xet goes through the client's
+    ``hf_hub_download`` (its HEAD + ``hf_xet``) and is hashed right after; any other file is
+    one GET through the client's ``http_get`` (its retries and resumes), hashed while it
+    streams in, without the HEAD the listing made redundant. A file submitted with nothing
+    known of it (no sha256, no size: an index, a card) is that one GET at once, without
+    waiting for the listing, and is checked against the listing's sha256 when it is done. A
+    file already in ``local_dir`` with the expected size and sha256 is not downloaded again.
+
+    Parameters
+    ----------
+    repo_id, repo_type : str
+        The repo.
+    revision : str
+        A commit sha (pin it first: a branch could move between two files).
+    local_dir : str
+        Where files land, at their repo paths.
+    token, endpoint : optional
+        As for ``HfApi``.
+    max_workers : int
+        Downloads at once (``snapshot_download`` uses 8).
+
+    Examples
+    --------
+    >>> with DownloadPool("org/ds", "dataset", revision=sha, local_dir="d") as pool:  # doctest: +SKIP
+    ...     index = pool.submit("index/train-00000-of-00001.parquet")
+    ...     pool.wait([index])
+    """
+
+    def __init__(self, repo_id: str, repo_type: str, *, revision: str, local_dir: str,
+                 token: str | bool | None = None, endpoint: str | None = None,
+                 max_workers: int = 8) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.repo_id, self.repo_type, self.revision = repo_id, repo_type, revision
+        self.local_dir, self.token, self.endpoint = os.path.abspath(local_dir), token, endpoint
+        self._api = make_api(token, endpoint)
+        self._pool = ThreadPoolExecutor(max_workers + 1, thread_name_prefix="actstore-hub-get")
+        self._listing = self._pool.submit(self._list)
+
+    def __enter__(self) -> DownloadPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def _list(self) -> dict[str, _Entry]:
+        out: dict[str, _Entry] = {}
+        files = [e for e in self._api.list_repo_tree(self.repo_id, repo_type=self.repo_type,
+                                                     revision=self.revision, recursive=True)
+                 if hasattr(e, "size") and hasattr(e, "blob_id")]  # files, not folders
+        for e in files:
+            lfs = getattr(e, "lfs", None)
+            out[e.path] = _Entry(int(e.size), lfs.sha256 if lfs is not None else None,
+                                 getattr(e, "xet_hash", None) is not None)
+        self._share_listing(files)
+        return out
+
+    def _share_listing(self, files: list[Any]) -> None:
+        """Hand the listing to the client's per-commit tree cache of ``local_dir``, as
+        ``snapshot_download`` does, so its ``hf_hub_download`` of a Xet file skips the HEAD.
+        The cache is the client's private module: without it, that HEAD is simply made."""
+        try:
+            from huggingface_hub._tree_cache import (
+                TreeCacheEntry,
+                tree_cache_folder_for_local_dir,
+                write_tree_cache,
+            )
+        except ImportError:  # another client version: one HEAD per Xet file, nothing worse
+            return
+        entries = {e.path: TreeCacheEntry(
+            size=e.size, blob_id=e.blob_id, lfs_sha256=e.lfs.sha256 if e.lfs else None,
+            lfs_size=e.lfs.size if e.lfs else None, xet_hash=getattr(e, "xet_hash", None))
+            for e in files}
+        with contextlib.suppress(OSError, TypeError):
+            write_tree_cache(tree_cache_folder_for_local_dir(self.local_dir), self.revision, entries)
+
+    def submit(self, path: str, sha256: str | None = None, size: int | None = None) -> Future[bool]:
+        """Queue ``path``; the future is True once it is in place and checked, False when the
+        repo has no such file and nothing was expected of it (no ``sha256``).
+
+        ``sha256`` / ``size`` are what the caller's metadata records (checked against the
+        listing before any byte moves, and ``sha256`` against the bytes); without them the
+        listing's sha256 of an LFS / Xet file is checked. A mismatch raises
+        :class:`~actstore.errors.IntegrityError` from the future and leaves no file.
+        """
+        return self._pool.submit(self._fetch, path, sha256, size)
+
+    @staticmethod
+    def wait(futures: Sequence[Future[bool]]) -> list[bool]:
+        """The futures' results in order; the first failure raises (queued ones are cancelled
+        when the pool closes)."""
+        from concurrent.futures import FIRST_EXCEPTION
+        from concurrent.futures import wait as wait_all
+
+        wait_all(futures, return_when=FIRST_EXCEPTION)
+        return [f.result() for f in futures]
+
+    def _where(self) -> str:
+        return f"{self.repo_id}@{self.revision}"
+
+    def _fetch(self, path: str, want: str | None, size: int | None) -> bool:
+        full = os.path.abspath(os.path.join(self.local_dir, *path.split("/")))
+        if not full.startswith(self.local_dir + os.sep) or ".." in path.split("/"):
+            raise UnsafePathError(
+                f"Repo path {path!r} of {self._where()} would land outside {self.local_dir}; "
+                "refusing to write it. The dataset's metadata names an unsafe path: push the "
+                "dataset again from a trusted copy.")
+        os.makedirs(os.path.dirname(full), exist_ok=True)
+        if want is None and size is None:
+            # nothing known of it yet (an index, a card): one GET at once, not after the listing
+            return self._land(path, full, None, lambda part: self._get_http(path, part, None))
+        entry = self._listing.result().get(path)
+        if entry is None:
+            if want is None:
+                return False
+            raise IntegrityError(
+                f"{path} is named by the dataset's metadata but {self._where()} holds no such "
+                "file; the repo is incomplete (a push did not finish, or the file was deleted). "
+                "Push the dataset again, or pull only layers/views whose files exist.")
+        if size is not None and size != entry.size:
+            raise IntegrityError(
+                f"{path} is {entry.size} bytes in {self._where()}, but the dataset's metadata "
+                f"records {size}; nothing was downloaded. The repo holds a different file than "
+                "its index describes: push the dataset again.")
+        if want is not None and os.path.isfile(full) and os.path.getsize(full) == entry.size \
+                and sha256_file(full) == want:
+            return True  # pulled before, intact
+        if entry.xet:
+            return self._land(path, full, want, lambda part: self._get_xet(path, full), xet=True)
+        return self._land(path, full, want, lambda part: self._get_http(path, part, entry.size))
+
+    def _land(self, path: str, full: str, want: str | None, get: Callable[[str], str | None],
+              *, xet: bool = False) -> bool:
+        """Run ``get`` (download into a part file, or into place for Xet; the sha256 of the
+        bytes, None when the repo has no such file), check the sha256 and move it into place."""
+        head, name = os.path.split(full)
+        part = full if xet else os.path.join(head, f".{name}.{threading.get_ident()}.part")
+        try:
+            got = get(part)
+            if got is None:
+                return False
+            source = "the dataset's metadata records"
+            if want is None:  # nothing recorded: the sha256 the Hub lists for an LFS/Xet file
+                source, entry = "the Hub lists", self._listing.result().get(path)
+                want = entry.sha256 if entry is not None else None
+            if want is not None and got != want:
+                for stale in {part, full}:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(stale)
+                self._forget(path)
+                raise IntegrityError(
+                    f"{path} downloaded from {self._where()} has sha256 {got}, but {source} "
+                    f"{want}; the file was deleted and not used. Pull again; if it persists, the "
+                    "repo holds a corrupt file and must be pushed again.")
+            if not xet:
+                os.replace(part, full)
+                self._forget(path)  # the client's record of an older copy no longer holds
+            return True
+        finally:
+            if not xet:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(part)
+
+    def _forget(self, path: str) -> None:
+        """Drop the client's local-dir record of ``path``, so it never vouches for other bytes."""
+        meta = os.path.join(self.local_dir, ".cache", "huggingface", "download", path + ".metadata")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(meta)
+
+    def _get_xet(self, path: str, full: str) -> str:
+        from huggingface_hub import hf_hub_download
+
+        hf_hub_download(self.repo_id, path, repo_type=self.repo_type, revision=self.revision,
+                        local_dir=self.local_dir, token=self.token, endpoint=self.endpoint)
+        return sha256_file(full)
+
+    def _get_http(self, path: str, part: str, size: int | None) -> str | None:
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.errors import EntryNotFoundError
+        from huggingface_hub.file_download import http_get
+        from huggingface_hub.utils import build_hf_headers
+
+        url = hf_hub_url(self.repo_id, path, repo_type=self.repo_type, revision=self.revision,
+                         endpoint=self.endpoint)
+        with open(part, "wb") as f:
+            sink = _HashingWriter(f)
+            try:
+                http_get(url, sink, headers=build_hf_headers(token=self.token),  # type: ignore[arg-type]
+                         expected_size=size, displayed_filename=path)
+            except EntryNotFoundError:
+                return None
+            finally:
+                sink.close()
+        return sink.hexdigest(part)
+
+
 def download_files(
     repo_id: str, repo_type: str, paths: Sequence[str], *, revision: str, local_dir: str,
     token: str | bool | None = None, endpoint: str | None = None,
     expected_sha256: Mapping[str, str] | None = None, max_workers: int = 8,
 ) -> None:
-    """Download ``paths`` at a pinned ``revision`` into ``local_dir``, checking sha256s.
+    """Download ``paths`` at a pinned ``revision`` into ``local_dir``, checking sha256s, on one
+    :class:`DownloadPool`.
 
-    A file whose sha256 differs from ``expected_sha256`` is deleted and
-    :class:`~actstore.errors.IntegrityError` is raised, so a corrupt file is never used.
+    A file whose sha256 differs from ``expected_sha256`` (or, without one, from the sha256 the
+    Hub lists for an LFS / Xet file) is deleted and :class:`~actstore.errors.IntegrityError`
+    is raised, so a corrupt file is never used; a path the repo lacks is skipped unless a
+    sha256 is expected of it.
     """
-    hf = require("huggingface_hub", "hub")
-    hf.snapshot_download(  # type: ignore[attr-defined]
-        repo_id, repo_type=repo_type, revision=revision, allow_patterns=list(paths),
-        local_dir=local_dir, token=token, endpoint=endpoint, max_workers=max_workers,
-    )
-    for p in paths:
-        want = (expected_sha256 or {}).get(p)
-        full = os.path.join(local_dir, p)
-        if want is None:
-            continue
-        if not os.path.isfile(full):  # the client skips a pattern that matches nothing
-            raise IntegrityError(
-                f"{p} is named by the dataset's metadata but {repo_id}@{revision} holds no such "
-                "file; the repo is incomplete (a push did not finish, or the file was deleted). "
-                "Push the dataset again, or pull only layers/views whose files exist."
-            )
-        got = sha256_file(full)
-        if got != want:
-            os.unlink(full)
-            # drop the client's metadata too, so the next pull downloads it again
-            meta = os.path.join(local_dir, ".cache", "huggingface", "download", p + ".metadata")
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(meta)
-            raise IntegrityError(
-                f"{p} downloaded from {repo_id}@{revision} has sha256 {got}, but the dataset's "
-                f"metadata records {want}; the file was deleted and not used. Pull again; if it "
-                "persists, the repo holds a corrupt file and must be pushed again."
-            )
+    expected = expected_sha256 or {}
+    with DownloadPool(repo_id, repo_type, revision=revision, local_dir=local_dir, token=token,
+                      endpoint=endpoint, max_workers=max_workers) as pool:
+        pool.wait([pool.submit(p, expected.get(p)) for p in paths])

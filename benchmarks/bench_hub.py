@@ -41,6 +41,8 @@ os.environ.update({"HF_HOME": os.path.join(_TMP, "hf_home"), "HF_HUB_DISABLE_PRO
                    "HF_HUB_DISABLE_TELEMETRY": "1", "ACTSTORE_CACHE_DIR": os.path.join(_TMP, "c")})
 os.environ.pop("HF_TOKEN", None)
 os.environ.pop("HF_HUB_DISABLE_XET", None)
+for _var in ("ACTSTORE_HUB_GAP", "ACTSTORE_HUB_MAX_SPAN"):
+    os.environ.pop(_var, None)  # the defaults are what is measured
 
 import numpy as np  # noqa: E402
 
@@ -130,14 +132,12 @@ def _measure(ds_dir: Path, xet: bool) -> dict[str, float]:
 
 def _get_figures(run: _Run) -> dict[str, float]:
     """Requests, bytes and time of one ``get()`` of 1 % of the rows of one layer over ``hf://``,
-    with the Hub's coalescing policy and with exact per-row ranges (``HUB_GAP = 0``, the policy
+    with the Hub's coalescing policy and with exact per-row ranges (``ACTSTORE_HUB_GAP=0``, the policy
     before #16), each on a freshly opened dataset (its shard headers read by an earlier get)."""
-    from actstore.format import ranges
-
     out: dict[str, float] = {}
-    default = ranges.HUB_GAP
-    for tag, gap in (("", default), ("exact_", 0)):
-        ranges.HUB_GAP = gap
+    for tag, gap in (("", None), ("exact_", "0")):
+        if gap is not None:  # the user setting (actstore.config.range_policy)
+            os.environ["ACTSTORE_HUB_GAP"] = gap
         try:
             ds = actstore.open_dataset("hf://datasets/bench/acts", cache=False,
                                        storage_options={"token": TOKEN, "endpoint": run.endpoint})
@@ -150,7 +150,7 @@ def _get_figures(run: _Run) -> dict[str, float]:
             ds.get(rows, layers=[LAYER])
             t = time.perf_counter() - t
         finally:
-            ranges.HUB_GAP = default
+            os.environ.pop("ACTSTORE_HUB_GAP", None)
         out[f"{tag}get_requests"] = float(sum(m == "GET" and "/resolve/" in p for m, p, _ in run.hub.requests))
         out[f"{tag}get_all_requests"] = float(len(run.hub.requests))
         out[f"{tag}get_counted"] = float(ds.source.counters["requests"] - before)
@@ -236,8 +236,8 @@ def _report(args: argparse.Namespace, results: dict[str, list[dict[str, float]]]
               "shard headers already read): resolve GETs the server answered, all requests it "
               "answered, the requests `ds.source.counters` counted, tensor bytes served, time. "
               "`HUB_GAP` is the Hub coalescing policy (ranges up to 4 MiB apart are one request, "
-              "merged reads up to 16 MiB); `exact` is one request per row (`HUB_GAP = 0`, the policy "
-              "before #16).", "",
+              "merged reads up to 16 MiB); `exact` is one request per row (`ACTSTORE_HUB_GAP=0`, the "
+              "policy before #16).", "",
               "| mode | policy | rows | resolve GETs | all requests | counted | MB served (asked) | time |",
               "|---|---|---|---|---|---|---|---|"]
     for mode, runs in results.items():

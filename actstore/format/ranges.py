@@ -28,6 +28,11 @@ setting                gap          why
                                     of several, the gap read into shared scratch memory
 =====================  ===========  ============================================================
 
+Users set the two remote policies (not the local ones) with ``ACTSTORE_HUB_GAP`` /
+``ACTSTORE_HUB_MAX_SPAN`` and ``ACTSTORE_REMOTE_GAP`` / ``ACTSTORE_REMOTE_MAX_SPAN``
+(byte counts such as ``4M``; read by :func:`request_policy` on every call, checked by
+:func:`actstore.config.range_policy`); the constants here are the defaults.
+
 Remote reads merge twice: the reader plans exact runs of rows (``DATASET_GAP``), then
 :func:`~actstore.format.fetch.fetch_ranges` merges the ranges of one call per the store's
 :func:`request_policy` (the merged read never longer than its ``max_span``), so every remote
@@ -48,6 +53,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from ..config import range_policy
 
 __all__ = ["DATASET_GAP", "HUB_GAP", "HUB_MAX_SPAN", "LOCAL_RUN_GAP", "REMOTE_GAP", "REMOTE_MAX_SPAN",
            "SEGMENT_GAP", "coalesce", "coalesce_sorted", "request_policy"]
@@ -101,29 +108,45 @@ def coalesce(spans: Sequence[tuple[int, int]], *, gap: int = DATASET_GAP,
     return out
 
 
-def request_policy(protocols: Sequence[str]) -> tuple[int, int]:
+def request_policy(protocols: Sequence[str], *, gap: int | str | None = None,
+                   max_span: int | str | None = None) -> tuple[int, int]:
     """``(gap, max_span)`` for the ranges of one remote read call on a store.
 
     Parameters
     ----------
     protocols : sequence of str
         The fsspec protocol names of the filesystem (``("hf",)``, ``("s3", "s3a")``, ...).
+    gap, max_span : int or str, optional
+        Override the setting for this call (byte counts, ``"4M"`` style accepted).
 
     Returns
     -------
     gap, max_span : int
         Ranges at most ``gap`` bytes apart are fetched in one request, up to ``max_span``
-        bytes long: ``HUB_GAP`` / ``HUB_MAX_SPAN`` on the Hub, ``REMOTE_GAP`` /
-        ``REMOTE_MAX_SPAN`` elsewhere.
+        bytes long. On the Hub: the environment variables ``ACTSTORE_HUB_GAP`` /
+        ``ACTSTORE_HUB_MAX_SPAN``, else ``HUB_GAP`` / ``HUB_MAX_SPAN``; elsewhere
+        ``ACTSTORE_REMOTE_GAP`` / ``ACTSTORE_REMOTE_MAX_SPAN``, else ``REMOTE_GAP`` /
+        ``REMOTE_MAX_SPAN``. Read on every call, so a change applies to the next read.
+        A larger Hub gap means fewer requests (the Hub rate-limits them) for more bytes;
+        ``ACTSTORE_HUB_GAP=0`` reads exact bytes, one request per run of rows.
+
+    Raises
+    ------
+    InvalidArgumentError
+        A setting that is not a non-negative byte count, or a ``max_span`` below
+        :data:`actstore.config.MIN_MAX_SPAN` (64 KiB).
 
     Examples
     --------
     >>> request_policy(("s3", "s3a"))
     (0, 67108864)
+    >>> request_policy(("hf",), gap=0)
+    (0, 16777216)
     """
     if "hf" in protocols:
-        return HUB_GAP, HUB_MAX_SPAN
-    return REMOTE_GAP, REMOTE_MAX_SPAN
+        return range_policy("hub", gap, max_span, default_gap=HUB_GAP, default_max_span=HUB_MAX_SPAN)
+    return range_policy("remote", gap, max_span, default_gap=REMOTE_GAP,
+                        default_max_span=REMOTE_MAX_SPAN)
 
 
 def coalesce_sorted(starts: np.ndarray, ends: np.ndarray, *, gap: int = DATASET_GAP,

@@ -14,7 +14,7 @@ from ..errors import DatasetNotFoundError, InvalidArgumentError, LayerNotFoundEr
 from ..format.layersel import LayerSpec, resolve_layers
 from ..format.metadata import ViewLayout, decode_schema_metadata, parse_files, parse_layout
 from ..format.reader import Dataset
-from ..hub_client import download_files, hub_errors, make_api
+from ..hub_client import DownloadPool, hub_errors, make_api
 from ._common import INDEX_PATH, RECORD, bars
 
 __all__ = ['pull_dataset', 'pulled_revision']
@@ -100,19 +100,21 @@ def pull_dataset(
         sha = str(api.dataset_info(repo_id, revision=revision).sha)
         local = os.fspath(out) if out is not None else os.path.join(
             cache_dir(), "hub", "datasets", repo_id.replace("/", "--"), sha)
-        kw = {"revision": sha, "local_dir": local, "token": token, "endpoint": endpoint}
-        download_files(repo_id, "dataset", [INDEX_PATH, "README.md"], **kw)
-        if not os.path.exists(os.path.join(local, INDEX_PATH)):
-            raise DatasetNotFoundError(
-                f"Dataset repo {repo_id!r} at {sha} holds no dataset index ({INDEX_PATH}); "
-                "it is not an actstore/lmprobe dataset, or a push to it did not finish "
-                "(rerun push_dataset)."
-            )
-        _, vs, lg, files = _read_local_meta(local)
-        full = layers is None and views is None
-        wanted = _wanted_files(vs, lg, layers, views, full if logits is None else logits)
-        expected = {p: files[p]["sha256"] for p in wanted if p in files}
-        download_files(repo_id, "dataset", wanted, expected_sha256=expected, **kw)
+        with DownloadPool(repo_id, "dataset", revision=sha, local_dir=local, token=token,
+                          endpoint=endpoint) as pool:
+            # the index and the card at once; the shards the moment the index names them
+            index, card = pool.submit(INDEX_PATH), pool.submit("README.md")
+            if not pool.wait([index])[0]:
+                raise DatasetNotFoundError(
+                    f"Dataset repo {repo_id!r} at {sha} holds no dataset index ({INDEX_PATH}); "
+                    "it is not an actstore/lmprobe dataset, or a push to it did not finish "
+                    "(rerun push_dataset)."
+                )
+            _, vs, lg, files = _read_local_meta(local)
+            full = layers is None and views is None
+            wanted = _wanted_files(vs, lg, layers, views, full if logits is None else logits)
+            pool.wait([pool.submit(p, files.get(p, {}).get("sha256"), files.get(p, {}).get("size"))
+                       for p in wanted] + [card])
     _record(local, {"repo_id": repo_id, "revision": sha, "requested_revision": revision,
                     "endpoint": api.endpoint, "files": wanted})
     return open_dataset(local)

@@ -69,3 +69,80 @@ def test_far_apart_rows_stay_separate_requests_of_exact_bytes(hub: HubServer, re
                                   actstore.open_dataset(path).get([10, 20, 30])[:, 0])
     assert len(_tensor_gets(hub, repo_id)) == 3
     assert hub.bytes_served(repo_id, "tensors/") == 3 * DIM * 4
+
+
+def _far_rows_dataset(hub: HubServer, repo_id: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    path = tmp_path / "ds"
+    write_dataset(path, n=N, dim=DIM, layers=(0,), shard_bytes=N * DIM * 4, views=False)
+    actstore.push_dataset(path, repo_id, token=WRITE, progress=False)
+    ds = actstore.open_dataset(f"hf://datasets/{repo_id}", cache=False,
+                               storage_options={"endpoint": hub.endpoint, "token": WRITE})
+    ds.get([0])  # the shard's header
+    return path, ds
+
+
+@pytest.mark.parametrize(("env", "requests", "served_rows"), [
+    ({}, 1, 21),                                          # default 4 MiB gap: rows 10..30, one read
+    ({"ACTSTORE_HUB_GAP": "64"}, 3, 3),                   # 576 B gaps are now "far": exact rows
+    ({"ACTSTORE_HUB_GAP": "0"}, 3, 3),
+    ({"ACTSTORE_HUB_GAP": "1K"}, 1, 21),                  # a unit, as in ACTSTORE_CACHE_MAX_BYTES
+    ({"ACTSTORE_HUB_MAX_SPAN": "64K"}, 1, 21),            # the minimum span still holds 21 rows
+], ids=["default", "gap-64", "gap-0", "gap-1K", "span-64K"])
+def test_hub_gap_and_span_are_user_settings(hub: HubServer, repo_id: str, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+                                            requests: int, served_rows: int) -> None:
+    path, ds = _far_rows_dataset(hub, repo_id, tmp_path)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    hub.reset_counters()
+    np.testing.assert_array_equal(ds.get([10, 20, 30]), actstore.open_dataset(path).get([10, 20, 30]))
+    assert len(_tensor_gets(hub, repo_id)) == requests
+    assert hub.bytes_served(repo_id, "tensors/") == served_rows * DIM * 4
+
+
+def test_hub_max_span_splits_merged_reads(hub: HubServer, repo_id: str, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows 0 and 3999 are 250 KiB apart: one read under the default 16 MiB span, two reads
+    of exact bytes when the span is 64 KiB (the gap alone would merge them)."""
+    path, ds = _far_rows_dataset(hub, repo_id, tmp_path)
+    rows = [1, N - 1]
+    hub.reset_counters()
+    ds.get(rows)
+    assert len(_tensor_gets(hub, repo_id)) == 1
+    monkeypatch.setenv("ACTSTORE_HUB_MAX_SPAN", "64K")
+    hub.reset_counters()
+    np.testing.assert_array_equal(ds.get(rows), actstore.open_dataset(path).get(rows))
+    assert len(_tensor_gets(hub, repo_id)) == 2
+    assert hub.bytes_served(repo_id, "tensors/") == 2 * DIM * 4
+
+
+@pytest.mark.parametrize(("var", "value", "match"), [
+    ("ACTSTORE_HUB_GAP", "-1", r"ACTSTORE_HUB_GAP '-1' is not a byte count.*non-negative"),
+    ("ACTSTORE_HUB_GAP", "lots", r"ACTSTORE_HUB_GAP 'lots' is not a byte count.*'4M'"),
+    ("ACTSTORE_HUB_MAX_SPAN", "1K", r"ACTSTORE_HUB_MAX_SPAN '1K' is 1024 bytes, below .*'64K'"),
+], ids=["negative", "not-a-number", "span-too-small"])
+def test_bad_hub_settings_are_refused_before_any_request(hub: HubServer, repo_id: str,
+                                                         tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         var: str, value: str, match: str) -> None:
+    from actstore.errors import InvalidArgumentError
+
+    _, ds = _far_rows_dataset(hub, repo_id, tmp_path)
+    monkeypatch.setenv(var, value)
+    hub.reset_counters()
+    with pytest.raises(InvalidArgumentError, match=match):
+        ds.get([10, 20, 30])
+    assert _tensor_gets(hub, repo_id) == []
+
+
+def test_request_policy_arguments_beat_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from actstore.errors import InvalidArgumentError
+    from actstore.format import ranges
+
+    monkeypatch.setenv("ACTSTORE_HUB_GAP", "1M")
+    monkeypatch.setenv("ACTSTORE_REMOTE_MAX_SPAN", "128K")
+    assert ranges.request_policy(("hf",)) == (1 << 20, ranges.HUB_MAX_SPAN)
+    assert ranges.request_policy(("hf",), gap=0, max_span="32M") == (0, 32 << 20)
+    assert ranges.request_policy(("s3", "s3a")) == (ranges.REMOTE_GAP, 128 << 10)
+    with pytest.raises(InvalidArgumentError, match=r"max_span= 100 is 100 bytes"):
+        ranges.request_policy(("hf",), max_span=100)
