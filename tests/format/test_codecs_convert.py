@@ -71,6 +71,11 @@ def test_convert_cli(tmp_path, bf16):
     proc = subprocess.run([sys.executable, "-m", "actstore", "convert", str(bf16), str(tmp_path / "q"),
                            "--dtype", "int8"], capture_output=True, text=True)
     assert proc.returncode == 2 and "overwrite" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "actstore", "convert", str(bf16), str(tmp_path / "a"),
+                           "--dtype", "int8", "--scale", "per_channel_affine"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    a = actstore.open_dataset(str(tmp_path / "a"))
+    assert a.info.codec["scale"] == "per_channel_affine" and a.codes(1).offsets is not None
 
 
 def test_convert_full_sequence(tmp_path):

@@ -23,6 +23,7 @@ DIM, N = 4, 6
 INDEX = "index/train-00000-of-00001.parquet"
 SHARD = "tensors/hidden_layer000_shard000.safetensors"
 CODES_KEY, SCALE_KEY = "hidden.layer_0.codes", "hidden.layer_0.scale"
+OFFSET_KEY = "hidden.layer_0.offset"
 
 
 @pytest.fixture
@@ -32,6 +33,16 @@ def q(tmp_path):
     with DatasetWriter(str(tmp_path / "q"), model="m", layers=[0], dim=DIM, dtype="int8") as w:
         w.add([f"p{i}" for i in range(N)], hidden={0: x})
     return tmp_path / "q"
+
+
+@pytest.fixture
+def qa(tmp_path):
+    """A one-shard int8 dataset with per-channel affine scales (a scale and an offset)."""
+    x = np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32) + 100
+    with DatasetWriter(str(tmp_path / "qa"), model="m", layers=[0], dim=DIM, dtype="int8",
+                       scale="per_channel_affine") as w:
+        w.add([f"p{i}" for i in range(N)], hidden={0: x})
+    return tmp_path / "qa"
 
 
 def save(path, tensors):
@@ -155,6 +166,57 @@ def test_bad_scale_tensors_are_refused_naming_file_and_key(q, tensors, words):
             assert SCALE_KEY in str(err.value)
     report = ds.verify()
     assert not report.ok and any(SHARD in p for p in report.problems)
+
+
+_SC = ("F32", f32(1, 1, 1, 1), (DIM,))  # good scales
+
+
+@pytest.mark.parametrize(("tensors", "words"), [
+    ({CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: _SC}, "has no offset tensor"),
+    ({CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: _SC,
+      OFFSET_KEY: ("F32", f32(1, 1, 1), (3,))}, "expected F32 [4]"),
+    ({CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: _SC,
+      OFFSET_KEY: ("F32", f32(*[1] * N), (N,))}, "expected F32 [4]"),
+    ({CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: _SC,
+      OFFSET_KEY: ("F16", np.ones(DIM, np.float16).tobytes(), (DIM,))}, "expected F32"),
+    ({CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: _SC,
+      OFFSET_KEY: ("F32", f32(1, np.nan, 1, 1), (DIM,))}, "must be finite"),
+    ({CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: _SC,
+      OFFSET_KEY: ("F32", f32(1, 1, 1, -np.inf), (DIM,))}, "must be finite"),
+    ({CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: ("F32", f32(1, 1, 0, 1), (DIM,)),
+      OFFSET_KEY: ("F32", f32(1, 1, 1, 1), (DIM,))}, "finite and positive"),
+])
+def test_bad_offset_tensors_are_refused_naming_file_and_key(qa, tensors, words):
+    """per_channel_affine: a missing, misshapen or non-finite offset is refused on every path."""
+    rewrite_shard(qa, tensors)
+    ds = actstore.open_dataset(str(qa))
+    for read in (lambda: ds.layer(0), lambda: ds.get([1]), lambda: ds.codes(0),
+                 lambda: next(iter(actstore.stream(ds, layers=0, batch_size=2, numpy=True)))):
+        with pytest.raises(IntegrityError) as err:
+            read()
+        assert SHARD in str(err.value) and words in str(err.value)
+        assert (SCALE_KEY if "positive" in words else OFFSET_KEY) in str(err.value)
+    report = ds.verify()
+    assert not report.ok and any(SHARD in p and words in p for p in report.problems)
+
+
+def test_an_offset_tensor_in_a_file_without_offsets_is_refused(q):
+    """A per_channel file with an offset tensor would be read without it: wrong values."""
+    rewrite_shard(q, {CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: _SC,
+                      OFFSET_KEY: ("F32", f32(5, 5, 5, 5), (DIM,))})
+    with pytest.raises(IntegrityError, match="offset tensor") as err:
+        actstore.open_dataset(str(q)).layer(0)
+    assert SHARD in str(err.value) and OFFSET_KEY in str(err.value)
+
+
+def test_an_affine_dataset_is_refused_by_a_reader_without_the_scale(qa, monkeypatch):
+    """Readers refuse scale names they do not know (an older reader's list lacks the affine one)."""
+    from actstore.format import codec_spec
+
+    monkeypatch.setattr(codec_spec, "SCALES", ("per_channel", "per_row"))
+    with pytest.raises(FormatError, match="codec.scale") as err:
+        actstore.open_dataset(str(qa)).layer(0)
+    assert "per_channel_affine" in str(err.value) and INDEX in str(err.value)
 
 
 def test_codes_of_the_wrong_format_are_refused(q):
