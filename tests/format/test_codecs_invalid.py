@@ -28,9 +28,10 @@ OFFSET_KEY = "hidden.layer_0.offset"
 
 @pytest.fixture
 def q(tmp_path):
-    """A one-shard int8 dataset with per-channel scales."""
+    """A one-shard int8 dataset with per-channel scales (no offsets)."""
     x = np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32)
-    with DatasetWriter(str(tmp_path / "q"), model="m", layers=[0], dim=DIM, dtype="int8") as w:
+    with DatasetWriter(str(tmp_path / "q"), model="m", layers=[0], dim=DIM, dtype="int8",
+                       scale="per_channel") as w:
         w.add([f"p{i}" for i in range(N)], hidden={0: x})
     return tmp_path / "q"
 
@@ -239,7 +240,8 @@ def test_a_scale_tensor_pointing_outside_the_shard_is_refused_before_any_read(q)
 
 
 def test_fp8_nan_codes_are_refused_on_read(tmp_path):
-    with DatasetWriter(str(tmp_path / "f8"), model="m", layers=[0], dim=DIM, dtype="fp8_e4m3") as w:
+    with DatasetWriter(str(tmp_path / "f8"), model="m", layers=[0], dim=DIM, dtype="fp8_e4m3",
+                       scale="per_channel") as w:
         w.add([f"p{i}" for i in range(N)], hidden={0: np.ones((N, DIM))})
     codes = np.full(N * DIM, 0x38, dtype=np.uint8)  # 1.0
     codes[5] = 0xFF  # an e4m3fn NaN
