@@ -552,14 +552,25 @@ def read_coded(source: ByteSource, path: str, entry: TensorEntry, scales: Scales
         a, b = c * step, min(n, (c + 1) * step)
         k = b - a
         at = entry.start + int(offs[a]) * dim
-        codes = _phased(slack.view(np.uint8), at, k * dim).view(np.int8).reshape(k, dim)
-        if fd >= 0 and int(offs[b - 1]) - int(offs[a]) == k - 1:
+        one_span = int(offs[b - 1]) - int(offs[a]) == k - 1
+        table = None
+        if fd >= 0 and one_span:
             # one run of rows (a whole layer, a batch in order): one pread per chunk, into a
             # scratch at the file's page phase (no aliased kernel copy; see rows._aliased)
+            codes = _phased(slack.view(np.uint8), at, k * dim).view(np.int8).reshape(k, dim)
             pread_exact(fd, path, at, memoryview(codes).cast("B"))
+        elif local:
+            # scattered local rows: gathered from the file's mapping a cache block at a time
+            # (offsets were checked against the tensor above), so the codes are still in
+            # cache when they are widened
+            m = source.mapped(path, entry.end)  # type: ignore[attr-defined]
+            table = np.frombuffer(m, dtype=np.int8, count=entry.shape[0] * dim,
+                                  offset=entry.start).reshape(entry.shape[0], dim)
+            codes = slack[: min(sub, k) * dim].reshape(-1, dim)
         else:
+            codes = _phased(slack.view(np.uint8), at, k * dim).view(np.int8).reshape(k, dim)
             read_rows(source, path, entry, offs[a:b], np.arange(k), codes)
-        if code != "I8":
+        if code != "I8" and table is None:
             _check_fp8(codes, where)  # once per chunk, not per cache block
         # per-channel multipliers are made once per call, per-row ones once per chunk
         mult = channel_mult or _per_row(_multipliers(scales.scale[offs[a:b]], codec.codec))
@@ -567,16 +578,23 @@ def read_coded(source: ByteSource, path: str, entry: TensorEntry, scales: Scales
         run = int(d[-1]) - int(d[0]) == k - 1 and (k == 1 or bool(np.all(np.diff(d) == 1)))
         for x in range(0, k, sub):  # widen a cache-sized block at a time
             y = min(k, x + sub)
+            if table is not None:
+                block = codes[: y - x]
+                np.take(table, offs[a + x : a + y], axis=0, out=block, mode="clip")
+                if code != "I8":
+                    _check_fp8(block, where)
+            else:
+                block = codes[x:y]
             m = _block(mult, y - x) if per_channel else _rows(mult, x, y)
             add = None if shift is None else shift[: y - x]
             if run and out.dtype == np.float32:  # straight into the caller's rows
                 d0 = int(d[x])
-                _dequantize(codes[x:y], m, code, out[d0 : d0 + y - x], add)
+                _dequantize(block, m, code, out[d0 : d0 + y - x], add)
                 continue
             if not f32:
                 f32.append(np.empty((min(sub, n), dim), dtype=np.float32))
             tmp = f32[0][: y - x]
-            _dequantize(codes[x:y], m, code, tmp, add)
+            _dequantize(block, m, code, tmp, add)
             _place(tmp, d[x:y], run)
 
     def _place(tmp: np.ndarray, d: np.ndarray, run: bool) -> None:

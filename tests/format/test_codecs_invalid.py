@@ -247,8 +247,11 @@ def test_fp8_nan_codes_are_refused_on_read(tmp_path):
     codes[5] = 0xFF  # an e4m3fn NaN
     rewrite_shard(tmp_path / "f8", {CODES_KEY: ("F8_E4M3", codes.tobytes(), (N, DIM)),
                                     SCALE_KEY: ("F32", f32(1, 1, 1, 1), (DIM,))})
-    with pytest.raises(IntegrityError, match="NaN codes"):
-        actstore.open_dataset(str(tmp_path / "f8")).layer(0)
+    ds = actstore.open_dataset(str(tmp_path / "f8"))
+    for read in (lambda: ds.layer(0), lambda: ds.get([1, 3]), lambda: ds.get([4, 1])):  # runs and scattered rows
+        with pytest.raises(IntegrityError, match="NaN codes"):
+            read()
+    ds.get([0, 2])  # rows without the NaN code read
 
 
 def test_codes_api_needs_a_codec_dataset(tmp_path):
