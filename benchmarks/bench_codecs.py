@@ -19,8 +19,11 @@ pooling, every layer) and re-encoded with ``actstore.convert`` as bfloat16, int8
 
 For every dtype and layer: logistic-regression accuracy and AUROC, and ridge R² on the rating,
 over 5 seeds (a stratified 70/30 split per seed, StandardScaler first), the paired difference
-from float32 with its spread, the reconstruction error, bytes on disk. The verdict compares the
-default granularity's mean difference with bfloat16's seed-to-seed spread (std over seeds).
+from float32 with its spread, the reconstruction error, bytes on disk. The verdicts compare the
+default granularity's mean difference from float32, and every codec's paired difference from
+bfloat16 (the criterion for a default: no lower than minus bfloat16's std over seeds), with
+bfloat16's seed-to-seed spread; a table counts the channels riding on a large offset
+(|mean| / std), which is what costs a codec its precision.
 
 Read speed: one layer of a synthetic dataset (rows x 1024, outlier channels) returned as
 float32 by four paths, float32 vs bfloat16 vs int8 vs fp8 stored, the same rows in the same
@@ -58,8 +61,9 @@ from actstore.format.writer import DatasetWriter  # noqa: E402
 SEEDS = 5
 REPS = 7  # read-speed repetitions (median and min-max reported)
 ENCODINGS = [("float32", None), ("bfloat16", None), ("int8", "per_channel"), ("int8", "per_row"),
-             ("fp8_e4m3", "per_channel"), ("fp8_e4m3", "per_row")]
-DEFAULTS = ("int8/per_channel", "fp8_e4m3/per_channel")  # the default granularity of each codec
+             ("int8", "per_channel_affine"), ("fp8_e4m3", "per_channel"), ("fp8_e4m3", "per_row"),
+             ("fp8_e4m3", "per_channel_affine")]
+DEFAULTS = ("int8/per_channel_affine", "fp8_e4m3/per_channel_affine")  # the default granularity of each codec
 METRICS = ("acc", "auc", "r2")
 NOUNS = ["film", "meal", "hotel", "book", "concert", "trip", "service", "game", "show", "car",
          "phone", "class", "party", "song", "room", "team", "flight", "museum", "park", "day"]
@@ -150,6 +154,17 @@ def probe_source(name: str, model: str, texts: list[str], rating: np.ndarray, wo
                             batch_size=64)
     out: dict = {"n": len(texts), "layers": [str(L) for L in base.info.layers], "encodings": {}}
     refs = {L: base.layer(L) for L in base.info.layers}
+    # why a codec loses a channel's variation: a channel whose |mean| is many stds means that
+    # a scale from its largest |x| spends the code range on the mean. e4m3's step near the top
+    # of its range is 1/16-1/8 of the value, int8's is 1/127 of the largest |x|: a channel
+    # with |mean| / std above ~16 (fp8) or ~250 (int8) keeps little of its variation.
+    out["offsets"] = []
+    for L in base.info.layers:
+        ref = refs[L]
+        ratio = np.abs(ref.mean(0)) / (ref.std(0) + 1e-30)
+        out["offsets"].append({"dim": int(ref.shape[1]), "over16": int((ratio > 16).sum()),
+                               "over250": int((ratio > 250).sum()), "max_ratio": float(ratio.max()),
+                               "median_ratio": float(np.median(ratio))})
     for dtype, scale in ENCODINGS:
         key = dtype if scale is None else f"{dtype}/{scale}"
         ds = base if dtype == "float32" else actstore.convert(
@@ -165,7 +180,31 @@ def probe_source(name: str, model: str, texts: list[str], rating: np.ndarray, wo
                 "rel_l2_std": float(np.linalg.norm((X - ref) / (ref.std(0) + 1e-12))
                                     / np.linalg.norm((ref - ref.mean(0)) / (ref.std(0) + 1e-12))),
             })
-        out["encodings"][key] = {"bytes": tensor_bytes(ds), "layers": per_layer}
+        clipped = None if ds.info.codec is None else int(ds.info.codec["clipped"])
+        out["encodings"][key] = {"bytes": tensor_bytes(ds), "layers": per_layer, "clipped": clipped}
+    return out
+
+
+def paired_bf16(r: dict) -> dict:
+    """The criterion for a codec default: at every layer and for every metric, the mean over
+    seeds of the paired difference (codec - bfloat16, same split) is no lower than minus
+    bfloat16's own seed-to-seed std at that layer (a codec that beats bfloat16 passes;
+    ``within_two_sided`` also records whether |difference| <= std)."""
+    bf = r["encodings"]["bfloat16"]["layers"]
+    out: dict = {}
+    for key, e in r["encodings"].items():
+        if key in ("float32", "bfloat16"):
+            continue
+        out[key] = {}
+        for m in METRICS:
+            worst, ok, two = 0.0, True, True
+            for i, lay in enumerate(e["layers"]):
+                d = float(np.mean(np.subtract(lay[m], bf[i][m])))
+                ok = ok and d >= -float(np.std(bf[i][m]))
+                two = two and abs(d) <= float(np.std(bf[i][m]))
+                worst = d if abs(d) > abs(worst) else worst
+            out[key][m] = {"worst_delta": worst, "within": ok, "within_two_sided": two,
+                           "bf16_std_min": min(float(np.std(b[m])) for b in bf)}
     return out
 
 
@@ -189,9 +228,9 @@ def verdict(r: dict) -> dict:
     return out
 
 
-def _write(path: str, dtype: str, x: np.ndarray, dim: int) -> actstore.Dataset:
+def _write(path: str, dtype: str, x: np.ndarray, dim: int, scale: str | None = None) -> actstore.Dataset:
     rows = len(x)
-    with DatasetWriter(path, model="m", layers=[0], dim=dim, dtype=dtype, num_rows=rows,
+    with DatasetWriter(path, model="m", layers=[0], dim=dim, dtype=dtype, scale=scale, num_rows=rows,
                        shard_bytes=256 << 20) as w:
         for lo in range(0, rows, 8192):
             w.add([f"r{i}" for i in range(lo, min(rows, lo + 8192))], hidden={0: x[lo : lo + 8192]})
@@ -204,6 +243,8 @@ def read_speed(work: str, rows: int, dim: int = 1024) -> dict:
     x[:, 5] += 500.0
     x[:, 9] *= 100.0
     dss = {d: _write(os.path.join(work, f"speed-{d}"), d, x, dim) for d in ("float32", "bfloat16", "int8", "fp8_e4m3")}
+    for d in ("int8", "fp8_e4m3"):
+        dss[f"{d}/affine"] = _write(os.path.join(work, f"speed-{d}-affine"), d, x, dim, "per_channel_affine")
     del x
     every4 = np.arange(0, rows, 4)
     out = np.empty((rows, dim), dtype=np.float32)
@@ -235,8 +276,11 @@ def read_speed(work: str, rows: int, dim: int = 1024) -> dict:
                 t0 = time.perf_counter()
                 nbytes[dtype] = fn(ds)
                 times[dtype].append(time.perf_counter() - t0)
+        bf = times["bfloat16"]
         res[pname] = {d: {"seconds": float(np.median(t)), "gbps": nbytes[d] / float(np.median(t)) / 1e9,
                           "gbps_min": nbytes[d] / max(t) / 1e9, "gbps_max": nbytes[d] / min(t) / 1e9,
+                          # per round: bfloat16's time over this dtype's (the same rows returned)
+                          "ratios": [b / a for a, b in zip(t, bf)],
                           "bytes": tensor_bytes(dss[d])} for d, t in times.items()}
     return res
 
@@ -266,15 +310,39 @@ def render_probe(results: dict) -> list[str]:
                 lines.append(f"| {head} | {L} | {100 * lay['rel_l2']:.3f} % | {100 * lay['rel_l2_std']:.2f} % "
                              f"| {_pm(lay['acc'])} | {_pm(d['acc'])} | {_pm(lay['auc'])} | {_pm(d['auc'])} "
                              f"| {_pm(lay['r2'])} | {_pm(d['r2'])} |")
-        lines += ["", "Default granularity against bfloat16's seed-to-seed spread (worst layer: the largest "
-                  "|mean Δ| over layers; within = at every layer |mean Δ| ≤ bfloat16's std over seeds "
-                  "at that layer):", "",
+        lines += ["", "Default granularity, Δ from float32, against bfloat16's seed-to-seed spread (worst "
+                  "layer: the largest |mean Δ| over layers; within = at every layer |mean Δ| ≤ bfloat16's "
+                  "std over seeds at that layer; stricter than the criterion of the next table, which "
+                  "compares with bfloat16 itself):", "",
                   "| encoding | metric | worst \\|mean Δ\\| | smallest bf16 std | within bf16 spread |",
                   "|---|---|---|---|---|"]
         for key, per in verdict(r).items():
             for m, v in per.items():
                 lines.append(f"| {key} | {m} | {v['worst_abs_delta']:.4f} | {v['bf16_std_min']:.4f} "
                              f"| {'✅' if v['within'] else '❌'} |")
+        lines += ["", "Every codec encoding against bfloat16 directly. The criterion for a default: at every "
+                  "layer and metric, the mean over seeds of the paired difference codec − bfloat16 (same "
+                  "split) ≥ −(bfloat16's std over seeds at that layer), i.e. the codec costs the probe no "
+                  "more than bfloat16's own seed-to-seed spread (a codec better than bfloat16 passes; the "
+                  "last column is the two-sided |Δ| ≤ std). Worst Δ: the signed mean difference of the "
+                  "layer furthest from bfloat16; ❌ marks a metric that fails the one-sided test:", "",
+                  "| encoding | clipped | Δ acc vs bf16 (worst) | Δ AUROC vs bf16 | Δ R² vs bf16 "
+                  "| meets the criterion | two-sided |",
+                  "|---|---|---|---|---|---|---|"]
+        for key, per in paired_bf16(r).items():
+            ok = all(v["within"] for v in per.values())
+            two = all(v["within_two_sided"] for v in per.values())
+            cells = " | ".join(f"{per[m]['worst_delta']:+.4f}{'' if per[m]['within'] else ' ❌'}" for m in METRICS)
+            lines.append(f"| {key} | {r['encodings'][key]['clipped']} | {cells} | {'✅' if ok else '❌'} "
+                         f"| {'✅' if two else '❌'} |")
+        lines += ["", "Why a codec loses variation: channels whose |mean| / std exceeds 16 (e4m3's step "
+                  "near the top of its range is 1/16–1/8 of the value) or 250 (int8's step is 1/127 of "
+                  "the largest |x|), in the float32 activations:", "",
+                  r"| layer | channels | \|mean\|/std > 16 | > 250 | median \|mean\|/std | max |",
+                  "|---|---|---|---|---|---|"]
+        for L, o in zip(r["layers"], r["offsets"]):
+            lines.append(f"| {L} | {o['dim']} | {o['over16']} | {o['over250']} | {o['median_ratio']:.2f} "
+                         f"| {o['max_ratio']:.3g} |")
         lines.append("")
     return lines
 
@@ -282,18 +350,23 @@ def render_probe(results: dict) -> list[str]:
 def render_speed(sp: dict, rows: int) -> list[str]:
     lines = [f"### Read speed: one layer, {rows:,} × 1024 values, returned as float32 (warm cache, "
              f"median and min–max of {REPS} round-robin reads)", "",
-             "| path | stored | MB on disk | median s | output GB/s (median) | min–max | vs bfloat16 |",
-             "|---|---|---|---|---|---|---|"]
+             "| path | stored | MB on disk | median s | output GB/s (median) | min–max | vs bfloat16 "
+             "(median of per-round ratios) | ratio min–max |",
+             "|---|---|---|---|---|---|---|---|"]
     for pname, per in sp.items():
-        bf = per["bfloat16"]["gbps"]
         for dtype, s in per.items():
+            r = s["ratios"]
             lines.append(f"| {pname} | {dtype} | {s['bytes'] / 1e6:.1f} | {s['seconds']:.4f} | {s['gbps']:.2f} "
-                         f"| {s['gbps_min']:.2f}–{s['gbps_max']:.2f} | {s['gbps'] / bf:.2f}x |")
-    lines += ["", "Goal (issue #17 point 3): int8 and fp8 output GB/s ≥ bfloat16's on every path:", ""]
+                         f"| {s['gbps_min']:.2f}–{s['gbps_max']:.2f} | {np.median(r):.2f}x "
+                         f"| {min(r):.2f}–{max(r):.2f} |")
+    lines += ["", "Goal (issue #17 point 3): codec output GB/s ≥ bfloat16's on every path (median of "
+              "the per-round ratios; range in brackets):", ""]
     for pname, per in sp.items():
-        for codec in ("int8", "fp8_e4m3"):
-            ratio = per[codec]["gbps"] / per["bfloat16"]["gbps"]
-            lines.append(f"- {pname} {codec}: {ratio:.2f}x bfloat16 {'✅' if ratio >= 1.0 else '❌'}")
+        for codec in (k for k in per if k not in ("float32", "bfloat16")):
+            r = per[codec]["ratios"]
+            ratio = float(np.median(r))
+            lines.append(f"- {pname} {codec}: {ratio:.2f}x bfloat16 ({min(r):.2f}–{max(r):.2f}) "
+                         f"{'✅' if ratio >= 1.0 else '❌'}")
     lines.append("")
     return lines
 

@@ -14,8 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("dst", help="where to write the converted dataset")
     p.add_argument("--dtype", required=True, choices=list(STORED_DTYPES),
                    help="storage dtype of the new shards (int8/fp8_e4m3 are lossy, with scales)")
-    p.add_argument("--scale", choices=["per_channel", "per_row"], default=None,
-                   help="codec scale granularity (default per_channel)")
+    p.add_argument("--scale", choices=["per_channel", "per_row", "per_channel_affine"], default=None,
+                   help="codec scale granularity (default per_channel_affine)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset at DST")
     p.set_defaults(handler=_convert)
 

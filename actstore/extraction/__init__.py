@@ -125,7 +125,7 @@ def extract(
         and whether its token 0 is a tokenizer-added special token (BOS/CLS).
     dtype : {"float32", "float16", "bfloat16", "int8", "fp8_e4m3"}
         Storage dtype. ``"int8"``/``"fp8_e4m3"`` are lossy one-byte codecs with per-channel
-        scales (spec section 2b); parts are kept as float32 and encoded once, at the merge.
+        scales and offsets (spec section 2b); parts are kept as float32 and encoded once, at the merge.
     max_length : int, optional
         Truncate longer prompts; each truncated row is flagged in the ``truncated`` column.
     logits_k : int, optional

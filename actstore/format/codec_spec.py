@@ -15,10 +15,13 @@ from . import spec
 __all__ = ["CODECS", "DEFAULT_SCALE", "SCALES", "Codec", "CodecSpec", "check_codec", "float_dtype",
            "parse_codec"]
 
-#: Scale granularities: one scale per channel per shard file, or one per row.
-SCALES = ("per_channel", "per_row")
-#: The default granularity (measured: see specs/format-v2.md section 2b).
-DEFAULT_SCALE = "per_channel"
+#: Scale granularities: one scale per channel per shard file, one per row, or one scale and
+#: one offset per channel per shard file (``x = code * scale + offset``).
+SCALES = ("per_channel", "per_row", "per_channel_affine")
+#: The default granularity, for both codecs (measured: see specs/format-v2.md section 2b; on a
+#: model whose channels ride on large offsets only the affine scales keep the probe metric
+#: within bfloat16's seed-to-seed spread).
+DEFAULT_SCALE = "per_channel_affine"
 
 @dataclass(frozen=True)
 class Codec:
@@ -46,8 +49,19 @@ class CodecSpec:
         """The descriptor's ``codec`` field."""
         return {"name": self.codec.name, "scale": self.scale, "scale_dtype": "float32"}
 
+    @property
+    def per_channel(self) -> bool:
+        """One scale per channel of a shard file (``per_channel`` and ``per_channel_affine``)."""
+        return self.scale != "per_row"
+
+    @property
+    def affine(self) -> bool:
+        """Each channel also has an offset: ``x = code * scale + offset`` (spec section 2b)."""
+        return self.scale == "per_channel_affine"
+
     def scale_shape(self, rows: int, dim: int) -> tuple[int]:
-        return (dim,) if self.scale == "per_channel" else (rows,)
+        """Shape of a shard file's scale tensor (and of its offset tensor, when affine)."""
+        return (dim,) if self.per_channel else (rows,)
 
 
 def float_dtype(dtype: str) -> str:

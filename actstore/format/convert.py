@@ -40,8 +40,8 @@ def convert(src: str | os.PathLike[str] | Dataset, dst: str | os.PathLike[str], 
         Where to write the converted dataset (must differ from ``src``).
     dtype : {"float32", "float16", "bfloat16", "int8", "fp8_e4m3"}
         Storage dtype of the new shards.
-    scale : {"per_channel", "per_row"}, optional
-        Codec dtypes: the scale granularity (default ``"per_channel"``).
+    scale : {"per_channel", "per_row", "per_channel_affine"}, optional
+        Codec dtypes: the scale granularity (default ``"per_channel_affine"``).
     overwrite : bool
         Replace an existing dataset at ``dst``.
     shard_bytes : int, optional

@@ -25,7 +25,7 @@ from ..errors import (
     require,
 )
 from . import spec
-from .codecs import QuantizedRows, gather_codes, read_coded
+from .codecs import QuantizedRows, Scales, gather_codes, read_coded
 from .dtypes import bf16_bits
 from .header import TensorEntry
 from .info import DatasetInfo
@@ -774,8 +774,8 @@ class Dataset:
         out[ranges_to_ids(np.concatenate(([0], np.cumsum(n)[:-1])).astype(np.int64), lo, hi)] = True
         return out
 
-    def _scales(self, v: ViewLayout, layer: int, shard: int) -> np.ndarray:
-        """The checked scales of one codec shard file (the catalog keeps them)."""
+    def _scales(self, v: ViewLayout, layer: int, shard: int) -> Scales:
+        """The checked scales (and offsets) of one codec shard file (the catalog keeps them)."""
         return self._s.catalog.scales(v, layer, shard)
 
     def codes(self, layer: int | str, rows: RowSelection | None = None, *,

@@ -14,11 +14,9 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
-
 from ..errors import IntegrityError
 from . import spec
-from .codecs import load_scales
+from .codecs import Scales, load_scales
 from .header import HEADER_PROBE_BYTES, TensorEntry, header_length, parse_header
 from .metadata import ViewLayout
 from .source import ByteSource, LocalSource
@@ -65,7 +63,7 @@ class ShardCatalog:
         # (view, layer) -> (dtype code, shard number) of the first shard of that layer read
         self._layer_dtype: dict[tuple[str, int], tuple[str, int]] = {}
         self._present: dict[str, tuple[int, ...]] = {}
-        self._scales: dict[str, np.ndarray] = {}  # codec shards' checked scales
+        self._scales: dict[str, Scales] = {}  # codec shards' checked scales
 
     # -- which files are here -----------------------------------------------------------
     def local_exists(self, path: str) -> bool:
@@ -157,8 +155,8 @@ class ShardCatalog:
             )
         return e
 
-    def scales(self, view: ViewLayout, layer: int, shard: int) -> np.ndarray:
-        """The checked float32 scales of one codec shard file (read once, then kept)."""
+    def scales(self, view: ViewLayout, layer: int, shard: int) -> Scales:
+        """The checked float32 scales (and offsets) of one codec shard file (read once, then kept)."""
         path = view.path(layer, shard)
         cached = self._scales.get(path)
         if cached is None:

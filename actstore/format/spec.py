@@ -67,6 +67,8 @@ STORED_DTYPES = {**FLOAT_DTYPES, **CODEC_DTYPES}
 #: that find no such key refuse the file instead of reading codes as activations).
 CODES_KEY = "hidden.layer_{layer}.codes"
 SCALE_KEY = "hidden.layer_{layer}.scale"
+#: Key of a ``per_channel_affine`` codec shard's per-channel offsets (spec section 2b).
+OFFSET_KEY = "hidden.layer_{layer}.offset"
 
 
 class StDtype(NamedTuple):

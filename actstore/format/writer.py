@@ -109,9 +109,11 @@ class DatasetWriter:
         fsspec options for remote paths.
     check_finite : bool
         Refuse NaN/inf activations (default). Set False to store them as they are.
-    scale : {"per_channel", "per_row"}, optional
-        Codec dtypes only: the scale granularity (default ``"per_channel"``: one float32
-        scale per channel per shard file; ``"per_row"``: one per row).
+    scale : {"per_channel", "per_row", "per_channel_affine"}, optional
+        Codec dtypes only: the scale granularity (default ``"per_channel_affine"``: a
+        float32 scale and offset per channel per shard file, ``x = code * scale + offset``,
+        so channels that ride on a large constant keep their variation; ``"per_channel"``:
+        one scale per channel per shard file, no offset; ``"per_row"``: one scale per row).
     lmprobe_compat : bool, optional
         Full sequence (``pooling="all"``) only: also write lmprobe's per-token index columns
         ``token_shard_ids``/``token_shard_offsets`` (16 bytes a token) so lmprobe 0.10.3 reads

@@ -71,6 +71,11 @@ def test_convert_cli(tmp_path, bf16):
     proc = subprocess.run([sys.executable, "-m", "actstore", "convert", str(bf16), str(tmp_path / "q"),
                            "--dtype", "int8"], capture_output=True, text=True)
     assert proc.returncode == 2 and "overwrite" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "actstore", "convert", str(bf16), str(tmp_path / "a"),
+                           "--dtype", "int8", "--scale", "per_channel_affine"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    a = actstore.open_dataset(str(tmp_path / "a"))
+    assert a.info.codec["scale"] == "per_channel_affine" and a.codes(1).offsets is not None
 
 
 def test_convert_full_sequence(tmp_path):
@@ -91,7 +96,7 @@ def test_extract_int8_encodes_once_at_the_merge(tmp_path):
     kw = dict(layers=[0, -1], pooling=["mean", "last_token"], progress=False, shard_size=4)
     f = actstore.extract(str(gt.get_model_path()), prompts, str(tmp_path / "f"), **kw)
     q = actstore.extract(str(gt.get_model_path()), prompts, str(tmp_path / "q"), dtype="int8", **kw)
-    assert q.info.dtype == "int8" and q.info.codec["scale"] == "per_channel"
+    assert q.info.dtype == "int8" and q.info.codec["scale"] == "per_channel_affine"
     for view in ("mean", "last_token"):
         a, b = f.layer(-1, view=view), q.layer(-1, view=view)
         rel = np.linalg.norm(a - b) / np.linalg.norm(a)

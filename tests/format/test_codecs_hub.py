@@ -24,7 +24,7 @@ def test_int8_dataset_pushes_pulls_and_reads_remotely(hub, tmp_path):
     local = actstore.open_dataset(str(tmp_path / "q"))
     actstore.push_dataset(str(tmp_path / "q"), repo, token=WRITE, progress=False)
     info = actstore.fetch_metadata(repo, token=WRITE)
-    assert info.dtype == "int8" and info.codec["scale"] == "per_channel"
+    assert info.dtype == "int8" and info.codec["scale"] == "per_channel_affine"
     assert info.codec["rel_l2"] == local.info.codec["rel_l2"]
     pulled = actstore.pull_dataset(repo, token=WRITE, out=tmp_path / "p", layers=[1])
     np.testing.assert_array_equal(pulled.layer(1), local.layer(1))
@@ -42,6 +42,6 @@ def test_dataset_card_states_the_codec_and_its_error(tmp_path):
         w.add([f"p{i}" for i in range(10)], hidden={"embeddings": x, 2: x})
     info = actstore.open_dataset(str(tmp_path / "q")).info
     card = build_dataset_card(info, "org/q")
-    assert "## Storage codec" in card and "**fp8_e4m3**" in card and "**per_channel**" in card
+    assert "## Storage codec" in card and "**fp8_e4m3**" in card and "**per_channel_affine**" in card and "code × scale + offset" in card
     rel = info.codec["layers"][2]["rel_l2"]
     assert f"| 2 | {100 * rel:.3f} % |" in card and "| embeddings |" in card

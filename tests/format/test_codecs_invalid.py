@@ -23,15 +23,27 @@ DIM, N = 4, 6
 INDEX = "index/train-00000-of-00001.parquet"
 SHARD = "tensors/hidden_layer000_shard000.safetensors"
 CODES_KEY, SCALE_KEY = "hidden.layer_0.codes", "hidden.layer_0.scale"
+OFFSET_KEY = "hidden.layer_0.offset"
 
 
 @pytest.fixture
 def q(tmp_path):
-    """A one-shard int8 dataset with per-channel scales."""
+    """A one-shard int8 dataset with per-channel scales (no offsets)."""
     x = np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32)
-    with DatasetWriter(str(tmp_path / "q"), model="m", layers=[0], dim=DIM, dtype="int8") as w:
+    with DatasetWriter(str(tmp_path / "q"), model="m", layers=[0], dim=DIM, dtype="int8",
+                       scale="per_channel") as w:
         w.add([f"p{i}" for i in range(N)], hidden={0: x})
     return tmp_path / "q"
+
+
+@pytest.fixture
+def qa(tmp_path):
+    """A one-shard int8 dataset with per-channel affine scales (a scale and an offset)."""
+    x = np.random.default_rng(0).standard_normal((N, DIM)).astype(np.float32) + 100
+    with DatasetWriter(str(tmp_path / "qa"), model="m", layers=[0], dim=DIM, dtype="int8",
+                       scale="per_channel_affine") as w:
+        w.add([f"p{i}" for i in range(N)], hidden={0: x})
+    return tmp_path / "qa"
 
 
 def save(path, tensors):
@@ -157,6 +169,57 @@ def test_bad_scale_tensors_are_refused_naming_file_and_key(q, tensors, words):
     assert not report.ok and any(SHARD in p for p in report.problems)
 
 
+_SC = ("F32", f32(1, 1, 1, 1), (DIM,))  # good scales
+
+
+@pytest.mark.parametrize(("tensors", "words"), [
+    ({CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: _SC}, "has no offset tensor"),
+    ({CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: _SC,
+      OFFSET_KEY: ("F32", f32(1, 1, 1), (3,))}, "expected F32 [4]"),
+    ({CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: _SC,
+      OFFSET_KEY: ("F32", f32(*[1] * N), (N,))}, "expected F32 [4]"),
+    ({CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: _SC,
+      OFFSET_KEY: ("F16", np.ones(DIM, np.float16).tobytes(), (DIM,))}, "expected F32"),
+    ({CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: _SC,
+      OFFSET_KEY: ("F32", f32(1, np.nan, 1, 1), (DIM,))}, "must be finite"),
+    ({CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: _SC,
+      OFFSET_KEY: ("F32", f32(1, 1, 1, -np.inf), (DIM,))}, "must be finite"),
+    ({CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: ("F32", f32(1, 1, 0, 1), (DIM,)),
+      OFFSET_KEY: ("F32", f32(1, 1, 1, 1), (DIM,))}, "finite and positive"),
+])
+def test_bad_offset_tensors_are_refused_naming_file_and_key(qa, tensors, words):
+    """per_channel_affine: a missing, misshapen or non-finite offset is refused on every path."""
+    rewrite_shard(qa, tensors)
+    ds = actstore.open_dataset(str(qa))
+    for read in (lambda: ds.layer(0), lambda: ds.get([1]), lambda: ds.codes(0),
+                 lambda: next(iter(actstore.stream(ds, layers=0, batch_size=2, numpy=True)))):
+        with pytest.raises(IntegrityError) as err:
+            read()
+        assert SHARD in str(err.value) and words in str(err.value)
+        assert (SCALE_KEY if "positive" in words else OFFSET_KEY) in str(err.value)
+    report = ds.verify()
+    assert not report.ok and any(SHARD in p and words in p for p in report.problems)
+
+
+def test_an_offset_tensor_in_a_file_without_offsets_is_refused(q):
+    """A per_channel file with an offset tensor would be read without it: wrong values."""
+    rewrite_shard(q, {CODES_KEY: ("I8", codes_blob(), (N, DIM)), SCALE_KEY: _SC,
+                      OFFSET_KEY: ("F32", f32(5, 5, 5, 5), (DIM,))})
+    with pytest.raises(IntegrityError, match="offset tensor") as err:
+        actstore.open_dataset(str(q)).layer(0)
+    assert SHARD in str(err.value) and OFFSET_KEY in str(err.value)
+
+
+def test_an_affine_dataset_is_refused_by_a_reader_without_the_scale(qa, monkeypatch):
+    """Readers refuse scale names they do not know (an older reader's list lacks the affine one)."""
+    from actstore.format import codec_spec
+
+    monkeypatch.setattr(codec_spec, "SCALES", ("per_channel", "per_row"))
+    with pytest.raises(FormatError, match="codec.scale") as err:
+        actstore.open_dataset(str(qa)).layer(0)
+    assert "per_channel_affine" in str(err.value) and INDEX in str(err.value)
+
+
 def test_codes_of_the_wrong_format_are_refused(q):
     rewrite_shard(q, {CODES_KEY: ("F8_E4M3", codes_blob(), (N, DIM)), SCALE_KEY: ("F32", f32(1, 1, 1, 1), (DIM,))})
     with pytest.raises(IntegrityError, match="must be I8; found F8_E4M3"):
@@ -177,14 +240,18 @@ def test_a_scale_tensor_pointing_outside_the_shard_is_refused_before_any_read(q)
 
 
 def test_fp8_nan_codes_are_refused_on_read(tmp_path):
-    with DatasetWriter(str(tmp_path / "f8"), model="m", layers=[0], dim=DIM, dtype="fp8_e4m3") as w:
+    with DatasetWriter(str(tmp_path / "f8"), model="m", layers=[0], dim=DIM, dtype="fp8_e4m3",
+                       scale="per_channel") as w:
         w.add([f"p{i}" for i in range(N)], hidden={0: np.ones((N, DIM))})
     codes = np.full(N * DIM, 0x38, dtype=np.uint8)  # 1.0
     codes[5] = 0xFF  # an e4m3fn NaN
     rewrite_shard(tmp_path / "f8", {CODES_KEY: ("F8_E4M3", codes.tobytes(), (N, DIM)),
                                     SCALE_KEY: ("F32", f32(1, 1, 1, 1), (DIM,))})
-    with pytest.raises(IntegrityError, match="NaN codes"):
-        actstore.open_dataset(str(tmp_path / "f8")).layer(0)
+    ds = actstore.open_dataset(str(tmp_path / "f8"))
+    for read in (lambda: ds.layer(0), lambda: ds.get([1, 3]), lambda: ds.get([4, 1])):  # runs and scattered rows
+        with pytest.raises(IntegrityError, match="NaN codes"):
+            read()
+    ds.get([0, 2])  # rows without the NaN code read
 
 
 def test_codes_api_needs_a_codec_dataset(tmp_path):

@@ -19,7 +19,9 @@ from actstore.format import codecs
 from actstore.format.writer import DatasetWriter
 
 DIM = 16
-CASES = [("int8", "per_channel"), ("int8", "per_row"), ("fp8_e4m3", "per_channel"), ("fp8_e4m3", "per_row")]
+CASES = [("int8", "per_channel"), ("int8", "per_row"), ("int8", "per_channel_affine"),
+         ("fp8_e4m3", "per_channel"), ("fp8_e4m3", "per_row"), ("fp8_e4m3", "per_channel_affine")]
+SCALES = ["per_channel", "per_row", "per_channel_affine"]
 
 
 def activations(n: int, seed: int = 0) -> np.ndarray:
@@ -45,13 +47,18 @@ def reference(x: np.ndarray, dtype: str, scale: str, rows_per_shard: int) -> np.
     codec = codecs.CODECS[dtype]
     out = np.empty_like(x)
     for lo in range(0, len(x), rows_per_shard):
-        part = x[lo : lo + rows_per_shard].astype(np.float64)
-        m = np.abs(part).max(axis=0 if scale == "per_channel" else 1)
+        part = x[lo : lo + rows_per_shard]
+        off = np.float32(0)
+        if scale == "per_channel_affine":  # offset: the middle of the range, in float64
+            off = ((part.min(0).astype(np.float64) + part.max(0)) / 2).astype(np.float32)
+            m = np.maximum(part.max(0) - off, off - part.min(0))
+        else:
+            m = np.abs(part).max(axis=1 if scale == "per_row" else 0)
         s = codecs.compute_scales(m, codec.qmax).astype(np.float32)
-        s = s if scale == "per_channel" else s[:, None]
-        y = np.clip(part / s, -codec.qmax, codec.qmax).astype(np.float32)
+        s = s[:, None] if scale == "per_row" else s
+        y = np.clip((part - off).astype(np.float64) / s, -codec.qmax, codec.qmax).astype(np.float32)
         q = np.rint(y) if dtype == "int8" else y.astype(ml_dtypes.float8_e4m3fn).astype(np.float32)
-        out[lo : lo + rows_per_shard] = q * s
+        out[lo : lo + rows_per_shard] = (q * s).astype(np.float32) + off
     return out
 
 
@@ -93,6 +100,8 @@ def test_recorded_error_is_the_measured_error(tmp_path, dtype, scale):
     ds = write(tmp_path / "ds", dtype, scale, x)
     c = ds.info.codec
     assert c["dtype"] == dtype and c["scale"] == scale and set(c["layers"]) == {0, 2}
+    if scale == "per_channel_affine":
+        assert "code × scale + offset" in "\n".join(codecs.card_lines(c))
     for L in (0, 2):
         truth, got = x * (L + 1), ds.layer(L)
         st_ = c["layers"][L]
@@ -124,11 +133,37 @@ def test_per_channel_scales_belong_to_their_shard(tmp_path):
     assert q.scales.shape == (2, DIM) and list(q.scale_index) == [0, 1]
 
 
-def test_default_scale_is_per_channel_and_e4m3_never_overflows(tmp_path):
-    """Values far above e4m3's 448 (and int8's 127) are scaled, never NaN or clipped."""
+@pytest.mark.parametrize("dtype", ["int8", "fp8_e4m3"])
+def test_affine_scales_keep_the_variation_of_a_channel_on_a_large_offset(tmp_path, dtype):
+    """A channel at 5000 +- 1 (a massive activation): a per-channel scale spends its codes on
+    the offset and keeps little of the variation; the affine codec stores the offset and
+    spends every code on the variation (per shard file: its own offsets)."""
+    x = activations(48)  # channel 7 is 5000 + N(0, 1)
+    x[24:, 7] -= 9000.0  # the second shard's channel 7 sits at -4000
+    plain = write(tmp_path / "p", dtype, "per_channel", x, layers=(0,), rows_per_shard=24).layer(0)
+    ds = write(tmp_path / "a", dtype, "per_channel_affine", x, layers=(0,), rows_per_shard=24)
+    affine = ds.layer(0)
+
+    def kept(got):  # the variation's relative error on channel 7, per shard
+        return [np.linalg.norm(got[p, 7] - x[p, 7]) / np.linalg.norm(x[p, 7] - x[p, 7].mean())
+                for p in (slice(0, 24), slice(24, 48))]
+
+    assert max(kept(affine)) < {"int8": 0.01, "fp8_e4m3": 0.05}[dtype]
+    assert min(kept(plain)) > 5 * max(kept(affine))
+    q = ds.codes(0, [0, 47])
+    assert q.scale == "per_channel_affine" and q.offsets.shape == (2, DIM)
+    assert abs(q.offsets[0, 7] - 5000) < 5 and abs(q.offsets[1, 7] + 4000) < 5
+    np.testing.assert_array_equal(q.dequantize(), affine[[0, 47]])
+    assert ds.info.codec["scale"] == "per_channel_affine" and ds.verify().ok
+
+
+@pytest.mark.parametrize("dtype", ["int8", "fp8_e4m3"])
+def test_default_scale_is_per_channel_affine_and_e4m3_never_overflows(tmp_path, dtype):
+    """The default is the affine scale (measured: specs/format-v2.md 2b); values far above
+    e4m3's 448 (and int8's 127) are scaled, never NaN or clipped."""
     x = activations(30) * 100.0  # outliers at 5e5
-    ds = write(tmp_path / "ds", "fp8_e4m3", None, x, layers=(0,))
-    assert ds.info.codec["scale"] == "per_channel"
+    ds = write(tmp_path / "ds", dtype, None, x, layers=(0,))
+    assert ds.info.codec["scale"] == "per_channel_affine" and ds.codes(0).offsets is not None
     got = ds.layer(0)
     assert np.all(np.isfinite(got)) and ds.info.codec["clipped"] == 0
     assert np.abs(got[:, 7] - x[:, 7]).max() / np.abs(x[:, 7]).max() < 0.07
@@ -141,15 +176,21 @@ def test_fp8_decode_matches_ml_dtypes_for_every_code():
     for scale in (np.float32(1.0), np.float32(3.7), np.float32(1e-30), np.float32(1e30)):
         out = np.empty((1, int(finite.sum())), dtype=np.float32)
         codecs.decode(codes[finite].view(np.int8)[None], scale, codecs.CODECS["fp8_e4m3"], out, where="t")
-        np.testing.assert_array_equal(out[0], (want.astype(np.float64) * scale).astype(np.float32))
+        prod = (want.astype(np.float64) * scale).astype(np.float32)
+        np.testing.assert_array_equal(out[0], prod)
+        off = np.float32(-12345.678)  # affine: the product rounded to float32, then the sum
+        codecs.decode(codes[finite].view(np.int8)[None], scale, codecs.CODECS["fp8_e4m3"], out, where="t",
+                      offset=off)
+        np.testing.assert_array_equal(out[0], (prod.astype(np.float64) + off).astype(np.float32))
 
 
 @pytest.mark.parametrize("dtype", ["int8", "fp8_e4m3"])
-@pytest.mark.parametrize("scale", ["per_row", "per_channel"])
+@pytest.mark.parametrize("scale", SCALES)
 def test_chunked_reads_are_the_formula_on_the_stored_codes(tmp_path, monkeypatch, dtype, scale):
     """Every read path, cut into small chunks and cache blocks, gives exactly
-    ``float32(code * scale)`` of the stored codes, also for fp8 scales above 2^7 (where the
-    2^120 rescale cannot be folded into the scale)."""
+    ``float32(code * scale)`` of the stored codes (``+ offset``, rounded again, for the affine
+    codec), also for fp8 scales above 2^7 (where the 2^120 rescale cannot be folded into the
+    scale)."""
     monkeypatch.setattr(codecs, "CHUNK_BYTES", 5 * DIM)  # 5-row chunks
     monkeypatch.setattr(codecs, "GATHER_CHUNK_BYTES", 3 * DIM)  # 3-row chunks of scattered rows
     monkeypatch.setattr(codecs, "DECODE_BYTES", 2 * DIM)  # 2-row cache blocks
@@ -161,6 +202,9 @@ def test_chunked_reads_are_the_formula_on_the_stored_codes(tmp_path, monkeypatch
     s = q.scales[:, None] if scale == "per_row" else q.scales[q.scale_index]
     assert s.max() > 2.0**7
     want = (v.astype(np.float64) * s.astype(np.float64)).astype(np.float32)  # exact, then one rounding
+    if scale == "per_channel_affine":
+        assert np.abs(q.offsets).max() > 1000
+        want = (want.astype(np.float64) + q.offsets[q.scale_index]).astype(np.float32)
     np.testing.assert_array_equal(ds.layer(0), want)
     rows = [39, 0, 13, 13, 25, 7, 8, 9]
     np.testing.assert_array_equal(ds.get(rows, [0])[:, 0], want[rows])
@@ -260,28 +304,37 @@ def test_info_cli_shows_the_codec(tmp_path):
 @settings(max_examples=40, deadline=None)
 @given(
     dtype=st.sampled_from(["int8", "fp8_e4m3"]),
-    scale=st.sampled_from(["per_channel", "per_row"]),
+    scale=st.sampled_from(SCALES),
     rows=st.integers(1, 9),
     magnitude=st.floats(1e-20, 1e20),
     seed=st.integers(0, 2**16),
 )
 def test_roundtrip_error_bound(dtype, scale, rows, magnitude, seed):
     """|x - decode(encode(x))| <= half a code step (int8) or 2^-4 relative + half the
-    smallest subnormal step (e4m3), everywhere, for any magnitude."""
-    x = (np.random.default_rng(seed).standard_normal((rows, 5)) * magnitude).astype(np.float32)
+    smallest subnormal step (e4m3), everywhere, for any magnitude; for the affine codec the
+    same of ``x - offset``, plus the float32 roundings of the subtraction and the sum."""
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((rows, 5)) * magnitude).astype(np.float32)
+    x[:, 1] += np.float32(magnitude * 100)  # a channel on a large offset
     codec = codecs.CODECS[dtype]
-    m = np.abs(x).max(axis=0 if scale == "per_channel" else 1)
+    off = None
+    if scale == "per_channel_affine":
+        off, m = codecs.compute_offsets(x.min(0), x.max(0), where="t")
+    else:
+        m = np.abs(x).max(axis=1 if scale == "per_row" else 0)
     s = codecs.compute_scales(m, codec.qmax)
-    s = s if scale == "per_channel" else s[:, None]
+    s = s[:, None] if scale == "per_row" else s
     codes, scratch, back = np.empty(x.shape, np.int8), np.empty_like(x), np.empty_like(x)
-    assert codecs.encode(x, s, codec, codes, scratch) == 0
-    codecs.decode(codes, s, codec, back, where="t")
+    assert codecs.encode(x, s, codec, codes, scratch, off) == 0
+    codecs.decode(codes, s, codec, back, where="t", offset=off)
     err = np.abs(back.astype(np.float64) - x)
     sb = np.broadcast_to(s, x.shape).astype(np.float64)
+    centred = np.abs(x.astype(np.float64) - (0 if off is None else off))
+    slack = 1e-6 * (np.abs(x) + (0 if off is None else np.broadcast_to(m, x.shape)))
     if dtype == "int8":
-        bound = 0.5 * sb * (1 + 1e-5) + 1e-6 * np.abs(x)
+        bound = 0.5 * sb * (1 + 1e-5) + slack
     else:
-        bound = np.abs(x) * 2.0**-4 * (1 + 1e-5) + sb * 2.0**-10 + 1e-6 * np.abs(x)
+        bound = centred * 2.0**-4 * (1 + 1e-5) + sb * 2.0**-10 + slack
     assert np.all(err <= bound + 1e-37)
     assert np.all(np.isfinite(back))
 
@@ -289,7 +342,7 @@ def test_roundtrip_error_bound(dtype, scale, rows, magnitude, seed):
 @settings(max_examples=15, deadline=None)
 @given(
     dtype=st.sampled_from(["int8", "fp8_e4m3"]),
-    scale=st.sampled_from(["per_channel", "per_row"]),
+    scale=st.sampled_from(SCALES),
     n=st.integers(1, 30),
     rows_per_shard=st.integers(1, 11),
     seed=st.integers(0, 2**16),
