@@ -12,10 +12,17 @@ the same run on the same data (one 4096-dim bfloat16 layer, ``--size-gb`` of it)
 5. Time to resume mid-epoch (load_state_dict, then the first batch) vs the first batch of a
    fresh stream.
 
-Usage: ``python benchmarks/bench_stream.py [--size-gb 2] [--repeats 3] [--quick]``
-(``--quick``: 16 MB, to check that it runs). The local figures are interleaved rounds
-(readinto, shuffle on, shuffle off, each round), reported as the best round's ratio with the
-min-max of the per-round ratios; resume and fresh start alternate, best of the rounds.
+Usage: ``python benchmarks/bench_stream.py [--size-gb 2] [--repeats 5] [--quick]``
+(``--quick``: 16 MB, to check that it runs). The local figures are interleaved rounds: each
+round times ``readinto`` and then every contender once (the contenders' order reversed every
+other round, so none always runs first after the baseline), and each ratio is the median of the
+per-round ratios against that round's baseline, with their min-max. The stream contenders are
+the epochs of one stream (``set_epoch`` per round, after one untimed epoch), as a training run
+uses it, except "fresh stream", a new stream per round (its first epoch allocates its buffers).
+DataLoader(num_workers=0/1/2) run over that stream too, worker start included, and against
+DataLoader's own ceiling with workers (:class:`Ceiling`: workers that read nothing and yield a
+fresh tensor per batch, which DataLoader moves into shared memory). Resume and fresh
+start alternate, median of the rounds.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+from torch.utils.data import IterableDataset
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
@@ -70,9 +78,8 @@ def readinto_baseline(root: str) -> float:
     return time.perf_counter() - t
 
 
-def epoch_time(ds, **kw) -> tuple[float, int]:
-    """Seconds and layer bytes for one epoch of batches."""
-    s = actstore.stream(ds, layers=[LAYER], batch_size=BATCH, **kw)
+def epoch_time(s) -> tuple[float, int]:
+    """Seconds and layer bytes for one epoch of batches of stream ``s``."""
     t = time.perf_counter()
     nbytes = 0
     for b in s:
@@ -80,15 +87,36 @@ def epoch_time(ds, **kw) -> tuple[float, int]:
     return time.perf_counter() - t, nbytes
 
 
-def loader_time(ds, workers: int) -> float:
-    """Seconds for one epoch through DataLoader(num_workers=workers), worker start included."""
+def loader_time(s, workers: int) -> tuple[float, int]:
+    """Seconds and layer bytes for one epoch through DataLoader(num_workers=workers), worker
+    start included."""
     from torch.utils.data import DataLoader
 
-    s = actstore.stream(ds, layers=[LAYER], batch_size=BATCH, seed=0)
     t = time.perf_counter()
-    for _ in DataLoader(s, batch_size=None, num_workers=workers):
-        pass
-    return time.perf_counter() - t
+    nbytes = 0
+    for b in DataLoader(s, batch_size=None, num_workers=workers):
+        nbytes += b[f"layer_{LAYER}"].numel() * 2
+    return time.perf_counter() - t, nbytes
+
+
+class Ceiling(IterableDataset):
+    """DataLoader's own cost of moving batches from workers: an IterableDataset that reads
+    nothing and yields a fresh (never written) bf16 tensor per batch of the epoch (worker ``w``
+    yields batches ``w, w + W, ...``, as the stream does). DataLoader moves every tensor a
+    worker yields into shared memory, so this is what any dataset that does not write over
+    batches the training loop may still hold pays per batch with workers."""
+
+    def __init__(self, rows: int) -> None:
+        self.sizes = [min(BATCH, rows - lo) for lo in range(0, rows, BATCH)]
+
+    def __iter__(self):
+        import torch
+        from torch.utils.data import get_worker_info
+
+        info = get_worker_info()
+        w, nw = (0, 1) if info is None else (info.id, info.num_workers)
+        for n in self.sizes[w::nw]:
+            yield {f"layer_{LAYER}": torch.empty((n, DIM), dtype=torch.bfloat16)}
 
 
 def first_batches(it, k: int) -> float:
@@ -143,7 +171,7 @@ def rss_child(path: str) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-gb", type=float, default=2.0)
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds of the local figures")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds of the local figures")
     ap.add_argument("--quick", action="store_true", help="16 MB of data: only checks that it runs")
     args = ap.parse_args()
     load_before = os.getloadavg()
@@ -160,15 +188,29 @@ def main() -> None:
         ds = actstore.open_dataset(path)
         readinto_baseline(path)  # page cache warm for both sides
         payload = rows * DIM * 2
-        bases, ons, offs = [], [], []
-        for _ in range(args.repeats):  # interleaved: a burst of machine load hits all three
-            bases.append(readinto_baseline(path))
-            t, nb = epoch_time(ds, shuffle=True, seed=0)
-            assert nb == payload
-            ons.append(t)
-            offs.append(epoch_time(ds, shuffle=False)[0])
-        t_base, t_on, t_off = min(bases), min(ons), min(offs)
-        t_dl2 = min(loader_time(ds, 2) for _ in range(2))
+        on = actstore.stream(ds, layers=[LAYER], batch_size=BATCH, shuffle=True, seed=0)
+        off = actstore.stream(ds, layers=[LAYER], batch_size=BATCH, shuffle=False)
+        dl = actstore.stream(ds, layers=[LAYER], batch_size=BATCH, shuffle=True, seed=0)
+        assert epoch_time(on)[1] == epoch_time(off)[1] == payload  # untimed first epochs
+        contenders = {
+            "on": lambda: epoch_time(on),
+            "off": lambda: epoch_time(off),
+            "fresh": lambda: epoch_time(actstore.stream(ds, layers=[LAYER], batch_size=BATCH, shuffle=True, seed=0)),
+            "dl0": lambda: loader_time(dl, 0),
+            "dl1": lambda: loader_time(dl, 1),
+            "dl2": lambda: loader_time(dl, 2),
+            "ceil1": lambda: loader_time(Ceiling(rows), 1),
+            "ceil2": lambda: loader_time(Ceiling(rows), 2),
+        }
+        times: dict[str, list[float]] = {name: [] for name in ["base", *contenders]}
+        for r in range(args.repeats):  # interleaved: a burst of machine load hits every one
+            for st in (on, off, dl):
+                st.set_epoch(r + 1)
+            times["base"].append(readinto_baseline(path))
+            for name in (list(contenders) if r % 2 == 0 else list(contenders)[::-1]):
+                t, nb = contenders[name]()
+                assert nb == payload, (name, nb, payload)
+                times[name].append(t)
         k = min(8, rows // BATCH)
         t_ours_k = first_batches(actstore.stream(ds, layers=[LAYER], batch_size=BATCH), k)
         t_iter_k = first_batches(ds.iter_batches(LAYER, BATCH, shuffle=True, seed=0, dtype="bfloat16"), k)
@@ -178,7 +220,7 @@ def main() -> None:
             url = f"{server.base}/ds"
             rds = actstore.open_dataset(url, cache=False)
             server.stats(reset=True)
-            t_remote, _ = epoch_time(rds, shuffle=True, seed=0)
+            t_remote, _ = epoch_time(actstore.stream(rds, layers=[LAYER], batch_size=BATCH, shuffle=True, seed=0))
             n_req = server.stats()["requests"]
             import fsspec
 
@@ -213,7 +255,7 @@ def main() -> None:
             next(it)
             freshes.append(time.perf_counter() - t)
             it.close()
-        t_resume, t_fresh = min(resumes), min(freshes)
+        t_resume, t_fresh = float(np.median(resumes)), float(np.median(freshes))
 
         rss_big = rss_child(path)
         small = os.path.join(tmp, "small")
@@ -224,21 +266,36 @@ def main() -> None:
     gb = payload / 1e9
     load_after = os.getloadavg()
 
-    def spread(base: list[float], ours: list[float]) -> str:
-        """Best over best, and the min-max of the per-round ratios."""
-        r = [x / y for x, y in zip(base, ours)]
-        return f"{min(base) / min(ours):.2f} (rounds {min(r):.2f}-{max(r):.2f})"
+    def ratio(num: list[float], den: list[float]) -> str:
+        """Median of the per-round ratios ``num / den`` (times), and their min-max."""
+        r = [x / y for x, y in zip(num, den)]
+        return f"{np.median(r):.2f} ({min(r):.2f}-{max(r):.2f})"
 
+    def speed(name: str) -> str:
+        return f"{gb / float(np.median(times[name])):.2f} GB/s"
+
+    base = times["base"]
     out += [f"Load average (1, 5, 15 min) before {tuple(round(x, 2) for x in load_before)}, after "
             f"{tuple(round(x, 2) for x in load_after)} on {os.cpu_count()} cores (other sessions' tests "
-            f"ran at nice 19 meanwhile); {args.repeats} interleaved rounds for the local rows.", ""]
+            f"may run at nice 19 meanwhile); {args.repeats} interleaved rounds for the local rows: median "
+            "throughput, ratio = median of the per-round ratios (min-max in brackets).", ""]
     out += [
         "| figure | stream | baseline (same run, same bytes) | ratio | goal |",
         "|---|---:|---:|---:|---|",
-        f"| local, shuffle on | {gb / t_on:.2f} GB/s | readinto {gb / t_base:.2f} GB/s | {spread(bases, ons)} | >= 0.8 |",
-        f"| local, shuffle off | {gb / t_off:.2f} GB/s | readinto {gb / t_base:.2f} GB/s | {spread(bases, offs)} | >= 0.9 |",
-        f"| local, shuffle on, DataLoader(num_workers=2) | {gb / t_dl2:.2f} GB/s | readinto {gb / t_base:.2f} GB/s | "
-        f"{t_base / t_dl2:.2f} | info |",
+        f"| local, shuffle on | {speed('on')} | readinto {speed('base')} | {ratio(base, times['on'])} | >= 0.8 |",
+        f"| local, shuffle off | {speed('off')} | readinto {speed('base')} | {ratio(base, times['off'])} | >= 0.9 |",
+        f"| local, shuffle on, first epoch of a fresh stream | {speed('fresh')} | readinto {speed('base')} | "
+        f"{ratio(base, times['fresh'])} | info |",
+    ]
+    for w in (0, 1, 2):
+        out.append(f"| local, shuffle on, DataLoader(num_workers={w}) | {speed(f'dl{w}')} | single process "
+                   f"{speed('on')} (readinto {ratio(base, times[f'dl{w}'])}) | {ratio(times['on'], times[f'dl{w}'])} | "
+                   "info |")
+    for w in (1, 2):
+        out.append(f"| local, shuffle on, DataLoader(num_workers={w}) vs DataLoader's transport ceiling "
+                   f"(workers read nothing, yield fresh tensors) | {speed(f'dl{w}')} | ceiling {speed(f'ceil{w}')} | "
+                   f"{ratio(times[f'ceil{w}'], times[f'dl{w}'])} | info |")
+    out += [
         f"| loopback HTTP, shuffle on ({n_req} requests) | {gb / t_remote:.2f} GB/s | sequential fsspec "
         f"download {gb / t_dl:.2f} GB/s | {t_dl / t_remote:.2f} | >= 0.7 |",
         f"| first {k} batches vs `iter_batches(shuffle=True)`, local | {t_ours_k:.3f} s | {t_iter_k:.3f} s | "
@@ -247,9 +304,9 @@ def main() -> None:
         f"{t_riter:.3f} s | {t_riter / t_rours:.1f}x faster | >= 10x |",
         f"| peak RSS growth, one epoch: {gb:.2f} GB vs {small_rows * DIM * 2 / 1e9:.2f} GB dataset | {rss_big / 1e6:.0f} MB | "
         f"{rss_small / 1e6:.0f} MB | {rss_big / max(rss_small, 1):.2f} | flat (~1) |",
-        f"| resume mid-epoch to first batch (best of {len(resumes)}, alternated; rounds "
+        f"| resume mid-epoch to first batch (median of {len(resumes)}, alternated; rounds "
         f"{min(resumes):.3f}-{max(resumes):.3f} s vs {min(freshes):.3f}-{max(freshes):.3f} s) | {t_resume:.3f} s | "
-        f"fresh start {t_fresh:.3f} s | {t_resume / t_fresh:.2f} | ~1 |",
+        f"fresh start {t_fresh:.3f} s | {ratio(resumes, freshes)} | ~1 |",
         "",
     ]
     if args.quick:

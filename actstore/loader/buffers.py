@@ -13,6 +13,7 @@ reused only when the caller has dropped every view of it.
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -56,12 +57,19 @@ class BufferPool:
     def __init__(self, keep: int) -> None:
         self._keep = max(1, int(keep))
         self._owners: list[np.ndarray] = []
+        self._lock = threading.Lock()  # iterators of one stream in several threads share the pool
 
     def take(self, shape: tuple[int, ...], dtype: Any, phase: int = 0) -> np.ndarray:
         """A C-contiguous array of ``shape`` whose address is ``phase`` modulo :data:`PAGE`
         (contents undefined)."""
         dt = np.dtype(dtype)
         nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
+        with self._lock:
+            owner = self._owner(nbytes)
+        skip = (int(phase) - owner.ctypes.data) % PAGE
+        return owner[skip : skip + nbytes].view(dt).reshape(shape)
+
+    def _owner(self, nbytes: int) -> np.ndarray:
         owner = None
         for i in range(len(self._owners)):
             if sys.getrefcount(self._owners[i]) <= _FREE and self._owners[i].nbytes >= nbytes + PAGE:
@@ -73,5 +81,4 @@ class BufferPool:
                 free = [i for i in range(len(self._owners)) if sys.getrefcount(self._owners[i]) <= _FREE]
                 self._owners.pop(free[0] if free else 0)
             self._owners.append(owner)
-        skip = (int(phase) - owner.ctypes.data) % PAGE
-        return owner[skip : skip + nbytes].view(dt).reshape(shape)
+        return owner

@@ -3,10 +3,14 @@
 The batch sequence of a rank is fixed by :class:`~.order.Plan` and the epoch. A DataLoader
 worker ``w`` of ``W`` produces batches ``w, w + W, w + 2W, ...`` of that sequence; DataLoader
 asks its workers round-robin and returns their batches in order, so the loader yields the same
-sequence for any ``num_workers`` (``tests/stream/test_stream_loader.py`` checks it). A worker
-reads every window its batches draw from; when ``window`` is larger than ``num_workers x
-batch_size`` the workers read the same windows (the OS page cache or the ``UnifiedCache``
-serves the repeats).
+sequence for any ``num_workers`` (``tests/stream/test_stream_order.py`` checks it). Where a
+window is read in yield order (local shuffled windows of rows >= 4 KiB, and every window with
+``shuffle=False``) a worker reads only the samples of its own batches, so the workers of a rank
+read each sample once between them (``tests/stream/test_stream_buffers.py::
+test_each_dataloader_worker_reads_only_its_own_rows``); otherwise (remote or int8/fp8 shuffled
+windows, whose samples are read as whole block ranges and then gathered) every worker reads the
+whole windows its batches draw from, and the OS page cache or the ``UnifiedCache`` serves the
+repeats.
 
 Reading: a window is read as its contiguous pieces (parts of blocks), one thread task per
 piece, ``prefetch`` windows ahead of the one being served; each piece is one contiguous byte
@@ -14,12 +18,14 @@ range per layer (reads and copies release the GIL), read by ``preadv`` straight 
 window's buffer, placed at the shards' page phase (kernel copies page to page). Memory per
 iterator (per DataLoader worker): at most ``prefetch + 3 + ceil(batch_size / window)`` windows
 and three batches, plus the buffers of batches the caller still holds, whatever the dataset's
-size (buffers are released when the iteration ends). With
-``shuffle`` each batch is gathered (``np.take(..., out=)``, on threads) from its window(s) into
-a batch buffer and handed out without a copy (``torch.from_numpy``); in storage order a batch
-is a slice of its window, no copy. Window and batch buffers are reused (no page faults) once
-the caller has dropped every batch viewing them (:class:`~.buffers.BufferPool`), so a batch
-kept by the caller is never written over.
+size. With ``shuffle`` each batch is gathered (``np.take(..., out=)``, on threads) from its
+window(s) into a batch buffer and handed out without a copy (``torch.from_numpy``); where the
+window is in yield order a batch is a slice of it, no copy. Window and batch buffers are reused
+(no page faults), within an epoch and across epochs (the stream keeps them until it is dropped),
+once the caller has dropped every batch viewing them (:class:`~.buffers.BufferPool`), so a batch
+kept by the caller is never written over. In a DataLoader worker (torch batches in the stored
+dtype) the buffers are fresh shared memory instead, read into directly: a batch crosses to the
+main process as a handle, not a copy (a buffer the main process may still view is never reused).
 
 Epochs: ``set_epoch`` must reach the iterating copy, so use DataLoader's default
 ``persistent_workers=False`` (workers are started per epoch with the stream as it is then).
@@ -50,7 +56,7 @@ from ..format.locations import (
 from ..format.parallel import in_pieces, piece_count
 from ..format.reader import Dataset
 from ..format.rows import storage_numpy
-from .buffers import BufferPool
+from .buffers import PAGE, BufferPool
 from .order import Plan
 from .samples import RowSpace, TokenSpace, fingerprint
 
@@ -183,22 +189,66 @@ def _block_window(block_rows: int | None, window: int | None, sample_bytes: int)
 
 
 class _Window:
-    """One window's samples (per layer ``(size, dim)``, stored dtype), being read by threads.
+    """One window's samples (per layer ``(m, dim)``, stored dtype), being read by threads.
 
-    ``perm[j]`` is the buffer position of the window's ``j``-th sample in yield order;
-    ``ordered`` says the buffer already is in yield order (storage order, or a local shuffled
-    window read straight into its shuffled places), so a batch is a slice of it.
+    ``info`` (rows, tokens) is in buffer order. ``ordered``: the buffer holds the window's
+    samples in yield order (storage order, or a local shuffled window read straight into its
+    shuffled places), so a batch is a slice of it; then ``own`` lists the window positions the
+    buffer holds (``None``: all of them; a DataLoader worker holds only its batches' positions).
+    Otherwise the buffer is the whole window in storage order and ``perm[j]`` is the buffer
+    position of the ``j``-th sample in yield order. ``shared``: per layer, the shared-memory
+    tensor the buffer is (in a DataLoader worker), so a batch sliced from it crosses to the main
+    process as a handle.
     """
 
-    def __init__(self, raw: dict[int, np.ndarray], info: dict[str, np.ndarray], perm: np.ndarray,
-                 futures: list[Future[None]], ordered: bool) -> None:
-        self.raw, self.info, self.perm, self.futures, self.ordered = raw, info, perm, futures, ordered
+    def __init__(self, raw: dict[int, np.ndarray], info: dict[str, np.ndarray], perm: np.ndarray | None,
+                 futures: list[Future[None]], own: np.ndarray | None = None,
+                 shared: dict[int, Any] | None = None) -> None:
+        self.raw, self.info, self.perm, self.futures = raw, info, perm, futures
+        self.own, self.shared = own, shared
+
+    @property
+    def ordered(self) -> bool:
+        return self.perm is None
+
+    def index(self, lo: int, hi: int) -> np.ndarray:
+        """Buffer positions of the window's yield positions ``lo .. hi - 1``."""
+        if self.perm is not None:
+            return self.perm[lo:hi]
+        c = lo if self.own is None else int(np.searchsorted(self.own, lo))
+        return np.arange(c, c + hi - lo, dtype=np.int64)
 
     def ready(self) -> _Window:
         for f in self.futures:
             f.result()  # a read error surfaces here, in the iterating thread
         self.futures = []
         return self
+
+
+def _positions(segs: list[tuple[int, int]], size: int) -> np.ndarray | None:
+    """The positions of ``segs`` (sorted, disjoint), or ``None`` when they are all of ``0 .. size - 1``."""
+    if sum(hi - lo for lo, hi in segs) == size:
+        return None
+    return np.concatenate([np.arange(lo, hi, dtype=np.int64) for lo, hi in segs])
+
+
+def _clip(pieces: list[tuple[int, int]], segs: list[tuple[int, int]]) -> list[tuple[int, int, int]]:
+    """The parts ``(a, b, at)`` of the sample ranges ``pieces`` (laid end to end, in window
+    order) that fall in the window positions ``segs``; ``at`` is where each goes in a buffer
+    holding only ``segs``' positions."""
+    out, start, at, i = [], 0, 0, 0
+    for a, b in pieces:
+        end = start + b - a
+        while i < len(segs) and segs[i][0] < end:
+            lo, hi = max(segs[i][0], start), min(segs[i][1], end)
+            if lo < hi:
+                out.append((a + lo - start, a + hi - start, at))
+                at += hi - lo
+            if segs[i][1] > end:
+                break
+            i += 1
+        start = end
+    return out
 
 
 class Stream(_Base):  # type: ignore[misc,valid-type]
@@ -262,6 +312,7 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
         self._pos_worker: list[int] | None = None
         self._resume: tuple[int, list[int] | None] | None = None
         self._shared = False  # batches in shared memory (set per iteration, in workers)
+        self._buffers: tuple[int, BufferPool, BufferPool] | None = None  # (pid, windows, batches)
 
     @staticmethod
     def _numpy_default(numpy: bool | None) -> bool:
@@ -395,24 +446,33 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
         self._pos, self._pos_worker = first, (None if nw == 1 else [w, nw])
         return self._run(self._epoch, range(first, self._plan.batches, nw), nw)
 
+    def _pools(self) -> tuple[BufferPool, BufferPool]:
+        """This process's window and batch buffer pools, kept across epochs and iterations (a
+        forked worker makes its own rather than writing over pages it shares with its parent)."""
+        pools = self._buffers
+        if pools is None or pools[0] != os.getpid():
+            per_batch = -(-self._plan.batch // self._plan.window) + 1
+            # window buffers: the held ones, the batch's, and one coming free (no page faults);
+            # batch buffers: the one the loop holds, the one being made, one coming free
+            pools = (os.getpid(), BufferPool(len(self._codes) * (self._prefetch + per_batch + 2)),
+                     BufferPool(len(self._codes) * 3))
+            self._buffers = pools
+        return pools[1], pools[2]
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_buffers"] = None  # buffers stay in the process that made them
+        return state
+
     def _run(self, epoch: int, batches: range, stride: int) -> Iterator[dict[str, Any]]:
         plan = self._plan
         blocks = plan.blocks(epoch)
-        order: list[int] = []  # the windows this iterator needs, in order
-        for b in batches:
-            for k in plan.batch_windows(b):
-                if not order or order[-1] != k:
-                    order.append(k)
+        shares = plan.shares(batches)  # the windows this iterator needs, in order, and its part of each
+        order = list(shares)
         where = {k: i for i, k in enumerate(order)}
         pool = ThreadPoolExecutor(self._threads, thread_name_prefix="actstore-stream")
         held: dict[int, _Window] = {}
-        per_batch = -(-plan.batch // plan.window) + 1
-        # window buffers: the held ones, the batch's, and one coming free (no page faults)
-        windows = BufferPool(len(self._codes) * (self._prefetch + per_batch + 2))
-        # batch buffers: the one the loop holds, the one being made, one coming free
-        out = BufferPool(len(self._codes) * 3)
-        # in a DataLoader worker batches go to shared memory: gather them there instead
-        scatter = self._scatter and not self._shared
+        windows, out = self._pools()
         submitted = 0
         try:
             for b in batches:
@@ -422,7 +482,7 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
                 upto = min(len(order), where[ks[-1]] + 1 + self._prefetch)
                 while submitted < upto:
                     k = order[submitted]
-                    held[k] = self._submit(pool, blocks, epoch, k, windows, scatter)
+                    held[k] = self._submit(pool, blocks, epoch, k, shares[k], windows)
                     submitted += 1
                 batch = self._assemble(b, [(k, held[k].ready()) for k in ks], out)
                 self._pos = b + stride
@@ -431,20 +491,56 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def _window_buffers(self, m: int, buffers: BufferPool, shared: bool) -> tuple[dict[int, np.ndarray], Any]:
+        """Per layer an ``(m, dim)`` buffer at the page phase of the shards' data (each block's
+        ``preadv`` copies page to page): from the pool, or fresh shared memory (in a worker)."""
+        if not shared:
+            return {L: buffers.take((m, self._dim), storage_numpy(c), self._phase[L])
+                    for L, c in self._codes.items()}, None
+        import torch
+
+        raw, tensors = {}, {}
+        for L, code in self._codes.items():
+            item = storage_numpy(code).itemsize
+            nbytes = m * self._dim * item
+            t = _shared_bytes(nbytes + PAGE)
+            skip = (self._phase[L] - t.data_ptr()) % PAGE
+            skip -= skip % item
+            kind = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.int16}[code]
+            t = t[skip : skip + nbytes].view(kind).view(m, self._dim)
+            raw[L] = t.numpy().view(storage_numpy(code))
+            tensors[L] = t.view(torch.bfloat16) if code == "BF16" else t
+        return raw, tensors
+
     def _submit(self, pool: ThreadPoolExecutor, blocks: tuple[np.ndarray, np.ndarray], epoch: int,
-                k: int, buffers: BufferPool, scatter: bool) -> _Window:
+                k: int, segs: list[tuple[int, int]], buffers: BufferPool) -> _Window:
+        """Start reading window ``k``: only its positions ``segs`` (the iterator's batches)
+        where the window is read in yield order, all of it otherwise."""
         plan = self._plan
         pieces = plan.window_pieces(blocks, k)
-        size = sum(b - a for a, b in pieces)
-        # at the page phase of the shards' data: each block's preadv copies page to page
-        raw = {L: buffers.take((size, self._dim), storage_numpy(c), self._phase[L]) for L, c in self._codes.items()}
-        perm = plan.window_perm(epoch, k)
-        place = None
-        if scatter:  # buffer position of each stored sample: its place in yield order
-            place = np.empty_like(perm)
-            place[perm] = np.arange(perm.size, dtype=perm.dtype)
+        size = plan.window_size(k)
+        own = _positions(segs, size)
+        scatter = self._scatter and plan.shuffle
+        ordered = scatter or not plan.shuffle
+        m = size if own is None or not ordered else own.size
+        raw, shared = self._window_buffers(m, buffers, self._shared and ordered)
         infos: list[dict[str, np.ndarray]] = []
         futures = []
+        if ordered and not scatter:  # storage order: read the samples of segs, end to end
+            for a, b, at in _clip(pieces, segs):
+                infos.append(self._space.rows(a, b))
+                futures.append(pool.submit(self._read_piece, a, b, raw, at, None))
+            info = {key: np.concatenate([i[key] for i in infos]) for key in infos[0]}
+            return _Window(raw, info, None, futures, own, shared)
+        perm = plan.window_perm(epoch, k)
+        place = None
+        if scatter:  # buffer position of each stored sample: its place in yield order (or -1: not ours)
+            place = np.empty_like(perm)
+            place[perm] = np.arange(perm.size, dtype=perm.dtype)
+            if own is not None:
+                compact = np.full(size, -1, dtype=np.int64)
+                compact[own] = np.arange(own.size, dtype=np.int64)
+                place = compact[place]
         at = 0
         for a, b in pieces:
             infos.append(self._space.rows(a, b))
@@ -453,16 +549,21 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
             at += b - a
         info = {key: np.concatenate([i[key] for i in infos]) for key in infos[0]}
         if place is None:
-            return _Window(raw, info, perm, futures, not plan.shuffle)
-        info = {key: values[perm] for key, values in info.items()}
-        return _Window(raw, info, np.arange(perm.size, dtype=np.int64), futures, True)
+            return _Window(raw, info, perm, futures)
+        pick = perm if own is None else perm[own]
+        return _Window(raw, {key: values[pick] for key, values in info.items()}, None, futures, own, shared)
 
     def _read_piece(self, a: int, b: int, raw: dict[int, np.ndarray], at: int, rows: np.ndarray | None) -> None:
+        """Read samples ``a .. b - 1``: to ``raw[at:]`` in order, or each to its ``rows`` entry
+        (``-1``: not read, another worker's)."""
         shards, offsets = self._space.locate(a, b)
+        if rows is not None and rows.size and rows.min() < 0:
+            keep = rows >= 0
+            shards, offsets, rows = shards[keep], offsets[keep], rows[keep]
         for L, buf in raw.items():
             if rows is None:
                 read_locations(self._ds, L, shards, offsets, buf[at : at + b - a], view=self._view)
-            else:
+            elif rows.size:
                 scatter_locations(self._ds, L, shards, offsets, buf, rows, view=self._view)
 
     def _assemble(self, b: int, windows: list[tuple[int, _Window]], buffers: BufferPool) -> dict[str, Any]:
@@ -471,12 +572,16 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
         parts = []
         for k, win in windows:
             lo, hi = max(q0, k * plan.window) - k * plan.window, min(q1, (k + 1) * plan.window) - k * plan.window
-            parts.append((win, win.perm[lo:hi]))
+            parts.append((win, win.index(lo, hi)))
         out: dict[str, Any] = {}
         for L, code in self._codes.items():
             if len(parts) == 1 and parts[0][0].ordered:  # the window is in yield order: a slice of it
                 (win, idx), = parts
-                out[f"layer_{request(L)}"] = self._convert(win.raw[L][int(idx[0]) : int(idx[0]) + idx.size], code)
+                c, n = int(idx[0]), idx.size
+                if win.shared is not None:
+                    out[f"layer_{request(L)}"] = win.shared[L][c : c + n]
+                else:
+                    out[f"layer_{request(L)}"] = self._convert(win.raw[L][c : c + n], code)
                 continue
             raw, shared = self._batch_buffer(q1 - q0, code, buffers)
             at = 0
@@ -500,7 +605,7 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
         import torch
 
         kind = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.int16}[code]
-        t = torch.empty((n, self._dim), dtype=kind).share_memory_()
+        t = _shared_bytes(n * self._dim * storage_numpy(code).itemsize).view(kind).view(n, self._dim)
         arr = t.numpy()
         return (arr.view(np.uint16) if code == "BF16" else arr), (t.view(torch.bfloat16) if code == "BF16" else t)
 
@@ -529,6 +634,19 @@ class Stream(_Base):  # type: ignore[misc,valid-type]
         if self._device.type == "cuda":
             return t.pin_memory().to(self._device, non_blocking=True)
         return t.to(self._device)
+
+
+def _shared_bytes(nbytes: int) -> Any:
+    """A fresh uint8 torch tensor of ``nbytes`` in shared memory (a DataLoader worker's batch
+    then crosses to the main process as a handle). ``UntypedStorage._new_shared`` makes it
+    directly; ``empty().share_memory_()`` would also copy the fresh pages into it (measured
+    61 vs 155 ms per 64 MiB here)."""
+    import torch
+
+    new = getattr(torch.UntypedStorage, "_new_shared", None)
+    if new is None:  # pragma: no cover - older or newer torch without the private constructor
+        return torch.empty(nbytes, dtype=torch.uint8).share_memory_()
+    return torch.empty(0, dtype=torch.uint8).set_(new(nbytes))
 
 
 def _refresh_after_fork(source: Any) -> None:

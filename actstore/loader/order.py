@@ -128,7 +128,7 @@ class Plan:
 
     def window_perm(self, epoch: int, k: int) -> np.ndarray:
         """Position in window ``k``'s buffer of each of its samples, in yield order."""
-        size = min(self.window, self.samples - k * self.window)
+        size = self.window_size(k)
         if not self.shuffle:
             return np.arange(size, dtype=np.int64)
         return _rng(self.seed, epoch, _WINDOWS, self.rank, k).permutation(size).astype(np.int64)
@@ -136,6 +136,29 @@ class Plan:
     def batch_span(self, b: int) -> tuple[int, int]:
         """This rank's positions ``[q0, q1)`` of batch ``b``."""
         return b * self.batch, min((b + 1) * self.batch, self.samples)
+
+    def shares(self, batches: range) -> dict[int, list[tuple[int, int]]]:
+        """The positions ``[lo, hi)`` inside each window (``0 <= lo < hi <= window``) that
+        ``batches`` take, in yield order, keyed by window in the order the batches need them.
+
+        A DataLoader worker's batches are every ``num_workers``-th one: it reads only these
+        positions of each window, so the workers of a rank together read each sample once.
+        """
+        out: dict[int, list[tuple[int, int]]] = {}
+        for b in batches:
+            q0, q1 = self.batch_span(b)
+            for k in self.batch_windows(b):
+                lo, hi = max(q0, k * self.window) - k * self.window, min(q1, (k + 1) * self.window) - k * self.window
+                segs = out.setdefault(k, [])
+                if segs and segs[-1][1] == lo:
+                    segs[-1] = (segs[-1][0], hi)
+                else:
+                    segs.append((lo, hi))
+        return out
+
+    def window_size(self, k: int) -> int:
+        """Samples in window ``k`` of this rank."""
+        return min(self.window, self.samples - k * self.window)
 
     def batch_windows(self, b: int) -> range:
         """The windows batch ``b`` draws from."""

@@ -98,3 +98,73 @@ def test_token_mode_scatter_reads_give_the_gathered_stream(tmp_path, monkeypatch
             assert np.array_equal(a[key], b[key]), key
         for L in LAYERS:  # each token's values name its row and position
             assert np.array_equal(a[f"layer_{L}"][:, 0], a["row"] * 100 + a["token"] + 10000 * L)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_each_dataloader_worker_reads_only_its_own_rows(wide, tmp_path, monkeypatch, shuffle):
+    """Two forked workers: each reads exactly the samples of its own batches (not the whole
+    windows they share), and the loader yields the single-process order with the stored values."""
+    import os
+
+    import torch
+    from torch.utils.data import DataLoader
+
+    log = tmp_path / "reads.txt"
+
+    def counting(real):
+        def wrapped(ds, layer, shards, offsets, *args, **kw):
+            if layer == LAYERS[0]:
+                fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+                os.write(fd, f"{os.getpid()} {np.size(offsets)}\n".encode())
+                os.close(fd)
+            return real(ds, layer, shards, offsets, *args, **kw)
+        return wrapped
+
+    monkeypatch.setattr(loader_module, "scatter_locations", counting(loader_module.scatter_locations))
+    monkeypatch.setattr(loader_module, "read_locations", counting(loader_module.read_locations))
+    ds = actstore.open_dataset(wide)
+    # windows of 40 samples hold 4 batches of 10: without the split each worker would read all 40
+    kw = dict(layers=list(LAYERS), batch_size=10, seed=3, block_rows=8, window=40, shuffle=shuffle)
+    ref = list(actstore.stream(ds, **kw))
+    assert actstore.stream(ds, **kw)._scatter == shuffle
+    log.unlink()
+    s = actstore.stream(ds, **kw)
+    got = list(DataLoader(s, batch_size=None, num_workers=2, multiprocessing_context="fork"))
+    assert len(got) == len(ref) == 30
+    for a, b in zip(ref, got):
+        assert torch.equal(a["row"], b["row"]) and torch.equal(a["layer_3"], b["layer_3"])
+    _check_values(got, numpy=False)
+    per_pid: dict[str, int] = {}
+    for pid, n in (line.split() for line in log.read_text().splitlines()):
+        per_pid[pid] = per_pid.get(pid, 0) + int(n)
+    assert os.getpid() not in {int(p) for p in per_pid}
+    # worker w yields batches w, w + 2, ...: 15 batches of 10 rows each, and reads just those
+    assert sorted(per_pid.values()) == [150, 150], per_pid
+
+
+@pytest.mark.parametrize("scatter", [True, False])
+def test_buffers_are_kept_across_epochs(wide, monkeypatch, scatter):
+    """A stream's second epoch reads into the first epoch's buffers (no fresh allocations,
+    hence no page faults), and its values are right."""
+    import weakref
+
+    if not scatter:
+        monkeypatch.setattr(loader_module, "SCATTER_ROW_BYTES", 1 << 40)
+    ds = actstore.open_dataset(wide)
+    s = actstore.stream(ds, layers=list(LAYERS), batch_size=10, seed=1, block_rows=10, window=30, numpy=True)
+    rows = []
+    for b in s:
+        rows.append(b["row"])
+    pools = s._pools()
+    before = [weakref.ref(o) for pool in pools for o in pool._owners]
+    assert before
+    s.set_epoch(1)
+    seen = []
+    for b in s:
+        _check_values([b], numpy=True)
+        seen.append(b["row"])
+    assert s._pools() == pools
+    after = [o for pool in pools for o in pool._owners]
+    assert len(after) == len(before) and all(r() is o for r, o in zip(before, after))
+    assert sorted(np.concatenate(seen).tolist()) == list(range(300))
+    assert not np.array_equal(np.concatenate(seen), np.concatenate(rows))  # another epoch's order
