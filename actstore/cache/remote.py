@@ -206,11 +206,6 @@ class _Spans:
     def __getitem__(self, i: int) -> memoryview:
         return self._buffer[self._lo[i] : self._hi[i]]
 
-    def take(self, idx: list[int]) -> list[memoryview]:
-        """The views ``idx``, made in one pass at C speed (no Python call per view)."""
-        lo, hi = map(self._lo.__getitem__, idx), map(self._hi.__getitem__, idx)
-        return list(map(self._buffer.__getitem__, map(slice, lo, hi)))
-
 
 class CacheLike(Protocol):
     """What a :class:`CachedSource` needs of its cache (a :class:`~actstore.cache.UnifiedCache`)."""
@@ -544,16 +539,11 @@ class CachedSource:
         dropped as damaged (or, if gone, looked up again by the general path). Returns the
         bytes read and proven, and the count of damaged pieces (summed by the caller, so runs
         read on several threads share no counter)."""
-        import os
-
-        try:
-            fd = os.open(seg, os.O_RDONLY)
-        except FileNotFoundError:  # evicted by another process
-            self._layouts.pop(ident, None)
+        fd = self._open_segment(ident, seg)
+        if fd is None:
             left.extend(idx)
             return 0, 0
-        # each piece's view, made once
-        vs = views.take(idx) if isinstance(views, _Spans) else list(map(views.__getitem__, idx))
+        vs = list(map(views.__getitem__, idx))  # each piece's view, made once
         lens = list(map(len, vs))
         ends = list(map(operator.add, offs, lens))
         short: set[int] = set()
@@ -585,11 +575,7 @@ class CachedSource:
             bad = [t for t, (v, k) in enumerate(zip(vs, ks)) if t in short or fns[k](v) != hexs[k]]
         if not bad:
             return sum(lens), 0
-        self._layouts.pop(ident, None)
-        left.extend(idx[t] for t in bad)
-        sid = seg.rsplit("/", 1)[-1].removesuffix(".seg")
-        what = "truncated" if bad[0] in short else "fails its checksum"
-        self.store.report_damage(sid, f"a cached piece of {self.url} {what} (read {len(bad)} bad of {len(idx)})")
+        self._report_damaged(ident, seg, [idx[t] for t in bad], len(idx), truncated=bad[0] in short, left=left)
         bad_set = set(bad)
         return sum(n for t, n in enumerate(lens) if t not in bad_set), len(bad)
 
@@ -600,10 +586,8 @@ class CachedSource:
         holds whole blocks of the segment (see :data:`~actstore.cache.segments.BLOCK_ENTRIES`)
         is checked one hash per block; every other piece by its own checksum. A block that
         fails is checked piece by piece, so only damaged pieces are refetched."""
-        try:
-            fd = os.open(seg, os.O_RDONLY)
-        except FileNotFoundError:  # evicted by another process
-            self._layouts.pop(ident, None)
+        fd = self._open_segment(ident, seg)
+        if fd is None:
             left.extend(idx)
             return 0, 0
         ia = np.asarray(idx, dtype=np.int64)
@@ -636,7 +620,6 @@ class CachedSource:
         span_of = np.repeat(np.arange(len(first)), last - first + 1)
         short = end > got_to[span_of]
         ok = np.zeros(len(idx), dtype=bool)
-        failed_blocks = False
         blocks = self._blocks_of(seg)
         if blocks is not None and not short.any():
             b_off, b_end, b_fn, b_hex = blocks
@@ -649,12 +632,7 @@ class CachedSource:
                 pos = np.flatnonzero(inside)[at]  # one piece of each block: where it lies
                 start = lo[pos] - (off[pos] - b_off[whole])
                 bviews = views.at(start.tolist(), (start + (b_end[whole] - b_off[whole])).tolist())
-                fn = b_fn[whole[0]] if len(set(b_fn[w] for w in whole.tolist())) == 1 else None
-                want = [b_hex[w] for w in whole.tolist()]
-                got_hex = list(map(fn, bviews)) if fn is not None else [
-                    b_fn[w](v) for w, v in zip(whole.tolist(), bviews)]
-                good = np.fromiter(map(operator.eq, got_hex, want), dtype=bool, count=len(want))
-                failed_blocks = not good.all()
+                good = np.array([b_fn[w](v) == b_hex[w] for w, v in zip(whole.tolist(), bviews)], dtype=bool)
                 ok[inside] = np.isin(b[inside], whole[good])
         rest = np.flatnonzero(~ok & ~short).tolist()
         bad = np.flatnonzero(short).tolist()
@@ -664,31 +642,39 @@ class CachedSource:
             bad += [t for t, v, k in zip(rest, vs, kr) if fns[k](v) != hexs[k]]
         if not bad:
             return int(n.sum()), 0
-        if failed_blocks:
-            log.debug("a block of %s failed its checksum; its pieces were checked one by one", seg)
-        self._layouts.pop(ident, None)
-        left.extend(idx[t] for t in bad)
-        sid = seg.rsplit("/", 1)[-1].removesuffix(".seg")
-        what = "truncated" if short.any() else "fails its checksum"
-        self.store.report_damage(sid, f"a cached piece of {self.url} {what} (read {len(bad)} bad of {len(idx)})")
+        self._report_damaged(ident, seg, [idx[t] for t in bad], len(idx), truncated=bool(short.any()), left=left)
         return int(n.sum() - n[bad].sum()), len(bad)
+
+    def _open_segment(self, ident: str, seg: str) -> int | None:
+        """A read descriptor of segment file ``seg``; None when another process evicted it
+        (this file's piece locations are then looked up again)."""
+        try:
+            return os.open(seg, os.O_RDONLY)
+        except FileNotFoundError:
+            self._layouts.pop(ident, None)
+            return None
+
+    def _report_damaged(self, ident: str, seg: str, bad: list[int], of: int, *, truncated: bool,
+                        left: list[int]) -> None:
+        """Pieces ``bad`` (positions of the read) of segment ``seg`` failed: they go to ``left``
+        for the general path, and the segment is dropped as damaged."""
+        self._layouts.pop(ident, None)
+        left.extend(bad)
+        what = "truncated" if truncated else "fails its checksum"
+        self.store.report_damage(_segment_id(seg), f"a cached piece of {self.url} {what} (read {len(bad)} bad of {of})")
 
     def _blocks_of(self, seg: str) -> tuple[np.ndarray, np.ndarray, list[Any], list[str]] | None:
         """Segment ``seg``'s block checksums as (starts, ends, hash functions, expected hex);
         None when it has none. Segments never change, so this is kept."""
-        got = self._block_cache.get(seg)
-        if got is None:
-            sid = seg.rsplit("/", 1)[-1].removesuffix(".seg")
-            blocks = self.store.blocks(sid)
-            if not blocks:
-                return None
+        if seg not in self._block_cache:
+            blocks = self.store.blocks(_segment_id(seg))
             parts = [split_digest(d) for _, _, d in blocks]
-            got = self._block_cache[seg] = (
+            self._block_cache[seg] = None if not blocks else (
                 np.asarray([o for o, _, _ in blocks], dtype=np.int64),
                 np.asarray([o + k for o, k, _ in blocks], dtype=np.int64),
                 [fn if k == length else _never_matches for (fn, _, k), (_, length, _) in zip(parts, blocks)],
                 [h for _, h, _ in parts])
-        return got
+        return self._block_cache[seg]
 
     def _gap(self, n: int) -> memoryview:
         """Scratch memory for bytes between pieces (shared: its contents are never used)."""
@@ -864,6 +850,11 @@ _IOV_PIECES = 500
 
 def _never_matches(data: Any) -> str:
     return ""
+
+
+def _segment_id(seg: str) -> str:
+    """The segment id of a segment file's path."""
+    return seg.rsplit("/", 1)[-1].removesuffix(".seg")
 
 
 def _cut_runs(bounds: list[int], cuts: list[int]) -> list[tuple[int, int]]:

@@ -57,12 +57,7 @@ def test_far_apart_rows_stay_separate_requests_of_exact_bytes(hub: HubServer, re
     """Ranges further apart than ``HUB_GAP`` are not merged: the gap would cost more than a request."""
     from actstore.format import ranges
 
-    path = tmp_path / "ds"
-    write_dataset(path, n=N, dim=DIM, layers=(0,), shard_bytes=N * DIM * 4, views=False)
-    actstore.push_dataset(path, repo_id, token=WRITE, progress=False)
-    ds = actstore.open_dataset(f"hf://datasets/{repo_id}", cache=False,
-                               storage_options={"endpoint": hub.endpoint, "token": WRITE})
-    ds.get([0])  # the shard's header
+    path, ds = _far_rows_dataset(hub, repo_id, tmp_path)
     hub.reset_counters()
     monkeypatch.setattr(ranges, "HUB_GAP", 64)  # rows 10 apart (576 B of gap) are now "far"
     np.testing.assert_array_equal(ds.get([10, 20, 30])[:, 0],
@@ -71,7 +66,7 @@ def test_far_apart_rows_stay_separate_requests_of_exact_bytes(hub: HubServer, re
     assert hub.bytes_served(repo_id, "tensors/") == 3 * DIM * 4
 
 
-def _far_rows_dataset(hub: HubServer, repo_id: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+def _far_rows_dataset(hub: HubServer, repo_id: str, tmp_path: Path) -> tuple[Path, actstore.Dataset]:
     path = tmp_path / "ds"
     write_dataset(path, n=N, dim=DIM, layers=(0,), shard_bytes=N * DIM * 4, views=False)
     actstore.push_dataset(path, repo_id, token=WRITE, progress=False)
